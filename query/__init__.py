@@ -1,0 +1,1 @@
+"""Turn questions into ranked hits (any modality to any other) and measure them."""
