@@ -1,0 +1,167 @@
+"""The EmergentBridge model on one screen: projection heads, the proxy synthesizer G, the losses.
+
+- `Head`: frozen-encoder features of one modality -> unit vector in the shared d-dim space.
+- `ProxyMLP` / `DiffusionPrior`: the noisy bridge anchor p = G(z_anchor, noise), mapping an
+  anchor embedding (image) to a proxy embedding of an already-aligned modality (text).
+- `info_nce`: symmetric InfoNCE (CLIP loss), optionally with several positives per row.
+- `proxy_loss`: 1 - cos(P z_new, P p) with P = I - u u^T (u = paired anchor embedding), so its
+  gradient has no component along u; `u=None` gives the naive variant without projection.
+"""
+from __future__ import annotations
+
+import math
+
+from bridge.deps import require
+
+torch = require("torch", "the bridge model")
+nn = torch.nn
+F = torch.nn.functional
+
+VARIANTS = ("anchor", "naive-proxy", "emergentbridge")
+
+
+class Head(nn.Module):
+    """Standardise frozen features, then a 2-layer MLP to the shared space, unit norm.
+
+    The feature mean/std are buffers fitted on the training features, because frozen
+    encoders (MiniLM, EfficientNet, speech embeddings) emit very different scales.
+    """
+
+    def __init__(self, in_dim: int, dim: int, hidden: int = 512, dropout: float = 0.1):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(in_dim))
+        self.register_buffer("std", torch.ones(in_dim))
+        self.net = nn.Sequential(
+            nn.Linear(in_dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, dim)
+        )
+
+    def fit_scaler(self, features: torch.Tensor) -> None:
+        self.mean.copy_(features.mean(0))
+        self.std.copy_(features.std(0).clamp_min(1e-6))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.net((features - self.mean) / self.std), dim=-1)
+
+
+class ProxyMLP(nn.Module):
+    """The cheap G for ablations: p = normalize(MLP(z) + sigma * eps)."""
+
+    def __init__(self, dim: int, hidden: int = 512, sigma: float = 0.1):
+        super().__init__()
+        self.sigma = sigma
+        self.net = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
+
+    def loss(self, z_anchor: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return (1 - F.cosine_similarity(self.net(z_anchor), target, dim=-1)).mean()
+
+    def sample(self, z_anchor: torch.Tensor, noise: torch.Tensor | None = None,
+               generator: torch.Generator | None = None) -> torch.Tensor:
+        mu = F.normalize(self.net(z_anchor), dim=-1)
+        if noise is None:
+            noise = torch.randn(mu.shape, generator=generator, device=mu.device)
+        return F.normalize(mu + self.sigma * noise, dim=-1)
+
+
+class DiffusionPrior(nn.Module):
+    """A small conditional diffusion prior in embedding space (DALL-E 2 style).
+
+    The denoiser predicts the clean embedding x0 from (x_t, t, z_anchor), as the DALL-E 2
+    prior does; sampling is deterministic DDIM over a few steps, so all randomness is the
+    starting noise: that noise is what makes the bridge anchor "noisy". Embeddings are unit
+    vectors, scaled by sqrt(dim) so each coordinate has roughly unit variance.
+    """
+
+    def __init__(self, dim: int, hidden: int = 512, timesteps: int = 1000, steps: int = 8, depth: int = 3):
+        super().__init__()
+        self.dim, self.timesteps, self.steps = dim, timesteps, steps
+        self.scale = math.sqrt(dim)
+        # Cosine noise schedule (Nichol & Dhariwal): alpha_bar(t) for t = 0..T.
+        s = 0.008
+        t = torch.linspace(0, 1, timesteps + 1)
+        alpha_bar = torch.cos((t + s) / (1 + s) * math.pi / 2) ** 2
+        self.register_buffer("alpha_bar", (alpha_bar / alpha_bar[0]).clamp(1e-5, 1.0))
+        self.time_embed = nn.Sequential(nn.Linear(32, hidden), nn.GELU(), nn.Linear(hidden, hidden))
+        self.inp = nn.Linear(2 * dim, hidden)
+        self.blocks = nn.ModuleList(
+            nn.Sequential(nn.LayerNorm(hidden), nn.Linear(hidden, hidden * 2), nn.GELU(), nn.Linear(hidden * 2, hidden))
+            for _ in range(depth)
+        )
+        self.out = nn.Sequential(nn.LayerNorm(hidden), nn.Linear(hidden, dim))
+
+    def _timestep_features(self, t: torch.Tensor) -> torch.Tensor:
+        freqs = torch.exp(-math.log(1000.0) * torch.arange(16, device=t.device) / 16)
+        angles = (t.float() / self.timesteps)[:, None] * 1000.0 * freqs[None, :]
+        return torch.cat([angles.sin(), angles.cos()], dim=-1)
+
+    def denoise(self, x_t: torch.Tensor, t: torch.Tensor, z_anchor: torch.Tensor) -> torch.Tensor:
+        """Predict x0 (scaled) from the noisy x_t at integer timesteps t."""
+        h = self.inp(torch.cat([x_t, z_anchor * self.scale], dim=-1)) + self.time_embed(self._timestep_features(t))
+        for block in self.blocks:
+            h = h + block(h)
+        return self.out(h)
+
+    def loss(self, z_anchor: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        x0 = target * self.scale
+        t = torch.randint(1, self.timesteps + 1, (x0.shape[0],), device=x0.device)
+        ab = self.alpha_bar[t][:, None]
+        x_t = ab.sqrt() * x0 + (1 - ab).sqrt() * torch.randn_like(x0)
+        return F.mse_loss(self.denoise(x_t, t, z_anchor), x0)
+
+    def sample(self, z_anchor: torch.Tensor, noise: torch.Tensor | None = None,
+               generator: torch.Generator | None = None, steps: int | None = None) -> torch.Tensor:
+        steps = steps or self.steps
+        x = noise if noise is not None else torch.randn(z_anchor.shape, generator=generator, device=z_anchor.device)
+        ts = torch.linspace(self.timesteps, 0, steps + 1).round().long().tolist()
+        for t_now, t_next in zip(ts[:-1], ts[1:]):
+            ab_now, ab_next = self.alpha_bar[t_now], self.alpha_bar[t_next]
+            x0 = self.denoise(x, torch.full((x.shape[0],), t_now, device=x.device), z_anchor)
+            eps = (x - ab_now.sqrt() * x0) / (1 - ab_now).sqrt()
+            x = ab_next.sqrt() * x0 + (1 - ab_next).sqrt() * eps  # DDIM, eta = 0
+        return F.normalize(x, dim=-1)
+
+
+PROXY_MODELS = {"diffusion": DiffusionPrior, "mlp": ProxyMLP}
+
+
+# ------------------------------------------------------------------------------ losses
+
+
+def info_nce(a: torch.Tensor, b: torch.Tensor, logit_scale: torch.Tensor,
+             positives: torch.Tensor | None = None) -> torch.Tensor:
+    """Symmetric InfoNCE between unit rows of `a` and `b` (the CLIP loss).
+
+    `positives[i, j]` marks b_j as a positive for a_i (default: the diagonal). With several
+    positives per row the target is spread evenly over them, which keeps items that share a
+    label from being pushed apart as false negatives.
+
+    Example:
+        >>> a = F.normalize(torch.randn(4, 8), dim=-1)
+        >>> float(info_nce(a, a, torch.tensor(10.0))) < math.log(4)
+        True
+    """
+    logits = logit_scale * a @ b.T
+    if positives is None:
+        target = torch.arange(a.shape[0], device=a.device)
+        return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+    pos = positives.float()
+    loss_ab = -(pos / pos.sum(1, keepdim=True) * F.log_softmax(logits, dim=1)).sum(1).mean()
+    loss_ba = -(pos.T / pos.T.sum(1, keepdim=True) * F.log_softmax(logits.T, dim=1)).sum(1).mean()
+    return (loss_ab + loss_ba) / 2
+
+
+def project_out(x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Row-wise P x with P = I - u u^T (u unit rows): x without its component along u."""
+    return x - (x * u).sum(-1, keepdim=True) * u
+
+
+def proxy_loss(z_new: torch.Tensor, proxy: torch.Tensor, u: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean cosine distance between the new modality and its proxy target.
+
+    With `u` (the paired anchor embedding, unit rows) both sides are projected onto the
+    plane orthogonal to u first: the loss then depends on z_new only through P z_new, so its
+    gradient lies in that plane and cannot move z_new along (or off) its anchor direction.
+    `u=None` is the naive variant, whose gradient does pull along u.
+    """
+    if u is not None:
+        z_new, proxy = project_out(z_new, u), project_out(proxy, u)
+    return (1 - F.cosine_similarity(z_new, proxy, dim=-1, eps=1e-8)).mean()

@@ -1,0 +1,167 @@
+"""A trained bridge: preset encoders + heads + proxy synthesizer G, saved as a checkpoint directory.
+
+A checkpoint directory holds `config.json` (preset, roles, variant, every hyperparameter,
+seed, which modality pairs were trained with paired data, version) next to
+`model.safetensors` and `curves.json`. Loading needs no network: the preset's encoders
+load their weights from files.
+
+Example:
+    >>> bridge = Bridge.load("runs/bridge")                      # doctest: +SKIP
+    >>> z = bridge.embed("text", ["seven", "a spoken seven"])   # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from bridge.deps import require
+from bridge.modalities import check_modality, load
+
+CONFIG_FILE, WEIGHTS_FILE, CURVES_FILE = "config.json", "model.safetensors", "curves.json"
+PROXY_VIEW_SAMPLES = 8
+PROXY_VIEW_SEED = 1234
+
+
+class Bridge:
+    """The bridged embedding space, ready to embed any modality it has a head for."""
+
+    def __init__(self, config: dict[str, Any], modules: Any, preset: Any = None):
+        self.config = config
+        self.modules = modules  # BridgeModules (torch), built by bridge.train
+        self._preset = preset
+
+    # ------------------------------------------------------------------ identity
+
+    @property
+    def version(self) -> str:
+        """`<preset>-<variant>-<weights hash>`: what every indexed point records."""
+        return self.config["version"]
+
+    @property
+    def dim(self) -> int:
+        return int(self.config["dim"])
+
+    @property
+    def modalities(self) -> list[str]:
+        return list(self.config["feature_dims"])
+
+    @property
+    def anchor(self) -> str:
+        return self.config["anchor"]
+
+    @property
+    def proxy_role(self) -> str:
+        return self.config["proxy"]
+
+    def is_paired(self, source: str, target: str) -> bool:
+        """True when the two modalities were trained together with paired data (or are equal)."""
+        return source == target or sorted((source, target)) in [sorted(p) for p in self.config["paired"]]
+
+    @property
+    def preset(self) -> Any:
+        if self._preset is None:
+            from bridge.encoders import load_preset
+
+            self._preset = load_preset(self.config["preset"])
+        return self._preset
+
+    # ------------------------------------------------------------------ embedding
+
+    def _check(self, modality: str) -> None:
+        check_modality(modality)
+        if modality not in self.config["feature_dims"]:
+            raise ValueError(
+                f"this bridge ({self.version}) has no head for {modality!r}; "
+                f"it was trained for: {', '.join(self.modalities)}"
+            )
+
+    def embed_features(self, modality: str, features: np.ndarray) -> np.ndarray:
+        """Frozen-encoder features (n, in_dim) -> unit vectors (n, dim) in the bridged space."""
+        self._check(modality)
+        torch = require("torch")
+        head = self.modules.heads[modality]
+        head.eval()
+        with torch.inference_mode():
+            out = head(torch.as_tensor(np.asarray(features, dtype=np.float32)))
+        return out.numpy()
+
+    def encode(self, modality: str, items: Sequence[Any]) -> np.ndarray:
+        """Canonical items (see bridge.modalities) -> frozen-encoder features."""
+        self._check(modality)
+        return self.preset.encoder(modality).encode(list(items))
+
+    def embed(self, modality: str, items: Sequence[Any]) -> np.ndarray:
+        """Canonical items or file paths -> unit vectors (n, dim).
+
+        Example:
+            >>> bridge.embed("audio", ["digits/7_jackson_0.wav"]).shape   # doctest: +SKIP
+            (1, 256)
+        """
+        canonical = [load(modality, it) if isinstance(it, (str, Path)) and modality != "text" else it for it in items]
+        return self.embed_features(modality, self.encode(modality, canonical))
+
+    def proxy_view(self, z: np.ndarray) -> np.ndarray:
+        """G's view of bridged vectors: the mean of a few samples from fixed noise, normalised.
+
+        The same noise vectors serve every row, so a row's view does not depend on what
+        else is in the batch, and indexing and querying agree exactly.
+        """
+        torch = require("torch")
+        g = self.modules.proxy
+        g.eval()
+        with torch.inference_mode():
+            zt = torch.as_tensor(np.asarray(z, dtype=np.float32))
+            gen = torch.Generator().manual_seed(PROXY_VIEW_SEED)
+            noise = torch.randn((PROXY_VIEW_SAMPLES, zt.shape[1]), generator=gen)
+            views = [g.sample(zt, noise=noise[i].expand_as(zt)) for i in range(PROXY_VIEW_SAMPLES)]
+            out = torch.nn.functional.normalize(torch.stack(views).mean(0), dim=-1)
+        return out.numpy()
+
+    # ------------------------------------------------------------------ persistence
+
+    def save(self, directory: str | Path, curves: dict[str, Any] | None = None) -> Path:
+        """Write config.json + model.safetensors (+ curves.json); sets the version from the weights."""
+        from safetensors.torch import save_file
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().contiguous() for k, v in self.modules.state_dict().items()}
+        tmp = directory / (WEIGHTS_FILE + ".tmp")
+        save_file(state, str(tmp))
+        digest = hashlib.sha256(tmp.read_bytes()).hexdigest()[:12]
+        self.config["weights_sha256"] = digest
+        self.config["version"] = f"{self.config['preset_name']}-{self.config['variant']}-{digest}"
+        tmp.replace(directory / WEIGHTS_FILE)
+        _write_json(directory / CONFIG_FILE, self.config)
+        if curves is not None:
+            _write_json(directory / CURVES_FILE, curves)
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "Bridge":
+        """Load a checkpoint directory written by `save` (no network)."""
+        from safetensors.torch import load_file
+
+        from bridge.train import build_modules
+
+        directory = Path(directory)
+        cfg_path = directory / CONFIG_FILE
+        if not cfg_path.is_file():
+            raise FileNotFoundError(
+                f"{directory} is not a bridge checkpoint (no {CONFIG_FILE}); train one with `ebridge train`"
+            )
+        config = json.loads(cfg_path.read_text())
+        modules = build_modules(config)
+        modules.load_state_dict(load_file(str(directory / WEIGHTS_FILE)))
+        modules.eval()
+        return cls(config, modules)
+
+
+def _write_json(path: Path, data: Any) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
+    tmp.replace(path)

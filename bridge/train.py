@@ -1,0 +1,271 @@
+"""Training the bridge: one config dataclass, three stages, one loop.
+
+1. base:  heads for the anchor and proxy modalities (image, text) on their pairs (InfoNCE).
+2. proxy: G, the noisy bridge anchor, learns anchor -> proxy embeddings; then frozen.
+3. bind:  every other modality's head learns InfoNCE(z_new, z_anchor) + lambda * L_proxy,
+          where L_proxy depends on the variant:
+          `anchor` (none), `naive-proxy` (no projection), `emergentbridge` (P = I - u u^T).
+
+Training works on frozen-encoder features (see bridge.features), so it is fast on a CPU.
+
+Example:
+    >>> bridge, curves = train(TrainConfig(preset="tiny", steps=50), data)   # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from bridge.deps import require
+from bridge.model import PROXY_MODELS, VARIANTS, DiffusionPrior, Head, ProxyMLP, info_nce, proxy_loss
+from bridge.space import Bridge
+
+torch = require("torch", "training")
+nn = torch.nn
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of a training run; all of it is saved in the checkpoint."""
+
+    preset: str = "offline"
+    dim: int = 256
+    anchor: str = "image"
+    proxy: str = "text"
+    variant: str = "emergentbridge"
+    proxy_model: str = "diffusion"  # "diffusion" (the method) or "mlp" (ablation)
+    lambda_proxy: float = 1.0
+    temperature: float = 0.07  # initial; learnable, as in CLIP
+    proxy_sigma: float = 0.1  # noise of the mlp proxy
+    diffusion_steps: int = 8  # DDIM sampling steps
+    diffusion_timesteps: int = 1000
+    hidden: int = 512
+    dropout: float = 0.1
+    batch_size: int = 256
+    steps: int = 600  # per head-training stage
+    proxy_steps: int = 2000
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.variant not in VARIANTS:
+            raise ValueError(f"unknown variant {self.variant!r}; choose one of {', '.join(VARIANTS)}")
+        if self.proxy_model not in PROXY_MODELS:
+            raise ValueError(f"unknown proxy model {self.proxy_model!r}; choose one of {', '.join(PROXY_MODELS)}")
+        if self.anchor == self.proxy:
+            raise ValueError("anchor and proxy must be different modalities")
+
+
+@dataclass
+class ModalityData:
+    """Frozen features of one modality, with what pairs them to other modalities."""
+
+    ids: list[str]
+    features: np.ndarray  # (n, in_dim) float32
+    labels: list[str | None] = field(default_factory=list)
+    pairs: list[str | None] = field(default_factory=list)  # explicit pair keys
+
+    def __post_init__(self) -> None:
+        n = len(self.ids)
+        self.labels = self.labels or [None] * n
+        self.pairs = self.pairs or [None] * n
+        if not (self.features.shape[0] == len(self.labels) == len(self.pairs) == n):
+            raise ValueError("ids, features, labels and pairs must have the same length")
+
+
+TrainingSet = dict[str, ModalityData]
+
+
+class BridgeModules(nn.Module):
+    """All trainable parts: one head per modality, G, one temperature per trained pair."""
+
+    def __init__(self, feature_dims: dict[str, int], config: dict[str, Any]):
+        super().__init__()
+        dim, hidden = config["dim"], config["hidden"]
+        self.heads = nn.ModuleDict({m: Head(d, dim, hidden, config["dropout"]) for m, d in feature_dims.items()})
+        if config["proxy_model"] == "diffusion":
+            self.proxy: nn.Module = DiffusionPrior(dim, hidden, config["diffusion_timesteps"], config["diffusion_steps"])
+        else:
+            self.proxy = ProxyMLP(dim, hidden, config["proxy_sigma"])
+        init = math.log(1 / config["temperature"])
+        self.logit_scales = nn.ParameterDict({m: nn.Parameter(torch.tensor(init)) for m in feature_dims})
+
+
+def build_modules(config: dict[str, Any]) -> BridgeModules:
+    return BridgeModules(config["feature_dims"], config)
+
+
+# ------------------------------------------------------------------------------ pairing
+
+
+def pair_keys(a: ModalityData, b: ModalityData) -> tuple[list[str | None], list[str | None], str]:
+    """Keys that pair items of a with items of b: explicit pair keys when the two share
+    any, else shared labels (e.g. an image and the text of its class name)."""
+    shared = {p for p in a.pairs if p is not None} & {p for p in b.pairs if p is not None}
+    if shared:
+        return a.pairs, b.pairs, "pair"
+    if {x for x in a.labels if x is not None} & {x for x in b.labels if x is not None}:
+        return a.labels, b.labels, "label"
+    return [], [], "none"
+
+
+class PairSampler:
+    """Draws batches of (row of a, a random partner row of b) pairs, with the positives mask."""
+
+    def __init__(self, a: ModalityData, b: ModalityData, rng: np.random.Generator, what: str):
+        keys_a, keys_b, self.how = pair_keys(a, b)
+        partners: dict[str, list[int]] = {}
+        for j, k in enumerate(keys_b):
+            if k is not None:
+                partners.setdefault(k, []).append(j)
+        self.keys_a, self.keys_b = keys_a, keys_b
+        self.rows = [i for i, k in enumerate(keys_a) if k in partners]
+        if not self.rows:
+            raise ValueError(f"no paired data for {what}: the items share neither pair keys nor labels")
+        self.partners = {k: np.array(v) for k, v in partners.items()}
+        self.rng = rng
+
+    def batch(self, size: int) -> tuple[np.ndarray, np.ndarray, "torch.Tensor"]:
+        rows = self.rng.choice(self.rows, size=min(size, len(self.rows)), replace=False)
+        cols = np.array([self.rng.choice(self.partners[self.keys_a[i]]) for i in rows])
+        ka = np.array([self.keys_a[i] for i in rows], dtype=object)
+        kb = np.array([self.keys_b[j] for j in cols], dtype=object)
+        return rows, cols, torch.as_tensor(ka[:, None] == kb[None, :])
+
+
+# ------------------------------------------------------------------------------ training
+
+
+def _optimise(params: list, steps: int, cfg: TrainConfig, loss_fn: Callable[[int], "torch.Tensor"],
+              name: str, curves: dict[str, list]) -> None:
+    """AdamW with warm-up and cosine decay; logs and records the loss every few steps."""
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    warm = max(1, steps // 20)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))
+    )
+    curve = curves.setdefault(name, [])
+    t0 = time.perf_counter()
+    for step in range(steps):
+        loss = loss_fn(step)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        if step % 20 == 0 or step == steps - 1:
+            curve.append([step, round(loss.item(), 6)])
+        if step % max(1, steps // 4) == 0 or step == steps - 1:
+            log.info("%s step %d/%d loss %.4f (%.1fs)", name, step + 1, steps, loss.item(), time.perf_counter() - t0)
+
+
+def _tensor(data: ModalityData, rows: np.ndarray) -> "torch.Tensor":
+    return torch.as_tensor(data.features[rows], dtype=torch.float32)
+
+
+def train(cfg: TrainConfig, data: TrainingSet, val: TrainingSet | None = None,
+          preset_info: dict[str, Any] | None = None) -> tuple[Bridge, dict[str, Any]]:
+    """Train all three stages on frozen features; returns the bridge and its training curves.
+
+    `val` (optional, never the test split) is embedded after training to log retrieval
+    R@1 for every trained pair; the figures go into the curves.
+    """
+    for role in (cfg.anchor, cfg.proxy):
+        if role not in data:
+            raise ValueError(f"the training data has no {role!r} items (needed as the {role} role)")
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    preset_info = preset_info or {"name": cfg.preset, "fingerprint": None}
+    feature_dims = {m: int(d.features.shape[1]) for m, d in data.items()}
+    config = {**asdict(cfg), "feature_dims": feature_dims, "preset_name": preset_info["name"],
+              "preset_fingerprint": preset_info.get("fingerprint"), "paired": [], "version": "unsaved"}
+    modules = build_modules(config)
+    for m, d in data.items():
+        modules.heads[m].fit_scaler(torch.as_tensor(d.features))
+    curves: dict[str, Any] = {}
+    anchor, proxy = data[cfg.anchor], data[cfg.proxy]
+
+    # Stage 1: the base space, anchor <-> proxy (image <-> text).
+    base = PairSampler(anchor, proxy, rng, f"{cfg.anchor}<->{cfg.proxy}")
+    h_a, h_p = modules.heads[cfg.anchor], modules.heads[cfg.proxy]
+    scale = modules.logit_scales[cfg.proxy]
+
+    def base_loss(_: int) -> "torch.Tensor":
+        rows, cols, pos = base.batch(cfg.batch_size)
+        return info_nce(h_a(_tensor(anchor, rows)), h_p(_tensor(proxy, cols)), scale.exp().clamp(max=100), pos)
+
+    modules.train()
+    _optimise([*h_a.parameters(), *h_p.parameters(), scale], cfg.steps, cfg, base_loss,
+              f"base/{cfg.anchor}-{cfg.proxy}", curves)
+    config["paired"].append([cfg.anchor, cfg.proxy])
+    for p in [*h_a.parameters(), *h_p.parameters()]:
+        p.requires_grad_(False)
+    h_a.eval()
+    h_p.eval()
+
+    # Stage 2: G learns anchor -> proxy on the frozen base space, then is frozen too.
+    with torch.no_grad():
+        z_anchor_all = h_a(torch.as_tensor(anchor.features))
+        z_proxy_all = h_p(torch.as_tensor(proxy.features))
+    g = modules.proxy
+
+    def g_loss(_: int) -> "torch.Tensor":
+        rows, cols, _pos = base.batch(cfg.batch_size)
+        return g.loss(z_anchor_all[rows], z_proxy_all[cols])
+
+    g.train()
+    _optimise(list(g.parameters()), cfg.proxy_steps, cfg, g_loss, f"proxy/{cfg.proxy_model}", curves)
+    g.eval()
+    for p in g.parameters():
+        p.requires_grad_(False)
+
+    # Stage 3: bind every other modality to the anchor, with the variant's proxy term.
+    for m, d in data.items():
+        if m in (cfg.anchor, cfg.proxy):
+            continue
+        sampler = PairSampler(d, anchor, rng, f"{m}<->{cfg.anchor}")
+        head, scale_m = modules.heads[m], modules.logit_scales[m]
+        head.train()
+
+        def bind_loss(_: int, d=d, head=head, scale_m=scale_m, sampler=sampler) -> "torch.Tensor":
+            rows, cols, pos = sampler.batch(cfg.batch_size)
+            z_new, u = head(_tensor(d, rows)), z_anchor_all[cols]
+            loss = info_nce(z_new, u, scale_m.exp().clamp(max=100), pos)
+            if cfg.variant != "anchor" and cfg.lambda_proxy > 0:
+                with torch.no_grad():
+                    p = g.sample(u)
+                loss = loss + cfg.lambda_proxy * proxy_loss(z_new, p, u if cfg.variant == "emergentbridge" else None)
+            return loss
+
+        _optimise([*head.parameters(), scale_m], cfg.steps, cfg, bind_loss, f"bind/{m}-{cfg.anchor}", curves)
+        head.eval()
+        config["paired"].append([m, cfg.anchor])
+
+    modules.eval()
+    bridge = Bridge(config, modules)
+    if val:
+        curves["val"] = validate(bridge, val)
+    return bridge, curves
+
+
+def validate(bridge: Bridge, val: TrainingSet) -> dict[str, float]:
+    """R@1 between every two modalities of `val` sharing labels (same label = relevant)."""
+    from query.metrics import retrieval_metrics
+
+    emb = {m: bridge.embed_features(m, d.features) for m, d in val.items() if m in bridge.modalities}
+    out: dict[str, float] = {}
+    for s in emb:
+        for t in emb:
+            if s == t:
+                continue
+            r = retrieval_metrics(emb[s], val[s].labels, emb[t], val[t].labels, ks=(1,))
+            out[f"{s}->{t}"] = round(r["r1"], 4)
+            kind = "paired" if bridge.is_paired(s, t) else "unpaired"
+            log.info("val %-8s R@1 %.3f  %s->%s", kind, r["r1"], s, t)
+    return out
