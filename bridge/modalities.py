@@ -281,13 +281,22 @@ _LOADERS = {
 
 
 def depth_to_disparity(depth_m: np.ndarray) -> np.ndarray:
-    """Metres -> disparity-like input in [0, 1] (near is bright, holes are 0), the
-    normalisation ImageBind and Omnivore feed an image backbone for depth."""
+    """Metres -> disparity-like input in [0, 1] (near is bright, holes are 0), the input
+    ImageBind and Omnivore feed an image backbone for depth. Disparity is min-max scaled
+    over the valid pixels: a scene's absolute distance says little, its relief says much.
+
+    Example:
+        >>> (3 * depth_to_disparity(np.array([[1.0, 2.0], [0.0, 4.0]], np.float32))).round().tolist()
+        [[3.0, 1.0], [0.0, 0.0]]
+    """
     valid = depth_m > 0
     disp = np.zeros_like(depth_m, dtype=np.float32)
-    disp[valid] = 1.0 / depth_m[valid]
-    hi = disp[valid].max() if valid.any() else 1.0
-    return (disp / hi).astype(np.float32)
+    if not valid.any():
+        return disp
+    inv = 1.0 / depth_m[valid]
+    lo, hi = inv.min(), inv.max()
+    disp[valid] = (inv - lo) / (hi - lo) if hi > lo else 1.0
+    return disp
 
 
 # ------------------------------------------------------------------------- helpers
