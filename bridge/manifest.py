@@ -1,0 +1,88 @@
+"""Pairs manifests: which items exist, of what modality, paired with what, in which split.
+
+A manifest is a CSV or Parquet table, one row per item, with columns
+`path` (relative to the manifest's folder) or `text` (for inline text items), `modality`,
+and optionally `label`, `pair` (items of different modalities with the same pair key are
+paired) and `split`. Items of two modalities without shared pair keys are paired by
+shared label (e.g. an image and the prompts of its class name).
+
+Example:
+    >>> rows = in_split(read_manifest("digits/manifest.csv"), "train")   # doctest: +SKIP
+    >>> data = training_set(rows, load_preset("offline"), FeatureCache("cache"))  # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bridge.modalities import check_modality, load
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Row:
+    modality: str
+    source: str  # absolute path, or the text itself for inline text
+    label: str | None
+    pair: str | None
+    split: str | None
+    inline: bool = False
+
+    @property
+    def id(self) -> str:
+        """Content identity: the same bytes (or text) give the same id wherever they live,
+        so cached features stay valid after a move and go stale after an edit."""
+        data = self.source.encode() if self.inline else Path(self.source).read_bytes()
+        return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+def read_manifest(path: str | Path) -> list[Row]:
+    """All rows of a CSV/Parquet manifest (see `in_split` to pick a split)."""
+    import polars as pl
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"manifest {path} not found")
+    frame = pl.read_parquet(path) if path.suffix == ".parquet" else pl.read_csv(path, infer_schema=False)
+    if "modality" not in frame.columns or not ({"path", "text"} & set(frame.columns)):
+        raise ValueError(f"{path}: a manifest needs a 'modality' column and a 'path' or 'text' column; has {frame.columns}")
+    rows = []
+    for rec in frame.iter_rows(named=True):
+        modality = check_modality(str(rec["modality"]).strip())
+        text = rec.get("text")
+        inline = bool(text) and not rec.get("path")
+        source = str(text) if inline else str((path.parent / str(rec["path"])).resolve())
+        rows.append(Row(modality, source, _clean(rec.get("label")), _clean(rec.get("pair")), _clean(rec.get("split")), inline))
+    if not rows:
+        raise ValueError(f"{path}: the manifest has no items")
+    return rows
+
+
+def in_split(rows: list[Row], split: str, include_unsplit: bool = False) -> list[Row]:
+    """Rows of one split; rows with no split belong to training (`include_unsplit`)."""
+    return [r for r in rows if r.split == split or (include_unsplit and r.split is None)]
+
+
+def _clean(value: Any) -> str | None:
+    return None if value is None or str(value).strip() == "" else str(value)
+
+
+def training_set(rows: list[Row], preset: Any, cache: Any, batch_size: int = 32) -> dict[str, Any]:
+    """Frozen features for every row, grouped by modality (cached by content id and preset)."""
+    from bridge.train import ModalityData
+
+    out = {}
+    for modality in sorted({r.modality for r in rows}):
+        group = [r for r in rows if r.modality == modality]
+        ids = [r.id for r in group]
+        by_id = {r.id: r for r in group}
+        feats = cache.get_or_compute(preset, modality, ids,
+                                     lambda batch_ids: [load(modality, by_id[i].source) for i in batch_ids],
+                                     batch_size=batch_size)
+        out[modality] = ModalityData(ids=ids, features=feats, labels=[r.label for r in group], pairs=[r.pair for r in group])
+        log.info("%s: %d items, features %s", modality, len(ids), tuple(feats.shape))
+    return out

@@ -1,0 +1,65 @@
+"""`ebridge train MANIFEST --out DIR`: train a bridge from a pairs manifest.
+
+Every TrainConfig field is a typed option (`--lambda-proxy 0.5`, `--variant anchor`...),
+so the CLI and the dataclass cannot drift apart.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+def config_options(parser: argparse.ArgumentParser) -> None:
+    """Add one option per TrainConfig field, typed from its default."""
+    from bridge.train import TrainConfig
+
+    group = parser.add_argument_group("training settings (all recorded in the checkpoint)")
+    for f in dataclasses.fields(TrainConfig):
+        group.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=None,
+                           help=f"default: {f.default}")
+
+
+def config_from_args(args: argparse.Namespace, **overrides: Any):
+    from bridge.train import TrainConfig
+
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if getattr(args, f.name, None) is not None}
+    return TrainConfig(**{**given, **overrides})
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train the bridge from a pairs manifest (CSV/Parquet)",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("manifest", type=Path, help="CSV/Parquet: modality, path|text, [label, pair, split]")
+    p.add_argument("--out", type=Path, required=True, help="checkpoint directory to write")
+    p.add_argument("--cache", type=Path, default=None, help="frozen-feature cache (default: MANIFEST_DIR/.ebridge-cache)")
+    p.add_argument("--train-split", default="train", help="rows of this split train (rows with no split too)")
+    p.add_argument("--val-split", default="val", help="rows of this split are used to log validation R@1")
+    config_options(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from bridge.encoders import load_preset
+    from bridge.features import FeatureCache
+    from bridge.manifest import in_split, read_manifest, training_set
+    from bridge.train import train
+
+    cfg = config_from_args(args)
+    preset = load_preset(cfg.preset)
+    cache = FeatureCache(args.cache or args.manifest.parent / ".ebridge-cache")
+    rows = read_manifest(args.manifest)
+    train_rows, val_rows = in_split(rows, args.train_split, include_unsplit=True), in_split(rows, args.val_split)
+    if not train_rows:
+        raise ValueError(f"{args.manifest}: no rows in split {args.train_split!r}")
+    data = training_set(train_rows, preset, cache)
+    val = training_set(val_rows, preset, cache) if val_rows else None
+    bridge, curves = train(cfg, data, val=val, preset_info={"name": preset.name, "fingerprint": preset.fingerprint})
+    bridge.save(args.out, curves)
+    print(json.dumps({"checkpoint": str(args.out), "version": bridge.version, "val_r1": curves.get("val", {})}, indent=2))
+    return 0

@@ -1,0 +1,255 @@
+"""Any-to-any search over an index, with unpaired pairs routed through the proxy anchor.
+
+Routes (which one a pair takes is data: the index's route table, overridable per call):
+- `direct`: nearest `bridged` vectors to the query's bridged embedding. Right for pairs
+  trained with paired data (image<->text, audio<->image, ...).
+- `proxy`: nearest `proxy` vectors (G's view of each item) to G's view of the query: both
+  sides are compared as text-like proxy embeddings.
+- `fused`: both searches fused by weighted reciprocal-rank fusion in ONE Qdrant Query API
+  call (prefetch + fusion). The default for pairs that never had paired data.
+
+Example:
+    >>> index = Index.open("digits.index")                                  # doctest: +SKIP
+    >>> hits = index.search("audio/7_theo_3.wav", target="depth", k=5)      # doctest: +SKIP
+    >>> hits[0].path, hits[0].route                                         # doctest: +SKIP
+    ('depth/depth_07713.png', 'fused')
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from bridge.errors import BridgeMismatchError, EmergentBridgeError
+from bridge.modalities import MODALITIES, check_modality, detect_modality, load
+from indexer.store import Filter, Prefetch, Store, open_store
+
+log = logging.getLogger(__name__)
+
+ROUTES = ("direct", "proxy", "fused")
+BRIDGE_DIR = "bridge"
+
+
+class QueryError(EmergentBridgeError, ValueError):
+    """A query that cannot run: unknown modality, unreadable file, empty text, unknown id..."""
+
+
+@dataclass
+class SearchHit:
+    id: str
+    path: str | None
+    modality: str
+    score: float
+    route: str
+    label: str | None = None
+    payload: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": str(self.id), "path": self.path, "modality": self.modality, "score": round(self.score, 6),
+                "route": self.route, "label": self.label}
+
+
+@dataclass
+class FusionSettings:
+    """Weighted RRF of the direct and proxy searches; `depth` candidates from each."""
+
+    direct_weight: float = 1.0
+    proxy_weight: float = 1.0
+    depth: int = 100
+
+
+class Index:
+    """An opened index: its store, its bridge and its route table."""
+
+    def __init__(self, store: Store, bridge: Any, fusion: FusionSettings | None = None):
+        self.store = store
+        self.bridge = bridge
+        self.fusion = fusion or FusionSettings()
+        meta = store.metadata
+        if meta.get("bridge_version") and meta["bridge_version"] != bridge.version:
+            raise BridgeMismatchError(
+                f"the index was built with bridge {meta['bridge_version']} but {bridge.version} was given; "
+                "search with the index's own bridge (omit --bridge) or re-index with --reembed"
+            )
+
+    @classmethod
+    def open(cls, path: str | Path, url: str | None = None, collection: str = "emergentbridge",
+             bridge: str | Path | Any | None = None) -> "Index":
+        """Open an index folder (embedded store), or a server collection with the local index folder
+        that holds its bridge. `bridge` defaults to the copy kept in `<path>/bridge/`."""
+        from bridge.space import Bridge
+
+        path = Path(path)
+        if url is None and not path.exists():
+            raise QueryError(f"index {path} not found; build it with `ebridge index DIR --index {path}`")
+        if bridge is None:
+            bridge = path / BRIDGE_DIR
+            if not (bridge / "config.json").is_file():
+                raise QueryError(f"{path} holds no bridge ({bridge}/config.json missing); pass --bridge CHECKPOINT")
+        if isinstance(bridge, (str, Path)):
+            bridge = Bridge.load(bridge)
+        try:
+            store = open_store(path, url=url, collection=collection)
+        except FileNotFoundError as exc:
+            raise QueryError(str(exc)) from None
+        return cls(store, bridge)
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> "Index":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ routing
+
+    @property
+    def routes(self) -> dict[str, str]:
+        return dict(self.store.metadata.get("routes", {}))
+
+    def route_for(self, source: str, target: str) -> str:
+        """The route table's choice, else `direct` for paired pairs and `fused` for unpaired ones."""
+        chosen = self.routes.get(f"{source}->{target}")
+        if chosen:
+            return chosen
+        return "direct" if self.bridge.is_paired(source, target) else "fused"
+
+    # ------------------------------------------------------------------ queries
+
+    def embed_query(self, query: Any, source: str | None = None) -> tuple[str, np.ndarray]:
+        """A query -> (its modality, its bridged vector).
+
+        A query is a file path, raw text, an array (give `source`), or `{"id": point_id}` for
+        an item already in the index (its stored vector is used)."""
+        if isinstance(query, Mapping) and "id" in query:
+            records = self.store.retrieve([query["id"]], with_vectors=["bridged"])
+            if not records:
+                raise QueryError(f"no point with id {query['id']!r} in this index")
+            rec = records[0]
+            return rec.payload["modality"], np.asarray(rec.vectors["bridged"], dtype=np.float32)
+        if isinstance(query, Path) or (isinstance(query, str) and source != "text" and Path(query).is_file()):
+            path = Path(query)
+            modality = source or detect_modality(path)
+            if modality is None:
+                raise QueryError(f"{path}: cannot tell its modality from the name; pass source=/--source")
+            item = load(check_modality(modality), path)
+        elif isinstance(query, str):
+            if source not in (None, "text"):
+                raise QueryError(f"{query}: file not found (a {source} query must be a readable file)")
+            modality, item = "text", load("text", query)
+        elif isinstance(query, np.ndarray):
+            if source is None:
+                raise QueryError("an array query needs its modality: source='image' / 'audio' / ...")
+            modality, item = check_modality(source), load(source, query)
+        else:
+            raise QueryError(f"unsupported query type {type(query).__name__}: give a path, text, array or {{'id': ...}}")
+        if modality not in self.bridge.modalities:
+            raise QueryError(f"this index's bridge has no {modality} head (it knows {', '.join(self.bridge.modalities)})")
+        return modality, self.bridge.embed_features(modality, self.bridge.encode(modality, [item]))[0]
+
+    def search(self, query: Any, target: str | Sequence[str] | None = None, k: int = 10,
+               filter: Mapping[str, Any] | Filter | None = None, route: str = "auto",
+               source: str | None = None) -> list[SearchHit]:
+        """Top-k items of the target modality(ies) for one query, best first.
+
+        Example:
+            >>> index.search("seven", target="audio", k=3, filter={"label": "seven"})   # doctest: +SKIP
+        """
+        modality, z = self.embed_query(query, source)
+        return self.search_vectors(modality, z[None, :], target, k, filter, route)[0]
+
+    def search_batch(self, queries: Sequence[Any], target: str | Sequence[str] | None = None, k: int = 10,
+                     filter: Mapping[str, Any] | Filter | None = None, route: str = "auto",
+                     source: str | None = None) -> list[list[SearchHit]]:
+        """Many queries of one modality at once (one backend call per route)."""
+        if not queries:
+            return []
+        embedded = [self.embed_query(q, source) for q in queries]
+        modalities = {m for m, _ in embedded}
+        if len(modalities) > 1:
+            raise QueryError(f"a batch must hold one query modality, got {sorted(modalities)}")
+        return self.search_vectors(modalities.pop(), np.stack([z for _, z in embedded]), target, k, filter, route)
+
+    def search_vectors(self, source: str, vectors: np.ndarray, target: str | Sequence[str] | None = None,
+                       k: int = 10, filter: Mapping[str, Any] | Filter | None = None,
+                       route: str = "auto") -> list[list[SearchHit]]:
+        """Search with bridged vectors already computed (what the benchmark uses)."""
+        targets = _targets(target)
+        if route not in ("auto", *ROUTES):
+            raise QueryError(f"unknown route {route!r}; choose auto, {', '.join(ROUTES)}")
+        by_route: dict[str, list[str]] = {}
+        for t in targets:
+            by_route.setdefault(self.route_for(source, t) if route == "auto" else route, []).append(t)
+        per_route = [self._search_route(r, ts, vectors, k, filter) for r, ts in by_route.items()]
+        if len(per_route) == 1:
+            return per_route[0]
+        # Scores of different routes are not comparable (cosine vs fusion): interleave by rank.
+        merged = []
+        for lists in zip(*per_route):
+            ranked = sorted((rank, j, h) for j, hits in enumerate(lists) for rank, h in enumerate(hits))
+            merged.append([h for _, _, h in ranked][:k])
+        return merged
+
+    def _search_route(self, route: str, targets: list[str], vectors: np.ndarray, k: int,
+                      filter: Mapping[str, Any] | Filter | None) -> list[list[SearchHit]]:
+        flt = _with_modality(filter, targets)
+        if route == "direct":
+            results = self.store.search_batch("bridged", vectors, k, flt)
+        elif route == "proxy":
+            results = self.store.search_batch("proxy", self.bridge.proxy_view(vectors), k, flt)
+        else:
+            views = self.bridge.proxy_view(vectors)
+            f = self.fusion
+            results = [
+                self.store.search_fused([Prefetch("bridged", v, f.depth, f.direct_weight),
+                                         Prefetch("proxy", g, f.depth, f.proxy_weight)], k, flt)
+                for v, g in zip(vectors, views)
+            ]
+        return [[_hit(h, route) for h in hits] for hits in results]
+
+
+def _targets(target: str | Sequence[str] | None) -> list[str]:
+    if target is None:
+        return list(MODALITIES)
+    targets = [target] if isinstance(target, str) else list(target)
+    for t in targets:
+        try:
+            check_modality(t)
+        except ValueError as exc:
+            raise QueryError(str(exc)) from None
+    return targets
+
+
+def _with_modality(filter: Mapping[str, Any] | Filter | None, targets: list[str]) -> Filter:
+    """The caller's filter plus `modality in targets` (an index-backed keyword match)."""
+    if isinstance(filter, Filter):
+        must, must_not, prefix = dict(filter.must), dict(filter.must_not), filter.path_prefix
+    else:
+        must, must_not, prefix = dict(filter or {}), {}, None
+        prefix = must.pop("path_prefix", None)
+    must["modality"] = targets[0] if len(targets) == 1 else targets
+    return Filter(must=must, must_not=must_not, path_prefix=prefix)
+
+
+def _hit(h: Any, route: str) -> SearchHit:
+    p = h.payload or {}
+    return SearchHit(id=str(h.id), path=p.get("path"), modality=p.get("modality", "?"), score=float(h.score),
+                     route=route, label=p.get("label"), payload=p)
+
+
+def parse_filters(pairs: Sequence[str]) -> dict[str, Any]:
+    """`["label=seven", "path_prefix=audio/"]` -> {"label": "seven", "path_prefix": "audio/"}."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise QueryError(f"bad filter {pair!r}: use FIELD=VALUE")
+        out[key] = value
+    return out
+
+
