@@ -1,0 +1,371 @@
+"""`index_directory`: one indexing run, from a folder to an up-to-date, self-contained index.
+
+An index folder holds everything needed to search it later:
+
+    <index>/shard/, collection.json   the embedded Qdrant store (EdgeStore), unless on a server
+    <index>/bridge/                   a copy of the bridge checkpoint that made the vectors
+    <index>/manifest.parquet          one row per file (+ manifest.journal.jsonl during a run)
+    <index>/errors.jsonl              inputs that could not be indexed, with reasons
+    <index>/index.json                where the store is, the indexed folder, the last run
+    <index>/index.lock                held while an indexer runs
+
+A run: lock -> bridge (copy / compare) -> store (create / check) -> scan -> plan from the
+manifest -> remove deleted files' points -> pipeline (read, embed, write) -> sweep orphans
+-> optimise -> compact manifest, write errors report and summary.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from bridge.errors import BridgeMismatchError
+from indexer.lock import IndexLock
+from indexer.manifest import INDEXED, Manifest, ManifestRow
+from indexer.pipeline import Pipeline
+from indexer.report import ERRORS_FILE, write_errors_report
+from indexer.scan import ShardSpec, scan_directory
+from indexer.store import ID_NAMESPACE, CollectionSpec, EdgeStore, ServerStore, Store, point_id
+
+log = logging.getLogger(__name__)
+
+BRIDGE_DIR = "bridge"
+INDEX_FILE = "index.json"
+PAYLOAD_INDEXES = {"modality": "keyword", "label": "keyword", "path": "prefix", "folder": "keyword"}
+INDEX_FORMAT = 1
+
+
+@dataclass
+class IndexSummary:
+    """What a run did. `errors` counts the files that failed in this run; the report lists
+    every file of the index that is bad now, with its reason."""
+
+    indexed: int = 0
+    unchanged: int = 0
+    removed: int = 0
+    errors: int = 0
+    ignored: int = 0  # files no modality reads (not errors)
+    points: int = 0  # points in the collection after the run
+    seconds: float = 0.0
+    items_per_s: float = 0.0  # indexed items per second of the read/embed/write pipeline
+    encode_seconds: float = 0.0
+    errors_report: str = ""
+    index: str = ""
+    store: str = "embedded"
+    bridge_version: str = ""
+    shard: str | None = None
+    by_modality: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def index_directory(
+    directory: str | Path,
+    index_path: str | Path,
+    bridge: Any = None,
+    *,
+    qdrant_url: Any = None,
+    collection: str = "emergentbridge",
+    api_key: str | None = None,
+    shards: int = 1,
+    replication: int = 1,
+    quantization: str | None = None,
+    exclude: Iterable[str] = (),
+    modality: str | None = None,
+    sidecar: str | Path | None = None,
+    label_from_folder: bool = False,
+    batch_size: int = 64,
+    workers: int = 4,
+    shard: ShardSpec | str | None = None,
+    reembed: bool = False,
+    optimize: bool = True,
+    progress: bool = True,
+) -> IndexSummary:
+    """Index (or bring up to date) `directory` into the index at `index_path`.
+
+    `bridge` is a checkpoint directory or a `Bridge`; needed the first time only (the
+    index keeps a copy). A different bridge than the index was built with raises
+    `BridgeMismatchError` unless `reembed=True`, which re-embeds every file.
+
+    `qdrant_url` selects the server backend: an http(s) URL, `":memory:"`, a folder for
+    qdrant-client's local mode, or a `QdrantClient` (left open: the caller owns it).
+    The manifest, bridge copy, errors report and lock still live in `index_path`.
+    `shard="i/N"` indexes only the files whose path hashes to shard i (0-based) and never
+    touches points of other shards' files.
+
+    Example:
+        >>> s = index_directory("data/digits", "runs/digits-index", bridge="runs/bridge")  # doctest: +SKIP
+        >>> s.indexed, s.unchanged, s.removed, s.errors                                   # doctest: +SKIP
+        (3000, 0, 0, 2)
+    """
+    t_start = time.perf_counter()
+    root = Path(directory).resolve()
+    if not root.is_dir():
+        raise FileNotFoundError(f"{directory}: not a folder; give the dataset folder to index")
+    index_dir = Path(index_path).resolve()
+    if isinstance(shard, str):
+        shard = ShardSpec.parse(shard)
+    if quantization not in (None, "int8"):
+        raise ValueError(f"quantization {quantization!r} is not supported; use 'int8' or leave it off")
+
+    with IndexLock(index_dir):
+        the_bridge, _ = resolve_bridge(index_dir, bridge, reembed=reembed)
+        store, owned, where = _open_store(index_dir, qdrant_url, collection, api_key)
+        manifest = Manifest(index_dir)
+        try:
+            _prepare_store(store, the_bridge, manifest, shards=shards, replication=replication,
+                                     quantization=quantization, reembed=reembed, where=where)
+            _update_metadata(store, the_bridge)
+            _drop_missing_points(store, manifest)
+
+            scan = scan_directory(root, exclude=exclude, modality=modality, shard=shard, sidecar=sidecar,
+                                  label_from_folder=label_from_folder, skip=[index_dir])
+            plan = manifest.plan(scan.files, shard=shard, reembed=reembed, bridge_version=the_bridge.version)
+            summary = IndexSummary(index=str(index_dir), store=where, bridge_version=the_bridge.version,
+                                   shard=str(shard) if shard else None, ignored=len(scan.ignored),
+                                   errors_report=str(index_dir / ERRORS_FILE))
+            summary.unchanged = len(plan.unchanged)
+            log.info("plan: %d to read, %d unchanged, %d deleted", len(plan.todo), len(plan.unchanged),
+                     len(plan.deleted))
+
+            summary.removed = _remove_deleted(store, manifest, plan.deleted)
+            _record_unreadable(manifest, scan.unreadable, the_bridge.version)
+            summary.errors += len(scan.unreadable)
+
+            pipe = Pipeline(the_bridge, store, manifest, batch_size=batch_size, workers=workers,
+                            progress=progress, reuse_known=not reembed)
+            t_pipe = time.perf_counter()
+            counts = pipe.run(plan.todo)
+            pipe_seconds = time.perf_counter() - t_pipe
+            summary.indexed = counts.indexed
+            summary.unchanged += counts.unchanged
+            summary.errors += counts.errors
+            summary.by_modality = dict(counts.by_modality)
+            summary.encode_seconds = round(counts.encode_seconds, 3)
+            summary.items_per_s = round(counts.indexed / pipe_seconds, 2) if counts.indexed and pipe_seconds else 0.0
+
+            _sweep_orphans(store, manifest, root, shard)
+            if optimize and (summary.indexed or summary.removed):
+                store.optimize()
+            manifest.compact()
+            write_errors_report(index_dir / ERRORS_FILE, manifest.errors(), root)
+            summary.points = store.count()
+            summary.seconds = round(time.perf_counter() - t_start, 3)
+            _write_index_file(index_dir, root, where, collection, the_bridge.version, summary)
+        finally:
+            manifest.close()
+            if owned:
+                store.close()
+            else:
+                store.flush()
+    log.info("indexed %d, unchanged %d, removed %d, errors %d (report: %s) in %.1fs",
+             summary.indexed, summary.unchanged, summary.removed, summary.errors, summary.errors_report,
+             summary.seconds)
+    return summary
+
+
+# ---------------------------------------------------------------------- the bridge copy
+
+
+def index_bridge(index_path: str | Path) -> Any:
+    """The bridge an index was built with (its own copy), for querying it.
+
+    Example:
+        >>> bridge = index_bridge("runs/digits-index")     # doctest: +SKIP
+    """
+    from bridge.space import Bridge
+
+    copy = Path(index_path) / BRIDGE_DIR
+    if not (copy / "config.json").is_file():
+        raise FileNotFoundError(f"{index_path} has no bridge copy ({copy}); index it once with --bridge CKPT_DIR")
+    return Bridge.load(copy)
+
+
+def resolve_bridge(index_dir: Path, bridge: Any, *, reembed: bool = False) -> tuple[Any, bool]:
+    """The bridge for this run, and whether it replaced the index's copy.
+
+    No `bridge`: the index's copy. A `bridge` and no copy: it becomes the copy. A
+    different one than the copy: BridgeMismatchError, or with `reembed` the new copy.
+    """
+    from bridge.space import Bridge
+
+    copy = index_dir / BRIDGE_DIR
+    have_copy = (copy / "config.json").is_file()
+    if bridge is None:
+        if not have_copy:
+            raise FileNotFoundError(
+                f"{index_dir} has no bridge yet: the first run needs --bridge CKPT_DIR (a checkpoint from "
+                "`ebridge train`); later runs use the copy kept in the index")
+        return Bridge.load(copy), False
+    given = bridge if isinstance(bridge, Bridge) else Bridge.load(bridge)
+    if have_copy and isinstance(bridge, (str, Path)) and Path(bridge).resolve() == copy.resolve():
+        return given, False
+    if have_copy:
+        old_version = json.loads((copy / "config.json").read_text())["version"]
+        if old_version == given.version:
+            return Bridge.load(copy), False
+        if not reembed:
+            raise BridgeMismatchError(
+                f"{index_dir} was built with bridge {old_version}, but the given bridge is {given.version}. "
+                "Pass --reembed (reembed=True) to re-embed every file with the new bridge, leave --bridge out "
+                "to keep the index's own, or index into another folder.")
+        log.warning("re-embedding %s: bridge %s replaces %s", index_dir, given.version, old_version)
+    _install_copy(copy, bridge if not isinstance(bridge, Bridge) else None, given)
+    return given, have_copy
+
+
+def _install_copy(copy: Path, source_dir: Any, bridge: Any) -> None:
+    """Put the checkpoint at <index>/bridge/ by building it beside and renaming, so a
+    crash leaves the old copy or the new one."""
+    tmp = copy.with_name(".bridge.tmp")
+    old = copy.with_name(".bridge.old")
+    shutil.rmtree(tmp, ignore_errors=True)
+    if source_dir is not None:
+        shutil.copytree(source_dir, tmp)
+    else:
+        bridge.save(tmp)
+    if copy.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        copy.rename(old)
+    tmp.rename(copy)
+    shutil.rmtree(old, ignore_errors=True)
+    log.info("bridge %s copied into %s", bridge.version, copy)
+
+
+# ---------------------------------------------------------------------- the store
+
+
+def _open_store(index_dir: Path, qdrant_url: Any, collection: str, api_key: str | None) -> tuple[Store, bool, str]:
+    """(store, whether we own (and close) it, where it is in words)."""
+    if qdrant_url is None:
+        return EdgeStore(index_dir), True, "embedded"
+    if isinstance(qdrant_url, str):
+        if qdrant_url.startswith(("http://", "https://")):
+            return ServerStore(qdrant_url, collection, api_key=api_key), True, f"{qdrant_url} [{collection}]"
+        if qdrant_url == ":memory:":
+            return ServerStore.memory(collection), True, f":memory: [{collection}]"
+        return ServerStore.local(qdrant_url, collection), True, f"local:{qdrant_url} [{collection}]"
+    return ServerStore(qdrant_url, collection), False, f"client [{collection}]"
+
+
+def _prepare_store(store: Store, bridge: Any, manifest: Manifest, *, shards: int, replication: int,
+                   quantization: str | None, reembed: bool, where: str) -> bool:
+    """Create the collection if needed, or check that it fits this bridge; True if created."""
+    vectors = {"bridged": bridge.dim, "proxy": bridge.dim}
+    spec = CollectionSpec(vectors=vectors, payload_indexes=dict(PAYLOAD_INDEXES), quantization=quantization,
+                          shards=shards, replication=replication)
+    if store.exists():
+        stored_version = store.metadata.get("bridge_version")
+        dims_differ = store.spec.vectors != vectors
+        if (stored_version not in (None, bridge.version) or dims_differ) and not reembed:
+            raise BridgeMismatchError(
+                f"{where}: the collection holds vectors of bridge {stored_version} ({store.spec.vectors}); this "
+                f"run's bridge is {bridge.version} ({vectors}). Pass --reembed to re-embed everything, or use "
+                "another collection / index folder.")
+        if not dims_differ:
+            return False
+        log.warning("%s: vector sizes change %s -> %s; recreating the collection", where, store.spec.vectors, vectors)
+        store.create(spec, recreate=True)
+    else:
+        store.create(spec)
+    if manifest.rows:
+        # A fresh collection holds none of the manifest's points: start the bookkeeping over too.
+        log.warning("new collection: forgetting the %d manifest rows of the old one", len(manifest.rows))
+        manifest.clear()
+    return True
+
+
+def _update_metadata(store: Store, bridge: Any) -> None:
+    cfg = bridge.config
+    meta = store.metadata
+    patch: dict[str, Any] = {
+        "preset": cfg.get("preset_name", cfg.get("preset")),
+        "preset_fingerprint": cfg.get("preset_fingerprint"),
+        "bridge_version": bridge.version,
+        "variant": cfg.get("variant"),
+        "dims": {"bridged": bridge.dim, "proxy": bridge.dim},
+        "roles": {"anchor": cfg.get("anchor"), "proxy": cfg.get("proxy")},
+        "paired": cfg.get("paired", []),
+        "modalities": list(bridge.modalities),
+        "vectors": {"bridged": "bridge.embed", "proxy": "bridge.proxy_view(bridged)"},
+        "id_namespace": str(ID_NAMESPACE),
+        "index_format": INDEX_FORMAT,
+    }
+    # Routes are calibrated by the benchmark for one bridge; a new bridge starts with none.
+    if meta.get("bridge_version") != bridge.version or "routes" not in meta:
+        patch["routes"] = {}
+    if any(meta.get(k) != v for k, v in patch.items()):
+        store.update_metadata(patch)
+
+
+def _drop_missing_points(store: Store, manifest: Manifest) -> None:
+    """Forget manifest rows whose point is not in the store, so their files are embedded again."""
+    expected = manifest.indexed_count()
+    if expected == 0 or store.count() >= expected:
+        return
+    rows = [r for r in manifest.rows.values() if r.status == INDEXED]
+    present: set[Any] = set()
+    for i in range(0, len(rows), 1024):
+        present.update(rec.id for rec in store.retrieve([r.point_id for r in rows[i:i + 1024]]))
+    missing = [r.path for r in rows if r.point_id not in present]
+    log.warning("%d manifest rows have no point in the store; they will be embedded again", len(missing))
+    manifest.commit(deleted=missing)
+
+
+def _remove_deleted(store: Store, manifest: Manifest, deleted: list[ManifestRow]) -> int:
+    if not deleted:
+        return 0
+    ids = [r.point_id for r in deleted if r.status == INDEXED]
+    if ids:
+        store.delete(ids)
+        store.flush()
+    manifest.commit(deleted=[r.path for r in deleted])
+    log.info("removed %d points of deleted files", len(ids))
+    return len(ids)
+
+
+def _record_unreadable(manifest: Manifest, unreadable: list[tuple[str, str]], version: str) -> None:
+    rows = [ManifestRow(rel, 0, 0, "", point_id(rel), "", "error", reason, version, time.time())
+            for rel, reason in unreadable]
+    manifest.commit(rows)
+
+
+def _sweep_orphans(store: Store, manifest: Manifest, root: Path, shard: ShardSpec | None) -> int:
+    """Delete points of this folder that no manifest row accounts for.
+
+    A run killed between a store flush and its journal line leaves such a point; if its
+    file is still there it was overwritten under the same id, but if the file was deleted
+    meanwhile nothing else would ever remove it. Only checked when the count disagrees.
+    """
+    expected = {r.point_id for r in manifest.rows.values() if r.status == INDEXED}
+    if store.count() == len(expected):
+        return 0
+    prefix = str(root) + "/"
+    orphans = [rec.id for rec in store.scroll()
+               if rec.id not in expected and str(rec.payload.get("abs_path", "")).startswith(prefix)
+               and (shard is None or shard.owns(str(rec.payload.get("path", ""))))]
+    if orphans:
+        store.delete(orphans)
+        store.flush()
+        log.info("removed %d orphan points (written by an interrupted run for files now gone)", len(orphans))
+    return len(orphans)
+
+
+def _write_index_file(index_dir: Path, root: Path, where: str, collection: str, version: str,
+                      summary: IndexSummary) -> None:
+    from indexer.store import _write_json_atomic  # the store's crash-safe JSON writer
+
+    info = {
+        "format": INDEX_FORMAT,
+        "root": str(root),
+        "store": {"kind": "embedded"} if where == "embedded" else {"kind": "server", "where": where,
+                                                                    "collection": collection},
+        "bridge_version": version,
+        "last_run": summary.to_dict(),
+    }
+    _write_json_atomic(index_dir / INDEX_FILE, info)

@@ -1,0 +1,215 @@
+"""What is in the index, file by file: a Parquet table plus an append-only journal.
+
+`manifest.parquet` holds one row per file (path, size, mtime_ns, content hash, point
+id, modality, status, reason, bridge version). During a run, changes go to
+`manifest.journal.jsonl` instead, one fsync'ed line per file, written only *after*
+the store has flushed the points they describe. At the end of a run the journal is
+folded into a new Parquet file (written beside it and renamed, so a crash leaves the
+old or the new one) and emptied.
+
+So after a SIGKILL at any moment: a journal line means its point is durable; a point
+written without its line is embedded again on the next run under the same
+deterministic id (one point, not two); a torn last line is ignored.
+
+Change detection follows rclip: equal size and mtime mean unchanged without reading
+the file; otherwise the reader hashes the bytes, and an equal hash (a `touch`) is
+still unchanged.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Iterable
+
+from indexer.scan import FileEntry, ShardSpec
+
+log = logging.getLogger(__name__)
+
+MANIFEST_FILE = "manifest.parquet"
+JOURNAL_FILE = "manifest.journal.jsonl"
+
+INDEXED, ERROR = "indexed", "error"
+
+
+@dataclass
+class ManifestRow:
+    """The manifest's record of one file."""
+
+    path: str
+    size: int
+    mtime_ns: int
+    content_hash: str
+    point_id: str
+    modality: str
+    status: str  # "indexed" (its point is in the store) or "error" (no point; see reason)
+    reason: str = ""
+    bridge_version: str = ""
+    updated: float = 0.0  # unix time of this row
+
+
+_COLUMNS = [f.name for f in fields(ManifestRow)]
+
+
+@dataclass
+class Plan:
+    """What a run has to do, decided from a scan and the manifest."""
+
+    todo: list[FileEntry]  # new, changed (size/mtime differ), or bad last time: read them
+    unchanged: list[FileEntry]  # same size and mtime as an indexed row: nothing to read
+    deleted: list[ManifestRow]  # in the manifest (and in this shard), no longer on disk
+
+
+class Manifest:
+    """The manifest of one index folder: load, plan, commit in small increments, compact.
+
+    Example:
+        >>> import tempfile
+        >>> m = Manifest(tempfile.mkdtemp())
+        >>> m.commit([ManifestRow("a.png", 10, 1, "h", "id", "image", INDEXED)])
+        >>> m.compact(); len(Manifest(m.index_dir).rows)
+        1
+    """
+
+    def __init__(self, index_dir: str | Path):
+        self.index_dir = Path(index_dir)
+        self.parquet_path = self.index_dir / MANIFEST_FILE
+        self.journal_path = self.index_dir / JOURNAL_FILE
+        self.rows: dict[str, ManifestRow] = {}
+        self._journal_fd: int | None = None
+        self._load()
+
+    # ------------------------------------------------------------------ reading
+
+    def _load(self) -> None:
+        if self.parquet_path.is_file():
+            import polars as pl
+
+            for rec in pl.read_parquet(self.parquet_path).iter_rows(named=True):
+                row = ManifestRow(**{k: rec[k] for k in _COLUMNS if k in rec})
+                self.rows[row.path] = row
+        replayed = 0
+        if self.journal_path.is_file():
+            with open(self.journal_path, encoding="utf-8") as f:
+                for line in f:
+                    try:
+                        rec = json.loads(line)
+                    except json.JSONDecodeError:
+                        # Only the last line can be torn (a kill mid-write); its point, if any,
+                        # is simply embedded again.
+                        log.warning("%s: ignoring a torn journal line", self.journal_path)
+                        continue
+                    if rec.get("deleted"):
+                        self.rows.pop(rec["path"], None)
+                    else:
+                        self.rows[rec["path"]] = ManifestRow(**{k: rec[k] for k in _COLUMNS if k in rec})
+                    replayed += 1
+        if replayed:
+            log.info("manifest: replayed %d journal entries from an earlier (interrupted) run", replayed)
+
+    def indexed_count(self) -> int:
+        return sum(r.status == INDEXED for r in self.rows.values())
+
+    def errors(self) -> list[ManifestRow]:
+        return sorted((r for r in self.rows.values() if r.status == ERROR), key=lambda r: r.path)
+
+    def plan(self, files: Iterable[FileEntry], *, shard: ShardSpec | None = None, reembed: bool = False,
+             bridge_version: str | None = None) -> Plan:
+        """Split scanned files into todo / unchanged, and find the deleted ones.
+
+        A row embedded by another bridge version is todo, so an interrupted `--reembed`
+        finishes on the next plain run. Deleted means: in the manifest, not in the scan,
+        and (when sharded) in this shard, so a shard run never removes other shards' files.
+        """
+        todo, unchanged, seen = [], [], set()
+        for f in files:
+            seen.add(f.rel_path)
+            row = self.rows.get(f.rel_path)
+            if (not reembed and row is not None and row.status == INDEXED and row.size == f.size
+                    and row.mtime_ns == f.mtime_ns and row.modality == f.modality and f.problem is None
+                    and (bridge_version is None or row.bridge_version == bridge_version)):
+                unchanged.append(f)
+            else:
+                todo.append(f)
+        deleted = [r for p, r in sorted(self.rows.items())
+                   if p not in seen and (shard is None or shard.owns(p))]
+        return Plan(todo, unchanged, deleted)
+
+    # ------------------------------------------------------------------ writing
+
+    def commit(self, rows: Iterable[ManifestRow] = (), deleted: Iterable[str] = ()) -> None:
+        """Record rows and deletions durably (journal append + fsync).
+
+        Call only after the store has flushed what these rows describe.
+        """
+        lines = []
+        now = time.time()
+        for row in rows:
+            row.updated = row.updated or now
+            self.rows[row.path] = row
+            lines.append(json.dumps(asdict(row), separators=(",", ":")))
+        for path in deleted:
+            self.rows.pop(path, None)
+            lines.append(json.dumps({"path": path, "deleted": True}, separators=(",", ":")))
+        if not lines:
+            return
+        if self._journal_fd is None:
+            self.index_dir.mkdir(parents=True, exist_ok=True)
+            self._journal_fd = os.open(self.journal_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        # One write call per commit, so a kill leaves at most the last line torn.
+        os.write(self._journal_fd, ("\n".join(lines) + "\n").encode("utf-8"))
+        os.fsync(self._journal_fd)
+
+    def compact(self) -> None:
+        """Fold the journal into a new Parquet file (atomic rename), then empty the journal."""
+        import polars as pl
+
+        self.index_dir.mkdir(parents=True, exist_ok=True)
+        ordered = [asdict(self.rows[p]) for p in sorted(self.rows)]
+        schema = {"path": pl.String, "size": pl.Int64, "mtime_ns": pl.Int64, "content_hash": pl.String,
+                  "point_id": pl.String, "modality": pl.String, "status": pl.String, "reason": pl.String,
+                  "bridge_version": pl.String, "updated": pl.Float64}
+        df = pl.DataFrame(ordered, schema=schema)
+        fd, tmp = tempfile.mkstemp(prefix=".manifest.", suffix=".parquet.tmp", dir=self.index_dir)
+        os.close(fd)
+        try:
+            df.write_parquet(tmp)
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
+            os.replace(tmp, self.parquet_path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        _fsync_dir(self.index_dir)
+        # A crash before this truncation only replays entries the Parquet file already has.
+        self._close_journal()
+        with open(self.journal_path, "w"):
+            pass
+        log.debug("manifest compacted: %d rows", len(ordered))
+
+    def clear(self) -> None:
+        """Forget every row (used when the store is rebuilt from scratch)."""
+        self._close_journal()
+        self.rows.clear()
+        self.parquet_path.unlink(missing_ok=True)
+        self.journal_path.unlink(missing_ok=True)
+
+    def close(self) -> None:
+        self._close_journal()
+
+    def _close_journal(self) -> None:
+        if self._journal_fd is not None:
+            os.close(self._journal_fd)
+            self._journal_fd = None
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

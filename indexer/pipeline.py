@@ -1,0 +1,331 @@
+"""reader -> embed -> writer: three overlapping stages that turn files into stored points.
+
+* **reader** (a thread pool, `workers` threads): read each file's bytes once for its
+  content hash, then decode it with `bridge.modalities.load` (PIL, soundfile and hashing
+  release the GIL, so threads overlap). A file whose hash equals its manifest row (a
+  `touch`) is not decoded at all. Bad inputs become error results, never `None`.
+  Batches are submitted `prefetch` ahead of the encoder.
+* **embed** (the calling thread): the preset's frozen encoder on a batch of decoded
+  items, the expensive forward pass. Nothing else runs here, so the encoder is never
+  waiting on bookkeeping.
+* **writer** (one thread): the bridge's head and proxy view (small), points to the
+  store, *one* flush for everything queued, then the manifest journal and the progress
+  bar. The journal is written after the flush: that ordering is what makes a killed
+  run resumable without losing or duplicating a point.
+
+Each stage can be used alone (`read_file`, `Pipeline.embed_batch`, `Pipeline.write`),
+which is how the tests build and check them one by one.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import queue
+import threading
+import time
+from collections import Counter, deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from bridge.errors import EmergentBridgeError, InputError
+from bridge.modalities import load
+from indexer.manifest import ERROR, INDEXED, Manifest, ManifestRow
+from indexer.scan import FileEntry
+from indexer.store import Point, Store, point_id
+
+log = logging.getLogger(__name__)
+
+TEXT_PAYLOAD_CHARS = 2000  # enough to show a hit's text; the file stays the source of truth
+
+
+@dataclass
+class ReadResult:
+    """What the reader made of one file."""
+
+    entry: FileEntry
+    size: int = 0
+    mtime_ns: int = 0
+    content_hash: str = ""
+    item: Any = None  # canonical form (see bridge.modalities), None when touched or bad
+    error: str | None = None
+    touched: bool = False  # same bytes as the manifest's row: nothing to embed
+
+
+@dataclass
+class RunCounts:
+    indexed: int = 0
+    unchanged: int = 0  # touched files (mtime changed, same bytes)
+    errors: int = 0
+    by_modality: Counter = field(default_factory=Counter)
+    encode_seconds: float = 0.0  # time inside the encoder's forward passes
+
+
+def file_hash(data: bytes) -> str:
+    """Content hash recorded in the manifest and payload (blake2b, 128 bits).
+
+    Example:
+        >>> file_hash(b"abc")[:8]
+        'cf4ab791'
+    """
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+def read_file(entry: FileEntry, known: ManifestRow | None = None, modalities: Sequence[str] | None = None) -> ReadResult:
+    """Reader stage for one file: stat + hash from one open, then decode.
+
+    `known` is the manifest's row for the file: equal bytes mean a touch, not a change.
+    `modalities` are those the bridge has heads for; others are reported, not decoded.
+
+    Example:
+        >>> read_file(entry).item.shape            # doctest: +SKIP
+        (32, 32, 3)
+    """
+    res = ReadResult(entry)
+    if entry.problem:
+        res.error = entry.problem
+        return res
+    if modalities is not None and entry.modality not in modalities:
+        res.error = (f"this bridge has no {entry.modality} head (it embeds {', '.join(modalities)}); "
+                     "train one for this modality or exclude these files")
+        return res
+    try:
+        with open(entry.abs_path, "rb") as f:
+            st = os.fstat(f.fileno())  # the stat of the bytes we hash, not of an earlier scan
+            data = f.read()
+    except OSError as exc:
+        res.error = f"cannot read file ({exc.strerror or exc})"
+        return res
+    res.size, res.mtime_ns, res.content_hash = st.st_size, st.st_mtime_ns, file_hash(data)
+    if known is not None and known.status == INDEXED and known.content_hash == res.content_hash:
+        res.touched = True
+        return res
+    try:
+        res.item = load(entry.modality, Path(entry.abs_path))
+    except InputError as exc:
+        res.error = exc.reason
+    except EmergentBridgeError as exc:  # e.g. a missing optional decoder (av for video)
+        res.error = str(exc)
+    return res
+
+
+@dataclass
+class _Batch:
+    results: list[ReadResult]
+    features: np.ndarray | None = None  # encoder features of the results that have an item
+
+
+class Pipeline:
+    """Runs the three stages over a list of files; one instance per indexing run.
+
+    Example:
+        >>> counts = Pipeline(bridge, store, manifest, batch_size=64).run(plan.todo)  # doctest: +SKIP
+    """
+
+    def __init__(self, bridge: Any, store: Store, manifest: Manifest, *, batch_size: int = 64, workers: int = 4,
+                 prefetch: int = 2, progress: bool = True, reuse_known: bool = True,
+                 on_commit: Callable[[list[ManifestRow]], None] | None = None):
+        if batch_size < 1 or workers < 1:
+            raise ValueError("batch_size and workers must be >= 1")
+        self.bridge = bridge
+        self.store = store
+        self.manifest = manifest
+        self.batch_size = batch_size
+        self.workers = workers
+        self.prefetch = max(1, prefetch)
+        self.progress = progress
+        self.reuse_known = reuse_known  # False for --reembed: equal bytes are embedded again anyway
+        self.on_commit = on_commit
+        self.counts = RunCounts()
+        self._bar: Any = None
+
+    # ----------------------------------------------------------------- the run
+
+    def batches(self, todo: Sequence[FileEntry]) -> list[list[FileEntry]]:
+        """One modality per batch (an encoder call takes one modality), in path order."""
+        by_mod: dict[str, list[FileEntry]] = {}
+        for e in sorted(todo, key=lambda e: e.rel_path):
+            by_mod.setdefault(e.modality, []).append(e)
+        return [files[i:i + self.batch_size] for _, files in sorted(by_mod.items())
+                for i in range(0, len(files), self.batch_size)]
+
+    def run(self, todo: Sequence[FileEntry]) -> RunCounts:
+        """Read, embed and write `todo`; returns the counts. Re-raises the first stage failure."""
+        batches = self.batches(todo)
+        if not batches:
+            return self.counts
+        from tqdm.auto import tqdm
+
+        self._bar = tqdm(total=len(todo), unit="item", desc="indexing", disable=not self.progress,
+                         dynamic_ncols=True, smoothing=0.1)
+        writer_q: queue.Queue[_Batch | None] = queue.Queue(maxsize=2)
+        failure: list[BaseException] = []
+        writer = threading.Thread(target=self._writer_loop, args=(writer_q, failure), name="indexer-writer",
+                                  daemon=True)
+        writer.start()
+        version = self.bridge.version
+        # Only a row made by this bridge may stand in for a file with the same bytes.
+        known = {p: r for p, r in self.manifest.rows.items() if r.bridge_version == version} \
+            if self.reuse_known else {}
+        modalities = list(self.bridge.modalities)
+        pending: deque[list[Future[ReadResult]]] = deque()
+        try:
+            with ThreadPoolExecutor(self.workers, thread_name_prefix="indexer-reader") as pool:
+                next_batch = 0
+
+                def submit_ahead() -> None:
+                    nonlocal next_batch
+                    while next_batch < len(batches) and len(pending) < self.prefetch + 1:
+                        pending.append([pool.submit(read_file, e, known.get(e.rel_path), modalities)
+                                        for e in batches[next_batch]])
+                        next_batch += 1
+
+                submit_ahead()
+                while pending:
+                    futures = pending.popleft()
+                    submit_ahead()  # keep the readers busy while this batch encodes
+                    batch = self.embed_batch([f.result() for f in futures])
+                    while not failure:
+                        try:
+                            writer_q.put(batch, timeout=0.5)
+                            break
+                        except queue.Full:
+                            continue
+                    if failure:
+                        break
+        finally:
+            for futures in pending:
+                for f in futures:
+                    f.cancel()
+            writer_q.put(None)
+            writer.join()
+            self._bar.close()
+        if failure:
+            raise failure[0]
+        return self.counts
+
+    # ----------------------------------------------------------------- embed stage
+
+    def embed_batch(self, results: list[ReadResult]) -> _Batch:
+        """Encoder forward pass over the decoded items of one batch (one modality)."""
+        batch = _Batch(results)
+        good = [r for r in results if r.item is not None]
+        if not good:
+            return batch
+        modality = good[0].entry.modality
+        t0 = time.perf_counter()
+        try:
+            batch.features = self.bridge.encode(modality, [r.item for r in good])
+        except InputError:
+            # One item the encoder rejects must not sink its batch: find it, keep the rest.
+            rows = []
+            for r in good:
+                try:
+                    rows.append(self.bridge.encode(modality, [r.item])[0])
+                except InputError as exc:
+                    r.item, r.error = None, exc.reason
+            batch.features = np.stack(rows) if rows else None
+        self.counts.encode_seconds += time.perf_counter() - t0
+        return batch
+
+    # ----------------------------------------------------------------- writer stage
+
+    def _writer_loop(self, q: queue.Queue[_Batch | None], failure: list[BaseException]) -> None:
+        done = False
+        while not done:
+            item = q.get()
+            group = []
+            if item is None:
+                break
+            group.append(item)
+            # Take everything already queued: one flush + one journal write for all of it.
+            while True:
+                try:
+                    more = q.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    done = True
+                    break
+                group.append(more)
+            if failure:
+                continue  # drain only; the run is stopping
+            try:
+                self.write(group)
+            except BaseException as exc:  # surfaced in the calling thread by run()
+                failure.append(exc)
+
+    def write(self, batches: list[_Batch]) -> None:
+        """Writer stage: head + proxy view, upsert, flush, then journal (in that order)."""
+        points: list[Point] = []
+        rows: list[ManifestRow] = []
+        stale: list[str] = []  # points of files that were fine before and are bad now
+        version = self.bridge.version
+        for batch in batches:
+            good = [r for r in batch.results if r.item is not None]
+            if good and batch.features is not None:
+                modality = good[0].entry.modality
+                z = self.bridge.embed_features(modality, batch.features)
+                proxy = self.bridge.proxy_view(z)
+                for r, zb, zp in zip(good, z, proxy):
+                    pid = point_id(r.entry.rel_path)
+                    points.append(Point(pid, {"bridged": zb, "proxy": zp}, payload_for(r, version)))
+                    rows.append(_row(r, pid, INDEXED, "", version))
+                    self.counts.by_modality[modality] += 1
+                self.counts.indexed += len(good)
+            for r in batch.results:
+                if r.touched:
+                    old = self.manifest.rows[r.entry.rel_path]
+                    rows.append(_row(r, old.point_id, INDEXED, "", old.bridge_version))
+                    self.counts.unchanged += 1
+                elif r.error is not None:
+                    pid = point_id(r.entry.rel_path)
+                    old = self.manifest.rows.get(r.entry.rel_path)
+                    if old is not None and old.status == INDEXED:
+                        stale.append(old.point_id)
+                    rows.append(_row(r, pid, ERROR, r.error, version))
+                    self.counts.errors += 1
+                    log.debug("skipped %s: %s", r.entry.rel_path, r.error)
+        if points:
+            self.store.upsert(points, batch=max(256, len(points)))
+        if stale:
+            self.store.delete(stale)
+        if points or stale:
+            self.store.flush()
+        self.manifest.commit(rows)
+        if self.on_commit is not None:
+            self.on_commit(rows)
+        if self._bar is not None:
+            self._bar.update(sum(len(b.results) for b in batches))
+
+
+def payload_for(r: ReadResult, bridge_version: str) -> dict[str, Any]:
+    """A point's payload: identity, provenance, label and the sidecar's fields."""
+    e = r.entry
+    payload: dict[str, Any] = dict(e.meta)  # sidecar fields first, so ours win on a clash
+    payload.update({
+        "path": e.rel_path,
+        "abs_path": str(e.abs_path),
+        "folder": e.folder,
+        "modality": e.modality,
+        "content_hash": r.content_hash,
+        "bridge_version": bridge_version,
+        "size": r.size,
+        "mtime": r.mtime_ns / 1e9,
+    })
+    if e.label is not None:
+        payload["label"] = e.label
+    if e.modality == "text" and isinstance(r.item, str):
+        payload["text"] = r.item[:TEXT_PAYLOAD_CHARS]
+    return payload
+
+
+def _row(r: ReadResult, pid: str, status: str, reason: str, version: str) -> ManifestRow:
+    size = r.size if r.size or r.mtime_ns else r.entry.size
+    mtime = r.mtime_ns or r.entry.mtime_ns
+    return ManifestRow(r.entry.rel_path, size, mtime, r.content_hash, pid, r.entry.modality, status, reason,
+                       version, time.time())
