@@ -169,12 +169,20 @@ def _tensor(data: ModalityData, rows: np.ndarray) -> "torch.Tensor":
     return torch.as_tensor(data.features[rows], dtype=torch.float32)
 
 
+# Settings that must agree for a bridge's base space and G to be reused by another run.
+BASE_KEYS = ("preset", "dim", "anchor", "proxy", "proxy_model", "proxy_sigma", "diffusion_steps",
+             "diffusion_timesteps", "hidden", "dropout", "batch_size", "steps", "proxy_steps", "lr",
+             "weight_decay", "temperature", "seed")
+
+
 def train(cfg: TrainConfig, data: TrainingSet, val: TrainingSet | None = None,
-          preset_info: dict[str, Any] | None = None) -> tuple[Bridge, dict[str, Any]]:
+          preset_info: dict[str, Any] | None = None, base: Bridge | None = None) -> tuple[Bridge, dict[str, Any]]:
     """Train all three stages on frozen features; returns the bridge and its training curves.
 
     `val` (optional, never the test split) is embedded after training to log retrieval
-    R@1 for every trained pair; the figures go into the curves.
+    R@1 for every trained pair; the figures go into the curves. `base`, a bridge trained
+    with the same base settings, lends its base space and G (stages 1-2), so variants
+    compared side by side differ only in how the other modalities are bound.
     """
     for role in (cfg.anchor, cfg.proxy):
         if role not in data:
@@ -192,17 +200,21 @@ def train(cfg: TrainConfig, data: TrainingSet, val: TrainingSet | None = None,
     anchor, proxy = data[cfg.anchor], data[cfg.proxy]
 
     # Stage 1: the base space, anchor <-> proxy (image <-> text).
-    base = PairSampler(anchor, proxy, rng, f"{cfg.anchor}<->{cfg.proxy}")
+    pairs_ap = PairSampler(anchor, proxy, rng, f"{cfg.anchor}<->{cfg.proxy}")
     h_a, h_p = modules.heads[cfg.anchor], modules.heads[cfg.proxy]
     scale = modules.logit_scales[cfg.proxy]
 
     def base_loss(_: int) -> "torch.Tensor":
-        rows, cols, pos = base.batch(cfg.batch_size)
+        rows, cols, pos = pairs_ap.batch(cfg.batch_size)
         return info_nce(h_a(_tensor(anchor, rows)), h_p(_tensor(proxy, cols)), scale.exp().clamp(max=100), pos)
 
-    modules.train()
-    _optimise([*h_a.parameters(), *h_p.parameters(), scale], cfg.steps, cfg, base_loss,
-              f"base/{cfg.anchor}-{cfg.proxy}", curves)
+    if base is not None:
+        _adopt_base(modules, base, config)
+        curves.update({k: v for k, v in base.config.get("base_curves", {}).items()})
+    else:
+        modules.train()
+        _optimise([*h_a.parameters(), *h_p.parameters(), scale], cfg.steps, cfg, base_loss,
+                  f"base/{cfg.anchor}-{cfg.proxy}", curves)
     config["paired"].append([cfg.anchor, cfg.proxy])
     for p in [*h_a.parameters(), *h_p.parameters()]:
         p.requires_grad_(False)
@@ -216,11 +228,13 @@ def train(cfg: TrainConfig, data: TrainingSet, val: TrainingSet | None = None,
     g = modules.proxy
 
     def g_loss(_: int) -> "torch.Tensor":
-        rows, cols, _pos = base.batch(cfg.batch_size)
+        rows, cols, _pos = pairs_ap.batch(cfg.batch_size)
         return g.loss(z_anchor_all[rows], z_proxy_all[cols])
 
-    g.train()
-    _optimise(list(g.parameters()), cfg.proxy_steps, cfg, g_loss, f"proxy/{cfg.proxy_model}", curves)
+    if base is None:
+        g.train()
+        _optimise(list(g.parameters()), cfg.proxy_steps, cfg, g_loss, f"proxy/{cfg.proxy_model}", curves)
+    config["base_curves"] = {k: v for k, v in curves.items() if k.startswith(("base/", "proxy/"))}
     g.eval()
     for p in g.parameters():
         p.requires_grad_(False)
@@ -252,6 +266,22 @@ def train(cfg: TrainConfig, data: TrainingSet, val: TrainingSet | None = None,
     if val:
         curves["val"] = validate(bridge, val)
     return bridge, curves
+
+
+def _adopt_base(modules: BridgeModules, base: Bridge, config: dict[str, Any]) -> None:
+    """Copy the base heads, their temperature and G from `base` (same base settings only)."""
+    differ = [k for k in BASE_KEYS if base.config.get(k) != config.get(k)]
+    for role in (config["anchor"], config["proxy"]):
+        if base.config["feature_dims"].get(role) != config["feature_dims"][role]:
+            differ.append(f"feature_dims[{role}]")
+    if differ:
+        raise ValueError(f"cannot reuse the base of {base.version}: settings differ ({', '.join(differ)})")
+    src = base.modules
+    for role in (config["anchor"], config["proxy"]):
+        modules.heads[role].load_state_dict(src.heads[role].state_dict())
+    modules.logit_scales[config["proxy"]].data.copy_(src.logit_scales[config["proxy"]].data)
+    modules.proxy.load_state_dict(src.proxy.state_dict())
+    config["base_from"] = base.version
 
 
 def validate(bridge: Bridge, val: TrainingSet) -> dict[str, float]:

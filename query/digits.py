@@ -129,12 +129,13 @@ def build_digits_world(out: str | Path, scale: str = "quick", data_dir: str | Pa
     """Write the digits world under `out` and return it; rebuilt only if missing or different.
 
     `data_dir` is ../shared/data (the full sources); None uses the shipped sample.
-    The folder holds image/, depth/, thermal/, audio/, text/ and manifest.csv with columns
-    path, modality, label, pair, split (label = the digit's word).
+    The folder holds one folder per split (train/, val/, test/, each with image/, depth/,
+    thermal/, audio/, text/), so a split can be indexed on its own, and manifest.csv with
+    columns path, modality, label, pair, split (label = the digit's word).
     """
     out = Path(out)
     spec = SCALES[scale]
-    stamp = f"digits-world v1 scale={scale} seed={seed} data={'shared' if data_dir else 'sample'}"
+    stamp = f"digits-world v2 scale={scale} seed={seed} data={'shared' if data_dir else 'sample'}"
     if (out / "manifest.csv").exists() and (out / "WORLD").exists() and (out / "WORLD").read_text() == stamp:
         log.info("digits world already at %s (%s)", out, stamp)
         return out
@@ -143,8 +144,9 @@ def build_digits_world(out: str | Path, scale: str = "quick", data_dir: str | Pa
     images, labels, mnist_index, fsdd = load_sources(Path(data_dir) if data_dir else None)
     rng = np.random.default_rng(seed)
     rows: list[dict[str, str]] = []
-    for sub in ("image", "depth", "thermal", "audio", "text"):
-        (out / sub).mkdir(parents=True, exist_ok=True)
+    for split in SPEAKERS:
+        for sub in ("image", "depth", "thermal", "audio", "text"):
+            (out / split / sub).mkdir(parents=True, exist_ok=True)
 
     for split, (lo, hi) in MNIST_RANGES.items():
         order = rng.permutation(np.flatnonzero((mnist_index >= lo) & (mnist_index < hi)))
@@ -156,13 +158,13 @@ def build_digits_world(out: str | Path, scale: str = "quick", data_dir: str | Pa
         # in val/test the views come from other digits than the image items.
         image_items = list(img_idx) + (list(depth_idx) + list(thermal_idx) if split == "train" else [])
         for i in image_items:
-            rel = f"image/mnist_{mnist_index[i]:05d}.png"
+            rel = f"{split}/image/mnist_{mnist_index[i]:05d}.png"
             Image.fromarray(images[i]).save(out / rel)
             rows.append({"path": rel, "modality": "image", "label": WORDS[labels[i]], "pair": f"mnist_{mnist_index[i]:05d}", "split": split})
         for kind, idx, render in (("depth", depth_idx, render_depth), ("thermal", thermal_idx, render_thermal)):
             for i in idx:
                 j = int(mnist_index[i])
-                rel = f"{kind}/{kind}_{j:05d}.png"
+                rel = f"{split}/{kind}/{kind}_{j:05d}.png"
                 Image.fromarray(render(images[i], np.random.default_rng([seed, j, len(kind)]))).save(out / rel)
                 rows.append({"path": rel, "modality": kind, "label": WORDS[labels[i]], "pair": f"mnist_{j:05d}", "split": split})
 
@@ -173,13 +175,13 @@ def build_digits_world(out: str | Path, scale: str = "quick", data_dir: str | Pa
                     src = next((p for p in (fsdd / f"{digit}_{speaker}_{take}.wav", fsdd / f"{digit}_{speaker}_{take}.flac") if p.exists()), None)
                     if src is None:
                         continue
-                    rel = f"audio/{src.name}"
+                    rel = f"{split}/audio/{src.name}"
                     shutil.copyfile(src, out / rel)
                     rows.append({"path": rel, "modality": "audio", "label": WORDS[digit], "pair": "", "split": split})
 
     for split, templates in (("train", TRAIN_TEMPLATES), ("val", EVAL_TEMPLATES), ("test", EVAL_TEMPLATES)):
         for k, (text, word) in enumerate(_prompts(templates)):
-            rel = f"text/{split}_{word}_{k % len(templates)}.txt"
+            rel = f"{split}/text/{word}_{k % len(templates)}.txt"
             (out / rel).write_text(text + "\n", encoding="utf-8")
             rows.append({"path": rel, "modality": "text", "label": word, "pair": "", "split": split})
 

@@ -151,3 +151,17 @@ def test_proxy_view_does_not_depend_on_batch(tiny_config):
 def test_config_rejects_unknown_variant():
     with pytest.raises(ValueError, match="unknown variant"):
         TrainConfig(variant="bogus")
+
+
+def test_variants_share_base_space_and_g_when_reusing(tiny_config):
+    import dataclasses
+
+    data = synthetic_set()
+    first, _ = train(tiny_config, data)
+    other, _ = train(dataclasses.replace(tiny_config, variant="anchor"), data, base=first)
+    for m in ("image", "text"):
+        np.testing.assert_array_equal(first.embed_features(m, data[m].features), other.embed_features(m, data[m].features))
+    z = first.embed_features("image", data["image"].features)
+    np.testing.assert_array_equal(first.proxy_view(z), other.proxy_view(z))
+    with pytest.raises(ValueError, match="settings differ"):
+        train(dataclasses.replace(tiny_config, dim=8), data, base=first)
