@@ -130,12 +130,13 @@ def build_digits_world(out: str | Path, scale: str = "quick", data_dir: str | Pa
 
     `data_dir` is ../shared/data (the full sources); None uses the shipped sample.
     The folder holds one folder per split (train/, val/, test/, each with image/, depth/,
-    thermal/, audio/, text/), so a split can be indexed on its own, and manifest.csv with
-    columns path, modality, label, pair, split (label = the digit's word).
+    thermal/, audio/, text/ and the indexer's metadata.csv sidecar), so a split can be
+    indexed on its own, and the training manifest manifest.csv with columns path,
+    modality, label, pair, split (label = the digit's word).
     """
     out = Path(out)
     spec = SCALES[scale]
-    stamp = f"digits-world v2 scale={scale} seed={seed} data={'shared' if data_dir else 'sample'}"
+    stamp = f"digits-world v3 scale={scale} seed={seed} data={'shared' if data_dir else 'sample'}"
     if (out / "manifest.csv").exists() and (out / "WORLD").exists() and (out / "WORLD").read_text() == stamp:
         log.info("digits world already at %s (%s)", out, stamp)
         return out
@@ -189,6 +190,12 @@ def build_digits_world(out: str | Path, scale: str = "quick", data_dir: str | Pa
         writer = csv.DictWriter(fh, fieldnames=["path", "modality", "label", "pair", "split"])
         writer.writeheader()
         writer.writerows(rows)
+    # Each split folder gets the indexer's sidecar (labels and pair keys, paths relative to it).
+    for split in SPEAKERS:
+        with open(out / split / "metadata.csv", "w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["path", "label", "pair"])
+            writer.writerows([r["path"].split("/", 1)[1], r["label"], r["pair"]] for r in rows if r["split"] == split)
     (out / "WORLD").write_text(stamp)
     counts = {m: sum(r["modality"] == m for r in rows) for m in ("image", "depth", "thermal", "audio", "text")}
     log.info("digits world (%s) written to %s: %s", scale, out, counts)
