@@ -15,12 +15,14 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 
-def config_options(parser: argparse.ArgumentParser) -> None:
-    """Add one option per TrainConfig field, typed from its default."""
+def config_options(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
+    """Add one option per TrainConfig field (but `skip`), typed from its default."""
     from bridge.train import TrainConfig
 
     group = parser.add_argument_group("training settings (all recorded in the checkpoint)")
     for f in dataclasses.fields(TrainConfig):
+        if f.name in skip:
+            continue
         group.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=None,
                            help=f"default: {f.default}")
 

@@ -24,7 +24,7 @@ def rank_corpus(queries: np.ndarray, corpus: np.ndarray) -> np.ndarray:
 def retrieval_metrics(queries: np.ndarray, query_labels: Sequence, corpus: np.ndarray,
                       corpus_labels: Sequence, ks: Sequence[int] = (1, 5, 10), chunk: int = 1024,
                       exclude_self: bool = False) -> dict[str, float]:
-    """R@k for each k and mAP, relevant = same label.
+    """R@k for each k and mAP by exact search over the full matrix, relevant = same label.
 
     `exclude_self` drops corpus item i from query i's ranking (same-modality retrieval).
 
@@ -33,24 +33,42 @@ def retrieval_metrics(queries: np.ndarray, query_labels: Sequence, corpus: np.nd
         >>> retrieval_metrics(e, [0, 1, 2], e, [0, 1, 2], ks=(1,))
         {'r1': 1.0, 'map': 1.0}
     """
-    q_labels = np.asarray(query_labels, dtype=object)
+    q_labels = list(query_labels)
     c_labels = np.asarray(corpus_labels, dtype=object)
-    hits = {k: 0.0 for k in ks}
-    ap_sum, n = 0.0, len(q_labels)
-    if n == 0:
+    if not q_labels:
         raise ValueError("no queries to evaluate")
-    for start in range(0, n, chunk):
-        order = rank_corpus(queries[start : start + chunk], corpus)
-        for row, ranking in enumerate(order):
-            i = start + row
-            if exclude_self:
-                ranking = ranking[ranking != i]
-            relevant = c_labels[ranking] == q_labels[i]
-            for k in ks:
-                hits[k] += float(relevant[:k].any())
-            positions = np.flatnonzero(relevant)
-            if positions.size:
-                ap_sum += float(np.mean(np.arange(1, positions.size + 1) / (positions + 1)))
+    ranked: list[np.ndarray] = []
+    for start in range(0, len(q_labels), chunk):
+        for row, ranking in enumerate(rank_corpus(queries[start : start + chunk], corpus)):
+            ranked.append(c_labels[ranking[ranking != start + row]] if exclude_self else c_labels[ranking])
+    return ranking_metrics(q_labels, ranked, ks)
+
+
+def ranking_metrics(query_labels: Sequence, ranked_labels: Sequence[Sequence], ks: Sequence[int] = (1, 5, 10),
+                    relevant_counts: Sequence[int] | None = None) -> dict[str, float]:
+    """R@k and mAP from ranked result lists (e.g. what a search engine returned).
+
+    `ranked_labels[i]` holds the labels of query i's hits, best first. AP divides by the
+    number of relevant hits found, or by `relevant_counts[i]` when given (relevant items
+    the list may have missed count as misses).
+
+    Example:
+        >>> ranking_metrics(["a"], [["b", "a"]], ks=(1, 2))
+        {'r1': 0.0, 'r2': 1.0, 'map': 0.5}
+    """
+    if not len(query_labels):
+        raise ValueError("no queries to evaluate")
+    hits = {k: 0.0 for k in ks}
+    ap_sum = 0.0
+    for i, (label, ranked) in enumerate(zip(query_labels, ranked_labels)):
+        relevant = np.asarray([x == label for x in ranked], dtype=bool)
+        for k in ks:
+            hits[k] += float(relevant[:k].any())
+        positions = np.flatnonzero(relevant)
+        total = relevant_counts[i] if relevant_counts is not None else positions.size
+        if positions.size and total:
+            ap_sum += float(np.sum(np.arange(1, positions.size + 1) / (positions + 1)) / total)
+    n = len(query_labels)
     out = {f"r{k}": hits[k] / n for k in ks}
     out["map"] = ap_sum / n
     return out

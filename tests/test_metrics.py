@@ -64,3 +64,11 @@ def test_zero_shot_matches_argmax_reference():
     # class embeddings are unit means of their prompts
     want0 = prompts[[0, 4, 8]].mean(0)
     np.testing.assert_allclose(classes[0], want0 / np.linalg.norm(want0), rtol=1e-6)
+
+
+def test_ranking_metrics_with_missed_relevant_items_divides_by_all_relevant():
+    from query.metrics import ranking_metrics
+
+    # one relevant found at rank 2, a second relevant item never returned
+    got = ranking_metrics(["a"], [["b", "a", "c"]], ks=(1, 3), relevant_counts=[2])
+    assert got == {"r1": 0.0, "r3": 1.0, "map": pytest.approx(0.25)}
