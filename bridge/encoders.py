@@ -53,6 +53,7 @@ import importlib.util
 import json
 import logging
 import math
+import threading
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -103,6 +104,8 @@ class Backbone:
     def __init__(self, spec: dict[str, Any]):
         self.spec = spec
         self._loaded = False
+        # An indexer may call encoders from several threads: load the weights only once.
+        self._load_lock = threading.Lock()
 
     @property
     def dim(self) -> int:
@@ -114,10 +117,13 @@ class Backbone:
         return {}
 
     def load(self) -> None:
-        """Build the network and read the weights (idempotent)."""
-        if not self._loaded:
-            self._load()
-            self._loaded = True
+        """Build the network and read the weights (idempotent, thread-safe)."""
+        if self._loaded:
+            return
+        with self._load_lock:
+            if not self._loaded:
+                self._load()
+                self._loaded = True
 
     def _load(self) -> None:
         pass
@@ -484,10 +490,21 @@ class OpenClipBackbone(Backbone):
 
     @property
     def dim(self) -> int:
-        config = self._open_clip().get_model_config(self._arch)
+        return int(self._arch_config()["embed_dim"])
+
+    def _arch_config(self) -> dict[str, Any]:
+        # Read the JSON config directly where we can: `import open_clip` pulls in torch,
+        # and asking a preset for its dims should stay cheap.
+        if self.spec.get("arch_config"):
+            path = Path(self.spec["arch_config"])
+        else:
+            path = _package_dir("open_clip", "open_clip_torch") / "model_configs" / f"{self._arch}.json"
+        if path.is_file():
+            return json.loads(path.read_text(encoding="utf-8"))
+        config = self._open_clip().get_model_config(self._arch)  # configs users added at run time
         if config is None:
             raise PresetError(f"open_clip has no architecture {self._arch!r}; see open_clip.list_models()")
-        return int(config["embed_dim"])
+        return config
 
     def pixel_defaults(self) -> dict[str, Any]:
         self.load()

@@ -144,7 +144,8 @@ def test_encoders_reject_non_canonical_items():
 def test_importing_encoders_stays_light():
     code = (
         "import sys, bridge.encoders, bridge.features\n"
-        "p = bridge.encoders.load_preset('offline'); [p.dim(m) for m in p.modalities]\n"
+        "for name in ('offline', 'clip-vit-b-32', 'tiny'):\n"
+        "    p = bridge.encoders.load_preset(name); [p.dim(m) for m in p.modalities]\n"
         "heavy = [m for m in ('torch', 'open_clip', 'onnxruntime', 'transformers') if m in sys.modules]\n"
         "assert not heavy, heavy\n"
     )
