@@ -1,0 +1,402 @@
+"""Congruence tests for indexer.store: the same operations on every backend give the same answers.
+
+Backends: the embedded engine (qdrant-edge), qdrant-client local mode (":memory:", the same
+client calls a server gets), and a real server when QDRANT_URL is set. Answers are also
+checked against a brute-force numpy reference, so "congruent" cannot mean "equally wrong".
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import pytest
+
+from indexer.store import (
+    CollectionSpec,
+    EdgeStore,
+    Filter,
+    Hit,
+    Point,
+    Prefetch,
+    Range,
+    ServerStore,
+    Store,
+    open_store,
+    point_id,
+)
+
+DIM = 32
+N = 400
+MODALITIES = ["image", "audio", "depth", "thermal", "text"]
+TOL = 1e-5
+
+QDRANT_URL = os.environ.get("QDRANT_URL")
+needs_server = pytest.mark.skipif(
+    not QDRANT_URL, reason="set QDRANT_URL=http://host:6333 to run the store tests against a real Qdrant server"
+)
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
+
+
+class Corpus:
+    """A small fixed-seed corpus: two named vectors, payload like the indexer writes."""
+
+    def __init__(self, seed: int = 0, n: int = N) -> None:
+        rng = np.random.default_rng(seed)
+        centres = _unit(rng.standard_normal((12, DIM)))
+        assign = rng.integers(0, len(centres), n)
+        self.bridged = _unit(centres[assign] + 0.35 * rng.standard_normal((n, DIM)))
+        self.proxy = _unit(self.bridged + 0.5 * rng.standard_normal((n, DIM)))
+        self.paths = [f"data/{MODALITIES[i % 5]}/{'train' if i % 3 else 'val'}/item{i:04d}.bin" for i in range(n)]
+        self.ids = [point_id(p) for p in self.paths]
+        self.payloads = [
+            {"path": self.paths[i], "modality": MODALITIES[i % 5], "label": f"c{assign[i] % 10}",
+             "hash": f"{i:08x}", "bridge_version": "v1", "size": int(i * 7 % 1000)}
+            for i in range(n)
+        ]
+        self.queries = _unit(rng.standard_normal((8, DIM)))
+
+    def points(self) -> list[Point]:
+        return [Point(self.ids[i], {"bridged": self.bridged[i], "proxy": self.proxy[i]}, self.payloads[i])
+                for i in range(len(self.ids))]
+
+    def mask(self, keep: Callable[[dict], bool]) -> np.ndarray:
+        return np.array([keep(p) for p in self.payloads])
+
+    def exact_top(self, q: np.ndarray, k: int, mask: np.ndarray | None = None,
+                  vectors: np.ndarray | None = None) -> tuple[list[str], np.ndarray]:
+        vecs = self.bridged if vectors is None else vectors
+        scores = vecs @ _unit(q)
+        if mask is not None:
+            scores = np.where(mask, scores, -np.inf)
+        order = np.argsort(-scores, kind="stable")[:k]
+        order = order[np.isfinite(scores[order])]
+        return [self.ids[i] for i in order], scores[order]
+
+
+SPEC = CollectionSpec(
+    vectors={"bridged": DIM, "proxy": DIM},
+    payload_indexes={"modality": "keyword", "label": "keyword", "path": "prefix", "size": "integer"},
+    metadata={"preset": "test", "bridge": {"checkpoint": "abc123", "version": 1}, "dims": DIM},
+)
+
+
+@pytest.fixture(scope="module")
+def corpus() -> Corpus:
+    return Corpus()
+
+
+def _make(kind: str, tmp_path, spec: CollectionSpec = SPEC) -> Store:
+    if kind == "edge":
+        store: Store = EdgeStore(tmp_path / f"edge-{uuid.uuid4().hex[:8]}")
+    elif kind == "local":
+        store = ServerStore.memory()
+    elif kind == "server":
+        store = ServerStore(QDRANT_URL, f"eb-test-{uuid.uuid4().hex[:12]}")  # type: ignore[arg-type]
+    else:  # pragma: no cover
+        raise ValueError(kind)
+    store.create(spec)
+    return store
+
+
+BACKENDS = ["edge", "local", pytest.param("server", marks=needs_server)]
+OTHERS = ["local", pytest.param("server", marks=needs_server)]
+
+
+@pytest.fixture(params=BACKENDS)
+def store(request, tmp_path, corpus) -> Iterator[Store]:
+    s = _make(request.param, tmp_path)
+    s.upsert(corpus.points(), batch=97)  # odd batch size: the last batch is partial
+    yield s
+    if request.param == "server":
+        s.client.delete_collection(s.collection)  # type: ignore[attr-defined]
+    s.close()
+
+
+@pytest.fixture(params=OTHERS)
+def pair(request, tmp_path, corpus) -> Iterator[tuple[Store, Store]]:
+    """The embedded store and one client-backed store holding the same points."""
+    edge, other = _make("edge", tmp_path), _make(request.param, tmp_path)
+    for s in (edge, other):
+        s.upsert(corpus.points(), batch=128)
+    yield edge, other
+    if request.param == "server":
+        other.client.delete_collection(other.collection)  # type: ignore[attr-defined]
+    edge.close()
+    other.close()
+
+
+def assert_same_hits(a: list[Hit], b: list[Hit], tol: float = TOL) -> None:
+    """Same scores in the same order; ids equal, except that tied scores may come in any order.
+
+    The ids of the final tie group are not compared (see below).
+    """
+    assert len(a) == len(b), (len(a), len(b))
+    sa, sb = np.array([h.score for h in a]), np.array([h.score for h in b])
+    np.testing.assert_allclose(sa, sb, atol=tol, rtol=0)
+    i = 0
+    while i < len(a):
+        j = i + 1
+        while j < len(a) and abs(sa[j] - sa[i]) <= tol:
+            j += 1
+        group_a = {h.id for h in a[i:j]}
+        group_b = {h.id for h in b[i:j]}
+        if j == len(a):
+            # The last group may be tied with points beyond the cut-off, and each backend
+            # may keep a different one of them: only its scores (checked above) must agree.
+            # Callers ask for a few more results than they care about.
+            break
+        assert group_a == group_b, f"rank {i}..{j}: {group_a} != {group_b}"
+        i = j
+
+
+# ---------------------------------------------------------------------------
+# Each backend against the numpy reference
+# ---------------------------------------------------------------------------
+
+
+def test_exact_search_matches_numpy(store: Store, corpus: Corpus) -> None:
+    for q in corpus.queries:
+        ids, scores = corpus.exact_top(q, 10)
+        hits = store.search("bridged", q, k=10, exact=True)
+        assert [h.id for h in hits] == ids
+        np.testing.assert_allclose([h.score for h in hits], scores, atol=TOL)
+
+
+@pytest.mark.parametrize(
+    "flt, keep",
+    [
+        (Filter(must={"modality": "depth"}), lambda p: p["modality"] == "depth"),
+        (Filter(must={"label": "c3"}), lambda p: p["label"] == "c3"),
+        (Filter(path_prefix="data/audio/val/"), lambda p: p["path"].startswith("data/audio/val/")),
+        (Filter(must={"modality": ["audio", "thermal"]}), lambda p: p["modality"] in ("audio", "thermal")),
+        (Filter(must={"size": Range(gte=100, lt=400)}), lambda p: 100 <= p["size"] < 400),
+        (Filter(must={"modality": "image"}, must_not={"label": ["c1", "c2"]}, path_prefix="data/image/train"),
+         lambda p: p["modality"] == "image" and p["label"] not in ("c1", "c2")
+         and p["path"].startswith("data/image/train")),
+    ],
+    ids=["modality", "label", "path-prefix", "match-any", "range", "combined"],
+)
+def test_filters_match_numpy(store: Store, corpus: Corpus, flt: Filter, keep) -> None:
+    mask = corpus.mask(keep)
+    assert store.count(flt) == int(mask.sum()) > 0
+    assert {r.id for r in store.scroll(flt, page=17)} == {corpus.ids[i] for i in np.flatnonzero(mask)}
+    q = corpus.queries[0]
+    ids, scores = corpus.exact_top(q, 10, mask)
+    hits = store.search("bridged", q, k=10, filter=flt, exact=True)
+    assert [h.id for h in hits] == ids
+    np.testing.assert_allclose([h.score for h in hits], scores, atol=TOL)
+    assert all(keep(h.payload) for h in hits)
+
+
+def test_ids_round_trip_as_uuid_strings(store: Store, corpus: Corpus) -> None:
+    wanted = [corpus.ids[5], corpus.ids[2].upper(), corpus.ids[9]]  # upper case: canonicalised
+    recs = store.retrieve(wanted + [point_id("never-indexed")], with_vectors=True)
+    assert [r.id for r in recs] == [corpus.ids[5], corpus.ids[2], corpus.ids[9]]
+    assert all(isinstance(r.id, str) for r in recs)
+    np.testing.assert_allclose(recs[0].vectors["bridged"], corpus.bridged[5], atol=1e-6)
+    assert recs[0].payload == corpus.payloads[5]
+    hit = store.search("bridged", corpus.bridged[7], k=1, exact=True)[0]
+    assert hit.id == corpus.ids[7] and isinstance(hit.id, str)
+    with pytest.raises(ValueError, match="not a UUID"):
+        store.retrieve(["data/x.png"])
+
+
+def test_upsert_same_id_twice_keeps_one_point(store: Store, corpus: Corpus) -> None:
+    pid = corpus.ids[0]
+    new_vec = corpus.queries[3]
+    store.upsert([Point(pid, {"bridged": new_vec, "proxy": new_vec}, {**corpus.payloads[0], "label": "moved"})])
+    store.upsert([Point(pid, {"bridged": new_vec, "proxy": new_vec}, {**corpus.payloads[0], "label": "moved"})])
+    assert store.count() == N
+    assert store.count(Filter(must={"label": "moved"})) == 1
+    assert store.search("bridged", new_vec, k=1, exact=True)[0].id == pid
+
+
+def test_delete(store: Store, corpus: Corpus) -> None:
+    gone = corpus.ids[:10]
+    store.delete(gone + [point_id("never-indexed")])
+    assert store.count() == N - 10
+    assert store.retrieve(gone) == []
+    hits = store.search("bridged", corpus.bridged[3], k=5, exact=True)
+    assert not set(h.id for h in hits) & set(gone)
+
+
+def test_metadata_round_trip(store: Store) -> None:
+    assert store.metadata == SPEC.metadata
+    route = {"audio->depth": {"route": "proxy", "weights": [1.0, 0.5]}, "image->text": {"route": "direct"}}
+    store.update_metadata({"routes": route, "preset": None})
+    assert store.metadata == {"bridge": {"checkpoint": "abc123", "version": 1}, "dims": DIM, "routes": route}
+    assert store.spec.vectors == SPEC.vectors and store.spec.metadata["routes"] == route
+
+
+def test_fused_search_weighted_rrf_matches_reference(store: Store, corpus: Corpus) -> None:
+    """Weighted RRF as Qdrant defines it, computed by hand from two exact rankings."""
+    q = corpus.queries[1]
+    w_direct, w_proxy, limit, rrf_k = 1.0, 0.6, 30, 2
+    ids_d, _ = corpus.exact_top(q, limit)
+    ids_p, _ = corpus.exact_top(q, limit, vectors=corpus.proxy)
+    ref: dict[str, float] = {}
+    for ids, w in ((ids_d, w_direct), (ids_p, w_proxy)):
+        for rank, pid in enumerate(ids):
+            ref[pid] = ref.get(pid, 0.0) + 1.0 / ((rank + 1) / w + rrf_k - 1)
+    hits = store.search_fused([Prefetch("bridged", q, limit, w_direct), ("proxy", q, limit, w_proxy)],
+                              k=10, exact=True, rrf_k=rrf_k)
+    ref_top = sorted(ref.values(), reverse=True)[:10]
+    np.testing.assert_allclose([h.score for h in hits], ref_top, atol=TOL)
+    for h in hits:
+        assert ref[h.id] == pytest.approx(h.score, abs=TOL)
+
+
+def test_dbsf_refuses_weights(store: Store, corpus: Corpus) -> None:
+    q = corpus.queries[0]
+    with pytest.raises(ValueError, match="DBSF"):
+        store.search_fused([("bridged", q, 20, 1.0), ("proxy", q, 20, 0.5)], fusion="dbsf")
+    assert len(store.search_fused([("bridged", q, 20, 1.0), ("proxy", q, 20, 1.0)], k=5, fusion="dbsf")) == 5
+
+
+def test_rejects_wrong_dimension(store: Store) -> None:
+    with pytest.raises(ValueError, match="expects 32"):
+        store.upsert([Point(point_id("bad"), {"bridged": np.zeros(8, np.float32)}, {})])
+    with pytest.raises(KeyError, match="unknown vector"):
+        store.search("nope", np.zeros(DIM, np.float32))
+
+
+# ---------------------------------------------------------------------------
+# Embedded vs client-backed: same calls, same answers
+# ---------------------------------------------------------------------------
+
+CONGRUENT_FILTERS = [
+    None,
+    Filter(must={"modality": "depth"}),
+    Filter(must={"label": ["c1", "c4", "c7"]}),
+    Filter(path_prefix="data/thermal/"),
+    Filter(must={"modality": "audio", "size": Range(lte=500)}, must_not={"label": "c0"}),
+]
+
+
+@pytest.mark.parametrize("flt", CONGRUENT_FILTERS, ids=["none", "modality", "any", "prefix", "combined"])
+def test_congruent_search(pair: tuple[Store, Store], corpus: Corpus, flt: Filter | None) -> None:
+    edge, other = pair
+    for name in ("bridged", "proxy"):
+        batch_e = edge.search_batch(name, corpus.queries, k=11, filter=flt, exact=True)
+        batch_o = other.search_batch(name, corpus.queries, k=11, filter=flt, exact=True)
+        for q, he, ho in zip(corpus.queries, batch_e, batch_o):
+            assert_same_hits(he, ho)
+            assert_same_hits(edge.search(name, q, k=11, filter=flt, exact=True), he)
+    assert edge.count(flt) == other.count(flt)
+    assert sorted(r.id for r in edge.scroll(flt)) == sorted(r.id for r in other.scroll(flt))
+
+
+@pytest.mark.parametrize("fusion, weights", [("rrf", (1.0, 1.0)), ("rrf", (1.0, 0.35)), ("dbsf", (1.0, 1.0))])
+@pytest.mark.parametrize("flt", [None, Filter(must={"modality": ["depth", "audio"]})], ids=["all", "filtered"])
+def test_congruent_fused_search(pair, corpus: Corpus, fusion: str, weights, flt) -> None:
+    edge, other = pair
+    for q in corpus.queries[:4]:
+        pf = [("bridged", q, 40, weights[0]), ("proxy", q, 25, weights[1])]
+        he = edge.search_fused(pf, k=12, filter=flt, fusion=fusion, exact=True)  # type: ignore[arg-type]
+        ho = other.search_fused(pf, k=12, filter=flt, fusion=fusion, exact=True)  # type: ignore[arg-type]
+        assert_same_hits(he, ho)
+        if flt is not None:
+            assert all(h.payload["modality"] in ("depth", "audio") for h in he)
+
+
+def test_congruent_after_upserts_and_deletes(pair, corpus: Corpus) -> None:
+    edge, other = pair
+    rng = np.random.default_rng(7)
+    gone = [corpus.ids[i] for i in rng.choice(N, 40, replace=False)]
+    moved = _unit(rng.standard_normal((5, DIM)))
+    changes = [Point(corpus.ids[i], {"bridged": moved[j], "proxy": moved[j]}, {**corpus.payloads[i], "label": "new"})
+               for j, i in enumerate(range(100, 105))]
+    for s in (edge, other):
+        s.delete(gone)
+        s.upsert(changes)
+        s.upsert(changes)
+    assert edge.count() == other.count() == N - len(set(gone) - {p.id for p in changes})
+    for q in list(corpus.queries) + list(moved):
+        assert_same_hits(edge.search("bridged", q, k=11, exact=True), other.search("bridged", q, k=11, exact=True))
+    assert edge.count(Filter(must={"label": "new"})) == other.count(Filter(must={"label": "new"}))
+
+
+# ---------------------------------------------------------------------------
+# Embedded store only: persistence, HNSW, indexes
+# ---------------------------------------------------------------------------
+
+
+def test_edge_reload_from_disk(tmp_path, corpus: Corpus) -> None:
+    path = tmp_path / "index"
+    with open_store(path, spec=SPEC) as s:
+        s.upsert(corpus.points())
+        s.update_metadata({"routes": {"audio->depth": "proxy"}})
+        before = s.search_batch("bridged", corpus.queries, k=11, exact=True)
+    assert sorted(p.name for p in path.iterdir()) == ["collection.json", "shard"]
+    with open_store(path) as s:
+        assert s.count() == N
+        assert s.metadata["routes"] == {"audio->depth": "proxy"}
+        assert s.spec.payload_indexes == SPEC.payload_indexes
+        for a, b in zip(before, s.search_batch("bridged", corpus.queries, k=11, exact=True)):
+            assert_same_hits(a, b)
+    with pytest.raises(ValueError, match="differ"):
+        open_store(path, spec=CollectionSpec(vectors={"bridged": 64}))
+    with pytest.raises(FileNotFoundError, match="pass a CollectionSpec"):
+        open_store(tmp_path / "missing")
+
+
+def test_edge_create_refuses_existing(tmp_path) -> None:
+    with EdgeStore(tmp_path / "i") as s:
+        s.create(SPEC)
+        with pytest.raises(FileExistsError, match="recreate=True"):
+            s.create(SPEC)
+        s.create(CollectionSpec(vectors={"bridged": 8}), recreate=True)
+        assert s.spec.vectors == {"bridged": 8}
+
+
+def test_edge_modality_filter_is_index_backed(tmp_path) -> None:
+    with EdgeStore(tmp_path / "i") as s:
+        s.create(SPEC)
+        indexes = s.info().payload_indexes
+    assert indexes == {"modality": "keyword", "label": "keyword", "path": "prefix", "size": "integer"}
+
+
+@pytest.mark.parametrize("quantization", [None, "int8"])
+def test_edge_hnsw_close_to_exact(tmp_path, quantization: str | None) -> None:
+    """After optimize() the graph is used (not brute force) and still finds the true neighbours."""
+    c = Corpus(seed=1, n=3000)
+    spec = CollectionSpec(vectors={"bridged": DIM, "proxy": DIM}, quantization=quantization,  # type: ignore[arg-type]
+                          full_scan_threshold_kb=1, indexing_threshold_kb=10, hnsw_m=16, hnsw_ef_construct=64)
+    with EdgeStore(tmp_path / "hnsw") as s:
+        s.create(spec)
+        s.upsert(c.points(), batch=500)
+        s.optimize()
+        info = s.info()
+        assert info.indexed_vectors >= len(c.ids), info  # both vectors of every point are in a graph
+        found = total = 0
+        for q in c.queries:
+            exact = [h.id for h in s.search("bridged", q, k=10, exact=True)]
+            assert exact == c.exact_top(q, 10)[0]
+            approx = s.search("bridged", q, k=10, ef=64)
+            found += len(set(exact) & {h.id for h in approx})
+            total += 10
+            # Filtered HNSW search must still return only matching points.
+            depth = s.search("bridged", q, k=10, ef=64, filter=Filter(must={"modality": "depth"}))
+            assert depth and all(h.payload["modality"] == "depth" for h in depth)
+        assert found / total >= 0.95
+
+
+def test_local_on_disk_mode(tmp_path, corpus: Corpus) -> None:
+    s = ServerStore.local(tmp_path / "qd", collection="c")
+    s.create(SPEC)
+    s.upsert(corpus.points()[:50])
+    s.close()
+    s = ServerStore.local(tmp_path / "qd", collection="c")
+    assert s.count() == 50 and s.metadata == SPEC.metadata
+    s.close()
+
+
+def test_filter_rejects_float_match(store: Store) -> None:
+    with pytest.raises(TypeError, match="Range"):
+        store.count(Filter(must={"size": 1.5}))
