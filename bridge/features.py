@@ -16,6 +16,7 @@ hash), so an edited file gets a new id rather than a stale vector.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import time
@@ -105,6 +106,34 @@ class FeatureCache:
         if key not in self._memory:
             self._memory[key] = _read_parts(self.folder(preset, modality))
         return self._memory[key]
+
+
+def content_id(item: Any) -> str:
+    """The identity of a canonical item: a hash of its decoded content (text, or array
+    bytes with dtype and shape). The same content has the same id wherever it was read
+    from; an edited file gets a new one.
+
+    Example:
+        >>> content_id("seven") == content_id("seven") != content_id("eight")
+        True
+    """
+    h = hashlib.blake2b(digest_size=16)
+    if isinstance(item, str):
+        h.update(b"text:" + item.encode("utf-8"))
+    else:
+        arr = np.ascontiguousarray(item)
+        h.update(f"{arr.dtype.str}{arr.shape}:".encode())
+        h.update(arr.tobytes())
+    return h.hexdigest()
+
+
+def encode_cached(cache: FeatureCache, preset: Preset, modality: str, items: Sequence[Any],
+                  batch_size: int = 64, progress: bool = False) -> np.ndarray:
+    """`preset.encoder(modality).encode(items)`, through the cache, keyed by `content_id`."""
+    ids = [content_id(it) for it in items]
+    by_id = dict(zip(ids, items))
+    return cache.get_or_compute(preset, modality, ids, lambda batch: [by_id[i] for i in batch],
+                                batch_size=batch_size, progress=progress)
 
 
 def _write_part(folder: Path, ids: list[str], vectors: np.ndarray) -> Path:

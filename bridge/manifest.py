@@ -12,15 +12,17 @@ Example:
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from bridge.modalities import check_modality, load
 
 log = logging.getLogger(__name__)
+CHUNK = 1024
 
 
 @dataclass(frozen=True)
@@ -31,13 +33,6 @@ class Row:
     pair: str | None
     split: str | None
     inline: bool = False
-
-    @property
-    def id(self) -> str:
-        """Content identity: the same bytes (or text) give the same id wherever they live,
-        so cached features stay valid after a move and go stale after an edit."""
-        data = self.source.encode() if self.inline else Path(self.source).read_bytes()
-        return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
 def read_manifest(path: str | Path) -> list[Row]:
@@ -72,17 +67,20 @@ def _clean(value: Any) -> str | None:
 
 
 def training_set(rows: list[Row], preset: Any, cache: Any, batch_size: int = 32) -> dict[str, Any]:
-    """Frozen features for every row, grouped by modality (cached by content id and preset)."""
+    """Frozen features for every row, grouped by modality (cached by decoded content, so
+    the indexer's cached encodes and these are one and the same)."""
+    from bridge.features import content_id, encode_cached
     from bridge.train import ModalityData
 
     out = {}
     for modality in sorted({r.modality for r in rows}):
         group = [r for r in rows if r.modality == modality]
-        ids = [r.id for r in group]
-        by_id = {r.id: r for r in group}
-        feats = cache.get_or_compute(preset, modality, ids,
-                                     lambda batch_ids: [load(modality, by_id[i].source) for i in batch_ids],
-                                     batch_size=batch_size)
-        out[modality] = ModalityData(ids=ids, features=feats, labels=[r.label for r in group], pairs=[r.pair for r in group])
+        ids, feats = [], []
+        for start in range(0, len(group), CHUNK):  # decoded items are large: hold one chunk at a time
+            items = [load(modality, r.source) for r in group[start : start + CHUNK]]
+            ids += [content_id(it) for it in items]
+            feats.append(encode_cached(cache, preset, modality, items, batch_size=batch_size, progress=True))
+        out[modality] = ModalityData(ids=ids, features=np.concatenate(feats),
+                                     labels=[r.label for r in group], pairs=[r.pair for r in group])
         log.info("%s: %d items, features %s", modality, len(ids), tuple(feats.shape))
     return out

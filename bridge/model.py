@@ -71,7 +71,7 @@ class DiffusionPrior(nn.Module):
     vectors, scaled by sqrt(dim) so each coordinate has roughly unit variance.
     """
 
-    def __init__(self, dim: int, hidden: int = 512, timesteps: int = 1000, steps: int = 8, depth: int = 3):
+    def __init__(self, dim: int, hidden: int = 512, timesteps: int = 1000, steps: int = 8, depth: int = 2):
         super().__init__()
         self.dim, self.timesteps, self.steps = dim, timesteps, steps
         self.scale = math.sqrt(dim)

@@ -33,6 +33,7 @@ class Bridge:
         self.config = config
         self.modules = modules  # BridgeModules (torch), built by bridge.train
         self._preset = preset
+        self.feature_cache: Any = None  # a bridge.features.FeatureCache, to reuse frozen features
 
     # ------------------------------------------------------------------ identity
 
@@ -90,8 +91,14 @@ class Bridge:
         return out.numpy()
 
     def encode(self, modality: str, items: Sequence[Any]) -> np.ndarray:
-        """Canonical items (see bridge.modalities) -> frozen-encoder features."""
+        """Canonical items (see bridge.modalities) -> frozen-encoder features (cached by
+        content when `feature_cache` is set: re-indexing with a retrained bridge then costs
+        no encoder passes)."""
         self._check(modality)
+        if self.feature_cache is not None:
+            from bridge.features import encode_cached
+
+            return encode_cached(self.feature_cache, self.preset, modality, list(items))
         return self.preset.encoder(modality).encode(list(items))
 
     def embed(self, modality: str, items: Sequence[Any]) -> np.ndarray:

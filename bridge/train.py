@@ -50,6 +50,7 @@ class TrainConfig:
     batch_size: int = 256
     steps: int = 600  # per head-training stage
     proxy_steps: int = 2000
+    proxy_bank: int = 8  # G samples drawn per anchor item before binding (fresh noise each)
     lr: float = 1e-3
     weight_decay: float = 1e-4
     seed: int = 0
@@ -238,6 +239,10 @@ def train(cfg: TrainConfig, data: TrainingSet, val: TrainingSet | None = None,
     g.eval()
     for p in g.parameters():
         p.requires_grad_(False)
+    # Sampling G costs `diffusion_steps` denoiser passes: draw a bank of noisy proxies per
+    # anchor item once (each with its own noise) rather than at every binding step.
+    with torch.no_grad():
+        bank = torch.stack([g.sample(z_anchor_all) for _ in range(cfg.proxy_bank)], dim=1)  # (n, K, dim)
 
     # Stage 3: bind every other modality to the anchor, with the variant's proxy term.
     for m, d in data.items():
@@ -252,8 +257,7 @@ def train(cfg: TrainConfig, data: TrainingSet, val: TrainingSet | None = None,
             z_new, u = head(_tensor(d, rows)), z_anchor_all[cols]
             loss = info_nce(z_new, u, scale_m.exp().clamp(max=100), pos)
             if cfg.variant != "anchor" and cfg.lambda_proxy > 0:
-                with torch.no_grad():
-                    p = g.sample(u)
+                p = bank[torch.as_tensor(cols), torch.randint(0, cfg.proxy_bank, (len(cols),))]
                 loss = loss + cfg.lambda_proxy * proxy_loss(z_new, p, u if cfg.variant == "emergentbridge" else None)
             return loss
 
