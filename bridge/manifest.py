@@ -82,5 +82,5 @@ def training_set(rows: list[Row], preset: Any, cache: Any, batch_size: int = 32)
             feats.append(encode_cached(cache, preset, modality, items, batch_size=batch_size, progress=True))
         out[modality] = ModalityData(ids=ids, features=np.concatenate(feats),
                                      labels=[r.label for r in group], pairs=[r.pair for r in group])
-        log.info("%s: %d items, features %s", modality, len(ids), tuple(feats.shape))
+        log.info("%s: %d items, features %s", modality, len(ids), out[modality].features.shape)
     return out
