@@ -43,6 +43,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--batch-size", type=int, default=64, help="items per encoder batch (default 64)")
     g.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
                    help="reader threads for file I/O and decoding")
+    g.add_argument("--decode", choices=["auto", "threads", "processes"], default="auto",
+                   help="decode in reader threads or in worker processes (auto: processes for larger runs)")
+    g.add_argument("--torch-threads", type=int, default=None,
+                   help="torch intra-op threads for this run (on a small or busy machine, 1 is often fastest)")
     g.add_argument("--no-optimize", action="store_true", help="skip building the HNSW index at the end")
     g = p.add_argument_group("server / cluster (default: embedded store in the index folder)")
     g.add_argument("--qdrant-url", default=None,
@@ -66,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
         api_key=args.qdrant_api_key, shards=args.shards, replication=args.replication,
         quantization=args.quantization, exclude=args.exclude, modality=args.modality, sidecar=args.sidecar,
         label_from_folder=args.label_from_folder, batch_size=args.batch_size, workers=args.workers,
-        shard=args.shard, reembed=args.reembed, optimize=not args.no_optimize,
+        decode=args.decode, torch_threads=args.torch_threads, shard=args.shard, reembed=args.reembed, optimize=not args.no_optimize,
         progress=not args.no_progress and not args.json and sys.stderr.isatty(),
     )
     if args.json:

@@ -15,13 +15,15 @@ manifest -> remove deleted files' points -> pipeline (read, embed, write) -> swe
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 from bridge.errors import BridgeMismatchError
 from indexer.lock import IndexLock
@@ -81,6 +83,8 @@ def index_directory(
     label_from_folder: bool = False,
     batch_size: int = 64,
     workers: int = 4,
+    decode: str = "auto",
+    torch_threads: int | None = None,
     shard: ShardSpec | str | None = None,
     reembed: bool = False,
     optimize: bool = True,
@@ -96,7 +100,12 @@ def index_directory(
     qdrant-client's local mode, or a `QdrantClient` (left open: the caller owns it).
     The manifest, bridge copy, errors report and lock still live in `index_path`.
     `shard="i/N"` indexes only the files whose path hashes to shard i (0-based) and never
-    touches points of other shards' files.
+    touches points of other shards' files. `decode` picks reader threads or worker
+    processes ("auto": processes from a few hundred files on; the calling script then
+    needs the usual `if __name__ == "__main__":` guard only where fork is unavailable).
+    `torch_threads` sets torch's intra-op threads for the run (restored after): on a small
+    or shared machine 1 is often fastest, since the encoder, the bridge's heads and the
+    decoders then overlap instead of fighting over OpenMP teams.
 
     Example:
         >>> s = index_directory("data/digits", "runs/digits-index", bridge="runs/bridge")  # doctest: +SKIP
@@ -113,7 +122,7 @@ def index_directory(
     if quantization not in (None, "int8"):
         raise ValueError(f"quantization {quantization!r} is not supported; use 'int8' or leave it off")
 
-    with IndexLock(index_dir):
+    with IndexLock(index_dir), _torch_threads(torch_threads):
         the_bridge, _ = resolve_bridge(index_dir, bridge, reembed=reembed)
         store, owned, where = _open_store(index_dir, qdrant_url, collection, api_key)
         manifest = Manifest(index_dir)
@@ -138,7 +147,7 @@ def index_directory(
             summary.errors += len(scan.unreadable)
 
             pipe = Pipeline(the_bridge, store, manifest, batch_size=batch_size, workers=workers,
-                            progress=progress, reuse_known=not reembed)
+                            progress=progress, reuse_known=not reembed, decode=decode)
             t_pipe = time.perf_counter()
             counts = pipe.run(plan.todo)
             pipe_seconds = time.perf_counter() - t_pipe
@@ -169,6 +178,22 @@ def index_directory(
     return summary
 
 
+@contextlib.contextmanager
+def _torch_threads(n: int | None) -> Iterator[None]:
+    if n is None:
+        yield
+        return
+    from bridge.deps import require
+
+    torch = require("torch", "embedding")
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 # ---------------------------------------------------------------------- the bridge copy
 
 
@@ -195,6 +220,10 @@ def resolve_bridge(index_dir: Path, bridge: Any, *, reembed: bool = False) -> tu
     from bridge.space import Bridge
 
     copy = index_dir / BRIDGE_DIR
+    old = copy.with_name(".bridge.old")
+    if not copy.exists() and (old / "config.json").is_file():
+        # Killed between the two renames of _install_copy: the old copy is still whole.
+        old.rename(copy)
     have_copy = (copy / "config.json").is_file()
     if bridge is None:
         if not have_copy:
@@ -358,8 +387,6 @@ def _sweep_orphans(store: Store, manifest: Manifest, root: Path, shard: ShardSpe
 
 def _write_index_file(index_dir: Path, root: Path, where: str, collection: str, version: str,
                       summary: IndexSummary) -> None:
-    from indexer.store import _write_json_atomic  # the store's crash-safe JSON writer
-
     info = {
         "format": INDEX_FORMAT,
         "root": str(root),
@@ -368,4 +395,6 @@ def _write_index_file(index_dir: Path, root: Path, where: str, collection: str, 
         "bridge_version": version,
         "last_run": summary.to_dict(),
     }
-    _write_json_atomic(index_dir / INDEX_FILE, info)
+    tmp = index_dir / (INDEX_FILE + ".tmp")
+    tmp.write_text(json.dumps(info, indent=2, sort_keys=True), encoding="utf-8")
+    os.replace(tmp, index_dir / INDEX_FILE)  # a reader sees the old file or the new one

@@ -1,10 +1,10 @@
 """reader -> embed -> writer: three overlapping stages that turn files into stored points.
 
-* **reader** (a thread pool, `workers` threads): read each file's bytes once for its
-  content hash, then decode it with `bridge.modalities.load` (PIL, soundfile and hashing
-  release the GIL, so threads overlap). A file whose hash equals its manifest row (a
-  `touch`) is not decoded at all. Bad inputs become error results, never `None`.
-  Batches are submitted `prefetch` ahead of the encoder.
+* **reader** (`workers` threads, or forked processes with one torch thread each for
+  larger runs, see `make_decode_pool`): read each file's bytes once for its content
+  hash, then decode it with `bridge.modalities.load`. A file whose hash equals its
+  manifest row (a `touch`) is not decoded at all. Bad inputs become error results,
+  never `None`. Batches are submitted `prefetch` ahead of the encoder.
 * **embed** (the calling thread): the preset's frozen encoder on a batch of decoded
   items, the expensive forward pass. Nothing else runs here, so the encoder is never
   waiting on bookkeeping.
@@ -22,10 +22,11 @@ import hashlib
 import logging
 import os
 import queue
+import sys
 import threading
 import time
 from collections import Counter, deque
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -41,6 +42,8 @@ from indexer.store import Point, Store, point_id
 log = logging.getLogger(__name__)
 
 TEXT_PAYLOAD_CHARS = 2000  # enough to show a hit's text; the file stays the source of truth
+DECODE_MODES = ("auto", "threads", "processes")
+PROCESS_DECODE_MIN_FILES = 256
 
 
 @dataclass
@@ -113,6 +116,59 @@ def read_file(entry: FileEntry, known: ManifestRow | None = None, modalities: Se
     return res
 
 
+def read_files(entries: Sequence[FileEntry], known: Sequence[ManifestRow | None],
+               modalities: Sequence[str] | None = None) -> list[ReadResult]:
+    """`read_file` over a chunk of files: the unit of work sent to a reader thread or process."""
+    return [read_file(e, k, modalities) for e, k in zip(entries, known)]
+
+
+def make_decode_pool(mode: str, workers: int) -> Executor:
+    """Reader pool: threads, or forked processes with one torch/OpenMP thread each.
+
+    Why processes: decoders that call torch (audio resampling) open an OpenMP team per
+    calling thread; reader threads plus the encoder's own team oversubscribe the cores,
+    and on a busy machine each tiny parallel region can wait a whole scheduler slice
+    (measured here: 24 ms for a resample that takes 0.1 ms on one thread). Forked
+    workers limited to one thread each avoid that, as torch's DataLoader workers do.
+    """
+    if mode == "threads":
+        return ThreadPoolExecutor(workers, thread_name_prefix="indexer-reader")
+    if mode != "processes":
+        raise ValueError(f"decode mode {mode!r}: use threads or processes")
+    import multiprocessing as mp
+
+    # fork: the workers inherit the imported decoders (no re-import of torch per worker)
+    # and need no importable __main__; they never touch the store or the encoder.
+    ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+    pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(os.getpid(),))
+    pool.submit(int).result()  # start the workers now, before this process starts its own threads
+    return pool
+
+
+def _init_worker(parent_pid: int) -> None:
+    _die_with_parent(parent_pid)
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = "1"
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(1)
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """A SIGKILLed indexer cannot shut its pool down, and a worker blocked on the task
+    queue would wait forever (it holds the queue's write end itself): ask Linux to kill
+    the worker when its parent dies."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the worker lingers until the queue breaks
+        return
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(1)
+
+
 @dataclass
 class _Batch:
     results: list[ReadResult]
@@ -127,7 +183,7 @@ class Pipeline:
     """
 
     def __init__(self, bridge: Any, store: Store, manifest: Manifest, *, batch_size: int = 64, workers: int = 4,
-                 prefetch: int = 2, progress: bool = True, reuse_known: bool = True,
+                 prefetch: int = 2, progress: bool = True, reuse_known: bool = True, decode: str = "auto",
                  on_commit: Callable[[list[ManifestRow]], None] | None = None):
         if batch_size < 1 or workers < 1:
             raise ValueError("batch_size and workers must be >= 1")
@@ -138,6 +194,9 @@ class Pipeline:
         self.workers = workers
         self.prefetch = max(1, prefetch)
         self.progress = progress
+        if decode not in DECODE_MODES:
+            raise ValueError(f"decode={decode!r}: choose one of {', '.join(DECODE_MODES)}")
+        self.decode = decode
         self.reuse_known = reuse_known  # False for --reembed: equal bytes are embedded again anyway
         self.on_commit = on_commit
         self.counts = RunCounts()
@@ -160,6 +219,13 @@ class Pipeline:
             return self.counts
         from tqdm.auto import tqdm
 
+        version = self.bridge.version
+        # Only a row made by this bridge may stand in for a file with the same bytes.
+        known = {p: r for p, r in self.manifest.rows.items() if r.bridge_version == version} \
+            if self.reuse_known else {}
+        modalities = list(self.bridge.modalities)
+        # The pool first: with processes, it forks before our own threads exist.
+        pool = make_decode_pool(self.decode_mode(len(todo)), self.workers)
         self._bar = tqdm(total=len(todo), unit="item", desc="indexing", disable=not self.progress,
                          dynamic_ncols=True, smoothing=0.1)
         writer_q: queue.Queue[_Batch | None] = queue.Queue(maxsize=2)
@@ -167,46 +233,48 @@ class Pipeline:
         writer = threading.Thread(target=self._writer_loop, args=(writer_q, failure), name="indexer-writer",
                                   daemon=True)
         writer.start()
-        version = self.bridge.version
-        # Only a row made by this bridge may stand in for a file with the same bytes.
-        known = {p: r for p, r in self.manifest.rows.items() if r.bridge_version == version} \
-            if self.reuse_known else {}
-        modalities = list(self.bridge.modalities)
-        pending: deque[list[Future[ReadResult]]] = deque()
+        pending: deque[list[Future[list[ReadResult]]]] = deque()
+        next_batch = 0
+
+        def submit_ahead() -> None:
+            nonlocal next_batch
+            while next_batch < len(batches) and len(pending) < self.prefetch + 1:
+                files = batches[next_batch]
+                # A few chunks per batch, one per worker: less task traffic than one per file.
+                step = -(-len(files) // self.workers)
+                pending.append([pool.submit(read_files, chunk, [known.get(e.rel_path) for e in chunk], modalities)
+                                for chunk in (files[i:i + step] for i in range(0, len(files), step))])
+                next_batch += 1
+
         try:
-            with ThreadPoolExecutor(self.workers, thread_name_prefix="indexer-reader") as pool:
-                next_batch = 0
-
-                def submit_ahead() -> None:
-                    nonlocal next_batch
-                    while next_batch < len(batches) and len(pending) < self.prefetch + 1:
-                        pending.append([pool.submit(read_file, e, known.get(e.rel_path), modalities)
-                                        for e in batches[next_batch]])
-                        next_batch += 1
-
-                submit_ahead()
-                while pending:
-                    futures = pending.popleft()
-                    submit_ahead()  # keep the readers busy while this batch encodes
-                    batch = self.embed_batch([f.result() for f in futures])
-                    while not failure:
-                        try:
-                            writer_q.put(batch, timeout=0.5)
-                            break
-                        except queue.Full:
-                            continue
-                    if failure:
+            submit_ahead()
+            while pending and not failure:
+                futures = pending.popleft()
+                submit_ahead()  # keep the readers busy while this batch encodes
+                batch = self.embed_batch([r for f in futures for r in f.result()])
+                while not failure:
+                    try:
+                        writer_q.put(batch, timeout=0.5)
                         break
+                    except queue.Full:
+                        continue
         finally:
             for futures in pending:
                 for f in futures:
                     f.cancel()
+            pool.shutdown(wait=True, cancel_futures=True)
             writer_q.put(None)
             writer.join()
             self._bar.close()
         if failure:
             raise failure[0]
         return self.counts
+
+    def decode_mode(self, n_files: int) -> str:
+        if self.decode != "auto":
+            return self.decode
+        # Worker processes cost a fork each; they pay off on real runs, not on a handful of files.
+        return "processes" if n_files >= PROCESS_DECODE_MIN_FILES and self.workers > 1 else "threads"
 
     # ----------------------------------------------------------------- embed stage
 

@@ -272,6 +272,22 @@ def test_forced_modality_reports_unreadable_extensions(tmp_path, bridge_dir):
     assert s.errors == 2 and "no depth head" in reasons["b.png"] and "'.wav'" in reasons["a.wav"]
 
 
+def test_decoding_in_processes_gives_the_same_points_and_errors(tmp_path, bridge_dir):
+    src = tmp_path / "src"
+    rels = make_corpus(src, images=5, sounds=3, texts=1)
+    (src / "bad.wav").write_bytes(b"")
+    by_mode = {}
+    for mode in ("threads", "processes"):
+        s = run_index(src, tmp_path / mode, bridge=bridge_dir, decode=mode)
+        assert (s.indexed, s.errors) == (len(rels), 1)
+        with EdgeStore(tmp_path / mode) as store:
+            by_mode[mode] = {r.payload["path"]: r.vectors["bridged"] for r in store.scroll(with_vectors=True)}
+        assert [e["path"] for e in read_errors_report(s.errors_report)] == ["bad.wav"]
+    assert by_mode["threads"].keys() == by_mode["processes"].keys()
+    for path, vec in by_mode["threads"].items():
+        np.testing.assert_allclose(vec, by_mode["processes"][path], atol=1e-5)
+
+
 # ------------------------------------------------------------------------------ refusals
 
 
@@ -334,7 +350,8 @@ def test_sigkill_mid_run_then_rerun_gives_one_point_per_valid_file(tmp_path, bri
     script.write_text(_SLOW_INDEXER)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen([sys.executable, str(script), "index", str(src), "--index", str(idx), "--bridge",
-                             str(bridge_dir), "--batch-size", "4", "--workers", "2", "--no-progress"],
+                             str(bridge_dir), "--batch-size", "4", "--workers", "2", "--decode", "processes",
+                             "--no-progress"],
                             cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     journal = idx / JOURNAL_FILE
     deadline = time.monotonic() + 90
@@ -343,9 +360,17 @@ def test_sigkill_mid_run_then_rerun_gives_one_point_per_valid_file(tmp_path, bri
             break
         time.sleep(0.02)
     assert proc.poll() is None, f"indexer ended before it could be killed: {proc.stderr.read().decode()[-2000:]}"
+    children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+    workers = [int(p) for p in children.read_text().split()] if children.exists() else []
+    assert workers or not children.exists(), "expected forked decode workers (--decode processes)"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL
+    deadline = time.monotonic() + 10  # its decode workers must not outlive it
+    while any(Path(f"/proc/{w}").exists() for w in workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(Path(f"/proc/{w}").exists() and "Z" not in Path(f"/proc/{w}/stat").read_text().split()[2]
+                   for w in workers)
 
     s = run_index(src, idx)
     assert s.unchanged >= 3 and s.indexed + s.unchanged == len(rels) and s.errors == 1  # resumed, not redone

@@ -1,0 +1,164 @@
+#!/usr/bin/env python
+"""Indexing throughput: the whole pipeline next to the encoders' own forward passes.
+
+For each modality (CIFAR-10 test images, FSDD recordings from ../shared/data), on the
+same `--limit` files and the same batch size:
+
+* **encoder-only**: the items are decoded first (not timed), then the preset encoder's
+  `encode` is timed on batch after batch: preprocessing + forward pass, nothing else.
+* **pipeline**: `index_directory` on a folder holding just those files (symlinks),
+  into a fresh embedded index: read + hash + decode, encode, head + proxy view, upsert,
+  flush, manifest journal. The pipeline figure is indexed items / pipeline seconds
+  (the store's final HNSW build is reported separately: it runs once per index).
+
+Both use one warmed-up encoder (weights loaded, one batch run) so neither pays a load.
+The goal is pipeline >= 0.9 x encoder-only.
+
+With no `--bridge`, a throwaway bridge is trained for the `offline` preset on a few
+hundred synthetic features of the right sizes: throughput does not depend on what
+the heads learned.
+
+Usage::
+
+    python scripts/bench_index.py                          # 512 images + 512 recordings
+    python scripts/bench_index.py --limit 2000 --batch-size 64 --json bench-index.json
+    python scripts/bench_index.py --bridge runs/bridge --modalities audio
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+log = logging.getLogger("bench_index")
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+SOURCES = {"image": ("cifar10/test", "*/*.jpg"), "audio": ("fsdd/recordings", "*.wav")}
+
+
+def pick_files(data: Path, modality: str, limit: int) -> list[Path]:
+    """An evenly spread, deterministic subset (every class, not just the first folder)."""
+    sub, pattern = SOURCES[modality]
+    files = sorted((data / sub).glob(pattern))
+    if not files:
+        raise SystemExit(f"no {modality} files under {data / sub}")
+    step = max(1, len(files) // limit)
+    return files[::step][:limit]
+
+
+def quick_bridge(preset_name: str, seed: int = 0) -> Any:
+    """A bridge for `preset_name` trained in seconds on synthetic features (image, text, audio)."""
+    from bridge.encoders import load_preset
+    from bridge.train import ModalityData, TrainConfig, train
+
+    preset = load_preset(preset_name)
+    rng = np.random.default_rng(seed)
+    data = {}
+    for m in ("image", "text", "audio"):
+        d = preset.dim(m)
+        n = 40 if m == "text" else 300
+        labels = [str(i % 10) for i in range(n)]
+        centres = rng.normal(size=(10, d))
+        feats = np.stack([centres[int(y)] + rng.normal(size=d) * 0.5 for y in labels]).astype(np.float32)
+        data[m] = ModalityData([f"{m}-{i}" for i in range(n)], feats, labels)
+    cfg = TrainConfig(preset=preset_name, steps=60, proxy_steps=60, seed=seed)
+    bridge, _ = train(cfg, data, preset_info={"name": preset.name, "fingerprint": preset.fingerprint})
+    bridge._preset = preset
+    return bridge
+
+
+def encoder_only(bridge: Any, modality: str, files: list[Path], batch_size: int) -> dict[str, Any]:
+    from bridge.modalities import load
+
+    items = [load(modality, f) for f in files]  # decoded up front: not timed
+    enc = bridge.preset.encoder(modality)
+    enc.encode(items[:batch_size])  # warm-up: weights loaded, first-call allocations done
+    t0 = time.perf_counter()
+    for i in range(0, len(items), batch_size):
+        enc.encode(items[i:i + batch_size])
+    seconds = time.perf_counter() - t0
+    return {"items": len(items), "seconds": round(seconds, 3), "items_per_s": round(len(items) / seconds, 2)}
+
+
+def pipeline(bridge: Any, modality: str, files: list[Path], batch_size: int, workers: int,
+             work: Path, decode: str) -> dict[str, Any]:
+    from indexer.index import index_directory
+
+    src = work / f"{modality}-src"
+    src.mkdir(parents=True)
+    for f in files:  # same files, no copy: the reader still opens and reads every one
+        link = src / f.parent.name / f.name if modality == "image" else src / f.name
+        link.parent.mkdir(exist_ok=True)
+        link.symlink_to(f)
+    s = index_directory(src, work / f"{modality}-index", bridge=bridge, batch_size=batch_size, workers=workers,
+                        decode=decode, progress=False, label_from_folder=(modality == "image"))
+    return {"items": s.indexed, "errors": s.errors, "items_per_s": s.items_per_s,
+            "seconds_total": s.seconds, "encode_seconds": s.encode_seconds}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", type=Path, default=DATA, help="the shared data folder (default: ../shared/data)")
+    p.add_argument("--limit", type=int, default=512, help="files per modality")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1))
+    p.add_argument("--modalities", default="image,audio")
+    p.add_argument("--decode", choices=["auto", "threads", "processes"], default="auto")
+    p.add_argument("--torch-threads", type=int, default=None,
+                   help="torch intra-op threads for both measurements (default: torch's own choice)")
+    p.add_argument("--bridge", type=Path, default=None, help="checkpoint (default: a quick one on the preset)")
+    p.add_argument("--preset", default="offline")
+    p.add_argument("--json", type=Path, default=Path("bench-index.json"), help="where to write the figures")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    for name in ("bridge.train", "indexer"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+    if not args.data.is_dir():
+        print(f"skipped: {args.data} is not here (the benchmark needs ../shared/data: CIFAR-10 test "
+              "images and FSDD recordings)", file=sys.stderr)
+        return 0
+    from bridge.space import Bridge
+
+    bridge = Bridge.load(args.bridge) if args.bridge else quick_bridge(args.preset)
+    import torch
+
+    if args.torch_threads:
+        torch.set_num_threads(args.torch_threads)
+    results: dict[str, Any] = {
+        "bridge": bridge.version, "preset": bridge.config.get("preset_name"), "batch_size": args.batch_size,
+        "workers": args.workers, "decode": args.decode, "limit": args.limit, "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+        "machine": platform.platform(), "modalities": {},
+    }
+    work = Path(tempfile.mkdtemp(prefix="bench-index-"))
+    try:
+        for modality in args.modalities.split(","):
+            files = pick_files(args.data, modality, args.limit)
+            enc = encoder_only(bridge, modality, files, args.batch_size)
+            pipe = pipeline(bridge, modality, files, args.batch_size, args.workers, work, args.decode)
+            ratio = pipe["items_per_s"] / enc["items_per_s"]
+            results["modalities"][modality] = {"encoder_only": enc, "pipeline": pipe, "ratio": round(ratio, 3)}
+            print(f"{modality:>6}: {len(files)} files, batch {args.batch_size}: pipeline {pipe['items_per_s']:.1f} "
+                  f"items/s, encoder-only {enc['items_per_s']:.1f} items/s, ratio {ratio:.2f} "
+                  f"({'meets' if ratio >= 0.9 else 'below'} the 0.9 goal)", flush=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    args.json.write_text(json.dumps(results, indent=2))
+    print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
