@@ -29,7 +29,7 @@ from collections import Counter, deque
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -183,8 +183,7 @@ class Pipeline:
     """
 
     def __init__(self, bridge: Any, store: Store, manifest: Manifest, *, batch_size: int = 64, workers: int = 4,
-                 prefetch: int = 2, progress: bool = True, reuse_known: bool = True, decode: str = "auto",
-                 on_commit: Callable[[list[ManifestRow]], None] | None = None):
+                 prefetch: int = 2, progress: bool = True, reuse_known: bool = True, decode: str = "auto"):
         if batch_size < 1 or workers < 1:
             raise ValueError("batch_size and workers must be >= 1")
         self.bridge = bridge
@@ -198,7 +197,6 @@ class Pipeline:
             raise ValueError(f"decode={decode!r}: choose one of {', '.join(DECODE_MODES)}")
         self.decode = decode
         self.reuse_known = reuse_known  # False for --reembed: equal bytes are embedded again anyway
-        self.on_commit = on_commit
         self.counts = RunCounts()
         self._bar: Any = None
 
@@ -365,8 +363,6 @@ class Pipeline:
         if points or stale:
             self.store.flush()
         self.manifest.commit(rows)
-        if self.on_commit is not None:
-            self.on_commit(rows)
         if self._bar is not None:
             self._bar.update(sum(len(b.results) for b in batches))
 
