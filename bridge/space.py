@@ -122,10 +122,11 @@ class Bridge:
         g.eval()
         with torch.inference_mode():
             zt = torch.as_tensor(np.asarray(z, dtype=np.float32))
+            n, d = zt.shape
             gen = torch.Generator().manual_seed(PROXY_VIEW_SEED)
-            noise = torch.randn((PROXY_VIEW_SAMPLES, zt.shape[1]), generator=gen)
-            views = [g.sample(zt, noise=noise[i].expand_as(zt)) for i in range(PROXY_VIEW_SAMPLES)]
-            out = torch.nn.functional.normalize(torch.stack(views).mean(0), dim=-1)
+            noise = torch.randn((PROXY_VIEW_SAMPLES, 1, d), generator=gen).expand(-1, n, -1).reshape(-1, d)
+            views = g.sample(zt.repeat(PROXY_VIEW_SAMPLES, 1), noise=noise).reshape(PROXY_VIEW_SAMPLES, n, d)
+            out = torch.nn.functional.normalize(views.mean(0), dim=-1)
         return out.numpy()
 
     # ------------------------------------------------------------------ persistence

@@ -45,6 +45,7 @@ class TrainConfig:
     proxy_sigma: float = 0.1  # noise of the mlp proxy
     diffusion_steps: int = 8  # DDIM sampling steps
     diffusion_timesteps: int = 1000
+    diffusion_depth: int = 2  # residual blocks of the denoiser
     hidden: int = 512
     dropout: float = 0.1
     batch_size: int = 256
@@ -92,7 +93,8 @@ class BridgeModules(nn.Module):
         dim, hidden = config["dim"], config["hidden"]
         self.heads = nn.ModuleDict({m: Head(d, dim, hidden, config["dropout"]) for m, d in feature_dims.items()})
         if config["proxy_model"] == "diffusion":
-            self.proxy: nn.Module = DiffusionPrior(dim, hidden, config["diffusion_timesteps"], config["diffusion_steps"])
+            self.proxy: nn.Module = DiffusionPrior(dim, hidden, config["diffusion_timesteps"], config["diffusion_steps"],
+                                                   config.get("diffusion_depth", 2))
         else:
             self.proxy = ProxyMLP(dim, hidden, config["proxy_sigma"])
         init = math.log(1 / config["temperature"])
@@ -172,7 +174,7 @@ def _tensor(data: ModalityData, rows: np.ndarray) -> "torch.Tensor":
 
 # Settings that must agree for a bridge's base space and G to be reused by another run.
 BASE_KEYS = ("preset", "dim", "anchor", "proxy", "proxy_model", "proxy_sigma", "diffusion_steps",
-             "diffusion_timesteps", "hidden", "dropout", "batch_size", "steps", "proxy_steps", "lr",
+             "diffusion_timesteps", "diffusion_depth", "hidden", "dropout", "batch_size", "steps", "proxy_steps", "lr",
              "weight_decay", "temperature", "seed")
 
 
