@@ -205,9 +205,10 @@ class Index:
         else:
             views = self.bridge.proxy_view(vectors)
             f = self.fusion
+            depth = max(f.depth, k)  # each side must offer at least k candidates
             results = [
-                self.store.search_fused([Prefetch("bridged", v, f.depth, f.direct_weight),
-                                         Prefetch("proxy", g, f.depth, f.proxy_weight)], k, flt)
+                self.store.search_fused([Prefetch("bridged", v, depth, f.direct_weight),
+                                         Prefetch("proxy", g, depth, f.proxy_weight)], k, flt)
                 for v, g in zip(vectors, views)
             ]
         return [[_hit(h, route) for h in hits] for hits in results]
