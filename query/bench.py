@@ -83,6 +83,7 @@ def evaluate_index(index: Any, points: dict[str, Any], routes: list[str], max_qu
     mods = [m for m in CROSS_MODALITIES if m in points]
     for s in mods:
         q, q_labels = _queries(points, s, max_queries)
+        views = index.bridge.proxy_view(q)  # once per source, not once per pair and route
         for t in mods:
             if s == t:
                 continue
@@ -90,7 +91,7 @@ def evaluate_index(index: Any, points: dict[str, Any], routes: list[str], max_qu
             relevant = [sum(lbl == y for lbl in points[t]["labels"]) for y in q_labels]
             pair = out.setdefault(f"{s}->{t}", {"paired": bool(index.bridge.is_paired(s, t))})
             for route in routes:
-                hits = index.search_vectors(s, q, target=t, k=n_target, route=route)
+                hits = index.search_vectors(s, q, target=t, k=n_target, route=route, views=views)
                 ranked = [[h.label for h in hs] for hs in hits]
                 m = ranking_metrics(q_labels, ranked, ks=(1, 5, 10), relevant_counts=relevant)
                 m["top1"] = m["top5"] = None

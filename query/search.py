@@ -177,15 +177,18 @@ class Index:
 
     def search_vectors(self, source: str, vectors: np.ndarray, target: str | Sequence[str] | None = None,
                        k: int = 10, filter: Mapping[str, Any] | Filter | None = None,
-                       route: str = "auto") -> list[list[SearchHit]]:
-        """Search with bridged vectors already computed (what the benchmark uses)."""
+                       route: str = "auto", views: np.ndarray | None = None) -> list[list[SearchHit]]:
+        """Search with bridged vectors already computed (what the benchmark uses); `views`,
+        their proxy views if already computed (G costs a few denoiser passes per query)."""
         targets = _targets(target)
         if route not in ("auto", *ROUTES):
             raise QueryError(f"unknown route {route!r}; choose auto, {', '.join(ROUTES)}")
         by_route: dict[str, list[str]] = {}
         for t in targets:
             by_route.setdefault(self.route_for(source, t) if route == "auto" else route, []).append(t)
-        per_route = [self._search_route(r, ts, vectors, k, filter) for r, ts in by_route.items()]
+        if views is None and set(by_route) - {"direct"}:
+            views = self.bridge.proxy_view(vectors)
+        per_route = [self._search_route(r, ts, vectors, views, k, filter) for r, ts in by_route.items()]
         if len(per_route) == 1:
             return per_route[0]
         # Scores of different routes are not comparable (cosine vs fusion): interleave by rank.
@@ -195,15 +198,14 @@ class Index:
             merged.append([h for _, _, h in ranked][:k])
         return merged
 
-    def _search_route(self, route: str, targets: list[str], vectors: np.ndarray, k: int,
-                      filter: Mapping[str, Any] | Filter | None) -> list[list[SearchHit]]:
+    def _search_route(self, route: str, targets: list[str], vectors: np.ndarray, views: np.ndarray | None,
+                      k: int, filter: Mapping[str, Any] | Filter | None) -> list[list[SearchHit]]:
         flt = _with_modality(filter, targets)
         if route == "direct":
             results = self.store.search_batch("bridged", vectors, k, flt)
         elif route == "proxy":
-            results = self.store.search_batch("proxy", self.bridge.proxy_view(vectors), k, flt)
+            results = self.store.search_batch("proxy", views, k, flt)
         else:
-            views = self.bridge.proxy_view(vectors)
             f = self.fusion
             depth = max(f.depth, k)  # each side must offer at least k candidates
             results = [
