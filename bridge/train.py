@@ -120,27 +120,31 @@ def pair_keys(a: ModalityData, b: ModalityData) -> tuple[list[str | None], list[
 
 
 class PairSampler:
-    """Draws batches of (row of a, a random partner row of b) pairs, with the positives mask."""
+    """Draws batches of (row of a, a random partner row of b) pairs, with the positives mask.
+
+    Keys are turned into integer codes and partners into one sorted array with per-key
+    offsets, so a batch is drawn with a few vectorised numpy calls (a Python loop per row
+    cost as much as the training step itself)."""
 
     def __init__(self, a: ModalityData, b: ModalityData, rng: np.random.Generator, what: str):
         keys_a, keys_b, self.how = pair_keys(a, b)
-        partners: dict[str, list[int]] = {}
-        for j, k in enumerate(keys_b):
-            if k is not None:
-                partners.setdefault(k, []).append(j)
-        self.keys_a, self.keys_b = keys_a, keys_b
-        self.rows = [i for i, k in enumerate(keys_a) if k in partners]
-        if not self.rows:
+        codes = {k: c for c, k in enumerate(sorted({k for k in keys_b if k is not None}))}
+        self.code_a = np.array([codes.get(k, -1) if k is not None else -1 for k in keys_a])
+        self.code_b = np.array([codes.get(k, -1) if k is not None else -1 for k in keys_b])
+        self.rows = np.flatnonzero(self.code_a >= 0)
+        if not self.rows.size:
             raise ValueError(f"no paired data for {what}: the items share neither pair keys nor labels")
-        self.partners = {k: np.array(v) for k, v in partners.items()}
+        has_key = np.flatnonzero(self.code_b >= 0)
+        self.partners = has_key[np.argsort(self.code_b[has_key], kind="stable")]  # b rows grouped by key
+        counts = np.bincount(self.code_b[has_key], minlength=len(codes))
+        self.start, self.count = np.concatenate([[0], np.cumsum(counts)[:-1]]), counts
         self.rng = rng
 
     def batch(self, size: int) -> tuple[np.ndarray, np.ndarray, "torch.Tensor"]:
-        rows = self.rng.choice(self.rows, size=min(size, len(self.rows)), replace=False)
-        cols = np.array([self.rng.choice(self.partners[self.keys_a[i]]) for i in rows])
-        ka = np.array([self.keys_a[i] for i in rows], dtype=object)
-        kb = np.array([self.keys_b[j] for j in cols], dtype=object)
-        return rows, cols, torch.as_tensor(ka[:, None] == kb[None, :])
+        rows = self.rng.choice(self.rows, size=min(size, self.rows.size), replace=False)
+        key = self.code_a[rows]
+        cols = self.partners[self.start[key] + (self.rng.random(rows.size) * self.count[key]).astype(int)]
+        return rows, cols, torch.as_tensor(key[:, None] == self.code_b[cols][None, :])
 
 
 # ------------------------------------------------------------------------------ training
