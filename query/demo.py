@@ -87,7 +87,16 @@ def show_searches(index, test_dir: Path) -> None:
                 path = sorted(path.parent.iterdir())[0]
             q = path
         hits = index.search(q, target=target, k=5, source=source)
-        shown = q if source == "text" else Path(q).name
-        print(f"\n{what}\n  query: {shown!r}  (route: {hits[0].route if hits else '-'})")
+        shown = repr(q) if source == "text" else f"{Path(q).parent.name}/{Path(q).name} ({_label_of(index, q, test_dir)})"
+        print(f"\n{what}\n  query: {shown}  (route: {hits[0].route if hits else '-'})")
         for h in hits:
             print(f"    {h.score:7.4f}  {h.label or '-':<7} {h.path}")
+
+
+def _label_of(index, path: Path, root: Path) -> str:
+    """The query file's own label, read from its point in the index."""
+    from indexer.store import Filter
+
+    rel = path.relative_to(root).as_posix()
+    found = [r for r in index.store.scroll(Filter(path_prefix=rel)) if r.payload.get("path") == rel]
+    return found[0].payload.get("label", "?") if found else "?"
