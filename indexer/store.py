@@ -552,6 +552,14 @@ class Store(abc.ABC):
         return out
 
 
+def _search_params(models: Any, spec: CollectionSpec, exact: bool, ef: int | None) -> Any:
+    """Search parameters; both client libraries name these types and fields alike."""
+    quant = None
+    if spec.quantization is not None:  # int8 candidates are always rescored with the float vectors
+        quant = models.QuantizationSearchParams(rescore=True, oversampling=spec.oversampling)
+    return models.SearchParams(hnsw_ef=ef if ef is not None else spec.hnsw_ef, exact=exact, quantization=quant)
+
+
 def _batched(items: Iterable[Point], size: int) -> Iterator[list[Point]]:
     if size < 1:
         raise ValueError(f"batch must be >= 1, got {size}")
@@ -764,12 +772,7 @@ class EdgeStore(Store):
         return StoreInfo(inf.points_count, inf.indexed_vectors_count, inf.segments_count, indexes)
 
     def _params(self, exact: bool, ef: int | None) -> Any:
-        qe = _edge()
-        spec = self._require_spec()
-        quant = None
-        if spec.quantization is not None:
-            quant = qe.QuantizationSearchParams(rescore=True, oversampling=spec.oversampling)
-        return qe.SearchParams(hnsw_ef=ef if ef is not None else spec.hnsw_ef, exact=exact, quantization=quant)
+        return _search_params(_edge(), self._require_spec(), exact, ef)
 
     def search_batch(self, vector_name: str, vectors: Sequence[VectorLike] | np.ndarray, k: int = 10,
                      filter: Filter | None = None, *, exact: bool = False, ef: int | None = None,
@@ -1070,12 +1073,7 @@ class ServerStore(Store):
                          getattr(inf, "segments_count", None), indexes)
 
     def _params(self, exact: bool, ef: int | None) -> Any:
-        m = _client_models()
-        spec = self._require_spec()
-        quant = None
-        if spec.quantization is not None:
-            quant = m.QuantizationSearchParams(rescore=True, oversampling=spec.oversampling)
-        return m.SearchParams(hnsw_ef=ef if ef is not None else spec.hnsw_ef, exact=exact, quantization=quant)
+        return _search_params(_client_models(), self._require_spec(), exact, ef)
 
     def search_batch(self, vector_name: str, vectors: Sequence[VectorLike] | np.ndarray, k: int = 10,
                      filter: Filter | None = None, *, exact: bool = False, ef: int | None = None,
