@@ -108,6 +108,10 @@ class CollectionSpec:
     # With int8 quantization, fetch oversampling * k candidates and rescore them with the
     # original float vectors, which keeps recall@10 near the unquantized figure.
     oversampling: float = 2.0
+    # Where the original float vectors live (embedded store): None/"ram" in memory,
+    # "cold" on disk (mmap, read when needed: with int8 the graph walk never touches them,
+    # only the rescoring of a few candidates does), "cached" on disk with a page cache.
+    vectors_memory: Literal["ram", "cold", "cached"] | None = None
     # Below this many KB of vectors a segment is searched by brute force (Qdrant's unit).
     full_scan_threshold_kb: int = 10_000
     # Segments smaller than this (KB) get no HNSW graph; None keeps Qdrant's default.
@@ -649,8 +653,9 @@ class EdgeStore(Store):
         optimizers = None
         if spec.indexing_threshold_kb is not None:
             optimizers = qe.EdgeOptimizersConfig(indexing_threshold=spec.indexing_threshold_kb)
+        memory = {None: None, "ram": qe.Memory.Pinned, "cold": qe.Memory.Cold, "cached": qe.Memory.Cached}[spec.vectors_memory]
         return qe.EdgeConfig(
-            vectors={name: qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine)
+            vectors={name: qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine, memory=memory)
                      for name, dim in spec.vectors.items()},
             hnsw_config=qe.HnswIndexConfig(
                 m=spec.hnsw_m, ef_construct=spec.hnsw_ef_construct,

@@ -120,6 +120,7 @@ def run_config(args: argparse.Namespace, quantization: str | None, workdir: Path
         hnsw_m=args.m,
         hnsw_ef_construct=args.ef_construct,
         oversampling=args.oversampling,
+        vectors_memory=args.vectors_memory,
         metadata={"bench": True},
     )
     path = workdir / f"store-{quantization or 'f32'}"
@@ -221,6 +222,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ef", type=lambda s: [int(x) for x in s.split(",")], default=[64, 128],
                     help="comma-separated search ef values to sweep")
     ap.add_argument("--oversampling", type=float, default=2.0, help="int8 candidates per k, rescored in float")
+    ap.add_argument("--vectors-memory", choices=["ram", "cold", "cached"], default=None,
+                    help="where the original float vectors live in the embedded store")
     ap.add_argument("--quant", default="none,int8", help="comma-separated: none,int8")
     ap.add_argument("--batch", type=int, default=1000, help="points per upsert call")
     ap.add_argument("--seed", type=int, default=0)
