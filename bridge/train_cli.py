@@ -27,11 +27,18 @@ def config_options(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) 
                            help=f"default: {f.default}")
 
 
+def given_options(args: argparse.Namespace, skip: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The TrainConfig settings the user gave on the command line (but `skip`)."""
+    from bridge.train import TrainConfig
+
+    return {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
+            if f.name not in skip and getattr(args, f.name, None) is not None}
+
+
 def config_from_args(args: argparse.Namespace, **overrides: Any):
     from bridge.train import TrainConfig
 
-    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if getattr(args, f.name, None) is not None}
-    return TrainConfig(**{**given, **overrides})
+    return TrainConfig(**{**given_options(args), **overrides})
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

@@ -51,9 +51,7 @@ class BenchConfig:
 def _index_points(store: Any) -> dict[str, dict[str, Any]]:
     """All points of a store by modality: ids, labels, bridged vectors."""
     by_mod: dict[str, dict[str, Any]] = {}
-    records = list(store.scroll(with_payload=True))
-    full = store.retrieve([r.id for r in records], with_vectors=["bridged"])
-    for rec in full:
+    for rec in store.scroll(with_payload=True, with_vectors=["bridged"]):
         m = rec.payload["modality"]
         d = by_mod.setdefault(m, {"ids": [], "labels": [], "vectors": []})
         d["ids"].append(str(rec.id))
@@ -365,10 +363,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bridge.train import TrainConfig
+    from bridge.train_cli import given_options
 
-    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
-                 if getattr(args, f.name, None) is not None and f.name not in ("variant", "seed", "preset")}
+    overrides = given_options(args, skip=("variant", "seed", "preset"))
     scale = args.scale or ("quick" if args.quick or args.data is None else "full")
     if args.data is None and scale != "sample":
         log.info("no --data: using the shipped sample of the digits world")
