@@ -53,7 +53,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="Qdrant server URL; also ':memory:' or a folder for qdrant-client's local mode")
     g.add_argument("--qdrant-api-key", default=os.environ.get("QDRANT_API_KEY"),
                    help="API key (default: $QDRANT_API_KEY)")
-    g.add_argument("--collection", default="emergentbridge", help="collection name on the server")
+    g.add_argument("--collection", default=None, help="collection name on the server (default: emergentbridge)")
     g.add_argument("--shards", type=int, default=1, help="shard number, on creation")
     g.add_argument("--replication", type=int, default=1, help="replication factor, on creation")
     g.add_argument("--quantization", choices=["int8"], default=None, help="scalar quantization, on creation")

@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -31,14 +30,13 @@ from indexer.manifest import INDEXED, Manifest, ManifestRow
 from indexer.pipeline import Pipeline
 from indexer.report import ERRORS_FILE, write_errors_report
 from indexer.scan import ShardSpec, scan_directory
-from indexer.store import ID_NAMESPACE, CollectionSpec, EdgeStore, ServerStore, Store, point_id
+from indexer.record import INDEX_FORMAT, read_record, write_record
+from indexer.store import ID_NAMESPACE, CollectionSpec, Store, describe, open_store, point_id, store_location
 
 log = logging.getLogger(__name__)
 
 BRIDGE_DIR = "bridge"
-INDEX_FILE = "index.json"
 PAYLOAD_INDEXES = {"modality": "keyword", "label": "keyword", "path": "prefix", "folder": "keyword"}
-INDEX_FORMAT = 1
 
 
 @dataclass
@@ -72,7 +70,7 @@ def index_directory(
     bridge: Any = None,
     *,
     qdrant_url: Any = None,
-    collection: str = "emergentbridge",
+    collection: str | None = None,
     api_key: str | None = None,
     shards: int = 1,
     replication: int = 1,
@@ -124,7 +122,11 @@ def index_directory(
 
     with IndexLock(index_dir), _torch_threads(torch_threads):
         the_bridge, _ = resolve_bridge(index_dir, bridge, reembed=reembed)
-        store, owned, where = _open_store(index_dir, qdrant_url, collection, api_key)
+        location = store_location(qdrant_url, collection) if qdrant_url is not None else \
+            ((read_record(index_dir) or {}).get("store") or store_location(None))
+        where = describe(location)
+        store = open_store(index_dir, qdrant_url, collection, api_key=api_key, missing_ok=True)
+        owned = location["kind"] != "client"  # a QdrantClient the caller passed stays the caller's
         manifest = Manifest(index_dir)
         try:
             _prepare_store(store, the_bridge, manifest, shards=shards, replication=replication,
@@ -165,7 +167,8 @@ def index_directory(
             write_errors_report(index_dir / ERRORS_FILE, manifest.errors(), root)
             summary.points = store.count()
             summary.seconds = round(time.perf_counter() - t_start, 3)
-            _write_index_file(index_dir, root, where, collection, the_bridge.version, summary)
+            write_record(index_dir, root=str(root), store=location, bridge_version=the_bridge.version,
+                         last_run=summary.to_dict())
         finally:
             manifest.close()
             if owned:
@@ -269,19 +272,6 @@ def _install_copy(copy: Path, source_dir: Any, bridge: Any) -> None:
 # ---------------------------------------------------------------------- the store
 
 
-def _open_store(index_dir: Path, qdrant_url: Any, collection: str, api_key: str | None) -> tuple[Store, bool, str]:
-    """(store, whether we own (and close) it, where it is in words)."""
-    if qdrant_url is None:
-        return EdgeStore(index_dir), True, "embedded"
-    if isinstance(qdrant_url, str):
-        if qdrant_url.startswith(("http://", "https://")):
-            return ServerStore(qdrant_url, collection, api_key=api_key), True, f"{qdrant_url} [{collection}]"
-        if qdrant_url == ":memory:":
-            return ServerStore.memory(collection), True, f":memory: [{collection}]"
-        return ServerStore.local(qdrant_url, collection), True, f"local:{qdrant_url} [{collection}]"
-    return ServerStore(qdrant_url, collection), False, f"client [{collection}]"
-
-
 def _prepare_store(store: Store, bridge: Any, manifest: Manifest, *, shards: int, replication: int,
                    quantization: str | None, reembed: bool, where: str) -> bool:
     """Create the collection if needed, or check that it fits this bridge; True if created."""
@@ -383,18 +373,3 @@ def _sweep_orphans(store: Store, manifest: Manifest, root: Path, shard: ShardSpe
         store.flush()
         log.info("removed %d orphan points (written by an interrupted run for files now gone)", len(orphans))
     return len(orphans)
-
-
-def _write_index_file(index_dir: Path, root: Path, where: str, collection: str, version: str,
-                      summary: IndexSummary) -> None:
-    info = {
-        "format": INDEX_FORMAT,
-        "root": str(root),
-        "store": {"kind": "embedded"} if where == "embedded" else {"kind": "server", "where": where,
-                                                                    "collection": collection},
-        "bridge_version": version,
-        "last_run": summary.to_dict(),
-    }
-    tmp = index_dir / (INDEX_FILE + ".tmp")
-    tmp.write_text(json.dumps(info, indent=2, sort_keys=True), encoding="utf-8")
-    os.replace(tmp, index_dir / INDEX_FILE)  # a reader sees the old file or the new one

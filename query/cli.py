@@ -21,8 +21,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--route", default="auto", choices=["auto", "direct", "proxy", "fused"])
     p.add_argument("--filter", action="append", default=[], metavar="FIELD=VALUE",
                    help="payload filter, repeatable (label=seven, path_prefix=audio/)")
-    p.add_argument("--qdrant-url", help="search a Qdrant server collection instead of the embedded store")
-    p.add_argument("--collection", default="emergentbridge")
+    p.add_argument("--qdrant-url", help="search this Qdrant server collection (default: where the index was built)")
+    p.add_argument("--collection", default=None, help="collection name (default: the index's own)")
     p.add_argument("--json", action="store_true", help="print the hits as a JSON list")
     p.set_defaults(func=run)
 

@@ -76,10 +76,10 @@ class Index:
             )
 
     @classmethod
-    def open(cls, path: str | Path, url: str | None = None, collection: str = "emergentbridge",
+    def open(cls, path: str | Path, url: str | None = None, collection: str | None = None,
              bridge: str | Path | Any | None = None) -> "Index":
-        """Open an index folder (embedded store), or a server collection with the local index folder
-        that holds its bridge. `bridge` defaults to the copy kept in `<path>/bridge/`."""
+        """Open an index folder: its store is wherever the index's record says (embedded, a server
+        or qdrant-client local mode) unless `url`/`collection` say otherwise. `bridge` defaults to the copy kept in `<path>/bridge/`."""
         from bridge.space import Bridge
 
         path = Path(path)

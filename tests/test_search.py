@@ -149,3 +149,21 @@ def test_bad_queries_give_one_clear_error(index, query, kwargs, message):
 def test_missing_index_is_a_clear_error(tmp_path):
     with pytest.raises(QueryError, match="not found"):
         Index.open(tmp_path / "nowhere")
+
+
+def test_an_index_built_in_local_mode_is_searched_where_it_was_built(world, tmp_path, capsys):
+    """`--qdrant-url FOLDER` at index time: a later search without it opens the same local-mode
+    store (the index record says where), instead of taking the folder for a URL."""
+    import json
+
+    from query.cli import main
+
+    idx, local = tmp_path / "local.index", tmp_path / "qdrant-local"
+    assert main(["index", str(world["world"] / "test" / "audio"), "--index", str(idx),
+                 "--bridge", str(world["root"] / "bridge"), "--qdrant-url", str(local), "--collection", "clips"]) == 0
+    record = json.loads((idx / "index.json").read_text())
+    assert record["store"] == {"kind": "local", "path": str(local.resolve()), "collection": "clips"}
+    capsys.readouterr()
+    assert main(["search", "--index", str(idx), "--text", "seven", "--target", "audio", "-k", "3", "--json"]) == 0
+    hits = json.loads(capsys.readouterr().out)
+    assert len(hits) == 3 and {h["modality"] for h in hits} == {"audio"}

@@ -342,7 +342,7 @@ def test_edge_reload_from_disk(tmp_path, corpus: Corpus) -> None:
             assert_same_hits(a, b)
     with pytest.raises(ValueError, match="differ"):
         open_store(path, spec=CollectionSpec(vectors={"bridged": 64}))
-    with pytest.raises(FileNotFoundError, match="pass a CollectionSpec"):
+    with pytest.raises(FileNotFoundError, match="no store there"):
         open_store(tmp_path / "missing")
 
 

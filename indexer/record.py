@@ -1,0 +1,51 @@
+"""The index record (`<index>/index.json`): the format version, the indexed folder, where the
+store is, the bridge version and the last run's summary.
+
+It is the one place that says where an index's points live, so every reader (search, serve,
+bench) opens the store the indexer wrote, and an index written by a newer format is refused with
+a clear message instead of being misread.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from bridge.errors import EmergentBridgeError
+from bridge.files import atomic_write_json
+
+INDEX_FILE = "index.json"
+INDEX_FORMAT = 1
+
+
+class IndexFormatError(EmergentBridgeError):
+    """`index.json` is unreadable or was written by an incompatible version."""
+
+
+def read_record(index_dir: str | Path) -> dict[str, Any] | None:
+    """The index's record, or None for a folder no indexer has finished a run in.
+
+    Example:
+        >>> read_record("/nonexistent") is None
+        True
+    """
+    path = Path(index_dir) / INDEX_FILE
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise IndexFormatError(f"{path}: not a readable index record ({exc}); re-run `ebridge index` on the "
+                               "folder to rewrite it") from None
+    if not isinstance(record, dict):
+        raise IndexFormatError(f"{path}: not an index record (a JSON object was expected); re-run `ebridge index`")
+    fmt = record.get("format", INDEX_FORMAT)
+    if not isinstance(fmt, int) or fmt > INDEX_FORMAT:
+        raise IndexFormatError(f"{path}: index format {fmt!r} is newer than this version of EmergentBridge reads "
+                               f"({INDEX_FORMAT}); upgrade emergentbridge or rebuild the index")
+    return record
+
+
+def write_record(index_dir: str | Path, **fields: Any) -> Path:
+    """Write the record atomically with the current format version."""
+    return atomic_write_json(Path(index_dir) / INDEX_FILE, {"format": INDEX_FORMAT, **fields})

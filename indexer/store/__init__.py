@@ -1,0 +1,119 @@
+"""Storage layer: one small typed interface (`Store`) over two real Qdrant backends.
+
+* `EdgeStore` (embedded, the default, `edge.py`): the Qdrant engine in-process through
+  qdrant-edge-py, persisted under the index folder.
+* `ServerStore` (`server.py`): a Qdrant server or cluster through qdrant-client; its local mode
+  (`:memory:` or a folder) makes the same client calls a server gets.
+
+`open_store` is the one way in: given an index folder it opens the store the index's own record
+(`index.json`) says its points are in, so an index built on a server or in local mode is searched
+where it was built. Callers see only the plain types of `types.py`.
+
+Example::
+
+    from indexer.store import CollectionSpec, Filter, Point, open_store, point_id
+
+    spec = CollectionSpec(vectors={"bridged": 256, "proxy": 256})
+    with open_store("my-index", spec=spec) as store:
+        store.upsert([Point(point_id("a.png"), {"bridged": v, "proxy": p}, {"modality": "image"})])
+        store.optimize()
+        hits = store.search("bridged", query, k=10, filter=Filter(must={"modality": "depth"}))
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from indexer.record import read_record
+from indexer.store.base import Store
+from indexer.store.edge import EdgeStore
+from indexer.store.server import ServerStore
+from indexer.store.types import (DEFAULT_RRF_K, ID_NAMESPACE, CollectionSpec, Filter, Hit, Point, PointId, Prefetch,
+                                 Range, Record, StoreInfo, point_id)
+
+__all__ = ["Store", "EdgeStore", "ServerStore", "CollectionSpec", "Filter", "Hit", "Point", "PointId", "Prefetch",
+           "Range", "Record", "StoreInfo", "point_id", "open_store", "store_location", "ID_NAMESPACE",
+           "DEFAULT_RRF_K"]
+
+DEFAULT_COLLECTION = "emergentbridge"
+
+
+def store_location(url: Any = None, collection: str | None = None) -> dict[str, Any]:
+    """What `index.json` records about where the store is, for a `--qdrant-url` value.
+
+    Example:
+        >>> store_location(None)
+        {'kind': 'embedded'}
+        >>> store_location("http://qdrant:6333", "digits")
+        {'kind': 'server', 'url': 'http://qdrant:6333', 'collection': 'digits'}
+    """
+    collection = collection or DEFAULT_COLLECTION
+    if url is None:
+        return {"kind": "embedded"}
+    if isinstance(url, str) and url.startswith(("http://", "https://")):
+        return {"kind": "server", "url": url, "collection": collection}
+    if url == ":memory:":
+        return {"kind": "memory", "collection": collection}
+    if isinstance(url, (str, os.PathLike)):
+        return {"kind": "local", "path": str(Path(url).resolve()), "collection": collection}
+    return {"kind": "client", "collection": collection}
+
+
+def describe(location: dict[str, Any]) -> str:
+    """The location in words, for logs and messages."""
+    kind = location["kind"]
+    if kind == "embedded":
+        return "embedded"
+    where = {"server": location.get("url"), "local": f"local:{location.get('path')}", "memory": ":memory:",
+             "client": "client"}[kind]
+    return f"{where} [{location.get('collection', DEFAULT_COLLECTION)}]"
+
+
+def open_store(index_dir: str | os.PathLike[str], url: Any = None, collection: str | None = None,
+               spec: CollectionSpec | None = None, *, api_key: str | None = None,
+               missing_ok: bool = False) -> Store:
+    """Open the store of an index.
+
+    `url` overrides the record: an http(s) URL (server), ":memory:" or a folder (qdrant-client
+    local mode) or a `QdrantClient`. Without it the index's record says where the store is
+    (embedded under `index_dir` when there is no record). With `spec`, a missing collection is
+    created and an existing one is checked against it; without, a missing one raises
+    FileNotFoundError unless `missing_ok`.
+
+    Example::
+
+        store = open_store("my-index", spec=CollectionSpec(vectors={"bridged": 256}))
+        store = open_store("my-index")        # wherever my-index's record says
+    """
+    if url is None:
+        record = read_record(index_dir) or {}
+        location = record.get("store") or {"kind": "embedded"}
+        if collection is None:
+            collection = location.get("collection")
+        url = {"embedded": None, "server": location.get("url"), "local": location.get("path"),
+               "memory": ":memory:", "client": None}.get(location.get("kind"), None)
+        if location.get("kind") == "server" and api_key is None:
+            api_key = os.environ.get("QDRANT_API_KEY")
+    collection = collection or DEFAULT_COLLECTION
+    store: Store
+    if url is None:
+        store = EdgeStore(index_dir)
+    elif isinstance(url, str) and url.startswith(("http://", "https://")):
+        store = ServerStore(url, collection, api_key=api_key)
+    elif url == ":memory:":
+        store = ServerStore.memory(collection)
+    elif isinstance(url, (str, os.PathLike)):
+        store = ServerStore.local(url, collection)
+    else:
+        store = ServerStore(url, collection)
+    where = f"{index_dir}" if url is None else describe(store_location(url, collection))
+    if store.exists():
+        if spec is not None and store.spec.vectors != spec.vectors:
+            raise ValueError(f"{where}: stored vectors {store.spec.vectors} differ from the requested "
+                             f"{spec.vectors}; index into a fresh folder/collection or recreate it")
+    elif spec is not None:
+        store.create(spec)
+    elif not missing_ok:
+        raise FileNotFoundError(f"{where}: no store there; build the index with `ebridge index DIR --index {index_dir}`")
+    return store

@@ -1,0 +1,309 @@
+"""The embedded backend: the Qdrant engine in-process through qdrant-edge-py.
+
+Every `qdrant_edge` import lives here, so an engine release that renames things touches only
+this file.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bridge.files import atomic_write_json
+from indexer.store.base import (Store, _as_vector, _batched, _check_weights, _match_values, _merge_metadata,
+                                _normalize_id, _search_params, _vectors_out)
+from indexer.store.types import (DEFAULT_RRF_K, CollectionSpec, Filter, FilterValue, FusionKind, Hit,
+                                 Point, PointId, Prefetch, Range, Record, StoreInfo, VectorLike)
+
+log = logging.getLogger(__name__)
+
+
+# ---------------------------------------------------------------------------
+# Embedded backend: qdrant-edge-py
+# ---------------------------------------------------------------------------
+
+
+def _edge() -> Any:
+    try:
+        import qdrant_edge
+    except ImportError as e:  # pragma: no cover - it is a core dependency
+        raise ImportError("the embedded store needs qdrant-edge-py: pip install 'qdrant-edge-py==0.9.0'") from e
+    return qdrant_edge
+
+
+class EdgeStore(Store):
+    """The embedded store: the Qdrant engine in-process, persisted under ``path``.
+
+    Layout: ``<path>/shard/`` (the engine's segments and WAL) and
+    ``<path>/collection.json`` (spec + metadata; the engine has no collection metadata).
+    Opening a folder that already holds a shard loads it.
+
+    Example::
+
+        with EdgeStore("my-index") as store:
+            if not store.exists():
+                store.create(CollectionSpec(vectors={"bridged": 256}))
+            store.upsert(points)
+    """
+
+    SHARD_DIR = "shard"
+    META_FILE = "collection.json"
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self._shard: Any = None
+        self._meta: dict[str, Any] = {}
+        self._warned_unindexed = set()
+        if self.exists():
+            self._load()
+
+    def __repr__(self) -> str:
+        return f"EdgeStore({str(self.path)!r})"
+
+    @property
+    def _shard_path(self) -> Path:
+        return self.path / self.SHARD_DIR
+
+    @property
+    def _meta_path(self) -> Path:
+        return self.path / self.META_FILE
+
+    def exists(self) -> bool:
+        return self._meta_path.is_file() and (self._shard_path / "edge_config.json").is_file()
+
+    def _load(self) -> None:
+        qe = _edge()
+        try:
+            data = json.loads(self._meta_path.read_text(encoding="utf-8"))
+            self._spec = CollectionSpec.from_json(data["spec"])
+            self._meta = dict(data.get("metadata", {}))
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise RuntimeError(
+                f"{self._meta_path}: unreadable store description ({e}); restore it from a backup "
+                "or re-index into a fresh folder"
+            ) from e
+        self._shard = qe.EdgeShard.load(str(self._shard_path))
+        log.info("opened embedded store %s (%d points)", self.path, self._shard.info().points_count)
+
+    def _edge_config(self, spec: CollectionSpec) -> Any:
+        qe = _edge()
+        quant = None
+        if spec.quantization == "int8":
+            # Pinned: quantized vectors stay in RAM, the originals (for rescoring) may page.
+            quant = qe.ScalarQuantizationConfig(type=qe.ScalarType.Int8, quantile=0.99, memory=qe.Memory.Pinned)
+        optimizers = None
+        if spec.indexing_threshold_kb is not None:
+            optimizers = qe.EdgeOptimizersConfig(indexing_threshold=spec.indexing_threshold_kb)
+        memory = {None: None, "ram": qe.Memory.Pinned, "cold": qe.Memory.Cold, "cached": qe.Memory.Cached}[spec.vectors_memory]
+        return qe.EdgeConfig(
+            vectors={name: qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine, memory=memory)
+                     for name, dim in spec.vectors.items()},
+            hnsw_config=qe.HnswIndexConfig(
+                m=spec.hnsw_m, ef_construct=spec.hnsw_ef_construct,
+                full_scan_threshold=spec.full_scan_threshold_kb,
+            ),
+            quantization_config=quant,
+            optimizers=optimizers,
+        )
+
+    def create(self, spec: CollectionSpec, *, recreate: bool = False) -> None:
+        qe = _edge()
+        if self._shard_path.exists() and any(self._shard_path.iterdir()):
+            if not recreate:
+                raise FileExistsError(
+                    f"{self._shard_path} already holds a shard; open it with EdgeStore({str(self.path)!r}) "
+                    "or pass recreate=True to drop it"
+                )
+            self._drop()
+        self._shard = qe.EdgeShard.create(str(self._shard_path), self._edge_config(spec))
+        for name, kind in spec.payload_indexes.items():
+            self._shard.update(qe.UpdateOperation.create_field_index(name, _edge_index_schema(kind)))
+        self._spec = dataclasses.replace(spec, metadata={})
+        self._meta = dict(spec.metadata)
+        self._save_meta()
+        log.info("created embedded store %s: vectors=%s quantization=%s", self.path, spec.vectors, spec.quantization)
+
+    def _drop(self) -> None:
+        import shutil
+
+        if self._shard is not None:
+            self._shard.close()
+            self._shard = None
+        shutil.rmtree(self._shard_path)
+        self._meta_path.unlink(missing_ok=True)
+
+    def _save_meta(self) -> None:
+        atomic_write_json(self._meta_path, {"spec": self._require_spec().to_json(), "metadata": self._meta})
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        return json.loads(json.dumps(self._meta))  # deep copy: callers cannot mutate ours
+
+    def update_metadata(self, patch: Mapping[str, Any]) -> None:
+        _merge_metadata(self._meta, json.loads(json.dumps(dict(patch))))
+        self._save_meta()
+
+    def _live(self) -> Any:
+        if self._shard is None:
+            raise RuntimeError(f"{self!r} is closed or has no collection; call create(spec) first")
+        return self._shard
+
+    def flush(self) -> None:
+        self._live().flush()
+
+    def close(self) -> None:
+        if self._shard is not None:
+            self._shard.flush()
+            self._shard.close()
+            self._shard = None
+
+    def optimize(self) -> None:
+        t0 = time.perf_counter()
+        changed = self._live().optimize()
+        self._shard.flush()
+        log.info("optimized %s in %.1fs (changed=%s)", self.path, time.perf_counter() - t0, changed)
+
+    def upsert(self, points: Iterable[Point], batch: int = 256) -> int:
+        qe = _edge()
+        shard = self._live()
+        n = 0
+        for chunk in _batched(self._prepare_points(points), batch):
+            ops = [qe.Point(p.id, p.vectors, p.payload) for p in chunk]
+            shard.update(qe.UpdateOperation.upsert_points(ops))
+            n += len(chunk)
+        return n
+
+    def delete(self, ids: Iterable[PointId]) -> None:
+        qe = _edge()
+        id_list = [_normalize_id(i) for i in ids]
+        if id_list:
+            self._live().update(qe.UpdateOperation.delete_points(id_list))
+
+    def retrieve(self, ids: Sequence[PointId], *, with_vectors: bool | Sequence[str] = False) -> list[Record]:
+        norm = [_normalize_id(i) for i in ids]
+        wv = with_vectors if isinstance(with_vectors, bool) else list(with_vectors)
+        recs = self._live().retrieve(norm, True, wv)
+        return self._order_records(norm, [_edge_record(r) for r in recs])
+
+    def count(self, filter: Filter | None = None) -> int:
+        qe = _edge()
+        self._warn_unindexed(filter)
+        return self._live().count(qe.CountRequest(exact=True, filter=_edge_filter(filter)))
+
+    def scroll(self, filter: Filter | None = None, *, with_payload: bool = True,
+               with_vectors: bool | Sequence[str] = False, page: int = 1024) -> Iterator[Record]:
+        qe = _edge()
+        self._warn_unindexed(filter)
+        wv = with_vectors if isinstance(with_vectors, bool) else list(with_vectors)
+        flt = _edge_filter(filter)
+        offset = None
+        while True:
+            recs, offset = self._live().scroll(qe.ScrollRequest(
+                offset=offset, limit=page, filter=flt, with_payload=with_payload, with_vector=wv))
+            for r in recs:
+                yield _edge_record(r)
+            if offset is None:
+                return
+
+    def info(self) -> StoreInfo:
+        inf = self._live().info()
+        names = {"Keyword": "keyword", "Integer": "integer", "Float": "float"}
+        indexes = {}
+        for name, pinfo in inf.payload_schema.items():
+            kind = names.get(str(pinfo.data_type).rsplit(".", 1)[-1], str(pinfo.data_type))
+            params = pinfo.params
+            if kind == "keyword" and params is not None and getattr(params, "prefix", None):
+                kind = "prefix"
+            indexes[name] = kind
+        return StoreInfo(inf.points_count, inf.indexed_vectors_count, inf.segments_count, indexes)
+
+    def _params(self, exact: bool, ef: int | None) -> Any:
+        return _search_params(_edge(), self._require_spec(), exact, ef)
+
+    def search_batch(self, vector_name: str, vectors: Sequence[VectorLike] | np.ndarray, k: int = 10,
+                     filter: Filter | None = None, *, exact: bool = False, ef: int | None = None,
+                     with_payload: bool = True, with_vectors: bool | Sequence[str] = False) -> list[list[Hit]]:
+        qe = _edge()
+        self._check_vector_name(vector_name)
+        self._warn_unindexed(filter)
+        flt = _edge_filter(filter)
+        params = self._params(exact, ef)
+        wv = with_vectors if isinstance(with_vectors, bool) else list(with_vectors)
+        reqs = [qe.QueryRequest(limit=k, query=qe.Query.Nearest(_as_vector(v).tolist(), using=vector_name),
+                                filter=flt, params=params, with_payload=with_payload, with_vector=wv)
+                for v in vectors]
+        if len(reqs) == 1:  # the plain query path skips batch planning
+            return [[_edge_hit(p) for p in self._live().query(reqs[0])]]
+        res = self._live().query_batch(qe.QueryBatchRequest(reqs))
+        return [[_edge_hit(p) for p in r] for r in res]
+
+    def search_fused(self, prefetches: Sequence[Prefetch | tuple[str, VectorLike, int, float]], k: int = 10,
+                     filter: Filter | None = None, *, fusion: FusionKind = "rrf", rrf_k: int = DEFAULT_RRF_K,
+                     exact: bool = False, ef: int | None = None, with_payload: bool = True) -> list[Hit]:
+        qe = _edge()
+        pfs = [Prefetch(*p) for p in prefetches]
+        if not pfs:
+            raise ValueError("search_fused needs at least one prefetch")
+        for p in pfs:
+            self._check_vector_name(p.vector_name)
+        self._warn_unindexed(filter)
+        weights = _check_weights(pfs, fusion)
+        flt = _edge_filter(filter)
+        params = self._params(exact, ef)
+        fuse = qe.Fusion.Dbsf() if fusion == "dbsf" else qe.Fusion.Rrf(k=rrf_k, weights=weights)
+        req = qe.QueryRequest(
+            limit=k, query=fuse, filter=flt, with_payload=with_payload,
+            prefetches=[qe.Prefetch(limit=p.limit, query=qe.Query.Nearest(_as_vector(p.vector).tolist(),
+                                                                           using=p.vector_name),
+                                    filter=flt, params=params) for p in pfs],
+        )
+        return [_edge_hit(p) for p in self._live().query(req)]
+
+
+def _edge_index_schema(kind: str) -> Any:
+    qe = _edge()
+    if kind == "prefix":
+        return qe.KeywordIndexParams(prefix=True)
+    return {"keyword": qe.PayloadSchemaType.Keyword, "integer": qe.PayloadSchemaType.Integer,
+            "float": qe.PayloadSchemaType.Float}[kind]
+
+
+def _edge_condition(key: str, value: FilterValue) -> Any:
+    qe = _edge()
+    if isinstance(value, Range):
+        return qe.FieldCondition(key, range=qe.RangeFloat(gte=value.gte, gt=value.gt, lte=value.lte, lt=value.lt))
+    if isinstance(value, (str, int, bool)):
+        return qe.FieldCondition(key, match=qe.MatchValue(value))
+    if isinstance(value, Sequence):
+        return qe.FieldCondition(key, match=qe.MatchAny(list(_match_values(key, value))))
+    raise TypeError(f"filter on {key!r}: {value!r} is not a str/int/bool, a list of them or a Range "
+                    "(floats only match through Range)")
+
+
+def _edge_filter(f: Filter | None) -> Any:
+    if f is None:
+        return None
+    qe = _edge()
+    must = [_edge_condition(k, v) for k, v in f.must.items()]
+    if f.path_prefix is not None:
+        must.append(qe.FieldCondition("path", match=qe.MatchPrefix(f.path_prefix)))
+    must_not = [_edge_condition(k, v) for k, v in f.must_not.items()]
+    if not must and not must_not:
+        return None
+    return qe.Filter(must=must or None, must_not=must_not or None)
+
+
+def _edge_record(r: Any) -> Record:
+    return Record(_normalize_id(r.id), dict(r.payload or {}), _vectors_out(r.vector))
+
+
+def _edge_hit(p: Any) -> Hit:
+    return Hit(_normalize_id(p.id), float(p.score), dict(p.payload or {}), _vectors_out(p.vector))
+
