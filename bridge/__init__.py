@@ -1,5 +1,40 @@
-"""The bridged embedding space: modalities, encoder presets, heads, the proxy anchor and training.
+"""The bridged embedding space: modalities and loaders, encoder presets, heads, the proxy anchor G,
+training and checkpoints. It imports nothing else of this project.
+
+    bridge/modalities.py   file loaders and each modality's canonical form
+    bridge/encoders/       frozen encoders as presets (registry, preprocessing, one module per backbone)
+    bridge/features.py     the frozen-feature cache shared by training and indexing
+    bridge/pairs.py        the pairs manifest and the training set built from it
+    bridge/config.py       TrainConfig, every setting of a run
+    bridge/model.py        heads, G, the losses: the method on one screen
+    bridge/train.py        the training loop
+    bridge/space.py        `Bridge`: a trained space, saved and loaded as a checkpoint
+    bridge/cli.py          `ebridge train`
 
 Importing this package is cheap: torch and the encoders load only when used.
+
+Example:
+    >>> from bridge import Bridge, TrainConfig, train, load_preset   # doctest: +SKIP
+    >>> space = Bridge.load("runs/bridge")                            # doctest: +SKIP
+    >>> space.embed("text", ["a spoken seven"]).shape                 # doctest: +SKIP
+    (1, 256)
 """
+from __future__ import annotations
+
+from bridge.deps import lazy_attributes
+
 __version__ = "0.1.0"
+
+# public name -> module holding it; imported on first use so `import bridge` stays light
+_PUBLIC = {
+    "Bridge": "bridge.space",
+    "TrainConfig": "bridge.config",
+    "train": "bridge.train",
+    "load_preset": "bridge.encoders",
+    "read_manifest": "bridge.pairs",
+    "training_set": "bridge.pairs",
+    "FeatureCache": "bridge.features",
+}
+__all__ = list(_PUBLIC)
+
+__getattr__ = lazy_attributes('bridge', _PUBLIC)

@@ -1,65 +1,74 @@
-"""`ebridge`: the command line. Each package adds its own subcommands, so this file stays small.
+"""`ebridge train MANIFEST --out DIR`: train a bridge from a pairs manifest.
 
-    ebridge train MANIFEST --out runs/bridge         (bridge.train_cli)
-    ebridge index DIR --index PATH [--bridge CKPT]    (indexer.cli)
-    ebridge search --index PATH --text "seven" --target audio   (query.cli)
-    ebridge bench --quick --out bench-out            (query.bench)
-    ebridge demo --out demo-out                      (query.demo)
+Every TrainConfig field is a typed option (`--lambda-proxy 0.5`, `--variant anchor`...),
+so the CLI and the dataclass cannot drift apart.
 """
 from __future__ import annotations
 
 import argparse
-import importlib
+import dataclasses
+import json
 import logging
-import os
-import sys
+from pathlib import Path
+from typing import Any
 
-from bridge.errors import EmergentBridgeError
-
-# module that defines `add_parser(subparsers)`; imported lazily so `ebridge --help` is fast
-COMMANDS = {
-    "train": "bridge.train_cli",
-    "index": "indexer.cli",
-    "search": "query.cli",
-    "bench": "query.bench",
-    "demo": "query.demo",
-}
+log = logging.getLogger(__name__)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ebridge", description="EmergentBridge cross-modal retrieval engine")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", required=True)
-    for name, module in COMMANDS.items():
-        try:
-            importlib.import_module(module).add_parser(sub)
-        except ModuleNotFoundError as exc:
-            if exc.name != module:
-                raise
-            sub.add_parser(name, help="(not available in this build)")
-    return parser
+def config_options(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
+    """Add one option per TrainConfig field (but `skip`), typed from its default."""
+    from bridge.config import TrainConfig
+
+    group = parser.add_argument_group("training settings (all recorded in the checkpoint)")
+    for f in dataclasses.fields(TrainConfig):
+        if f.name in skip:
+            continue
+        group.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=None,
+                           help=f"default: {f.default}")
 
 
-def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    if not hasattr(args, "func"):
-        print(f"ebridge {args.command}: not available in this build", file=sys.stderr)
-        return 2
-    try:
-        return int(args.func(args) or 0)
-    except (EmergentBridgeError, FileNotFoundError, ValueError) as exc:
-        # Errors we raise on purpose carry what to do; a stack trace would hide it.
-        logging.getLogger("ebridge").debug("details", exc_info=True)
-        print(f"ebridge {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+def given_options(args: argparse.Namespace, skip: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The TrainConfig settings the user gave on the command line (but `skip`)."""
+    from bridge.config import TrainConfig
+
+    return {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
+            if f.name not in skip and getattr(args, f.name, None) is not None}
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def config_from_args(args: argparse.Namespace, **overrides: Any):
+    from bridge.config import TrainConfig
+
+    return TrainConfig(**{**given_options(args), **overrides})
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train the bridge from a pairs manifest (CSV/Parquet)",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("manifest", type=Path, help="CSV/Parquet: modality, path|text, [label, pair, split]")
+    p.add_argument("--out", type=Path, required=True, help="checkpoint directory to write")
+    p.add_argument("--cache", type=Path, default=None, help="frozen-feature cache (default: MANIFEST_DIR/.ebridge-cache)")
+    p.add_argument("--train-split", default="train", help="rows of this split train (rows with no split too)")
+    p.add_argument("--val-split", default="val", help="rows of this split are used to log validation R@1")
+    config_options(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from bridge.encoders import load_preset
+    from bridge.features import FeatureCache
+    from bridge.pairs import in_split, read_manifest, training_set
+    from bridge.train import train
+
+    cfg = config_from_args(args)
+    preset = load_preset(cfg.preset)
+    cache = FeatureCache(args.cache or args.manifest.parent / ".ebridge-cache")
+    rows = read_manifest(args.manifest)
+    train_rows, val_rows = in_split(rows, args.train_split, include_unsplit=True), in_split(rows, args.val_split)
+    if not train_rows:
+        raise ValueError(f"{args.manifest}: no rows in split {args.train_split!r}")
+    data = training_set(train_rows, preset, cache)
+    val = training_set(val_rows, preset, cache) if val_rows else None
+    bridge, curves = train(cfg, data, val=val, preset_info={"name": preset.name, "fingerprint": preset.fingerprint})
+    bridge.save(args.out, curves)
+    print(json.dumps({"checkpoint": str(args.out), "version": bridge.version, "val_r1": curves.get("val", {})}, indent=2))
+    return 0

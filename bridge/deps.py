@@ -6,7 +6,9 @@ open_clip and onnxruntime load only when an encoder or a training run needs them
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from types import ModuleType
+from typing import Any
 
 from bridge.errors import MissingDependencyError
 
@@ -43,3 +45,18 @@ def require(module: str, feature: str = "") -> ModuleType:
             f"'{module}' is needed{what} but is not installed: "
             f"pip install '{package}' (or pip install 'emergentbridge[{extra}]')"
         ) from exc
+
+
+def lazy_attributes(package: str, public: dict[str, str]) -> Callable[[str], Any]:
+    """A module `__getattr__` that imports each public name's module on first use (PEP 562),
+    so `from query import Index` works while `import query` stays light.
+
+    Example:
+        >>> __getattr__ = lazy_attributes("mypkg", {"Index": "query.search"})
+    """
+    def __getattr__(name: str) -> Any:
+        if name in public:
+            return getattr(importlib.import_module(public[name]), name)
+        raise AttributeError(f"module {package!r} has no attribute {name!r}")
+
+    return __getattr__

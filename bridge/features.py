@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -28,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from bridge.encoders import Preset
+from bridge.files import atomic_path
 from bridge.modalities import check_modality
 
 log = logging.getLogger(__name__)
@@ -144,9 +144,8 @@ def _write_part(folder: Path, ids: list[str], vectors: np.ndarray) -> Path:
     values = pa.array(vectors.reshape(-1), type=pa.float32())
     table = pa.table({"id": pa.array(ids, pa.string()), "vector": pa.FixedSizeListArray.from_arrays(values, vectors.shape[1])})
     name = f"part-{time.time_ns()}-{uuid.uuid4().hex[:8]}.parquet"
-    tmp = folder / f".{name}.tmp"
-    pq.write_table(table, tmp)
-    os.replace(tmp, folder / name)  # atomic: readers see a whole part or none
+    with atomic_path(folder / name) as tmp:  # readers see a whole part or none
+        pq.write_table(table, tmp)
     return folder / name
 
 

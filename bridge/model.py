@@ -10,14 +10,15 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
+from bridge.config import VARIANTS
 from bridge.deps import require
 
 torch = require("torch", "the bridge model")
 nn = torch.nn
 F = torch.nn.functional
 
-VARIANTS = ("anchor", "naive-proxy", "emergentbridge")
 
 
 class Head(nn.Module):
@@ -121,6 +122,8 @@ class DiffusionPrior(nn.Module):
 
 
 PROXY_MODELS = {"diffusion": DiffusionPrior, "mlp": ProxyMLP}
+__all__ = ["VARIANTS", "PROXY_MODELS", "Head", "ProxyMLP", "DiffusionPrior", "info_nce", "proxy_loss", "BridgeModules",
+           "build_modules"]
 
 
 # ------------------------------------------------------------------------------ losses
@@ -165,3 +168,26 @@ def proxy_loss(z_new: torch.Tensor, proxy: torch.Tensor, u: torch.Tensor | None 
     if u is not None:
         z_new, proxy = project_out(z_new, u), project_out(proxy, u)
     return (1 - F.cosine_similarity(z_new, proxy, dim=-1, eps=1e-8)).mean()
+
+
+# ------------------------------------------------------------------------------ container
+
+
+class BridgeModules(nn.Module):
+    """All trainable parts: one head per modality, G, one temperature per trained pair."""
+
+    def __init__(self, feature_dims: dict[str, int], config: dict[str, Any]):
+        super().__init__()
+        dim, hidden = config["dim"], config["hidden"]
+        self.heads = nn.ModuleDict({m: Head(d, dim, hidden, config["dropout"]) for m, d in feature_dims.items()})
+        if config["proxy_model"] == "diffusion":
+            self.proxy: nn.Module = DiffusionPrior(dim, hidden, config["diffusion_timesteps"], config["diffusion_steps"],
+                                                   config.get("diffusion_depth", 2))
+        else:
+            self.proxy = ProxyMLP(dim, hidden, config["proxy_sigma"])
+        init = math.log(1 / config["temperature"])
+        self.logit_scales = nn.ParameterDict({m: nn.Parameter(torch.tensor(init)) for m in feature_dims})
+
+
+def build_modules(config: dict[str, Any]) -> BridgeModules:
+    return BridgeModules(config["feature_dims"], config)

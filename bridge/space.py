@@ -19,6 +19,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from bridge.deps import require
+from bridge.files import atomic_path, atomic_write_json
 from bridge.modalities import check_modality, load
 
 CONFIG_FILE, WEIGHTS_FILE, CURVES_FILE = "config.json", "model.safetensors", "curves.json"
@@ -138,15 +139,14 @@ class Bridge:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().contiguous() for k, v in self.modules.state_dict().items()}
-        tmp = directory / (WEIGHTS_FILE + ".tmp")
-        save_file(state, str(tmp))
-        digest = hashlib.sha256(tmp.read_bytes()).hexdigest()[:12]
+        with atomic_path(directory / WEIGHTS_FILE) as tmp:
+            save_file(state, str(tmp))
+            digest = hashlib.sha256(tmp.read_bytes()).hexdigest()[:12]
         self.config["weights_sha256"] = digest
         self.config["version"] = f"{self.config['preset_name']}-{self.config['variant']}-{digest}"
-        tmp.replace(directory / WEIGHTS_FILE)
-        _write_json(directory / CONFIG_FILE, self.config)
+        atomic_write_json(directory / CONFIG_FILE, self.config)
         if curves is not None:
-            _write_json(directory / CURVES_FILE, curves)
+            atomic_write_json(directory / CURVES_FILE, curves)
         return directory
 
     @classmethod
@@ -154,7 +154,7 @@ class Bridge:
         """Load a checkpoint directory written by `save` (no network)."""
         from safetensors.torch import load_file
 
-        from bridge.train import build_modules
+        from bridge.model import build_modules
 
         directory = Path(directory)
         cfg_path = directory / CONFIG_FILE
@@ -167,9 +167,3 @@ class Bridge:
         modules.load_state_dict(load_file(str(directory / WEIGHTS_FILE)))
         modules.eval()
         return cls(config, modules)
-
-
-def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
-    tmp.replace(path)

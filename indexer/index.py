@@ -25,10 +25,10 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from bridge.errors import BridgeMismatchError
+from bridge.files import fsync_dir
 from indexer.lock import IndexLock
-from indexer.manifest import INDEXED, Manifest, ManifestRow
+from indexer.ledger import ERRORS_FILE, INDEXED, Manifest, ManifestRow, write_errors_report
 from indexer.pipeline import Pipeline
-from indexer.report import ERRORS_FILE, write_errors_report
 from indexer.scan import ShardSpec, scan_directory
 from indexer.record import INDEX_FORMAT, read_record, write_record
 from indexer.store import ID_NAMESPACE, CollectionSpec, Store, describe, open_store, point_id, store_location
@@ -265,6 +265,7 @@ def _install_copy(copy: Path, source_dir: Any, bridge: Any) -> None:
         shutil.rmtree(old, ignore_errors=True)
         copy.rename(old)
     tmp.rename(copy)
+    fsync_dir(copy.parent)
     shutil.rmtree(old, ignore_errors=True)
     log.info("bridge %s copied into %s", bridge.version, copy)
 

@@ -35,7 +35,7 @@ import numpy as np
 
 from bridge.errors import EmergentBridgeError, InputError
 from bridge.modalities import load
-from indexer.manifest import ERROR, INDEXED, Manifest, ManifestRow
+from indexer.ledger import ERROR, INDEXED, Manifest, ManifestRow
 from indexer.scan import FileEntry
 from indexer.store import Point, Store, point_id
 

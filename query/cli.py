@@ -1,11 +1,62 @@
-"""`ebridge search`: one query, any modality, against an index."""
+"""`ebridge`: the command line. Each verb's options live beside its code; this file assembles them
+and holds the `search` verb. Verb modules are imported to build the parser, so they import only
+light things at their top (no torch): `ebridge --help` stays instant.
+
+    ebridge train MANIFEST --out runs/bridge          (bridge.cli)
+    ebridge index DIR --index PATH [--bridge CKPT]     (indexer.cli)
+    ebridge search --index PATH --text "seven" --target audio   (here)
+    ebridge bench --quick --out bench-out             (query.eval.bench)
+    ebridge demo --out demo-out                       (query.eval.demo)
+"""
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
+import logging
+import os
+import sys
 from pathlib import Path
 
+from bridge.errors import EmergentBridgeError
 from bridge.modalities import MODALITIES
+
+# verb -> module that defines `add_parser(subparsers)`
+COMMANDS = {
+    "train": "bridge.cli",
+    "index": "indexer.cli",
+    "search": "query.cli",
+    "bench": "query.eval.bench",
+    "demo": "query.eval.demo",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ebridge", description="EmergentBridge cross-modal retrieval engine")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for module in COMMANDS.values():
+        importlib.import_module(module).add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one `ebridge` command; returns the exit code (2 for errors we explain in one line)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    try:
+        return int(args.func(args) or 0)
+    except (EmergentBridgeError, FileNotFoundError, ValueError) as exc:
+        # Errors we raise on purpose carry what to do; a stack trace would hide it.
+        logging.getLogger("ebridge").debug("details", exc_info=True)
+        print(f"ebridge {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -45,3 +96,7 @@ def run(args: argparse.Namespace) -> int:
     for rank, h in enumerate(hits, 1):
         print(f"{rank:>3}. {h.score:8.4f}  {h.modality:<8} {h.route:<7} {h.label or '-':<10} {h.path}")
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

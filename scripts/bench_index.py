@@ -60,7 +60,8 @@ def pick_files(data: Path, modality: str, limit: int) -> list[Path]:
 def quick_bridge(preset_name: str, seed: int = 0) -> Any:
     """A bridge for `preset_name` trained in seconds on synthetic features (image, text, audio)."""
     from bridge.encoders import load_preset
-    from bridge.train import ModalityData, TrainConfig, train
+    from bridge.pairs import ModalityData
+    from bridge.train import TrainConfig, train
 
     preset = load_preset(preset_name)
     rng = np.random.default_rng(seed)

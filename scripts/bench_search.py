@@ -33,7 +33,8 @@ MODALITIES = ["image", "text", "audio", "depth", "thermal"]
 
 def small_bridge(dim: int, seed: int):
     """A real (small) trained bridge whose G makes the proxy vectors; MLP G, so 100k views are cheap."""
-    from bridge.train import ModalityData, TrainConfig, train
+    from bridge.pairs import ModalityData
+    from bridge.train import TrainConfig, train
 
     rng = np.random.default_rng(seed)
     data = {}

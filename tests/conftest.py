@@ -28,7 +28,7 @@ def synthetic_set(seed: int = 0, n_per_class: int = 12, classes: int = 4, dims: 
     The image and audio rows share labels, text has one row per class: enough structure for
     training to learn and for retrieval to beat chance. `world` fixes the class centres, so
     two sets with the same world and different seeds are a train and a validation split."""
-    from bridge.train import ModalityData
+    from bridge.pairs import ModalityData
 
     centres_rng, rng = np.random.default_rng(world), np.random.default_rng(seed)
     dims = dims or {"image": 24, "text": 12, "audio": 20}

@@ -7,7 +7,7 @@ import pytest
 
 pytest.importorskip("torch")
 
-from query.bench import BenchConfig, calibrate_routes, run_bench  # noqa: E402
+from query.eval.bench import BenchConfig, calibrate_routes, run_bench  # noqa: E402
 
 
 def test_bench_writes_the_pair_matrix_report(tmp_path):

@@ -15,13 +15,13 @@ import pytest
 from PIL import Image
 
 from bridge.modalities import load
-from query.datasets import (
+from query.eval.datasets.sunrgbd import decode_sunrgbd_depth
+from query.eval.datasets import (
     ADAPTERS,
     DatasetLayoutError,
-    Record,
+    DatasetItem,
     class_names,
     class_prompts,
-    decode_sunrgbd_depth,
     load_dataset,
     paired,
 )
@@ -53,7 +53,7 @@ def write_jpg(path: Path, seed: int, size: tuple[int, int] = (32, 24), grey: boo
     return arr
 
 
-def check_loads(records: list[Record]) -> None:
+def check_loads(records: list[DatasetItem]) -> None:
     for r in records:
         value = load(r.modality, r.source)
         if r.modality == "text":

@@ -66,7 +66,7 @@ def test_tiny_preset_all_modalities_shapes_and_determinism():
 
 
 def test_tiny_seed_changes_features():
-    spec = json.loads((REPO / "bridge" / "presets" / "tiny.json").read_text())
+    spec = json.loads((REPO / "bridge" / "encoders" / "presets" / "tiny.json").read_text())
     spec["encoders"]["text"]["seed"] = 1
     other = preset_from_spec(spec)
     assert not np.allclose(other.encoder("text").encode(["seven"]), load_preset("tiny").encoder("text").encode(["seven"]))
@@ -161,7 +161,7 @@ def test_shipped_presets_validate_and_fingerprint_stably():
         preset = load_preset(name)
         assert set(preset.modalities) == set(MODALITIES)
         assert preset.fingerprint == load_preset(name).fingerprint and len(preset.fingerprint) == 12
-    a, b = load_preset("tiny"), json.loads((REPO / "bridge" / "presets" / "tiny.json").read_text())
+    a, b = load_preset("tiny"), json.loads((REPO / "bridge" / "encoders" / "presets" / "tiny.json").read_text())
     b["encoders"]["audio"]["clip_seconds"] = 2.0
     b = preset_from_spec(b)
     assert a.fingerprint != b.fingerprint
@@ -370,7 +370,7 @@ def test_feature_cache_keeps_finished_batches_after_a_crash(tmp_path):
 
 def test_feature_cache_is_keyed_by_encoder_fingerprint(tmp_path):
     tiny = load_preset("tiny")
-    spec = json.loads((REPO / "bridge" / "presets" / "tiny.json").read_text())
+    spec = json.loads((REPO / "bridge" / "encoders" / "presets" / "tiny.json").read_text())
     spec["encoders"]["text"]["seed"] = 7
     other = preset_from_spec(spec)
     cache = FeatureCache(tmp_path)

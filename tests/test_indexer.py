@@ -21,8 +21,8 @@ import pytest
 from bridge.errors import BridgeMismatchError
 from indexer.index import index_directory
 from indexer.lock import IndexLock, IndexLockedError
-from indexer.manifest import INDEXED, JOURNAL_FILE, Manifest, ManifestRow
-from indexer.report import read_errors_report
+from indexer.ledger import INDEXED, JOURNAL_FILE, Manifest, ManifestRow
+from indexer.ledger import read_errors_report
 from indexer.scan import ShardSpec, scan_directory, shard_of
 from indexer.store import EdgeStore, Filter, ServerStore, point_id
 
@@ -337,7 +337,7 @@ def slow_encode(self, modality, items):  # slow enough that the test can kill it
     time.sleep(0.2)
     return _encode(self, modality, items)
 Bridge.encode = slow_encode
-from bridge.cli import main
+from query.cli import main
 sys.exit(main(sys.argv[1:]))
 """
 
@@ -414,7 +414,7 @@ def test_shard_runs_in_any_order_end_with_the_union(tmp_path, bridge_dir):
 
 
 def test_cli_prints_one_json_summary(tmp_path, bridge_dir, capsys):
-    from bridge.cli import main
+    from query.cli import main
 
     src, idx = tmp_path / "src", tmp_path / "idx"
     rels = make_corpus(src, images=2, sounds=1, texts=1)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from query.metrics import class_embeddings, retrieval_metrics, zero_shot_accuracy
+from query.eval.metrics import class_embeddings, retrieval_metrics, zero_shot_accuracy
 
 
 def _reference(q, ql, c, cl, ks):
@@ -67,7 +67,7 @@ def test_zero_shot_matches_argmax_reference():
 
 
 def test_ranking_metrics_with_missed_relevant_items_divides_by_all_relevant():
-    from query.metrics import ranking_metrics
+    from query.eval.metrics import ranking_metrics
 
     # one relevant found at rank 2, a second relevant item never returned
     got = ranking_metrics(["a"], [["b", "a", "c"]], ks=(1, 3), relevant_counts=[2])

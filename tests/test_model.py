@@ -129,7 +129,7 @@ def test_saved_checkpoint_reloads_to_identical_embeddings(tiny_config, tmp_path)
 
 
 def test_training_learns_retrieval_far_above_chance(tiny_config):
-    from query.metrics import retrieval_metrics
+    from query.eval.metrics import retrieval_metrics
 
     tiny_config.steps = 150
     data, val = synthetic_set(seed=0), synthetic_set(seed=1, n_per_class=6)

@@ -8,11 +8,11 @@ pytest.importorskip("torch")
 
 from bridge.encoders import load_preset  # noqa: E402
 from bridge.features import FeatureCache  # noqa: E402
-from bridge.manifest import in_split, read_manifest, training_set  # noqa: E402
+from bridge.pairs import in_split, read_manifest, training_set  # noqa: E402
 from bridge.train import TrainConfig, train  # noqa: E402
 from indexer.index import index_directory  # noqa: E402
 from indexer.store import ServerStore  # noqa: E402
-from query.digits import build_digits_world  # noqa: E402
+from query.eval.digits import build_digits_world  # noqa: E402
 from query.search import ROUTES, Index, QueryError  # noqa: E402
 
 

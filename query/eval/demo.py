@@ -35,11 +35,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from bridge.encoders import load_preset
     from bridge.features import FeatureCache
-    from bridge.manifest import in_split, read_manifest, training_set
+    from bridge.pairs import in_split, read_manifest, training_set
     from bridge.train import TrainConfig, train
     from indexer.index import index_directory
-    from query.bench import evaluate_index, _index_points
-    from query.digits import build_digits_world
+    from query.eval.bench import evaluate_index, _index_points
+    from query.eval.digits import build_digits_world
     from query.search import Index
 
     out: Path = args.out

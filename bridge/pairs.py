@@ -1,4 +1,4 @@
-"""Pairs manifests: which items exist, of what modality, paired with what, in which split.
+"""The pairs manifest: which items exist, of what modality, paired with what, in which split.
 
 A manifest is a CSV or Parquet table, one row per item, with columns
 `path` (relative to the manifest's folder) or `text` (for inline text items), `modality`,
@@ -13,7 +13,7 @@ Example:
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,26 @@ from bridge.modalities import check_modality, load
 
 log = logging.getLogger(__name__)
 CHUNK = 1024
+
+
+@dataclass
+class ModalityData:
+    """Frozen features of one modality, with what pairs them to other modalities."""
+
+    ids: list[str]
+    features: np.ndarray  # (n, in_dim) float32
+    labels: list[str | None] = field(default_factory=list)
+    pairs: list[str | None] = field(default_factory=list)  # explicit pair keys
+
+    def __post_init__(self) -> None:
+        n = len(self.ids)
+        self.labels = self.labels or [None] * n
+        self.pairs = self.pairs or [None] * n
+        if not (self.features.shape[0] == len(self.labels) == len(self.pairs) == n):
+            raise ValueError("ids, features, labels and pairs must have the same length")
+
+
+TrainingSet = dict[str, ModalityData]
 
 
 @dataclass(frozen=True)
@@ -70,7 +90,6 @@ def training_set(rows: list[Row], preset: Any, cache: Any, batch_size: int = 32)
     """Frozen features for every row, grouped by modality (cached by decoded content, so
     the indexer's cached encodes and these are one and the same)."""
     from bridge.features import content_id, encode_cached
-    from bridge.train import ModalityData
 
     out = {}
     for modality in sorted({r.modality for r in rows}):

@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from bridge.model import VARIANTS
-from query.metrics import ranking_metrics
+from bridge.config import VARIANTS
+from query.eval.metrics import ranking_metrics
 from query.search import ROUTES
 
 log = logging.getLogger(__name__)
@@ -145,10 +145,10 @@ def _percentiles(times_ms: list[float]) -> dict[str, float]:
 def run_bench(cfg: BenchConfig) -> dict[str, Any]:
     from bridge.encoders import load_preset
     from bridge.features import FeatureCache
-    from bridge.manifest import in_split, read_manifest, training_set
+    from bridge.pairs import in_split, read_manifest, training_set
     from bridge.train import TrainConfig, train
     from indexer.index import index_directory
-    from query.digits import build_digits_world
+    from query.eval.digits import build_digits_world
     from query.search import Index
 
     t_start = time.perf_counter()
@@ -356,14 +356,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
     p.add_argument("--preset", default="offline-small", help="encoder preset (default offline-small: offline at 128 px)")
     p.add_argument("--max-queries", type=int, default=None)
-    from bridge.train_cli import config_options
+    from bridge.cli import config_options
 
     config_options(p, skip=("variant", "seed", "preset"))
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from bridge.train_cli import given_options
+    from bridge.cli import given_options
 
     overrides = given_options(args, skip=("variant", "seed", "preset"))
     scale = args.scale or ("quick" if args.quick or args.data is None else "full")

@@ -1,4 +1,6 @@
-"""What is in the index, file by file: a Parquet table plus an append-only journal.
+"""The index ledger: what is in the index, file by file, and what could not go in.
+
+The manifest is a Parquet table plus an append-only journal; the errors report lists the bad inputs.
 
 `manifest.parquet` holds one row per file (path, size, mtime_ns, content hash, point
 id, modality, status, reason, bridge version). During a run, changes go to
@@ -14,24 +16,30 @@ deterministic id (one point, not two); a torn last line is ignored.
 Change detection follows rclip: equal size and mtime mean unchanged without reading
 the file; otherwise the reader hashes the bytes, and an equal hash (a `touch`) is
 still unchanged.
+
+The errors report, `<index>/errors.jsonl`, one JSON object per line: `path` (relative to the
+indexed folder), `abs_path`, `modality`, `reason`, `time` (ISO 8601, UTC). It is rewritten at
+the end of each run from the manifest's error rows, so it lists exactly the files that are bad
+*now*: a file fixed since is gone from it (and indexed), a file that broke is in it.
 """
 from __future__ import annotations
 
 import json
 import logging
 import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable
 
+from bridge.files import atomic_path, atomic_write
 from indexer.scan import FileEntry, ShardSpec
 
 log = logging.getLogger(__name__)
 
 MANIFEST_FILE = "manifest.parquet"
 JOURNAL_FILE = "manifest.journal.jsonl"
+ERRORS_FILE = "errors.jsonl"
 
 INDEXED, ERROR = "indexed", "error"
 
@@ -174,17 +182,8 @@ class Manifest:
                   "point_id": pl.String, "modality": pl.String, "status": pl.String, "reason": pl.String,
                   "bridge_version": pl.String, "updated": pl.Float64}
         df = pl.DataFrame(ordered, schema=schema)
-        fd, tmp = tempfile.mkstemp(prefix=".manifest.", suffix=".parquet.tmp", dir=self.index_dir)
-        os.close(fd)
-        try:
+        with atomic_path(self.parquet_path) as tmp:
             df.write_parquet(tmp)
-            with open(tmp, "rb") as f:
-                os.fsync(f.fileno())
-            os.replace(tmp, self.parquet_path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        _fsync_dir(self.index_dir)
         # A crash before this truncation only replays entries the Parquet file already has.
         self._close_journal()
         with open(self.journal_path, "w"):
@@ -207,9 +206,34 @@ class Manifest:
             self._journal_fd = None
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+# ------------------------------------------------------------------------------ errors report
+
+
+def write_errors_report(path: str | Path, rows: Iterable[ManifestRow], root: str | Path | None = None) -> Path:
+    """Write the report atomically (a reader never sees half of it).
+
+    Example:
+        >>> write_errors_report("idx/errors.jsonl", manifest.errors(), root="data")   # doctest: +SKIP
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for r in rows:
+        rec = {"path": r.path, "abs_path": str(Path(root) / r.path) if root is not None else None,
+               "modality": r.modality, "reason": r.reason,
+               "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(r.updated or time.time()))}
+        lines.append(json.dumps(rec, ensure_ascii=False))
+    return atomic_write(path, "".join(line + "\n" for line in lines))
+
+
+def read_errors_report(path: str | Path) -> list[dict[str, Any]]:
+    """The report's entries (empty when there is no report yet).
+
+    Example:
+        >>> [e["reason"] for e in read_errors_report("idx/errors.jsonl")]   # doctest: +SKIP
+        ['zero-length audio']
+    """
+    path = Path(path)
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]

