@@ -15,6 +15,14 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 
+def _flag(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
 def config_options(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
     """Add one option per TrainConfig field (but `skip`), typed from its default."""
     from bridge.config import TrainConfig
@@ -23,8 +31,10 @@ def config_options(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) 
     for f in dataclasses.fields(TrainConfig):
         if f.name in skip:
             continue
-        group.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=None,
-                           help=f"default: {f.default}")
+        kind = _flag if isinstance(f.default, bool) else type(f.default)
+        group.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=None, help=f"default: {f.default}")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (default 1: on small or shared machines one thread is fastest)")
 
 
 def given_options(args: argparse.Namespace, skip: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -56,19 +66,31 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from bridge.encoders import load_preset
     from bridge.features import FeatureCache
-    from bridge.pairs import in_split, read_manifest, training_set
+    from bridge.pairs import check_roles, in_split, read_manifest, training_set
     from bridge.train import train
 
     cfg = config_from_args(args)
-    preset = load_preset(cfg.preset)
-    cache = FeatureCache(args.cache or args.manifest.parent / ".ebridge-cache")
     rows = read_manifest(args.manifest)
     train_rows, val_rows = in_split(rows, args.train_split, include_unsplit=True), in_split(rows, args.val_split)
     if not train_rows:
         raise ValueError(f"{args.manifest}: no rows in split {args.train_split!r}")
+    check_roles(train_rows, cfg.anchor, cfg.proxy, val_rows, source=str(args.manifest))  # before any encoder loads
+    set_threads(args.threads)
+    preset = load_preset(cfg.preset)
+    cache = FeatureCache(args.cache or args.manifest.parent / ".ebridge-cache")
     data = training_set(train_rows, preset, cache)
     val = training_set(val_rows, preset, cache) if val_rows else None
-    bridge, curves = train(cfg, data, val=val, preset_info={"name": preset.name, "fingerprint": preset.fingerprint})
+    bridge, curves = train(cfg, data, val=val, preset_info=preset.info())
     bridge.save(args.out, curves)
-    print(json.dumps({"checkpoint": str(args.out), "version": bridge.version, "val_r1": curves.get("val", {})}, indent=2))
+    print(json.dumps({"checkpoint": str(args.out), "version": bridge.version, "base": bridge.config["base"],
+                      "heads": bridge.config["heads"], "val_r1": curves.get("val", {})}, indent=2))
     return 0
+
+
+def set_threads(n: int) -> None:
+    """Torch's intra-op threads for this process (measured: on 2 busy cores 1 thread trained 4x faster)."""
+    if n < 1:
+        raise ValueError(f"--threads must be at least 1, got {n}")
+    from bridge.deps import require
+
+    require("torch", "training").set_num_threads(n)

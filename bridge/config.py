@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 VARIANTS = ("anchor", "naive-proxy", "emergentbridge")
 PROXY_MODELS = ("diffusion", "mlp")
+BASES = ("auto", "frozen", "trained")
+HEAD_INITS = ("encoder", "random")
 
 
 @dataclass
@@ -15,7 +17,11 @@ class TrainConfig:
     """Every setting of a training run; all of it is saved in the checkpoint."""
 
     preset: str = "offline"
-    dim: int = 256
+    # "frozen": modalities the preset declares aligned (CLIP image/text) keep their encoders'
+    # normalised outputs and no base is trained; "trained": a base space is learned;
+    # "auto": frozen where the preset declares an aligned pair holding the anchor.
+    base: str = "auto"
+    dim: int = 256  # the space's size when the base is trained (a frozen base has its encoders' size)
     anchor: str = "image"
     proxy: str = "text"
     variant: str = "emergentbridge"
@@ -34,6 +40,15 @@ class TrainConfig:
     proxy_bank: int = 8  # G samples drawn per anchor item before binding (fresh noise each)
     lr: float = 1e-3
     weight_decay: float = 1e-4
+    # "encoder": heads start at the encoder's geometry (a copy of the anchor's map for a shared
+    # backbone, PCA for a trained anchor, a closed-form ridge fit to the anchor otherwise) and are
+    # pulled back towards that start by `start_decay`; "random": MLP heads from scratch (ablation).
+    head_init: str = "encoder"
+    start_decay: float = 0.01
+    select: bool = True  # keep each head's best validation step (the start included)
+    eval_every: int = 50  # steps between validation checks for selection
+    patience: int = 6  # stop a stage after this many checks without a better validation R@1
+    val_fraction: float = 0.2  # of the training pairs held out for selection when there is no val split
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -41,5 +56,9 @@ class TrainConfig:
             raise ValueError(f"unknown variant {self.variant!r}; choose one of {', '.join(VARIANTS)}")
         if self.proxy_model not in PROXY_MODELS:
             raise ValueError(f"unknown proxy model {self.proxy_model!r}; choose one of {', '.join(PROXY_MODELS)}")
+        if self.base not in BASES:
+            raise ValueError(f"unknown base {self.base!r}; choose one of {', '.join(BASES)}")
+        if self.head_init not in HEAD_INITS:
+            raise ValueError(f"unknown head init {self.head_init!r}; choose one of {', '.join(HEAD_INITS)}")
         if self.anchor == self.proxy:
             raise ValueError("anchor and proxy must be different modalities")

@@ -20,28 +20,54 @@ nn = torch.nn
 F = torch.nn.functional
 
 
+HEAD_KINDS = ("mlp", "residual", "identity")
+
 
 class Head(nn.Module):
-    """Standardise frozen features, then a 2-layer MLP to the shared space, unit norm.
+    """Frozen-encoder features of one modality -> unit vector in the shared space.
 
-    The feature mean/std are buffers fitted on the training features, because frozen
-    encoders (MiniLM, EfficientNet, speech embeddings) emit very different scales.
+    - `identity`: the encoder's own L2-normalised output (a frozen, already aligned encoder:
+      CLIP image/text). No parameters.
+    - `residual`: `normalize(skip(x) + mlp(x))` on standardised features; `skip` is a linear map
+      set where the encoder's geometry is (a copy of the anchor's map, PCA, or a closed-form fit
+      to the anchor) and the MLP's last layer starts at zero, so training starts from that map.
+    - `mlp`: a 2-layer MLP from scratch (the ablation `--head-init random`).
+
+    Standardisation statistics are buffers fitted on the training features, because frozen
+    encoders emit very different scales.
     """
 
-    def __init__(self, in_dim: int, dim: int, hidden: int = 512, dropout: float = 0.1):
+    def __init__(self, in_dim: int, dim: int, hidden: int = 512, dropout: float = 0.1, kind: str = "mlp"):
         super().__init__()
+        if kind not in HEAD_KINDS:
+            raise ValueError(f"unknown head kind {kind!r}; one of {HEAD_KINDS}")
+        if kind == "identity" and in_dim != dim:
+            raise ValueError(f"an identity head needs features of the space's size ({dim}), got {in_dim}")
+        self.kind = kind
         self.register_buffer("mean", torch.zeros(in_dim))
         self.register_buffer("std", torch.ones(in_dim))
-        self.net = nn.Sequential(
-            nn.Linear(in_dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, dim)
-        )
+        self.skip = nn.Linear(in_dim, dim) if kind == "residual" else None
+        self.net = None if kind == "identity" else nn.Sequential(
+            nn.Linear(in_dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, dim))
+        if kind == "residual":
+            nn.init.zeros_(self.net[-1].weight)
+            nn.init.zeros_(self.net[-1].bias)
 
     def fit_scaler(self, features: torch.Tensor) -> None:
         self.mean.copy_(features.mean(0))
-        self.std.copy_(features.std(0).clamp_min(1e-6))
+        std = features.std(0) if len(features) > 1 else torch.ones_like(self.std)
+        # A floor relative to the typical spread: with few training items (a handful of class
+        # prompts) some coordinates barely vary, and dividing by ~0 would blow up unseen inputs.
+        self.std.copy_(std.clamp_min(max(1e-6, 0.1 * float(std.median()))))
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.net((features - self.mean) / self.std), dim=-1)
+        if self.kind == "identity":
+            return F.normalize(features, dim=-1)
+        x = (features - self.mean) / self.std
+        out = self.net(x)
+        if self.skip is not None:
+            out = out + self.skip(x)
+        return F.normalize(out, dim=-1)
 
 
 class ProxyMLP(nn.Module):
@@ -122,7 +148,7 @@ class DiffusionPrior(nn.Module):
 
 
 PROXY_MODELS = {"diffusion": DiffusionPrior, "mlp": ProxyMLP}
-__all__ = ["VARIANTS", "PROXY_MODELS", "Head", "ProxyMLP", "DiffusionPrior", "info_nce", "proxy_loss", "BridgeModules",
+__all__ = ["VARIANTS", "PROXY_MODELS", "HEAD_KINDS", "Head", "ProxyMLP", "DiffusionPrior", "info_nce", "proxy_loss", "BridgeModules",
            "build_modules"]
 
 
@@ -179,7 +205,9 @@ class BridgeModules(nn.Module):
     def __init__(self, feature_dims: dict[str, int], config: dict[str, Any]):
         super().__init__()
         dim, hidden = config["dim"], config["hidden"]
-        self.heads = nn.ModuleDict({m: Head(d, dim, hidden, config["dropout"]) for m, d in feature_dims.items()})
+        kinds = config.get("head_kinds", {})  # checkpoints from before head kinds hold MLP heads
+        self.heads = nn.ModuleDict({m: Head(d, dim, hidden, config["dropout"], kinds.get(m, "mlp"))
+                                    for m, d in feature_dims.items()})
         if config["proxy_model"] == "diffusion":
             self.proxy: nn.Module = DiffusionPrior(dim, hidden, config["diffusion_timesteps"], config["diffusion_steps"],
                                                    config.get("diffusion_depth", 2))

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from bridge.errors import EmergentBridgeError
 from bridge.modalities import check_modality, load
 
 log = logging.getLogger(__name__)
@@ -103,3 +104,52 @@ def training_set(rows: list[Row], preset: Any, cache: Any, batch_size: int = 32)
                                      labels=[r.label for r in group], pairs=[r.pair for r in group])
         log.info("%s: %d items, features %s", modality, len(ids), out[modality].features.shape)
     return out
+
+
+class RoleError(EmergentBridgeError, ValueError):
+    """The manifest cannot train with the chosen anchor and proxy roles."""
+
+
+def _keys(rows: list[Row], modality: str) -> tuple[set[str], set[str]]:
+    group = [r for r in rows if r.modality == modality]
+    return {r.pair for r in group if r.pair}, {r.label for r in group if r.label}
+
+
+def pairable(rows: list[Row], a: str, b: str) -> bool:
+    """True when items of a and b are paired: shared pair keys, else shared labels."""
+    (pairs_a, labels_a), (pairs_b, labels_b) = _keys(rows, a), _keys(rows, b)
+    return bool(pairs_a & pairs_b) or bool(labels_a & labels_b)
+
+
+def check_roles(rows: list[Row], anchor: str, proxy: str, val_rows: list[Row] | None = None,
+                source: str = "the manifest") -> None:
+    """Fail before any encoder runs, with every problem at once and roles that would work.
+
+    Each modality must pair with the anchor (shared pair keys or labels); the proxy must be
+    present; a validation split, when there is one, must hold every trained modality.
+
+    Example:
+        >>> rows = [Row("image", "/a.png", "cat", None, "train"), Row("text", "a cat", "cat", None, "train", True)]
+        >>> check_roles(rows, "image", "text")
+    """
+    present = sorted({r.modality for r in rows})
+    problems = [f"no {m} rows (the {role})" for m, role in ((anchor, "anchor"), (proxy, "proxy")) if m not in present]
+    if anchor in present:
+        problems += [f"{m} rows share no pair key or label with the {anchor} rows (the anchor)"
+                     for m in present if m != anchor and not pairable(rows, m, anchor)]
+    if val_rows:
+        in_val = {r.modality for r in val_rows}
+        problems += [f"the validation split has no {m} rows" for m in present if m not in in_val]
+    if not problems:
+        return
+    working = []
+    for a in present:
+        partners = [m for m in present if m != a and pairable(rows, m, a)]
+        if partners and len(partners) == len(present) - 1:
+            proxies = sorted(partners, key=lambda m: (m != "text", m))
+            working.append(f"--anchor {a} --proxy {proxies[0]}" + (f" (or --proxy {', '.join(proxies[1:])})"
+                                                                   if len(proxies) > 1 else ""))
+    hint = ("roles that would work here: " + "; ".join(working)) if working else \
+        "no modality pairs with all the others: add pair keys or labels that link each modality to one anchor"
+    raise RoleError(f"{source} cannot train with --anchor {anchor} --proxy {proxy}: " + "; ".join(problems) +
+                    f". It holds {', '.join(present)}; {hint}.")

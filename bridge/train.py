@@ -1,18 +1,27 @@
-"""Training the bridge: one config dataclass, three stages, one loop.
+"""Training the bridge: three stages on frozen-encoder features, each head kept only where
+validation says it earns its place.
 
-1. base:  heads for the anchor and proxy modalities (image, text) on their pairs (InfoNCE).
+1. base:  the anchor and proxy modalities (image, text). Where the preset declares them aligned
+          (CLIP's towers) the base is *frozen*: their vectors are the encoders' own normalised
+          outputs and nothing is trained. Otherwise a base is learned, starting from the anchor
+          encoder's geometry (PCA) and the proxy's closed-form fit to it.
 2. proxy: G, the noisy bridge anchor, learns anchor -> proxy embeddings; then frozen.
 3. bind:  every other modality's head learns InfoNCE(z_new, z_anchor) + lambda * L_proxy,
           where L_proxy depends on the variant:
           `anchor` (none), `naive-proxy` (no projection), `emergentbridge` (P = I - u u^T).
 
-Training works on frozen-encoder features (see bridge.features), so it is fast on a CPU.
+Every head starts where its encoder is (a copy of the anchor's map when it shares the anchor's
+backbone, a ridge fit to the anchor otherwise), is pulled back towards that start by
+`start_decay`, and is checked on validation pairs against a gallery that also holds the training
+items (what a user's index holds). The best check wins, the start included, so a head never ends
+below where it began; the log puts each pair's raw-feature R@1 beside it.
 
 Example:
     >>> bridge, curves = train(TrainConfig(preset="tiny", steps=50), data)   # doctest: +SKIP
 """
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import time
@@ -21,14 +30,15 @@ from typing import Any, Callable
 
 import numpy as np
 
-from bridge.deps import require
 from bridge.config import TrainConfig
-from bridge.model import BridgeModules, build_modules, info_nce, proxy_loss
+from bridge.deps import require
+from bridge.model import BridgeModules, Head, build_modules, info_nce, proxy_loss
 from bridge.pairs import ModalityData, TrainingSet
 from bridge.space import Bridge
 
 torch = require("torch", "training")
 nn = torch.nn
+F = torch.nn.functional
 log = logging.getLogger(__name__)
 
 
@@ -56,6 +66,7 @@ class PairSampler:
     def __init__(self, a: ModalityData, b: ModalityData, rng: np.random.Generator, what: str):
         keys_a, keys_b, self.how = pair_keys(a, b)
         codes = {k: c for c, k in enumerate(sorted({k for k in keys_b if k is not None}))}
+        self.n_codes = len(codes)
         self.code_a = np.array([codes.get(k, -1) if k is not None else -1 for k in keys_a])
         self.code_b = np.array([codes.get(k, -1) if k is not None else -1 for k in keys_b])
         self.rows = np.flatnonzero(self.code_a >= 0)
@@ -73,30 +84,228 @@ class PairSampler:
         cols = self.partners[self.start[key] + (self.rng.random(rows.size) * self.count[key]).astype(int)]
         return rows, cols, torch.as_tensor(key[:, None] == self.code_b[cols][None, :])
 
+    def partner_means(self, z_b: "torch.Tensor") -> tuple[np.ndarray, "torch.Tensor"]:
+        """(rows of a that have partners, the normalised mean of each one's partners' vectors)."""
+        sums = torch.zeros(self.n_codes, z_b.shape[1])
+        has_key = self.code_b >= 0
+        sums.index_add_(0, torch.as_tensor(self.code_b[has_key]), z_b[torch.as_tensor(np.flatnonzero(has_key))])
+        return self.rows, F.normalize(sums[torch.as_tensor(self.code_a[self.rows])], dim=-1)
 
-# ------------------------------------------------------------------------------ training
+
+# ------------------------------------------------------------------------------ where heads start
 
 
-def _optimise(params: list, steps: int, cfg: TrainConfig, loss_fn: Callable[[int], "torch.Tensor"],
-              name: str, curves: dict[str, list]) -> None:
-    """AdamW with warm-up and cosine decay; logs and records the loss every few steps."""
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+def _standardised(head: Head, features: np.ndarray) -> "torch.Tensor":
+    return (torch.as_tensor(features, dtype=torch.float32) - head.mean) / head.std
+
+
+def init_pca(head: Head, features: np.ndarray, seed: int) -> None:
+    """skip = the top principal axes of the standardised features, completed with random
+    orthonormal directions: the anchor's own geometry, kept as well as `dim` allows."""
+    raw = torch.as_tensor(features, dtype=torch.float32)
+    with torch.no_grad():  # centre, one global scale: per-coordinate scaling would bend the geometry
+        head.mean.copy_(raw.mean(0))
+        head.std.fill_(max(float(raw.std()), 1e-6) if raw.numel() > 1 else 1.0)
+    x = _standardised(head, features)
+    dim, in_dim = head.skip.weight.shape
+    basis = torch.linalg.svd(x - x.mean(0), full_matrices=False).Vh if len(x) > 1 else torch.zeros(0, in_dim)
+    basis = basis[: min(dim, in_dim)]
+    missing = min(dim, in_dim) - len(basis)
+    if missing > 0:  # fewer items than dimensions: random directions keep unseen inputs apart
+        g = torch.randn(missing, in_dim, generator=torch.Generator().manual_seed(seed))
+        g = g - (g @ basis.T) @ basis
+        basis = torch.cat([basis, torch.linalg.qr(g.T).Q.T[:missing]])
+    weight = torch.zeros(dim, in_dim)
+    weight[: len(basis)] = basis
+    with torch.no_grad():
+        head.skip.weight.copy_(weight)
+        head.skip.bias.zero_()
+
+
+def init_copy(head: Head, anchor_head: Head, features: np.ndarray) -> None:
+    """Start a head that reads the anchor's backbone (depth, thermal through the image CNN)
+    where the anchor is: the anchor's own map (centred on this modality's own mean, which
+    removes the offset between, say, thermal and RGB activations), or the identity for a
+    frozen anchor."""
+    if anchor_head.kind == "identity":
+        with torch.no_grad():  # skip(standardise(x)) = x: bridged = the raw encoder output
+            head.skip.weight.copy_(torch.diag(head.std))
+            head.skip.bias.copy_(head.mean)
+        return
+    head.load_state_dict(anchor_head.state_dict())
+    with torch.no_grad():
+        head.mean.copy_(torch.as_tensor(features, dtype=torch.float32).mean(0))
+
+
+def init_ridge(head: Head, features: np.ndarray, rows: np.ndarray, targets: "torch.Tensor",
+               alpha: float = 0.1) -> None:
+    """skip = the closed-form ridge map from standardised features to the paired anchor vectors."""
+    x = _standardised(head, features[rows])
+    x_mean, z_mean = x.mean(0), targets.mean(0)
+    xc, zc = x - x_mean, targets - z_mean
+    gram = xc.T @ xc
+    ridge = alpha * float(gram.diagonal().mean().clamp_min(1e-6))
+    w = torch.linalg.solve(gram + ridge * torch.eye(gram.shape[0]), xc.T @ zc)  # (in_dim, dim)
+    with torch.no_grad():
+        head.skip.weight.copy_(w.T)
+        head.skip.bias.copy_(z_mean - x_mean @ w)
+
+
+# ------------------------------------------------------------------------------ validation
+
+
+def recall_at_1(queries: np.ndarray, query_keys: list, corpus: np.ndarray, corpus_keys: list) -> float:
+    """Fraction of queries whose nearest corpus item shares their key (ties: first in corpus order)."""
+    top = np.argmax(np.asarray(queries, np.float32) @ np.asarray(corpus, np.float32).T, axis=1)
+    return float(np.mean([query_keys[i] is not None and query_keys[i] == corpus_keys[j] for i, j in enumerate(top)]))
+
+
+class PairCheck:
+    """Validation R@1 of one pair, both directions averaged, against galleries that hold the
+    validation items *and* the training items, as the user's index will.
+
+    Relevance is the explicit pair key where the two modalities have them, else the label.
+    """
+
+    def __init__(self, a: str, b: str, train: TrainingSet, val: TrainingSet):
+        self.a, self.b = a, b
+        va, vb, ta, tb = val[a], val[b], train[a], train[b]
+        keys_va, keys_vb, how = pair_keys(va, vb)
+        if how == "none":
+            keys_va, keys_vb, how = pair_keys(_joined(va, ta), _joined(vb, tb))
+            keys_va, keys_vb = keys_va[: len(va.ids)], keys_vb[: len(vb.ids)]
+        self.how = how
+        # Training items are in the gallery but can only be right answers where labels relate.
+        train_a = ta.labels if how == "label" else [None] * len(ta.ids)
+        train_b = tb.labels if how == "label" else [None] * len(tb.ids)
+        self.queries = {a: (va.features, list(keys_va)), b: (vb.features, list(keys_vb))}
+        self.gallery = {a: (np.concatenate([va.features, ta.features]), list(keys_va) + list(train_a)),
+                        b: (np.concatenate([vb.features, tb.features]), list(keys_vb) + list(train_b))}
+        self.usable = how != "none" and any(k is not None for k in keys_va) and any(k is not None for k in keys_vb)
+
+    def score(self, embed: Callable[[str, np.ndarray], np.ndarray]) -> float:
+        """Mean R@1 of a->b and b->a, with `embed(modality, features)` giving unit vectors."""
+        total = 0.0
+        for s, t in ((self.a, self.b), (self.b, self.a)):
+            q, q_keys = self.queries[s]
+            g, g_keys = self.gallery[t]
+            total += recall_at_1(embed(s, q), q_keys, embed(t, g), g_keys)
+        return total / 2
+
+    def raw(self) -> float:
+        """The same check on the raw frozen features, L2-normalised (no bridge at all)."""
+        return self.score(lambda _m, x: x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12))
+
+
+def _joined(a: ModalityData, b: ModalityData) -> ModalityData:
+    return ModalityData(ids=a.ids + b.ids, features=np.concatenate([a.features, b.features]),
+                        labels=list(a.labels) + list(b.labels), pairs=list(a.pairs) + list(b.pairs))
+
+
+def hold_out(data: TrainingSet, fraction: float, seed: int) -> tuple[TrainingSet, TrainingSet]:
+    """Split training data into (train, validation) when the user gave no validation split.
+
+    Explicit pair keys are held out together across modalities (a pair is never split); items
+    paired by label are held out per label, only from groups of at least 5 (class prompts stay)."""
+    rng = np.random.default_rng([seed, 7])
+    all_pairs = sorted({p for d in data.values() for p in d.pairs if p is not None})
+    held_pairs = set(rng.choice(all_pairs, size=int(len(all_pairs) * fraction), replace=False)) if all_pairs else set()
+    train, val = {}, {}
+    for m, d in data.items():
+        held = np.zeros(len(d.ids), bool)
+        if held_pairs:
+            held |= np.array([p in held_pairs for p in d.pairs])
+        for label in {x for x, p in zip(d.labels, d.pairs) if x is not None and p is None}:
+            idx = [i for i, (x, p) in enumerate(zip(d.labels, d.pairs)) if x == label and p is None]
+            if len(idx) >= 5:
+                held[rng.choice(idx, size=int(len(idx) * fraction), replace=False)] = True
+        train[m], val[m] = _subset(d, ~held), _subset(d, held)
+    return train, {m: v for m, v in val.items() if len(v.ids)}
+
+
+def _subset(d: ModalityData, mask: np.ndarray) -> ModalityData:
+    idx = np.flatnonzero(mask)
+    return ModalityData(ids=[d.ids[i] for i in idx], features=d.features[idx], labels=[d.labels[i] for i in idx],
+                        pairs=[d.pairs[i] for i in idx])
+
+
+# ------------------------------------------------------------------------------ optimisation
+
+
+def _optimise(params: list, steps: int, cfg: TrainConfig, loss_fn: Callable[[int], "torch.Tensor"], name: str,
+              curves: dict[str, Any], keep: list[nn.Module] | None = None, check: Callable[[], float] | None = None,
+              anchored: list | None = None) -> dict[str, Any]:
+    """AdamW with warm-up and cosine decay, a progress bar, and selection on validation.
+
+    `anchored` parameters are pulled towards their starting values (`start_decay`, L2-SP) rather
+    than towards zero. With `check`, the modules in `keep` are scored at the start and every
+    `eval_every` steps, the best state is restored at the end, and the stage stops early after
+    `patience` checks without progress.
+    """
+    from tqdm.auto import tqdm
+
+    if steps <= 0:  # nothing to train: the start is what is kept
+        start = _evaluate(check, keep) if check is not None and cfg.select else None
+        return {"steps": 0, **({"start_r1": start, "best_r1": start, "best_step": 0} if start is not None else {})}
+    anchored = anchored or []
+    starts = [p.detach().clone() for p in anchored]
+    anchored_ids = {id(p) for p in anchored}
+    groups = [{"params": [p for p in params if id(p) not in anchored_ids], "weight_decay": cfg.weight_decay}]
+    if anchored:
+        groups.append({"params": anchored, "weight_decay": 0.0})
+    opt = torch.optim.AdamW(groups, lr=cfg.lr)
     warm = max(1, steps // 20)
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))
-    )
+        opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
     curve = curves.setdefault(name, [])
+    selecting = check is not None and cfg.select
+    result: dict[str, Any] = {"steps": steps}
+    if selecting:
+        best = result["start_r1"] = _evaluate(check, keep)
+        best_step, best_state, stale = 0, [copy.deepcopy(m.state_dict()) for m in keep], 0
     t0 = time.perf_counter()
-    for step in range(steps):
+    bar = tqdm(range(steps), desc=name, leave=False, mininterval=1.0, disable=None)
+    for step in bar:
         loss = loss_fn(step)
+        if anchored and cfg.start_decay > 0:
+            loss = loss + cfg.start_decay * sum(((p - s) ** 2).sum() for p, s in zip(anchored, starts))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         sched.step()
         if step % 20 == 0 or step == steps - 1:
             curve.append([step, round(loss.item(), 6)])
-        if step % max(1, steps // 4) == 0 or step == steps - 1:
-            log.info("%s step %d/%d loss %.4f (%.1fs)", name, step + 1, steps, loss.item(), time.perf_counter() - t0)
+        if selecting and ((step + 1) % cfg.eval_every == 0 or step == steps - 1):
+            score = _evaluate(check, keep)
+            if score > best:
+                best, best_step, best_state, stale = score, step + 1, [copy.deepcopy(m.state_dict()) for m in keep], 0
+            else:
+                stale += 1
+            bar.set_postfix(loss=f"{loss.item():.3f}", val_r1=f"{score:.3f}", best=f"{best:.3f}")
+            if stale >= cfg.patience:
+                log.debug("%s: no better validation R@1 for %d checks; stopping at step %d", name, stale, step + 1)
+                break
+        elif step % 20 == 0:
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+    bar.close()
+    log.info("%s: %d steps, loss %.4f (%.1fs)", name, step + 1, loss.item(), time.perf_counter() - t0)
+    if selecting:
+        for module, state in zip(keep, best_state):
+            module.load_state_dict(state)
+        result.update(best_r1=best, best_step=best_step, stopped_at=step + 1)
+    return result
+
+
+def _evaluate(check: Callable[[], float], modules: list[nn.Module]) -> float:
+    modes = [m.training for m in modules]
+    for m in modules:
+        m.eval()
+    try:
+        with torch.no_grad():
+            return check()
+    finally:
+        for m, mode in zip(modules, modes):
+            m.train(mode)
 
 
 def _tensor(data: ModalityData, rows: np.ndarray) -> "torch.Tensor":
@@ -104,19 +313,38 @@ def _tensor(data: ModalityData, rows: np.ndarray) -> "torch.Tensor":
 
 
 # Settings that must agree for a bridge's base space and G to be reused by another run.
-BASE_KEYS = ("preset", "dim", "anchor", "proxy", "proxy_model", "proxy_sigma", "diffusion_steps",
+BASE_KEYS = ("preset", "base", "dim", "anchor", "proxy", "proxy_model", "proxy_sigma", "diffusion_steps",
              "diffusion_timesteps", "diffusion_depth", "hidden", "dropout", "batch_size", "steps", "proxy_steps", "lr",
-             "weight_decay", "temperature", "seed")
+             "weight_decay", "temperature", "head_init", "start_decay", "select", "eval_every", "patience",
+             "val_fraction", "seed")
+
+
+def frozen_modalities(cfg: TrainConfig, preset_info: dict[str, Any], data: TrainingSet) -> set[str]:
+    """Modalities whose bridged vectors are their encoders' own outputs (a frozen aligned base)."""
+    aligned = [tuple(p) for p in preset_info.get("aligned") or []]
+    holding_anchor = [p for p in aligned if cfg.anchor in p and all(m in data for m in p)]
+    if cfg.base == "trained" or (cfg.base == "auto" and not holding_anchor):
+        return set()
+    if not holding_anchor:
+        raise ValueError(f"--base frozen needs a preset that declares {cfg.anchor} aligned with another modality; "
+                         f"preset {preset_info.get('name')!r} declares {aligned or 'none'}: use --base trained")
+    frozen = {m for p in aligned if all(x in data for x in p) for m in p}
+    dims = {m: int(data[m].features.shape[1]) for m in frozen}
+    if len(set(dims.values())) != 1:
+        raise ValueError(f"the aligned encoders' outputs differ in size ({dims}); they cannot form one frozen space")
+    return frozen
 
 
 def train(cfg: TrainConfig, data: TrainingSet, val: TrainingSet | None = None,
           preset_info: dict[str, Any] | None = None, base: Bridge | None = None) -> tuple[Bridge, dict[str, Any]]:
-    """Train all three stages on frozen features; returns the bridge and its training curves.
+    """Train the bridge on frozen features; returns it and its training curves.
 
-    `val` (optional, never the test split) is embedded after training to log retrieval
-    R@1 for every trained pair; the figures go into the curves. `base`, a bridge trained
-    with the same base settings, lends its base space and G (stages 1-2), so variants
-    compared side by side differ only in how the other modalities are bound.
+    `val` (never the test split) picks each head's best step and is reported per pair; without
+    it, `val_fraction` of the training pairs are held out for that. `base`, a bridge trained
+    with the same base settings, lends its base space and G (stages 1-2), so variants compared
+    side by side differ only in how the other modalities are bound. `preset_info` is
+    `Preset.info()`: its aligned pairs decide the frozen base, its backbones which heads start
+    as a copy of the anchor's.
     """
     for role in (cfg.anchor, cfg.proxy):
         if role not in data:
@@ -124,41 +352,122 @@ def train(cfg: TrainConfig, data: TrainingSet, val: TrainingSet | None = None,
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     preset_info = preset_info or {"name": cfg.preset, "fingerprint": None}
+    frozen = frozen_modalities(cfg, preset_info, data)
+    if val is None or not all(m in val for m in data):
+        missing = [m for m in data if not val or m not in val]
+        held_train, held_val = hold_out({m: data[m] for m in missing}, cfg.val_fraction, cfg.seed)
+        data = {**data, **held_train}
+        val = {**(val or {}), **held_val}
+        log.info("no validation items for %s: %.0f%% of their training pairs are held out to pick each head's "
+                 "best step", ", ".join(missing), 100 * cfg.val_fraction)
     feature_dims = {m: int(d.features.shape[1]) for m, d in data.items()}
-    config = {**asdict(cfg), "feature_dims": feature_dims, "preset_name": preset_info["name"],
-              "preset_fingerprint": preset_info.get("fingerprint"), "paired": [], "version": "unsaved"}
+    dim = feature_dims[cfg.anchor] if frozen else cfg.dim
+    kinds = {m: "identity" if m in frozen else ("mlp" if cfg.head_init == "random" else "residual") for m in data}
+    aligned = [sorted(p) for p in (preset_info.get("aligned") or []) if set(p) <= frozen]
+    config = {**asdict(cfg), "dim": dim, "feature_dims": feature_dims, "head_kinds": kinds,
+              "base": "frozen" if frozen else "trained", "frozen": sorted(frozen),
+              "preset_name": preset_info["name"], "preset_fingerprint": preset_info.get("fingerprint"),
+              "paired": [list(p) for p in aligned], "heads": {}, "version": "unsaved"}
     modules = build_modules(config)
     for m, d in data.items():
         modules.heads[m].fit_scaler(torch.as_tensor(d.features))
-    curves: dict[str, Any] = {}
-    anchor, proxy = data[cfg.anchor], data[cfg.proxy]
+    backbones = preset_info.get("backbones") or {}
 
-    # Stage 1: the base space, anchor <-> proxy (image <-> text).
-    pairs_ap = PairSampler(anchor, proxy, rng, f"{cfg.anchor}<->{cfg.proxy}")
-    h_a, h_p = modules.heads[cfg.anchor], modules.heads[cfg.proxy]
-    scale = modules.logit_scales[cfg.proxy]
+    def same_encoder(a: str, b: str) -> bool:
+        """Both read by one network: their raw features can be compared directly (the baseline)."""
+        return backbones.get(a) is not None and backbones.get(a) == backbones.get(b) and feature_dims[a] == feature_dims[b]
+
+    shares_anchor = {m for m in data if m != cfg.anchor and same_encoder(m, cfg.anchor)}
+    curves: dict[str, Any] = {}
+    anchor = data[cfg.anchor]
+    h_a = modules.heads[cfg.anchor]
+
+    def embed(m: str, x: np.ndarray) -> np.ndarray:
+        return modules.heads[m](torch.as_tensor(x, dtype=torch.float32)).numpy()
+
+    def z_anchor() -> "torch.Tensor":
+        with torch.no_grad():
+            h_a.eval()
+            return h_a(torch.as_tensor(anchor.features))
+
+    def start_head(m: str, target: str) -> str:
+        """Put head m where its encoder is, relative to the (already placed) head of `target`."""
+        head = modules.heads[m]
+        if head.kind != "residual":
+            return "random" if head.kind == "mlp" else "identity"
+        if m in shares_anchor and target == cfg.anchor:
+            init_copy(head, h_a, data[m].features)
+            return "copy of the anchor" if h_a.kind != "identity" else "identity (raw features)"
+        sampler = PairSampler(data[m], data[target], rng, f"{m}<->{target}")
+        with torch.no_grad():
+            rows, targets = sampler.partner_means(modules.heads[target](torch.as_tensor(data[target].features)))
+        init_ridge(head, data[m].features, rows, targets)
+        return "ridge fit to the anchor"
+
+    def record(m: str, pair: tuple[str, str], init: str, result: dict[str, Any], check: PairCheck | None) -> None:
+        info: dict[str, Any] = {"init": init, "kind": modules.heads[m].kind}
+        if check is not None and check.usable:
+            info.update(pair=f"{pair[0]}<->{pair[1]}", relevance=check.how,
+                        start_r1=round(result.get("start_r1", float("nan")), 4),
+                        val_r1=round(result.get("best_r1", float("nan")), 4), kept_step=result.get("best_step"))
+            if same_encoder(*pair):
+                info["raw_r1"] = round(check.raw(), 4)
+            kept = "the start (the encoder's geometry)" if not info["kept_step"] else f"step {info['kept_step']}"
+            raw = f", raw features {info['raw_r1']:.3f}" if "raw_r1" in info else ""
+            log.info("head %-8s %s val R@1: start %.3f, best %.3f%s -> keeping %s", m, info["pair"],
+                     info["start_r1"], info["val_r1"], raw, kept)
+        config["heads"][m] = info
+
+    def check_for(a: str, b: str) -> PairCheck | None:
+        if a not in val or b not in val:
+            return None
+        check = PairCheck(a, b, data, val)
+        return check if check.usable else None
+
+    def head_params(*ms: str) -> list:
+        return [p for m in ms for p in modules.heads[m].parameters()]
+
+    # Stage 1: the base space, anchor <-> proxy.
+    proxy_data = data[cfg.proxy]
+    pairs_ap = PairSampler(anchor, proxy_data, rng, f"{cfg.anchor}<->{cfg.proxy}")
+    h_p, scale = modules.heads[cfg.proxy], modules.logit_scales[cfg.proxy]
 
     def base_loss(_: int) -> "torch.Tensor":
         rows, cols, pos = pairs_ap.batch(cfg.batch_size)
-        return info_nce(h_a(_tensor(anchor, rows)), h_p(_tensor(proxy, cols)), scale.exp().clamp(max=100), pos)
+        return info_nce(h_a(_tensor(anchor, rows)), h_p(_tensor(proxy_data, cols)), scale.exp().clamp(max=100), pos)
 
     if base is not None:
         _adopt_base(modules, base, config)
         curves.update({k: v for k, v in base.config.get("base_curves", {}).items()})
+    elif cfg.proxy in frozen:
+        log.info("base: %s and %s are frozen aligned encoders; nothing to train", cfg.anchor, cfg.proxy)
+        for m in frozen:
+            record(m, (m, m), "identity", {}, None)
     else:
+        trainable = [m for m in (cfg.anchor, cfg.proxy) if modules.heads[m].kind != "identity"]
+        if h_a.kind == "residual":
+            init_pca(h_a, anchor.features, cfg.seed)
+        init_p = start_head(cfg.proxy, cfg.anchor)
+        check = check_for(cfg.proxy, cfg.anchor)
         modules.train()
-        _optimise([*h_a.parameters(), *h_p.parameters(), scale], cfg.steps, cfg, base_loss,
-                  f"base/{cfg.anchor}-{cfg.proxy}", curves)
-    config["paired"].append([cfg.anchor, cfg.proxy])
+        result = _optimise([*head_params(*trainable), scale], cfg.steps, cfg, base_loss,
+                           f"base/{cfg.anchor}-{cfg.proxy}", curves, keep=[modules.heads[m] for m in trainable],
+                           check=(lambda: check.score(embed)) if check else None,
+                           anchored=head_params(*trainable) if cfg.head_init == "encoder" else None)
+        record(cfg.anchor, (cfg.anchor, cfg.proxy), "identity" if h_a.kind == "identity" else
+               ("PCA of its features" if h_a.kind == "residual" else "random"), result, check)
+        record(cfg.proxy, (cfg.proxy, cfg.anchor), init_p, result, check)
+    if [cfg.anchor, cfg.proxy] not in config["paired"] and sorted([cfg.anchor, cfg.proxy]) not in config["paired"]:
+        config["paired"].append([cfg.anchor, cfg.proxy])
     for p in [*h_a.parameters(), *h_p.parameters()]:
         p.requires_grad_(False)
     h_a.eval()
     h_p.eval()
 
     # Stage 2: G learns anchor -> proxy on the frozen base space, then is frozen too.
+    z_anchor_all = z_anchor()
     with torch.no_grad():
-        z_anchor_all = h_a(torch.as_tensor(anchor.features))
-        z_proxy_all = h_p(torch.as_tensor(proxy.features))
+        z_proxy_all = h_p(torch.as_tensor(proxy_data.features))
     g = modules.proxy
 
     def g_loss(_: int) -> "torch.Tensor":
@@ -179,10 +488,14 @@ def train(cfg: TrainConfig, data: TrainingSet, val: TrainingSet | None = None,
 
     # Stage 3: bind every other modality to the anchor, with the variant's proxy term.
     for m, d in data.items():
-        if m in (cfg.anchor, cfg.proxy):
+        if m in (cfg.anchor, cfg.proxy) or m in frozen:
+            if m in frozen and m not in config["heads"]:
+                record(m, (m, m), "identity", {}, None)
             continue
         sampler = PairSampler(d, anchor, rng, f"{m}<->{cfg.anchor}")
         head, scale_m = modules.heads[m], modules.logit_scales[m]
+        init = start_head(m, cfg.anchor)
+        check = check_for(m, cfg.anchor)
         head.train()
 
         def bind_loss(_: int, d=d, head=head, scale_m=scale_m, sampler=sampler) -> "torch.Tensor":
@@ -194,8 +507,11 @@ def train(cfg: TrainConfig, data: TrainingSet, val: TrainingSet | None = None,
                 loss = loss + cfg.lambda_proxy * proxy_loss(z_new, p, u if cfg.variant == "emergentbridge" else None)
             return loss
 
-        _optimise([*head.parameters(), scale_m], cfg.steps, cfg, bind_loss, f"bind/{m}-{cfg.anchor}", curves)
+        result = _optimise([*head.parameters(), scale_m], cfg.steps, cfg, bind_loss, f"bind/{m}-{cfg.anchor}",
+                           curves, keep=[head], check=(lambda check=check: check.score(embed)) if check else None,
+                           anchored=list(head.parameters()) if cfg.head_init == "encoder" else None)
         head.eval()
+        record(m, (m, cfg.anchor), init, result, check)
         config["paired"].append([m, cfg.anchor])
 
     modules.eval()
@@ -216,6 +532,8 @@ def _adopt_base(modules: BridgeModules, base: Bridge, config: dict[str, Any]) ->
     src = base.modules
     for role in (config["anchor"], config["proxy"]):
         modules.heads[role].load_state_dict(src.heads[role].state_dict())
+        if role in base.config.get("heads", {}):
+            config["heads"][role] = base.config["heads"][role]
     modules.logit_scales[config["proxy"]].data.copy_(src.logit_scales[config["proxy"]].data)
     modules.proxy.load_state_dict(src.proxy.state_dict())
     config["base_from"] = base.version
@@ -232,12 +550,5 @@ def validate(bridge: Bridge, val: TrainingSet) -> dict[str, float]:
             r1 = recall_at_1(emb[s], val[s].labels, emb[t], val[t].labels)
             out[f"{s}->{t}"] = round(r1, 4)
             kind = "paired" if bridge.is_paired(s, t) else "unpaired"
-            log.info("val %-8s R@1 %.3f  %s->%s", kind, r1, s, t)
+            log.debug("val %-8s R@1 %.3f  %s->%s", kind, r1, s, t)
     return out
-
-
-def recall_at_1(queries: np.ndarray, query_labels: list, corpus: np.ndarray, corpus_labels: list) -> float:
-    """Fraction of queries whose nearest corpus item shares their label (ties: first in corpus order)."""
-    top = np.argmax(np.asarray(queries, np.float32) @ np.asarray(corpus, np.float32).T, axis=1)
-    return float(np.mean([query_labels[i] is not None and query_labels[i] == corpus_labels[j]
-                          for i, j in enumerate(top)]))

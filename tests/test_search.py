@@ -24,7 +24,7 @@ def world(tmp_path_factory):
     data = training_set(in_split(read_manifest(w / "manifest.csv"), "train"), preset, FeatureCache(root / "cache"))
     cfg = TrainConfig(preset="tiny", dim=32, hidden=64, steps=120, proxy_steps=150, batch_size=64,
                       diffusion_timesteps=100, diffusion_steps=4, seed=0)
-    bridge, _ = train(cfg, data, preset_info={"name": preset.name, "fingerprint": preset.fingerprint})
+    bridge, _ = train(cfg, data, preset_info=preset.info())
     ckpt = bridge.save(root / "bridge")
     index_directory(w / "test", root / "edge.index", bridge=ckpt, progress=False)
     from qdrant_client import QdrantClient

@@ -67,18 +67,43 @@ class Preset:
             self._encoders[modality] = _ENCODERS[modality](modality, self._entry(modality), self._backbone(modality))
         return self._encoders[modality]
 
+    @property
+    def aligned_pairs(self) -> list[tuple[str, str]]:
+        """Modality pairs whose encoders already share one space (CLIP's image and text towers):
+        the bridge keeps their outputs as they are instead of training heads for them."""
+        return [(a, b) for a, b in self.spec.get("aligned", [])]
+
+    def backbone_key(self, modality: str) -> str:
+        """Equal for modalities read by one network (image, depth and thermal through one CNN)."""
+        entry = self._entry(modality)
+        probe = BACKBONES[entry["backbone"]](entry)
+        return _hash({"backbone": entry["backbone"], **{k: entry.get(k) for k in probe.identity_keys}})
+
+    def encoder_key(self, modality: str) -> str:
+        """Equal for modalities whose features are comparable as they are: one network, one kind
+        of input (depth and thermal through the image CNN; not text and audio through `tiny`)."""
+        return f"{self.backbone_key(modality)}:{_INPUT_KIND[modality]}"
+
+    def info(self) -> dict[str, Any]:
+        """What training records about the preset: name, fingerprint, aligned pairs, shared backbones.
+
+        Example:
+            >>> load_preset("tiny").info()["aligned"]
+            []
+        """
+        return {"name": self.name, "fingerprint": self.fingerprint, "aligned": [list(p) for p in self.aligned_pairs],
+                "backbones": {m: self.encoder_key(m) for m in self.modalities}}
+
     def _entry(self, modality: str) -> dict[str, Any]:
         if modality not in self.spec["encoders"]:
             raise PresetError(f"preset {self.name!r} has no {modality!r} encoder (it has: {', '.join(self.modalities)})")
         return self.spec["encoders"][modality]
 
     def _backbone(self, modality: str) -> Backbone:
-        entry = self._entry(modality)
-        factory = BACKBONES[entry["backbone"]]
-        probe = factory(entry)
-        key = _hash({"backbone": entry["backbone"], **{k: entry.get(k) for k in probe.identity_keys}})
+        key = self.backbone_key(modality)
         if key not in self._backbones:
-            self._backbones[key] = probe
+            entry = self._entry(modality)
+            self._backbones[key] = BACKBONES[entry["backbone"]](entry)
         return self._backbones[key]
 
 
@@ -138,6 +163,10 @@ def _validate(spec: Any, path: Path) -> dict[str, Any]:
     if not isinstance(spec, dict) or not isinstance(spec.get("encoders"), dict):
         raise PresetError(f"{path}: a preset needs an \"encoders\" object mapping modality -> encoder entry")
     spec.setdefault("name", path.stem)
+    aligned = spec.setdefault("aligned", [])
+    if not isinstance(aligned, list) or not all(isinstance(p, list) and len(p) == 2 and set(p) <= set(spec["encoders"])
+                                                and p[0] != p[1] for p in aligned):
+        raise PresetError(f"{path}: \"aligned\" must list pairs of this preset's modalities, e.g. [[\"image\", \"text\"]]")
     for modality, entry in spec["encoders"].items():
         if modality not in MODALITIES:
             raise PresetError(f"{path}: unknown modality {modality!r}; known: {', '.join(MODALITIES)}")

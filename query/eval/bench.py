@@ -158,6 +158,7 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
     cache = FeatureCache(cfg.out / "cache")
     rows = read_manifest(world / "manifest.csv")
     train_set = training_set(in_split(rows, "train"), preset, cache)
+    val_set = training_set(in_split(rows, "val"), preset, cache)  # picks each head's best step; never test
     counts = {split: {m: sum(r.modality == m for r in in_split(rows, split)) for m in CROSS_MODALITIES}
               for split in ("train", "val", "test")}
 
@@ -171,7 +172,7 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
         for variant in order:
             tc = TrainConfig(**{**cfg.train_overrides, "preset": cfg.preset, "variant": variant, "seed": seed})
             settings = {k: v for k, v in dataclasses.asdict(tc).items() if k not in ("variant", "seed")}
-            bridge, curves = train(tc, train_set, preset_info={"name": preset.name, "fingerprint": preset.fingerprint}, base=base)
+            bridge, curves = train(tc, train_set, val=val_set, preset_info=preset.info(), base=base)
             base = base or bridge
             bridge.save(cfg.out / "checkpoints" / f"{variant}-s{seed}", curves)
             bridge.feature_cache = cache  # every run after the first re-uses the frozen features
@@ -363,8 +364,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bridge.cli import given_options
+    from bridge.cli import given_options, set_threads
 
+    set_threads(args.threads)
     overrides = given_options(args, skip=("variant", "seed", "preset"))
     scale = args.scale or ("quick" if args.quick or args.data is None else "full")
     if args.data is None and scale != "sample":

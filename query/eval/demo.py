@@ -46,13 +46,15 @@ def run(args: argparse.Namespace) -> int:
     world = build_digits_world(out / "world", scale="quick" if args.data else "sample", data_dir=args.data)
     preset = load_preset(args.preset)
     rows = read_manifest(world / "manifest.csv")
-    data = training_set(in_split(rows, "train"), preset, FeatureCache(out / "cache"))
-    info = {"name": preset.name, "fingerprint": preset.fingerprint}
+    cache = FeatureCache(out / "cache")
+    data = training_set(in_split(rows, "train"), preset, cache)
+    val = training_set(in_split(rows, "val"), preset, cache)
+    info = preset.info()
 
     results, base = {}, None
     for variant in ("anchor", "emergentbridge"):
         cfg = TrainConfig(preset=args.preset, variant=variant, steps=args.steps, proxy_steps=3 * args.steps)
-        bridge, curves = train(cfg, data, preset_info=info, base=base)
+        bridge, curves = train(cfg, data, val=val, preset_info=info, base=base)
         base = base or bridge
         ckpt = bridge.save(out / f"bridge-{variant}", curves)
         index_path = out / f"index-{variant}"
