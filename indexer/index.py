@@ -258,7 +258,9 @@ def _install_copy(copy: Path, source_dir: Any, bridge: Any) -> None:
     old = copy.with_name(".bridge.old")
     shutil.rmtree(tmp, ignore_errors=True)
     if source_dir is not None:
-        shutil.copytree(source_dir, tmp)
+        # copyfile, not copy2: the copy gets the umask's mode, so a checkpoint saved private (0600)
+        # still gives an index other users can search.
+        shutil.copytree(source_dir, tmp, copy_function=shutil.copyfile)
     else:
         bridge.save(tmp)
     if copy.exists():

@@ -24,7 +24,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from bridge.errors import BridgeMismatchError, EmergentBridgeError
-from bridge.modalities import MODALITIES, check_modality, detect_modality, load
+from bridge.modalities import MODALITIES, check_modality, detect_modality, load, names_a_file
 from indexer.store import Filter, Prefetch, Store, open_store
 
 log = logging.getLogger(__name__)
@@ -88,7 +88,9 @@ class Index:
         if bridge is None:
             bridge = path / BRIDGE_DIR
             if not (bridge / "config.json").is_file():
-                raise QueryError(f"{path} holds no bridge ({bridge}/config.json missing); pass --bridge CHECKPOINT")
+                raise QueryError(f"{path} holds no bridge ({bridge}/config.json missing); pass --bridge CKPT_DIR (the "
+                                 "checkpoint it was built with), or restore the copy with `ebridge index DIR --index "
+                                 f"{path} --bridge CKPT_DIR`")
         if isinstance(bridge, (str, Path)):
             bridge = Bridge.load(bridge)
         try:
@@ -125,14 +127,23 @@ class Index:
         """A query -> (its modality, its bridged vector).
 
         A query is a file path, raw text, an array (give `source`), or `{"id": point_id}` for
-        an item already in the index (its stored vector is used)."""
+        an item already in the index (its stored vector is used). A `pathlib.Path` is always a
+        file; a `str` is a file only when it names an existing file (so a long text is never
+        probed into an OSError), and `source="text"` makes any str a text."""
         if isinstance(query, Mapping) and "id" in query:
-            records = self.store.retrieve([query["id"]], with_vectors=["bridged"])
+            pid = query["id"]
+            if pid is None or (isinstance(pid, str) and not pid.strip()):
+                raise QueryError("an id query needs a point id: the `id` of a search hit (a UUID), "
+                                 "e.g. --id 0b7f9d2e-...")
+            try:
+                records = self.store.retrieve([pid], with_vectors=["bridged"])
+            except (ValueError, TypeError) as exc:
+                raise QueryError(f"--id {pid!r}: not a point id ({exc})") from None
             if not records:
                 raise QueryError(f"no point with id {query['id']!r} in this index")
             rec = records[0]
             return rec.payload["modality"], np.asarray(rec.vectors["bridged"], dtype=np.float32)
-        if isinstance(query, Path) or (isinstance(query, str) and source != "text" and Path(query).is_file()):
+        if isinstance(query, Path) or (isinstance(query, str) and source != "text" and names_a_file(query)):
             path = Path(query)
             modality = source or detect_modality(path)
             if modality is None:
