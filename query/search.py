@@ -25,6 +25,8 @@ import numpy as np
 
 from bridge.errors import BridgeMismatchError, EmergentBridgeError
 from bridge.modalities import MODALITIES, check_modality, detect_modality, load, names_a_file
+from indexer.lock import ReadLock
+from indexer.record import read_record
 from indexer.store import Filter, Prefetch, Store, open_store
 
 log = logging.getLogger(__name__)
@@ -68,6 +70,7 @@ class Index:
         self.store = store
         self.bridge = bridge
         self.fusion = fusion or FusionSettings()
+        self._read_lock: ReadLock | None = None  # set by `open` for a store that lives in the index folder
         meta = store.metadata
         if meta.get("bridge_version") and meta["bridge_version"] != bridge.version:
             raise BridgeMismatchError(
@@ -79,12 +82,33 @@ class Index:
     def open(cls, path: str | Path, url: str | None = None, collection: str | None = None,
              bridge: str | Path | Any | None = None) -> "Index":
         """Open an index folder: its store is wherever the index's record says (embedded, a server
-        or qdrant-client local mode) unless `url`/`collection` say otherwise. `bridge` defaults to the copy kept in `<path>/bridge/`."""
-        from bridge.space import Bridge
+        or qdrant-client local mode) unless `url`/`collection` say otherwise. `bridge` defaults to the
+        copy kept in `<path>/bridge/`.
 
+        A store inside the index folder is never opened while an indexer writes it (loading it
+        beside the writer would break the writer's run): that raises IndexBusyError naming the
+        indexer's pid; try again when it finishes. The index stays read-locked until `close`.
+        """
         path = Path(path)
         if url is None and not path.exists():
             raise QueryError(f"index {path} not found; build it with `ebridge index DIR --index {path}`")
+        lock = None
+        if url is None and ((read_record(path) or {}).get("store") or {"kind": "embedded"})["kind"] in ("embedded", "local"):
+            lock = ReadLock(path)
+            lock.acquire()  # before the bridge copy too: a --reembed run replaces it
+        try:
+            index = cls._open_unlocked(path, url, collection, bridge)
+        except BaseException:
+            if lock is not None:
+                lock.release()
+            raise
+        index._read_lock = lock
+        return index
+
+    @classmethod
+    def _open_unlocked(cls, path: Path, url: str | None, collection: str | None, bridge: Any) -> "Index":
+        from bridge.space import Bridge
+
         if bridge is None:
             bridge = path / BRIDGE_DIR
             if not (bridge / "config.json").is_file():
@@ -97,10 +121,19 @@ class Index:
             store = open_store(path, url=url, collection=collection)
         except FileNotFoundError as exc:
             raise QueryError(str(exc)) from None
-        return cls(store, bridge)
+        try:
+            return cls(store, bridge)
+        except BaseException:
+            store.close()
+            raise
 
     def close(self) -> None:
-        self.store.close()
+        try:
+            self.store.close()
+        finally:
+            if self._read_lock is not None:
+                self._read_lock.release()
+                self._read_lock = None
 
     def __enter__(self) -> "Index":
         return self
