@@ -28,6 +28,7 @@ from bridge.modalities import MODALITIES, check_modality, detect_modality, load,
 from indexer.lock import ReadLock
 from indexer.record import read_record
 from indexer.store import Filter, Prefetch, Store, open_store
+from indexer.verify import StoreDamagedError, check_page
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,7 @@ class Index:
         self.bridge = bridge
         self.fusion = fusion or FusionSettings()
         self._read_lock: ReadLock | None = None  # set by `open` for a store that lives in the index folder
+        self.repair_hint = "re-run `ebridge index` on its folder to check and repair it"  # `open` names them
         meta = store.metadata
         if meta.get("bridge_version") and meta["bridge_version"] != bridge.version:
             raise BridgeMismatchError(
@@ -122,7 +124,14 @@ class Index:
         except FileNotFoundError as exc:
             raise QueryError(str(exc)) from None
         try:
-            return cls(store, bridge)
+            index = cls(store, bridge)
+            root = (read_record(path) or {}).get("root", "DIR")
+            index.repair_hint = (f"run `ebridge index {root} --index {path}`: it checks every point and embeds the "
+                                 "damaged ones again")
+            check = check_page(store)
+            if not check.ok:
+                raise StoreDamagedError(f"index {path}: its store is damaged ({check.summary()}); {index.repair_hint}")
+            return index
         except BaseException:
             store.close()
             raise
@@ -245,18 +254,26 @@ class Index:
     def _search_route(self, route: str, targets: list[str], vectors: np.ndarray, views: np.ndarray | None,
                       k: int, filter: Mapping[str, Any] | Filter | None) -> list[list[SearchHit]]:
         flt = _with_modality(filter, targets)
-        if route == "direct":
-            results = self.store.search_batch("bridged", vectors, k, flt)
-        elif route == "proxy":
-            results = self.store.search_batch("proxy", views, k, flt)
-        else:
-            f = self.fusion
-            depth = max(f.depth, k)  # each side must offer at least k candidates
-            results = [
-                self.store.search_fused([Prefetch("bridged", v, depth, f.direct_weight),
-                                         Prefetch("proxy", g, depth, f.proxy_weight)], k, flt)
-                for v, g in zip(vectors, views)
-            ]
+        try:
+            if route == "direct":
+                results = self.store.search_batch("bridged", vectors, k, flt)
+            elif route == "proxy":
+                results = self.store.search_batch("proxy", views, k, flt)
+            else:
+                f = self.fusion
+                depth = max(f.depth, k)  # each side must offer at least k candidates
+                results = [
+                    self.store.search_fused([Prefetch("bridged", v, depth, f.direct_weight),
+                                             Prefetch("proxy", g, depth, f.proxy_weight)], k, flt)
+                    for v, g in zip(vectors, views)
+                ]
+        except (EmergentBridgeError, ValueError, KeyError, TypeError):
+            raise  # our own checks of the request
+        except Exception as exc:  # the engine could not read the store (e.g. an LZ4 decode error)
+            raise StoreDamagedError(f"the store failed to answer ({str(exc).strip()[:300]}); it may be damaged: "
+                                    f"{self.repair_hint}") from exc
+        if any(not np.isfinite(h.score) for hits in results for h in hits):
+            raise StoreDamagedError(f"the store holds garbage vectors (non-finite scores); {self.repair_hint}")
         return [[_hit(h, route) for h in hits] for hits in results]
 
 
