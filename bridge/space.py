@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -162,6 +163,13 @@ class Bridge:
 
         directory = Path(directory)
         cfg_path = directory / CONFIG_FILE
+        try:
+            os.stat(cfg_path)
+        except PermissionError:
+            raise CheckpointError(f"{directory}: permission denied; make the checkpoint folder readable (chmod a+rx) "
+                                  "or ask its owner") from None
+        except OSError:
+            pass
         if not cfg_path.is_file():
             raise FileNotFoundError(
                 f"{directory} is not a bridge checkpoint (no {CONFIG_FILE}); train one with `ebridge train`"
