@@ -288,12 +288,7 @@ def test_unreadable_checkpoint_is_a_permission_message_not_file_not_found(bridge
         with pytest.raises(CheckpointError, match=r"ckpt: permission denied; make the checkpoint folder readable"):
             load_as_another_user(ckpt)
     finally:
-        for p in (top, top / "ckpt", top / "ckpt" / "model.safetensors"):
-            if p.exists() or p.parent.exists():
-                try:
-                    p.chmod(0o755)
-                except OSError:
-                    pass
+        (top / "ckpt").chmod(0o755)  # so rmtree can enter it when not root
         shutil.rmtree(top, ignore_errors=True)
 
 
