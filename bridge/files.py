@@ -33,6 +33,20 @@ def _fsync_file(path: Path) -> None:
         os.close(fd)
 
 
+def _umask() -> int:
+    """The process umask, read without changing it where the OS allows (Linux: /proc)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside `path`; when the block ends without error it replaces `path`.
@@ -53,6 +67,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     try:
         yield tmp
         if tmp.is_file():
+            # Some writers create their file private whatever the umask (safetensors: 0600).
+            os.chmod(tmp, 0o666 & ~_umask())
             _fsync_file(tmp)
         os.replace(tmp, path)
     except BaseException:

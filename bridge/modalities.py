@@ -48,20 +48,30 @@ def check_modality(modality: str) -> str:
     return modality
 
 
-def detect_modality(path: str | Path) -> str | None:
+def detect_modality(path: str | Path, root: str | Path | None = None) -> str | None:
     """Guess a file's modality from its extension, its path words and (for PNG/TIFF) its pixels.
 
     Returns None for files no modality reads. Depth and thermal are told apart from
     ordinary pictures by a path word (`depth/`, `_ir.png`, `thermal/`...) or, for
     depth, by 16-bit single-channel pixels, which is how RGB-D sensors store it.
+    With `root`, only the words of the path below `root` count: the folders a dataset
+    happens to sit in (`~/ir-archive/photos`) say nothing about its files.
 
     Example:
         >>> detect_modality("scans/depth/0001.png") == "depth"
         True
+        >>> detect_modality("/data/depth_project/photos/1.jpg", root="/data/depth_project")
+        'image'
     """
     path = Path(path)
     ext = path.suffix.lower()
-    words = str(path.with_suffix("")).lower().replace("\\", "/")
+    named = path
+    if root is not None:
+        try:
+            named = path.relative_to(root)
+        except ValueError:
+            named = Path(path.name)  # not under root: trust no folder, only the file name
+    words = named.with_suffix("").as_posix().lower().replace("\\", "/")
     if ext in AUDIO_EXTS:
         return "audio"
     if ext in VIDEO_EXTS:
@@ -123,7 +133,24 @@ def load_text(source: str | Path) -> str:
 
 
 def _looks_like_text_file(value: str) -> bool:
-    return "\n" not in value and len(value) < 4096 and Path(value).suffix.lower() in TEXT_EXTS and Path(value).is_file()
+    return Path(value).suffix.lower() in TEXT_EXTS and names_a_file(value)
+
+
+def names_a_file(value: str) -> bool:
+    """Whether a string is the path of an existing file, without ever raising: a string that
+    cannot be a path (too long, a newline, a NUL byte) is simply not one. Used to tell a
+    query file from a query text.
+
+    Example:
+        >>> names_a_file("a spoken seven " * 40)
+        False
+    """
+    if not value or "\n" in value or "\0" in value or len(value) > 4096:
+        return False
+    try:
+        return Path(value).is_file()
+    except (OSError, ValueError):  # e.g. ENAMETOOLONG: a component over 255 bytes
+        return False
 
 
 def load_image(source: str | Path | np.ndarray) -> np.ndarray:
@@ -195,6 +222,10 @@ def load_audio(source: str | Path | np.ndarray, sample_rate: int | None = None) 
             wave, sr = sf.read(str(path), dtype="float32", always_2d=True)
         except Exception as exc:  # soundfile raises LibsndfileError / RuntimeError for bad files
             raise InputError(path, f"cannot decode audio ({_short(exc)})") from None
+        declared = _wav_declared_frames(path)
+        if declared is not None and wave.shape[0] < declared:
+            # libsndfile reads what is there and only warns; a cut-off recording must not pass as whole.
+            raise InputError(path, f"truncated: {wave.shape[0]} of {declared} frames")
         wave = wave.mean(axis=1)
     if wave.ndim == 2:
         wave = wave.mean(axis=0 if wave.shape[0] < wave.shape[1] else 1)
@@ -205,6 +236,44 @@ def load_audio(source: str | Path | np.ndarray, sample_rate: int | None = None) 
     if not np.isfinite(wave).all():
         raise InputError(name, "audio has non-finite samples")
     return resample(wave, sr, SAMPLE_RATE)
+
+
+# WAV format tags whose block_align is exactly one frame (PCM, IEEE float, A-law, mu-law, extensible).
+_WAV_FRAME_FORMATS = {0x0001, 0x0003, 0x0006, 0x0007, 0xFFFE}
+
+
+def _wav_declared_frames(path: Path) -> int | None:
+    """The frame count a RIFF/WAVE header declares (data chunk size / block align), or None when
+    the file is no WAV, the header does not say (streaming writers leave 0 or 0xFFFFFFFF) or the
+    codec packs several frames per block."""
+    import struct
+
+    try:
+        with open(path, "rb") as f:
+            head = f.read(12)
+            if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+                return None
+            block_align = None
+            while True:
+                chunk = f.read(8)
+                if len(chunk) < 8:
+                    return None
+                kind, size = chunk[:4], struct.unpack("<I", chunk[4:])[0]
+                if kind == b"fmt ":
+                    fmt = f.read(size + (size & 1))
+                    if len(fmt) < 16:
+                        return None
+                    tag, _, _, _, block_align = struct.unpack("<HHIIH", fmt[:14])
+                    if tag not in _WAV_FRAME_FORMATS or not block_align:
+                        return None
+                elif kind == b"data":
+                    if block_align is None or size in (0, 0xFFFFFFFF):
+                        return None
+                    return size // block_align
+                else:
+                    f.seek(size + (size & 1), 1)
+    except OSError:
+        return None
 
 
 def resample(wave: np.ndarray, sr: int, target: int = SAMPLE_RATE) -> np.ndarray:

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
 from bridge.deps import require
+from bridge.errors import CheckpointError
 from bridge.files import atomic_path, atomic_write_json
 from bridge.modalities import check_modality, load
 
@@ -151,19 +153,52 @@ class Bridge:
 
     @classmethod
     def load(cls, directory: str | Path) -> "Bridge":
-        """Load a checkpoint directory written by `save` (no network)."""
+        """Load a checkpoint directory written by `save` (no network).
+
+        A missing, unreadable (permissions) or garbled file raises `CheckpointError` naming it.
+        """
         from safetensors.torch import load_file
 
         from bridge.model import build_modules
 
         directory = Path(directory)
         cfg_path = directory / CONFIG_FILE
+        try:
+            os.stat(cfg_path)
+        except PermissionError:
+            raise CheckpointError(f"{directory}: permission denied; make the checkpoint folder readable (chmod a+rx) "
+                                  "or ask its owner") from None
+        except OSError:
+            pass
         if not cfg_path.is_file():
             raise FileNotFoundError(
                 f"{directory} is not a bridge checkpoint (no {CONFIG_FILE}); train one with `ebridge train`"
             )
-        config = json.loads(cfg_path.read_text())
+        redo = ("restore it from the checkpoint it was copied from (for an index's copy: re-run `ebridge index "
+                "DIR --index INDEX --bridge CKPT_DIR`) or train again with `ebridge train`")
+        try:
+            config = json.loads(cfg_path.read_bytes().decode("utf-8"))
+            if not isinstance(config, dict) or "version" not in config:
+                raise ValueError("not a bridge config (a JSON object with a version was expected)")
+        except PermissionError:
+            raise CheckpointError(f"{cfg_path}: permission denied; make it readable (chmod a+r) or ask its owner") from None
+        except (UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError is a ValueError
+            raise CheckpointError(f"{cfg_path}: garbled bridge config ({exc}); {redo}") from None
+        weights = directory / WEIGHTS_FILE
+        try:
+            # safetensors reports an unreadable file as "No such file or directory": open it ourselves first.
+            with open(weights, "rb"):
+                pass
+        except PermissionError:
+            raise CheckpointError(f"{weights}: permission denied (mode {weights.stat().st_mode & 0o777:o}); make it "
+                                  "readable (chmod a+r) or ask its owner") from None
+        except FileNotFoundError:
+            raise CheckpointError(f"{weights}: missing; the checkpoint is incomplete: {redo}") from None
+        try:
+            state = load_file(str(weights))
+        except Exception as exc:  # safetensors raises SafetensorError / OSError for a garbled file
+            raise CheckpointError(f"{weights}: cannot read the weights ({exc}); {redo}") from None
         modules = build_modules(config)
-        modules.load_state_dict(load_file(str(directory / WEIGHTS_FILE)))
+        modules.load_state_dict(state)
         modules.eval()
         return cls(config, modules)

@@ -81,6 +81,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"  indexed   {s.indexed:>8}   {_by_modality(s.by_modality)}")
     print(f"  unchanged {s.unchanged:>8}")
     print(f"  removed   {s.removed:>8}")
+    if s.repaired:
+        print(f"  repaired  {s.repaired:>8}   damaged points found in the store, embedded again")
     print(f"  errors    {s.errors:>8}   {'see ' + s.errors_report if s.errors else ''}")
     if s.ignored:
         print(f"  ignored   {s.ignored:>8}   (no modality reads these files)")

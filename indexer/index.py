@@ -31,6 +31,7 @@ from indexer.ledger import ERRORS_FILE, INDEXED, Manifest, ManifestRow, write_er
 from indexer.pipeline import Pipeline
 from indexer.scan import ShardSpec, scan_directory
 from indexer.record import INDEX_FORMAT, read_record, write_record
+from indexer.verify import StoreDamagedError, check_points, remove_points
 from indexer.store import ID_NAMESPACE, CollectionSpec, Store, describe, open_store, point_id, store_location
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,7 @@ class IndexSummary:
     removed: int = 0
     errors: int = 0
     ignored: int = 0  # files no modality reads (not errors)
+    repaired: int = 0  # damaged points found in the store and embedded again (all of them after a rebuild)
     points: int = 0  # points in the collection after the run
     seconds: float = 0.0
     items_per_s: float = 0.0  # indexed items per second of the read/embed/write pipeline
@@ -132,6 +134,7 @@ def index_directory(
             _prepare_store(store, the_bridge, manifest, shards=shards, replication=replication,
                                      quantization=quantization, reembed=reembed, where=where)
             _update_metadata(store, the_bridge)
+            repaired = _repair_damage(store, manifest, index_dir, where)
             _drop_missing_points(store, manifest)
 
             scan = scan_directory(root, exclude=exclude, modality=modality, shard=shard, sidecar=sidecar,
@@ -141,6 +144,7 @@ def index_directory(
                                    shard=str(shard) if shard else None, ignored=len(scan.ignored),
                                    errors_report=str(index_dir / ERRORS_FILE))
             summary.unchanged = len(plan.unchanged)
+            summary.repaired = repaired
             log.info("plan: %d to read, %d unchanged, %d deleted", len(plan.todo), len(plan.unchanged),
                      len(plan.deleted))
 
@@ -258,7 +262,9 @@ def _install_copy(copy: Path, source_dir: Any, bridge: Any) -> None:
     old = copy.with_name(".bridge.old")
     shutil.rmtree(tmp, ignore_errors=True)
     if source_dir is not None:
-        shutil.copytree(source_dir, tmp)
+        # copyfile, not copy2: the copy gets the umask's mode, so a checkpoint saved private (0600)
+        # still gives an index other users can search.
+        shutil.copytree(source_dir, tmp, copy_function=shutil.copyfile)
     else:
         bridge.save(tmp)
     if copy.exists():
@@ -321,6 +327,43 @@ def _update_metadata(store: Store, bridge: Any) -> None:
         patch["routes"] = {}
     if any(meta.get(k) != v for k, v in patch.items()):
         store.update_metadata(patch)
+
+
+def _repair_damage(store: Store, manifest: Manifest, index_dir: Path, where: str) -> int:
+    """Check the store's points against the manifest and make damaged ones be embedded again.
+
+    Damaged points (unreadable payload, garbage vectors, wrong or missing point) are removed and
+    their manifest rows forgotten, so this run's plan re-embeds their files. When the engine cannot
+    even remove them, the collection is rebuilt from the files. Returns how many points will be
+    embedded again for it; 0 for a whole store.
+    """
+    rows = [r for r in manifest.rows.values() if r.status == INDEXED]
+    if not rows:
+        return 0
+    check = check_points(store, rows)
+    if not check.ok and check.checked < len(rows):  # a sample found damage: find all of it
+        check = check_points(store, rows, full_limit=len(rows))
+    if check.ok:
+        log.debug("%s: %d points checked, all whole", where, check.checked)
+        return 0
+    log.warning("index %s (%s): %s; their files will be embedded again", index_dir, where, check.summary())
+    ids = list(check.damaged)
+    try:
+        remove_points(store, ids)
+    except Exception as exc:
+        log.warning("index %s: cannot remove the damaged points (%s); rebuilding the collection from the files",
+                    index_dir, exc)
+        try:
+            store.create(store.spec, recreate=True)  # the spec carries the metadata (routes) over
+        except Exception as exc2:
+            raise StoreDamagedError(
+                f"index {index_dir}: the store ({where}) is damaged ({check.summary()}) and could not be rebuilt "
+                f"({exc2}); move {index_dir} aside and index the folder into a fresh index folder") from exc2
+        manifest.clear()
+        return len(rows)
+    paths = {r.point_id: r.path for r in rows}
+    manifest.commit(deleted=[paths[i] for i in ids])
+    return len(ids)
 
 
 def _drop_missing_points(store: Store, manifest: Manifest) -> None:

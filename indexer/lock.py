@@ -1,4 +1,14 @@
-"""One indexer at a time per index folder: an exclusive `flock` on `<index>/index.lock`.
+"""One writer, or any number of readers, per index folder: `flock` on `<index>/index.lock`.
+
+An indexer holds the lock exclusively for its whole run; a reader of an embedded store
+(`query.search.Index`) holds it shared while its store is open. The embedded engine cannot
+share a shard between processes: a second process that merely *loads* the shard while an
+indexer writes it damages the writer's files (its payload-index journals fail to flush). So:
+
+* a reader never opens a store an indexer is writing: it is refused at once with
+  `IndexBusyError` ("being written by pid N; try again when it finishes");
+* an indexer that finds readers waits for them (a search holds the lock for a second or
+  two), up to `reader_wait_s`, then refuses with `IndexLockedError`; it never runs beside one.
 
 The lock belongs to the open file description, so the kernel drops it when the
 process dies in any way (SIGKILL included): a lock is never stale, and there is no
@@ -26,6 +36,10 @@ class IndexLockedError(EmergentBridgeError):
     """Another process holds the index folder's lock (an indexer is running on it)."""
 
 
+class IndexBusyError(EmergentBridgeError):
+    """A reader asked for an index an indexer is writing right now."""
+
+
 class IndexLock:
     """Exclusive, non-blocking lock on an index folder.
 
@@ -36,9 +50,10 @@ class IndexLock:
         True
     """
 
-    def __init__(self, index_dir: str | Path):
+    def __init__(self, index_dir: str | Path, *, reader_wait_s: float = 30.0):
         self.index_dir = Path(index_dir)
         self.path = self.index_dir / LOCK_FILE
+        self.reader_wait_s = reader_wait_s
         self._fd: int | None = None
 
     @property
@@ -51,15 +66,29 @@ class IndexLock:
 
         self.index_dir.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        deadline = time.monotonic() + self.reader_wait_s
+        told = False
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = _read_holder(fd)
-            os.close(fd)
-            raise IndexLockedError(
-                f"{self.index_dir} is locked by another indexer ({holder}); wait for it to finish, "
-                "or index into another folder. The lock is released automatically when that process exits."
-            ) from None
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    pass
+                if not _only_readers(fd):
+                    holder = _read_holder(fd)
+                    raise IndexLockedError(
+                        f"{self.index_dir} is locked by another indexer ({holder}); wait for it to finish, "
+                        "or index into another folder. The lock is released automatically when that process exits.")
+                if time.monotonic() >= deadline:
+                    raise IndexLockedError(
+                        f"{self.index_dir} is held open by a reader (an `ebridge search` or `ebridge serve` on it) "
+                        f"and stayed so for {self.reader_wait_s:.0f}s; stop that reader or try again when it is done.")
+                if not told:
+                    log.info("%s is open for reading; waiting up to %.0fs for the reader to close it",
+                             self.index_dir, self.reader_wait_s)
+                    told = True
+                time.sleep(0.05)
         except BaseException:
             os.close(fd)
             raise
@@ -89,6 +118,83 @@ class IndexLock:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.release()
+
+
+class ReadLock:
+    """Shared lock on an index folder, held by a reader while it has the index's store open.
+
+    Refuses at once (IndexBusyError naming the indexer's pid) when an indexer holds the folder.
+    A folder the reader cannot create the lock file in (read-only media, another user's index
+    no indexer ever ran in) is read without a lock: no writer can be running there either.
+
+    Example:
+        >>> import tempfile
+        >>> with ReadLock(tempfile.mkdtemp()) as lock:
+        ...     lock.held
+        True
+    """
+
+    def __init__(self, index_dir: str | Path):
+        self.index_dir = Path(index_dir)
+        self.path = self.index_dir / LOCK_FILE
+        self._fd: int | None = None
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def acquire(self) -> None:
+        """Take the shared lock, or raise IndexBusyError when an indexer is writing the index."""
+        import fcntl
+
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_CREAT, 0o644)
+        except OSError as exc:
+            log.debug("%s: no lock file (%s); reading without one", self.path, exc.strerror)
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _read_holder(fd)
+            os.close(fd)
+            raise IndexBusyError(
+                f"index {self.index_dir} is being written by an indexer ({holder}); try again when it finishes"
+            ) from None
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        import fcntl
+
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+        finally:
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> "ReadLock":
+        self.acquire()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.release()
+
+
+def _only_readers(fd: int) -> bool:
+    """Whether the lock on `fd`'s file is held only shared (by readers): then a shared lock is granted."""
+    import fcntl
+
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    fcntl.flock(fd, fcntl.LOCK_UN)
+    return True
 
 
 def _read_holder(fd: int) -> str:

@@ -172,7 +172,7 @@ def scan_directory(
                 if problem is None and mod in _READABLE and path.suffix.lower() not in _READABLE[mod]:
                     problem = f"unsupported extension {path.suffix or '(none)'!r} for forced modality {mod!r}"
             else:
-                mod = detect_modality(path)
+                mod = detect_modality(path, root=root)
                 if mod is None:
                     ignored.append(rel)
                     continue

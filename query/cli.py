@@ -72,6 +72,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--route", default="auto", choices=["auto", "direct", "proxy", "fused"])
     p.add_argument("--filter", action="append", default=[], metavar="FIELD=VALUE",
                    help="payload filter, repeatable (label=seven, path_prefix=audio/)")
+    p.add_argument("--bridge", type=Path, default=None,
+                   help="bridge checkpoint to embed the query with (default: the copy kept in the index)")
     p.add_argument("--qdrant-url", help="search this Qdrant server collection (default: where the index was built)")
     p.add_argument("--collection", default=None, help="collection name (default: the index's own)")
     p.add_argument("--json", action="store_true", help="print the hits as a JSON list")
@@ -83,9 +85,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.k < 1:
         raise ValueError("-k must be at least 1")
-    query = args.text if args.text is not None else ({"id": args.id} if args.id else args.file)
+    query = args.text if args.text is not None else ({"id": args.id} if args.id is not None else args.file)
     source = "text" if args.text is not None else args.source
-    with Index.open(args.index, url=args.qdrant_url, collection=args.collection) as index:
+    with Index.open(args.index, url=args.qdrant_url, collection=args.collection, bridge=args.bridge) as index:
         hits = index.search(query, target=args.target, k=args.k, filter=parse_filters(args.filter),
                             route=args.route, source=source)
     if args.json:

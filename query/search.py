@@ -24,8 +24,11 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from bridge.errors import BridgeMismatchError, EmergentBridgeError
-from bridge.modalities import MODALITIES, check_modality, detect_modality, load
+from bridge.modalities import MODALITIES, check_modality, detect_modality, load, names_a_file
+from indexer.lock import ReadLock
+from indexer.record import read_record
 from indexer.store import Filter, Prefetch, Store, open_store
+from indexer.verify import StoreDamagedError, check_page
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +71,8 @@ class Index:
         self.store = store
         self.bridge = bridge
         self.fusion = fusion or FusionSettings()
+        self._read_lock: ReadLock | None = None  # set by `open` for a store that lives in the index folder
+        self.repair_hint = "re-run `ebridge index` on its folder to check and repair it"  # `open` names them
         meta = store.metadata
         if meta.get("bridge_version") and meta["bridge_version"] != bridge.version:
             raise BridgeMismatchError(
@@ -79,26 +84,65 @@ class Index:
     def open(cls, path: str | Path, url: str | None = None, collection: str | None = None,
              bridge: str | Path | Any | None = None) -> "Index":
         """Open an index folder: its store is wherever the index's record says (embedded, a server
-        or qdrant-client local mode) unless `url`/`collection` say otherwise. `bridge` defaults to the copy kept in `<path>/bridge/`."""
-        from bridge.space import Bridge
+        or qdrant-client local mode) unless `url`/`collection` say otherwise. `bridge` defaults to the
+        copy kept in `<path>/bridge/`.
 
+        A store inside the index folder is never opened while an indexer writes it (loading it
+        beside the writer would break the writer's run): that raises IndexBusyError naming the
+        indexer's pid; try again when it finishes. The index stays read-locked until `close`.
+        """
         path = Path(path)
         if url is None and not path.exists():
             raise QueryError(f"index {path} not found; build it with `ebridge index DIR --index {path}`")
+        lock = None
+        if url is None and ((read_record(path) or {}).get("store") or {"kind": "embedded"})["kind"] in ("embedded", "local"):
+            lock = ReadLock(path)
+            lock.acquire()  # before the bridge copy too: a --reembed run replaces it
+        try:
+            index = cls._open_unlocked(path, url, collection, bridge)
+        except BaseException:
+            if lock is not None:
+                lock.release()
+            raise
+        index._read_lock = lock
+        return index
+
+    @classmethod
+    def _open_unlocked(cls, path: Path, url: str | None, collection: str | None, bridge: Any) -> "Index":
+        from bridge.space import Bridge
+
         if bridge is None:
             bridge = path / BRIDGE_DIR
             if not (bridge / "config.json").is_file():
-                raise QueryError(f"{path} holds no bridge ({bridge}/config.json missing); pass --bridge CHECKPOINT")
+                raise QueryError(f"{path} holds no bridge ({bridge}/config.json missing); pass --bridge CKPT_DIR (the "
+                                 "checkpoint it was built with), or restore the copy with `ebridge index DIR --index "
+                                 f"{path} --bridge CKPT_DIR`")
         if isinstance(bridge, (str, Path)):
             bridge = Bridge.load(bridge)
         try:
             store = open_store(path, url=url, collection=collection)
         except FileNotFoundError as exc:
             raise QueryError(str(exc)) from None
-        return cls(store, bridge)
+        try:
+            index = cls(store, bridge)
+            root = (read_record(path) or {}).get("root", "DIR")
+            index.repair_hint = (f"run `ebridge index {root} --index {path}`: it checks every point and embeds the "
+                                 "damaged ones again")
+            check = check_page(store)
+            if not check.ok:
+                raise StoreDamagedError(f"index {path}: its store is damaged ({check.summary()}); {index.repair_hint}")
+            return index
+        except BaseException:
+            store.close()
+            raise
 
     def close(self) -> None:
-        self.store.close()
+        try:
+            self.store.close()
+        finally:
+            if self._read_lock is not None:
+                self._read_lock.release()
+                self._read_lock = None
 
     def __enter__(self) -> "Index":
         return self
@@ -125,14 +169,23 @@ class Index:
         """A query -> (its modality, its bridged vector).
 
         A query is a file path, raw text, an array (give `source`), or `{"id": point_id}` for
-        an item already in the index (its stored vector is used)."""
+        an item already in the index (its stored vector is used). A `pathlib.Path` is always a
+        file; a `str` is a file only when it names an existing file (so a long text is never
+        probed into an OSError), and `source="text"` makes any str a text."""
         if isinstance(query, Mapping) and "id" in query:
-            records = self.store.retrieve([query["id"]], with_vectors=["bridged"])
+            pid = query["id"]
+            if pid is None or (isinstance(pid, str) and not pid.strip()):
+                raise QueryError("an id query needs a point id: the `id` of a search hit (a UUID), "
+                                 "e.g. --id 0b7f9d2e-...")
+            try:
+                records = self.store.retrieve([pid], with_vectors=["bridged"])
+            except (ValueError, TypeError) as exc:
+                raise QueryError(f"--id {pid!r}: not a point id ({exc})") from None
             if not records:
                 raise QueryError(f"no point with id {query['id']!r} in this index")
             rec = records[0]
             return rec.payload["modality"], np.asarray(rec.vectors["bridged"], dtype=np.float32)
-        if isinstance(query, Path) or (isinstance(query, str) and source != "text" and Path(query).is_file()):
+        if isinstance(query, Path) or (isinstance(query, str) and source != "text" and names_a_file(query)):
             path = Path(query)
             modality = source or detect_modality(path)
             if modality is None:
@@ -201,18 +254,26 @@ class Index:
     def _search_route(self, route: str, targets: list[str], vectors: np.ndarray, views: np.ndarray | None,
                       k: int, filter: Mapping[str, Any] | Filter | None) -> list[list[SearchHit]]:
         flt = _with_modality(filter, targets)
-        if route == "direct":
-            results = self.store.search_batch("bridged", vectors, k, flt)
-        elif route == "proxy":
-            results = self.store.search_batch("proxy", views, k, flt)
-        else:
-            f = self.fusion
-            depth = max(f.depth, k)  # each side must offer at least k candidates
-            results = [
-                self.store.search_fused([Prefetch("bridged", v, depth, f.direct_weight),
-                                         Prefetch("proxy", g, depth, f.proxy_weight)], k, flt)
-                for v, g in zip(vectors, views)
-            ]
+        try:
+            if route == "direct":
+                results = self.store.search_batch("bridged", vectors, k, flt)
+            elif route == "proxy":
+                results = self.store.search_batch("proxy", views, k, flt)
+            else:
+                f = self.fusion
+                depth = max(f.depth, k)  # each side must offer at least k candidates
+                results = [
+                    self.store.search_fused([Prefetch("bridged", v, depth, f.direct_weight),
+                                             Prefetch("proxy", g, depth, f.proxy_weight)], k, flt)
+                    for v, g in zip(vectors, views)
+                ]
+        except (EmergentBridgeError, ValueError, KeyError, TypeError):
+            raise  # our own checks of the request
+        except Exception as exc:  # the engine could not read the store (e.g. an LZ4 decode error)
+            raise StoreDamagedError(f"the store failed to answer ({str(exc).strip()[:300]}); it may be damaged: "
+                                    f"{self.repair_hint}") from exc
+        if any(not np.isfinite(h.score) for hits in results for h in hits):
+            raise StoreDamagedError(f"the store holds garbage vectors (non-finite scores); {self.repair_hint}")
         return [[_hit(h, route) for h in hits] for hits in results]
 
 
