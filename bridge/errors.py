@@ -28,3 +28,7 @@ class MissingDependencyError(EmergentBridgeError, ImportError):
 
 class BridgeMismatchError(EmergentBridgeError):
     """An index was built with another bridge (preset, checkpoint or dims)."""
+
+
+class CheckpointError(EmergentBridgeError):
+    """A bridge checkpoint folder whose files are missing, truncated or altered."""

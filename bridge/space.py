@@ -19,6 +19,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from bridge.deps import require
+from bridge.errors import CheckpointError
 from bridge.files import atomic_path, atomic_write_json
 from bridge.modalities import check_modality, load
 
@@ -162,8 +163,30 @@ class Bridge:
             raise FileNotFoundError(
                 f"{directory} is not a bridge checkpoint (no {CONFIG_FILE}); train one with `ebridge train`"
             )
-        config = json.loads(cfg_path.read_text())
-        modules = build_modules(config)
-        modules.load_state_dict(load_file(str(directory / WEIGHTS_FILE)))
+        weights = directory / WEIGHTS_FILE
+        fix = ("copy the checkpoint again from where it was trained (an index restores its own copy with "
+               "`ebridge index DIR --index IDX --bridge CKPT_DIR`)")
+        try:
+            config = json.loads(cfg_path.read_text(encoding="utf-8"))
+            if not isinstance(config, dict):
+                raise ValueError("not a JSON object")
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise CheckpointError(f"{cfg_path}: unreadable bridge config ({exc}); {fix}") from None
+        if not weights.is_file():
+            raise CheckpointError(f"{weights}: missing; {fix}")
+        expected = config.get("weights_sha256")
+        if expected and hashlib.sha256(weights.read_bytes()).hexdigest()[:len(expected)] != expected:
+            raise CheckpointError(f"{weights}: damaged (its hash differs from the {expected} recorded in "
+                                  f"{CONFIG_FILE}); {fix}")
+        try:
+            modules = build_modules(config)
+            modules.load_state_dict(load_file(str(weights)))
+        except (KeyError, TypeError, ValueError, RuntimeError, OSError) as exc:
+            raise CheckpointError(f"{directory}: cannot load the bridge ({type(exc).__name__}: "
+                                  f"{str(exc).splitlines()[0][:200] if str(exc) else ''}); {fix}") from None
+        except Exception as exc:  # safetensors raises its own SafetensorError (not importable portably)
+            if type(exc).__name__ != "SafetensorError":
+                raise
+            raise CheckpointError(f"{weights}: truncated or corrupt ({exc}); {fix}") from None
         modules.eval()
         return cls(config, modules)

@@ -36,6 +36,7 @@ import numpy as np
 
 from bridge.errors import EmergentBridgeError, InputError
 from bridge.modalities import file_kind, load
+from indexer.faults import crash_point
 from indexer.ledger import ERROR, INDEXED, Manifest, ManifestRow
 from indexer.scan import FileEntry
 from indexer.store import Point, Store, point_id
@@ -417,6 +418,7 @@ class Pipeline:
         if points or stale:
             self.store.flush()
         self.manifest.commit(rows)
+        crash_point("batch")
         if self._bar is not None:
             self._bar.update(sum(len(b.results) for b in batches))
 
