@@ -9,8 +9,8 @@ moments it can hit. These hooks let a test hit each stage of `index_directory` d
     store      after the store is created, before any point is written
     batch      after the first batch is durable (points flushed, journal written)
     pipeline   after the last batch, before orphans are swept and the HNSW graph is built
-    optimize   while the HNSW graph is being built (a watchdog process kills us after
-               EBRIDGE_TEST_KILL_DELAY seconds, default 0.2, since the build runs in Rust)
+    optimize   as the HNSW graph build starts (with EBRIDGE_TEST_KILL_DELAY=<seconds>, a watchdog
+               process kills us that long into the build instead, since it runs in native code)
     compact    in the middle of manifest compaction (new Parquet written, not yet renamed)
 
 Unset (always, outside tests), each hook is one dictionary lookup.
@@ -34,10 +34,10 @@ def crash_point(stage: str) -> None:
     if os.environ.get(KILL_ENV) != stage:
         return
     log.warning("%s=%s: killing this process (test crash point)", KILL_ENV, stage)
-    if stage == "optimize":
+    delay = float(os.environ.get(DELAY_ENV, "0") or 0)
+    if stage == "optimize" and delay > 0:
         # The graph is built in native code that holds the GIL: only another process can
         # interrupt it mid-way.
-        delay = float(os.environ.get(DELAY_ENV, "0.2"))
         subprocess.Popen(["/bin/sh", "-c", f"sleep {delay}; kill -9 {os.getpid()}"], start_new_session=True)
         return
     os.kill(os.getpid(), signal.SIGKILL)
