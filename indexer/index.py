@@ -6,12 +6,16 @@ An index folder holds everything needed to search it later:
     <index>/bridge/                   a copy of the bridge checkpoint that made the vectors
     <index>/manifest.parquet          one row per file (+ manifest.journal.jsonl during a run)
     <index>/errors.jsonl              inputs that could not be indexed, with reasons
-    <index>/index.json                where the store is, the indexed folder, the last run
+    <index>/index.json                where the store is, the indexed folder, the last run, and
+                                      `optimized` (false from before a run changes points until its
+                                      HNSW build is done, so a run killed in between is finished next time)
     <index>/index.lock                held while an indexer runs
 
-A run: lock -> bridge (copy / compare) -> store (create / check) -> scan -> plan from the
-manifest -> remove deleted files' points -> pipeline (read, embed, write) -> sweep orphans
--> optimise -> compact manifest, write errors report and summary.
+A run: (refuse early: no bridge, another folder) -> lock -> bridge (copy / compare / repair)
+-> store (create / check; a half-created one is started over) -> manifest (rebuilt from the
+store's payloads if damaged) -> scan -> plan -> record `optimized: false` -> remove deleted
+files' points -> pipeline (read, embed, write) -> sweep orphans -> optimise -> compact manifest,
+write errors report and record. `indexer.faults` lists the crash points the tests kill at.
 """
 from __future__ import annotations
 
