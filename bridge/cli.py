@@ -81,6 +81,8 @@ def run(args: argparse.Namespace) -> int:
     data = training_set(train_rows, preset, cache)
     val = training_set(val_rows, preset, cache) if val_rows else None
     bridge, curves = train(cfg, data, val=val, preset_info=preset.info())
+    # Recorded so `ebridge index` reuses these frozen features instead of encoding the same files again.
+    bridge.config["feature_cache"] = str(cache.directory.resolve())
     bridge.save(args.out, curves)
     print(json.dumps({"checkpoint": str(args.out), "version": bridge.version, "base": bridge.config["base"],
                       "heads": bridge.config["heads"], "val_r1": curves.get("val", {})}, indent=2))

@@ -31,4 +31,4 @@ class BridgeMismatchError(EmergentBridgeError):
 
 
 class CheckpointError(EmergentBridgeError):
-    """A bridge checkpoint directory that cannot be read: garbled, incomplete or not readable by this user."""
+    """A bridge checkpoint folder that cannot be used: missing, garbled, truncated, altered or unreadable."""

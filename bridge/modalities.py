@@ -15,7 +15,10 @@ Every bad input raises `InputError(path, reason)`; nothing returns `None`.
 """
 from __future__ import annotations
 
+import math
+import os
 import re
+import stat
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +32,13 @@ from bridge.errors import InputError
 MODALITIES: tuple[str, ...] = ("text", "image", "audio", "depth", "thermal", "video")
 SAMPLE_RATE = 16_000
 MAX_IMAGE_PIXELS = 50_000_000  # refuse decompression bombs well before they eat memory
+MAX_TEXT_BYTES = 16 * 2**20  # a text item is embedded from its first few hundred tokens anyway
+MAX_AUDIO_SECONDS = 20 * 60  # longer recordings are embedded from their first 20 minutes
+AUDIO_RATES = (1_000, 384_000)  # sample rates outside this range are header damage, not audio
+MAX_ARRAY_ELEMENTS = MAX_IMAGE_PIXELS  # a .npy map is a picture: the same bound
+# torchaudio's sinc kernel holds (new / g) x (old / g) floats (g = gcd): a prime rate such as
+# 999,983 Hz asks for tens of GB. Above this many kernel cells, the rate is rounded to 100 Hz.
+_MAX_RESAMPLE_KERNEL = 2_000_000
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
 AUDIO_EXTS = {".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif"}
@@ -38,7 +48,9 @@ ARRAY_EXTS = {".npy"}
 
 # Folder or file-name words that say a grey picture is a depth map or a thermal frame.
 _DEPTH_WORDS = re.compile(r"(^|[^a-z])(depth|disparity|depths)([^a-z]|$)")
-_THERMAL_WORDS = re.compile(r"(^|[^a-z])(thermal|infrared|lwir|ir|flir)([^a-z]|$)")
+# Not camera brands ("flir"): FLIR-style datasets name their RGB frames FLIR_*.jpg too. A folder of
+# thermal frames without a thermal word sets `modality` in its sidecar or passes --modality.
+_THERMAL_WORDS = re.compile(r"(^|[^a-z])(thermal|infrared|lwir|ir)([^a-z]|$)")
 
 
 def check_modality(modality: str) -> str:
@@ -94,6 +106,8 @@ def detect_modality(path: str | Path, root: str | Path | None = None) -> str | N
 def _is_16bit_grey(path: Path) -> bool:
     from PIL import Image
 
+    if not is_regular_file(path):  # a named pipe or a device would block or never end
+        return False
     try:
         with Image.open(path) as im:
             return im.mode in {"I;16", "I;16B", "I;16L", "I"}
@@ -118,7 +132,7 @@ def load(modality: str, source: Any) -> Any:
 def load_text(source: str | Path) -> str:
     if isinstance(source, Path) or (isinstance(source, str) and _looks_like_text_file(source)):
         path = Path(source)
-        raw = _read_bytes(path)
+        raw = _read_bytes(path, limit=MAX_TEXT_BYTES)
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
@@ -163,8 +177,12 @@ def load_image(source: str | Path | np.ndarray) -> np.ndarray:
         if arr.dtype != np.uint8:
             arr = np.clip(arr * (255.0 if arr.max() <= 1.0 else 1.0), 0, 255).astype(np.uint8)
         return np.ascontiguousarray(arr[..., :3])
-    im = _open_picture(Path(source))
-    return np.asarray(im.convert("RGB"), dtype=np.uint8)
+    path = Path(source)
+    im = _open_picture(path)
+    try:
+        return np.asarray(im.convert("RGB"), dtype=np.uint8)
+    except (OSError, ValueError) as exc:  # modes Pillow cannot turn into RGB (e.g. some 16-bit ones)
+        raise InputError(path, f"cannot convert {im.mode} pixels to RGB ({_short(exc)})") from None
 
 
 def load_depth(source: str | Path | np.ndarray) -> np.ndarray:
@@ -219,7 +237,17 @@ def load_audio(source: str | Path | np.ndarray, sample_rate: int | None = None) 
         name = str(path)
         _read_bytes(path, only_check=True)
         try:
-            wave, sr = sf.read(str(path), dtype="float32", always_2d=True)
+            with sf.SoundFile(str(path)) as f:
+                sr = int(f.samplerate)
+                if not AUDIO_RATES[0] <= sr <= AUDIO_RATES[1]:
+                    raise InputError(path, f"implausible sample rate {sr} Hz in the header (expected "
+                                           f"{AUDIO_RATES[0]}-{AUDIO_RATES[1]} Hz); the file is damaged")
+                if f.channels > 64:
+                    raise InputError(path, f"implausible channel count {f.channels} in the header")
+                # Bounded memory whatever the header claims: at most MAX_AUDIO_SECONDS are decoded.
+                wave = f.read(frames=MAX_AUDIO_SECONDS * sr, dtype="float32", always_2d=True)
+        except InputError:
+            raise
         except Exception as exc:  # soundfile raises LibsndfileError / RuntimeError for bad files
             raise InputError(path, f"cannot decode audio ({_short(exc)})") from None
         declared = _wav_declared_frames(path)
@@ -280,6 +308,14 @@ def resample(wave: np.ndarray, sr: int, target: int = SAMPLE_RATE) -> np.ndarray
     """Band-limited resampling (torchaudio's sinc interpolation)."""
     if sr == target:
         return wave.astype(np.float32)
+    if sr <= 0:
+        raise ValueError(f"sample rate must be positive, got {sr}")
+    g = math.gcd(sr, target)
+    if (sr // g) * (target // g) > _MAX_RESAMPLE_KERNEL:
+        # An odd rate (44,101 Hz) would need a huge kernel; 100 Hz off is inaudible to an encoder.
+        sr = max(100, round(sr / 100) * 100)
+        if sr == target:
+            return wave.astype(np.float32)
     torch = require("torch", "audio resampling")
     taf = require("torchaudio.functional", "audio resampling")
     out = taf.resample(torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32)), sr, target)
@@ -314,21 +350,62 @@ def load_video(source: str | Path | np.ndarray, frames: int = 8) -> np.ndarray:
     _read_bytes(path, only_check=True)
     if path.suffix.lower() == ".gif":
         im = _open_picture(path)
-        all_frames = []
-        for i in range(getattr(im, "n_frames", 1)):
-            im.seek(i)
-            all_frames.append(np.asarray(im.convert("RGB")))
-        return sample_frames(np.stack(all_frames), frames)
+        total = max(1, getattr(im, "n_frames", 1))
+        picked = []
+        for i in _frame_indices(total, frames):  # only the frames kept are decoded into arrays
+            im.seek(int(i))
+            picked.append(np.asarray(im.convert("RGB")))
+        return np.stack(picked)
     av = require("av", "video decoding")
     try:
         with av.open(str(path)) as container:
             stream = container.streams.video[0]
-            decoded = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
-    except (IndexError, av.error.FFmpegError, OSError) as exc:
+            if stream.codec_context.width * stream.codec_context.height > MAX_IMAGE_PIXELS:
+                raise InputError(path, f"video frames of {stream.codec_context.width}x"
+                                       f"{stream.codec_context.height} are too large (decompression bomb?)")
+            total = stream.frames or sum(1 for p in container.demux(stream) if p.size)
+            if total:
+                container.seek(0)
+            picked = _decode_frames(container, stream, _frame_indices(total, frames) if total else None)
+    except InputError:
+        raise
+    except (IndexError, av.error.FFmpegError, OSError, ValueError) as exc:
         raise InputError(path, f"cannot decode video ({_short(exc)})") from None
-    if not decoded:
+    if not picked:
         raise InputError(path, "video has no frames")
-    return sample_frames(np.stack(decoded), frames)
+    return sample_frames(np.stack(picked), frames) if len(picked) != frames else np.stack(picked)
+
+
+def _frame_indices(total: int, frames: int) -> np.ndarray:
+    return np.linspace(0, total - 1, frames).round().astype(int)
+
+
+def _decode_frames(container: Any, stream: Any, wanted: np.ndarray | None) -> list[np.ndarray]:
+    """Decode in order, converting only the wanted frames: memory holds `frames` pictures, not
+    the whole video (a 720p clip of 450 frames would otherwise take 1.2 GB before sampling).
+    Without a frame count (`wanted` None), every frame is a candidate and the list is thinned
+    as it grows, keeping memory bounded all the same."""
+    picked: list[np.ndarray] = []
+    if wanted is None:
+        stride, kept = 1, []
+        for i, frame in enumerate(container.decode(stream)):
+            if i % stride == 0:
+                kept.append(frame.to_ndarray(format="rgb24"))
+                if len(kept) >= 64:
+                    kept, stride = kept[::2], stride * 2
+        return kept
+    want = {int(i): n for n, i in enumerate(wanted)}
+    last_i, last = -1, None
+    for i, frame in enumerate(container.decode(stream)):
+        last_i, last = i, frame
+        if i in want:
+            picked.append(frame.to_ndarray(format="rgb24"))
+        if i >= int(wanted[-1]):
+            break
+    if last is not None and len(picked) < len(wanted) and last_i not in want:
+        # The header promised more frames than the stream holds: end on the last one there is.
+        picked.append(last.to_ndarray(format="rgb24"))
+    return picked
 
 
 def sample_frames(video: np.ndarray, frames: int) -> np.ndarray:
@@ -381,17 +458,52 @@ class Item:
     label: str | None = None
 
 
-def _read_bytes(path: Path, only_check: bool = False) -> bytes:
-    if not path.exists():
-        raise InputError(path, "file not found")
-    if not path.is_file():
-        raise InputError(path, "not a regular file")
+def is_regular_file(path: str | Path) -> bool:
+    """True for a regular file (after symlinks); False for pipes, devices, folders, loops, missing.
+
+    Reading a named pipe blocks forever and `/dev/zero` never ends, so every reader asks first.
+
+    Example:
+        >>> is_regular_file("/dev/zero")
+        False
+    """
     try:
-        if path.stat().st_size == 0:
-            raise InputError(path, "empty file (0 bytes)")
-        return b"" if only_check else path.read_bytes()
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except (OSError, ValueError):
+        return False
+
+
+def file_kind(mode: int) -> str:
+    """A file type in words, for error reasons ("named pipe", "character device"...)."""
+    for test, name in ((stat.S_ISFIFO, "named pipe"), (stat.S_ISCHR, "character device"),
+                       (stat.S_ISBLK, "block device"), (stat.S_ISSOCK, "socket"), (stat.S_ISDIR, "folder")):
+        if test(mode):
+            return name
+    return "special file"
+
+
+def _read_bytes(path: Path, only_check: bool = False, limit: int | None = None) -> bytes:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise InputError(path, "file not found") from None
+    except OSError as exc:  # a symlink loop, a name too long...
+        raise InputError(path, f"cannot open ({exc.strerror or exc})") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise InputError(path, f"not a regular file (a {file_kind(st.st_mode)})")
+    if st.st_size == 0:
+        raise InputError(path, "empty file (0 bytes)")
+    if limit is not None and st.st_size > limit:
+        raise InputError(path, f"too large ({st.st_size} bytes; at most {limit} are read for this modality)")
+    if only_check:
+        return b""
+    try:
+        with open(path, "rb") as f:
+            return f.read(limit if limit is not None else -1)
     except PermissionError:
         raise InputError(path, "permission denied") from None
+    except OSError as exc:
+        raise InputError(path, f"cannot read ({exc.strerror or exc})") from None
 
 
 def _open_picture(path: Path):
@@ -414,11 +526,21 @@ def _open_picture(path: Path):
 
 
 def _load_npy(path: Path) -> np.ndarray:
+    """A numeric .npy map. The header is checked (memory-mapped) before any data is read, so
+    a header declaring a huge shape or a truncated file costs nothing."""
     _read_bytes(path, only_check=True)
     try:
-        return np.load(path, allow_pickle=False)
+        arr = np.load(path, allow_pickle=False, mmap_mode="r")
     except Exception as exc:
         raise InputError(path, f"cannot read .npy array ({_short(exc)})") from None
+    if arr.dtype.kind not in "biuf":
+        raise InputError(path, f".npy array of dtype {arr.dtype} is not numeric (need ints, floats or bools)")
+    if arr.size == 0:
+        raise InputError(path, f".npy array is empty (shape {arr.shape})")
+    if arr.size > MAX_ARRAY_ELEMENTS:
+        raise InputError(path, f".npy array of shape {arr.shape} is too large ({arr.size} values; "
+                               f"at most {MAX_ARRAY_ELEMENTS})")
+    return np.array(arr)
 
 
 def _single_channel(arr: np.ndarray, name: str) -> np.ndarray:

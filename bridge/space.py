@@ -194,11 +194,19 @@ class Bridge:
                                   "readable (chmod a+r) or ask its owner") from None
         except FileNotFoundError:
             raise CheckpointError(f"{weights}: missing; the checkpoint is incomplete: {redo}") from None
+        expected = config.get("weights_sha256")
+        if expected and hashlib.sha256(weights.read_bytes()).hexdigest()[:len(expected)] != expected:
+            raise CheckpointError(f"{weights}: damaged (its hash differs from the {expected} recorded in "
+                                  f"{CONFIG_FILE}); {redo}")
         try:
             state = load_file(str(weights))
         except Exception as exc:  # safetensors raises SafetensorError / OSError for a garbled file
             raise CheckpointError(f"{weights}: cannot read the weights ({exc}); {redo}") from None
-        modules = build_modules(config)
-        modules.load_state_dict(state)
+        try:
+            modules = build_modules(config)
+            modules.load_state_dict(state)
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            raise CheckpointError(f"{directory}: cannot load the bridge ({type(exc).__name__}: "
+                                  f"{str(exc).splitlines()[0][:200] if str(exc) else ''}); {redo}") from None
         modules.eval()
         return cls(config, modules)

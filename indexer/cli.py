@@ -28,6 +28,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="bridge checkpoint directory; needed the first time only (the index keeps a copy)")
     p.add_argument("--reembed", action="store_true",
                    help="re-embed every file (required to switch the index to another bridge)")
+    p.add_argument("--replace", action="store_true",
+                   help="the index was built from another folder: drop its points and index DIR instead")
     g = p.add_argument_group("what to index")
     g.add_argument("--exclude", action="append", default=[], metavar="GLOB",
                    help="skip paths matching GLOB (relative path or any path component); repeatable")
@@ -70,7 +72,8 @@ def run(args: argparse.Namespace) -> int:
         api_key=args.qdrant_api_key, shards=args.shards, replication=args.replication,
         quantization=args.quantization, exclude=args.exclude, modality=args.modality, sidecar=args.sidecar,
         label_from_folder=args.label_from_folder, batch_size=args.batch_size, workers=args.workers,
-        decode=args.decode, torch_threads=args.torch_threads, shard=args.shard, reembed=args.reembed, optimize=not args.no_optimize,
+        decode=args.decode, torch_threads=args.torch_threads, shard=args.shard, reembed=args.reembed,
+        replace=args.replace, optimize=not args.no_optimize,
         progress=not args.no_progress and not args.json and sys.stderr.isatty(),
     )
     if args.json:

@@ -6,26 +6,32 @@ An index folder holds everything needed to search it later:
     <index>/bridge/                   a copy of the bridge checkpoint that made the vectors
     <index>/manifest.parquet          one row per file (+ manifest.journal.jsonl during a run)
     <index>/errors.jsonl              inputs that could not be indexed, with reasons
-    <index>/index.json                where the store is, the indexed folder, the last run
+    <index>/index.json                where the store is, the indexed folder, the last run, and
+                                      `optimized` (false from before a run changes points until its
+                                      HNSW build is done, so a run killed in between is finished next time)
     <index>/index.lock                held while an indexer runs
 
-A run: lock -> bridge (copy / compare) -> store (create / check) -> scan -> plan from the
-manifest -> remove deleted files' points -> pipeline (read, embed, write) -> sweep orphans
--> optimise -> compact manifest, write errors report and summary.
+A run: (refuse early: no bridge, another folder) -> lock -> bridge (copy / compare / repair)
+-> store (create / check; a half-created one is started over) -> manifest (rebuilt from the
+store's payloads if damaged) -> scan -> plan -> record `optimized: false` -> remove deleted
+files' points -> pipeline (read, embed, write) -> sweep orphans -> optimise -> compact manifest,
+write errors report and record. `indexer.faults` lists the crash points the tests kill at.
 """
 from __future__ import annotations
 
 import contextlib
 import json
 import logging
+import os
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from bridge.errors import BridgeMismatchError
+from bridge.errors import BridgeMismatchError, CheckpointError, EmergentBridgeError
 from bridge.files import fsync_dir
+from indexer.faults import crash_point
 from indexer.lock import IndexLock
 from indexer.ledger import ERRORS_FILE, INDEXED, Manifest, ManifestRow, write_errors_report
 from indexer.pipeline import Pipeline
@@ -38,6 +44,10 @@ log = logging.getLogger(__name__)
 
 BRIDGE_DIR = "bridge"
 PAYLOAD_INDEXES = {"modality": "keyword", "label": "keyword", "path": "prefix", "folder": "keyword"}
+
+
+class IndexRootError(EmergentBridgeError):
+    """The index was built from another folder than the one given."""
 
 
 @dataclass
@@ -87,8 +97,10 @@ def index_directory(
     torch_threads: int | None = None,
     shard: ShardSpec | str | None = None,
     reembed: bool = False,
+    replace: bool = False,
     optimize: bool = True,
     progress: bool = True,
+    feature_cache: str | Path | None = None,
 ) -> IndexSummary:
     """Index (or bring up to date) `directory` into the index at `index_path`.
 
@@ -107,6 +119,11 @@ def index_directory(
     or shared machine 1 is often fastest, since the encoder, the bridge's heads and the
     decoders then overlap instead of fighting over OpenMP teams.
 
+    An index holds one folder: another folder than the one it was built from raises
+    `IndexRootError` unless `replace=True`, which drops the old folder's points first.
+    `feature_cache` is a `bridge.features.FeatureCache` folder whose frozen features are
+    reused (default: the cache the bridge was trained with, recorded by `ebridge train`).
+
     Example:
         >>> s = index_directory("data/digits", "runs/digits-index", bridge="runs/bridge")  # doctest: +SKIP
         >>> s.indexed, s.unchanged, s.removed, s.errors                                   # doctest: +SKIP
@@ -122,18 +139,41 @@ def index_directory(
     if quantization not in (None, "int8"):
         raise ValueError(f"quantization {quantization!r} is not supported; use 'int8' or leave it off")
 
+    # Everything that can be refused is refused before the index folder is created.
+    _check_bridge_given(index_dir, bridge)
+    old_record = read_record(index_dir) or {}
+    old_root = old_record.get("root")
+    moved = old_root is not None and Path(old_root) != root
+    if moved and not replace:
+        raise IndexRootError(
+            f"{index_dir} is the index of {old_root}, not of {root}: indexing another folder into it would "
+            f"replace those points. Pass --replace (replace=True) to drop {old_root}'s points and index {root} "
+            "instead, or give another --index folder. An index holds one folder (several roots are not "
+            "supported): to search several folders together, index their common parent.")
+
     with IndexLock(index_dir), _torch_threads(torch_threads):
+        crash_point("lock")
         the_bridge, _ = resolve_bridge(index_dir, bridge, reembed=reembed)
+        _attach_feature_cache(the_bridge, feature_cache)
+        crash_point("bridge")
         location = store_location(qdrant_url, collection) if qdrant_url is not None else \
-            ((read_record(index_dir) or {}).get("store") or store_location(None))
+            (old_record.get("store") or store_location(None))
         where = describe(location)
         store = open_store(index_dir, qdrant_url, collection, api_key=api_key, missing_ok=True)
         owned = location["kind"] != "client"  # a QdrantClient the caller passed stays the caller's
         manifest = Manifest(index_dir)
         try:
-            _prepare_store(store, the_bridge, manifest, shards=shards, replication=replication,
-                                     quantization=quantization, reembed=reembed, where=where)
+            created = _prepare_store(store, the_bridge, manifest, shards=shards, replication=replication,
+                                     quantization=quantization, reembed=reembed, where=where,
+                                     fresh=moved and replace)
+            if moved and replace:
+                log.warning("%s: replacing the index of %s by one of %s", index_dir, old_root, root)
+            crash_point("store")
             _update_metadata(store, the_bridge)
+            if manifest.damaged is not None and not created:
+                n = manifest.rebuild_from(store.scroll(), owns=shard.owns if shard else None)
+                log.warning("%s: manifest rebuilt from the store's payloads and the journal (%d rows from the "
+                            "store); unchanged files are not embedded again", index_dir, n)
             repaired = _repair_damage(store, manifest, index_dir, where)
             _drop_missing_points(store, manifest)
 
@@ -147,6 +187,14 @@ def index_directory(
             summary.repaired = repaired
             log.info("plan: %d to read, %d unchanged, %d deleted", len(plan.todo), len(plan.unchanged),
                      len(plan.deleted))
+
+            # The record says which folder this is and whether the graph is behind the points, *before*
+            # the points change: a run killed from here on is finished (optimised) by the next one.
+            graph_pending = created or old_record.get("optimized") is False
+            if plan.todo or plan.deleted or graph_pending:
+                write_record(index_dir, root=str(root), store=location, bridge_version=the_bridge.version,
+                             last_run=old_record.get("last_run"), optimized=False)
+                graph_pending = True
 
             summary.removed = _remove_deleted(store, manifest, plan.deleted)
             _record_unreadable(manifest, scan.unreadable, the_bridge.version)
@@ -163,16 +211,21 @@ def index_directory(
             summary.by_modality = dict(counts.by_modality)
             summary.encode_seconds = round(counts.encode_seconds, 3)
             summary.items_per_s = round(counts.indexed / pipe_seconds, 2) if counts.indexed and pipe_seconds else 0.0
+            crash_point("pipeline")
 
             _sweep_orphans(store, manifest, root, shard)
-            if optimize and (summary.indexed or summary.removed):
+            if optimize and graph_pending:
+                if not (summary.indexed or summary.removed or created):
+                    log.warning("%s: the last run ended before its HNSW build finished; building it now", index_dir)
+                crash_point("optimize")
                 store.optimize()
+                graph_pending = False
             manifest.compact()
             write_errors_report(index_dir / ERRORS_FILE, manifest.errors(), root)
             summary.points = store.count()
             summary.seconds = round(time.perf_counter() - t_start, 3)
             write_record(index_dir, root=str(root), store=location, bridge_version=the_bridge.version,
-                         last_run=summary.to_dict())
+                         last_run=summary.to_dict(), optimized=not graph_pending)
         finally:
             manifest.close()
             if owned:
@@ -218,11 +271,27 @@ def index_bridge(index_path: str | Path) -> Any:
     return Bridge.load(copy)
 
 
+def _check_bridge_given(index_dir: Path, bridge: Any) -> None:
+    """Refuse a run that has no bridge to use, before anything is created."""
+    from bridge.space import CONFIG_FILE
+
+    copy = index_dir / BRIDGE_DIR
+    if bridge is None and not (copy / CONFIG_FILE).is_file() and not (copy.with_name(".bridge.old") / CONFIG_FILE).is_file():
+        raise FileNotFoundError(
+            f"{index_dir} has no bridge yet: the first run needs --bridge CKPT_DIR (a checkpoint from "
+            "`ebridge train`); later runs use the copy kept in the index")
+    if isinstance(bridge, (str, Path)) and not (Path(bridge) / CONFIG_FILE).is_file():
+        raise FileNotFoundError(f"{bridge} is not a bridge checkpoint (no {CONFIG_FILE}); give the folder "
+                                "`ebridge train --out` wrote")
+
+
 def resolve_bridge(index_dir: Path, bridge: Any, *, reembed: bool = False) -> tuple[Any, bool]:
     """The bridge for this run, and whether it replaced the index's copy.
 
     No `bridge`: the index's copy. A `bridge` and no copy: it becomes the copy. A
     different one than the copy: BridgeMismatchError, or with `reembed` the new copy.
+    A damaged copy is restored from the given bridge when it has the copy's version, and
+    otherwise raises CheckpointError saying which checkpoint restores it.
     """
     from bridge.space import Bridge
 
@@ -232,27 +301,65 @@ def resolve_bridge(index_dir: Path, bridge: Any, *, reembed: bool = False) -> tu
         # Killed between the two renames of _install_copy: the old copy is still whole.
         old.rename(copy)
     have_copy = (copy / "config.json").is_file()
+    copy_version = _copy_version(copy) if have_copy else None
     if bridge is None:
         if not have_copy:
             raise FileNotFoundError(
                 f"{index_dir} has no bridge yet: the first run needs --bridge CKPT_DIR (a checkpoint from "
                 "`ebridge train`); later runs use the copy kept in the index")
-        return Bridge.load(copy), False
+        try:
+            return Bridge.load(copy), False
+        except CheckpointError as exc:
+            raise CheckpointError(
+                f"the index's bridge copy is damaged ({exc}). Restore it: re-run with --bridge CKPT_DIR, the "
+                f"checkpoint the index was built with (version {copy_version or 'unknown'})") from None
     given = bridge if isinstance(bridge, Bridge) else Bridge.load(bridge)
     if have_copy and isinstance(bridge, (str, Path)) and Path(bridge).resolve() == copy.resolve():
         return given, False
     if have_copy:
-        old_version = json.loads((copy / "config.json").read_text())["version"]
-        if old_version == given.version:
-            return Bridge.load(copy), False
-        if not reembed:
+        if copy_version == given.version:
+            try:
+                return Bridge.load(copy), False
+            except CheckpointError as exc:
+                log.warning("repairing the index's bridge copy from the given checkpoint (%s)", exc)
+        elif copy_version is None:
+            # Which bridge made the points is still known to the store (checked next).
+            log.warning("the index's bridge copy is unreadable; replacing it with the given bridge %s", given.version)
+        elif not reembed:
             raise BridgeMismatchError(
-                f"{index_dir} was built with bridge {old_version}, but the given bridge is {given.version}. "
+                f"{index_dir} was built with bridge {copy_version}, but the given bridge is {given.version}. "
                 "Pass --reembed (reembed=True) to re-embed every file with the new bridge, leave --bridge out "
                 "to keep the index's own, or index into another folder.")
-        log.warning("re-embedding %s: bridge %s replaces %s", index_dir, given.version, old_version)
+        else:
+            log.warning("re-embedding %s: bridge %s replaces %s", index_dir, given.version, copy_version)
     _install_copy(copy, bridge if not isinstance(bridge, Bridge) else None, given)
     return given, have_copy
+
+
+def _copy_version(copy: Path) -> str | None:
+    try:
+        version = json.loads((copy / "config.json").read_text(encoding="utf-8")).get("version")
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+        return None
+    return version if isinstance(version, str) else None
+
+
+def _attach_feature_cache(bridge: Any, folder: str | Path | None) -> None:
+    """Reuse the frozen features the bridge's training computed (keyed by decoded content and
+    encoder fingerprint, so a file the training read is not encoded again)."""
+    if bridge.feature_cache is not None:
+        return
+    folder = folder or bridge.config.get("feature_cache")
+    if not folder:
+        return
+    path = Path(folder)
+    if not path.is_dir() or not os.access(path, os.W_OK):
+        log.info("feature cache %s is not a writable folder here; encoding without it", path)
+        return
+    from bridge.features import FeatureCache
+
+    bridge.feature_cache = FeatureCache(path)
+    log.info("reusing frozen features from %s", path)
 
 
 def _install_copy(copy: Path, source_dir: Any, bridge: Any) -> None:
@@ -280,12 +387,13 @@ def _install_copy(copy: Path, source_dir: Any, bridge: Any) -> None:
 
 
 def _prepare_store(store: Store, bridge: Any, manifest: Manifest, *, shards: int, replication: int,
-                   quantization: str | None, reembed: bool, where: str) -> bool:
-    """Create the collection if needed, or check that it fits this bridge; True if created."""
+                   quantization: str | None, reembed: bool, where: str, fresh: bool = False) -> bool:
+    """Create the collection if needed (or, `fresh`, anew), or check that it fits this bridge;
+    True if created."""
     vectors = {"bridged": bridge.dim, "proxy": bridge.dim}
     spec = CollectionSpec(vectors=vectors, payload_indexes=dict(PAYLOAD_INDEXES), quantization=quantization,
                           shards=shards, replication=replication)
-    if store.exists():
+    if store.exists() and not fresh:
         stored_version = store.metadata.get("bridge_version")
         dims_differ = store.spec.vectors != vectors
         if (stored_version not in (None, bridge.version) or dims_differ) and not reembed:
@@ -298,8 +406,10 @@ def _prepare_store(store: Store, bridge: Any, manifest: Manifest, *, shards: int
         log.warning("%s: vector sizes change %s -> %s; recreating the collection", where, store.spec.vectors, vectors)
         store.create(spec, recreate=True)
     else:
-        store.create(spec)
-    if manifest.rows:
+        # A store that does not "exist" may still have left files behind: a run killed while the
+        # engine was creating it. They hold no point anyone recorded: start it over.
+        store.create(spec, recreate=True)
+    if manifest.rows or manifest.damaged is not None:
         # A fresh collection holds none of the manifest's points: start the bookkeeping over too.
         log.warning("new collection: forgetting the %d manifest rows of the old one", len(manifest.rows))
         manifest.clear()

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from bridge.files import atomic_path, atomic_write
+from indexer.faults import crash_point
 from indexer.scan import FileEntry, ShardSpec
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,26 @@ class ManifestRow:
 
 
 _COLUMNS = [f.name for f in fields(ManifestRow)]
+_REQUIRED = {"path": str, "size": int, "mtime_ns": int, "content_hash": str, "point_id": str, "modality": str,
+             "status": str}
+
+
+def _row_from(rec: Any) -> ManifestRow | None:
+    """A row from a journal/Parquet record, or None when it is not one (a JSON array, a line
+    missing fields, a field of the wrong type)."""
+    if not isinstance(rec, dict):
+        return None
+    for key, kind in _REQUIRED.items():
+        value = rec.get(key)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            return None
+    if rec["status"] not in (INDEXED, ERROR):
+        return None
+    extra = {k: rec[k] for k in ("reason", "bridge_version") if isinstance(rec.get(k), str)}
+    updated = rec.get("updated")
+    return ManifestRow(**{k: rec[k] for k in _REQUIRED}, **extra,
+                       updated=float(updated) if isinstance(updated, (int, float)) and not isinstance(updated, bool)
+                       else 0.0)
 
 
 @dataclass
@@ -94,31 +115,89 @@ class Manifest:
     # ------------------------------------------------------------------ reading
 
     def _load(self) -> None:
+        # Why this can be damaged at all: a disk that lied about fsync, a user's copy, a bad backup.
+        # A manifest is bookkeeping, not data: it can be rebuilt from the store (see rebuild_from).
+        self.damaged: str | None = None  # why manifest.parquet could not be read, if it could not
+        for stale in self.index_dir.glob(f".{MANIFEST_FILE}.*.tmp"):  # a compaction killed mid-write
+            stale.unlink(missing_ok=True)
         if self.parquet_path.is_file():
-            import polars as pl
-
-            for rec in pl.read_parquet(self.parquet_path).iter_rows(named=True):
-                row = ManifestRow(**{k: rec[k] for k in _COLUMNS if k in rec})
-                self.rows[row.path] = row
-        replayed = 0
+            try:
+                self._read_parquet()
+            except Exception as exc:  # noqa: BLE001 - polars/arrow raise many kinds for a damaged file
+                self.rows.clear()
+                self.damaged = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ''}"
+                kept = self.parquet_path.with_name(f"{MANIFEST_FILE}.damaged-{time.strftime('%Y%m%dT%H%M%S')}")
+                os.replace(self.parquet_path, kept)
+                log.warning("%s is unreadable (%s); moved aside to %s. The manifest will be rebuilt from the store's "
+                            "payloads and the journal", self.parquet_path, self.damaged, kept.name)
+        replayed = skipped = 0
         if self.journal_path.is_file():
-            with open(self.journal_path, encoding="utf-8") as f:
-                for line in f:
+            with open(self.journal_path, encoding="utf-8", errors="replace") as f:
+                for number, line in enumerate(f, 1):
+                    if not line.strip():
+                        continue
                     try:
                         rec = json.loads(line)
                     except json.JSONDecodeError:
                         # Only the last line can be torn (a kill mid-write); its point, if any,
                         # is simply embedded again.
-                        log.warning("%s: ignoring a torn journal line", self.journal_path)
+                        log.warning("%s: ignoring a torn journal line (%d)", self.journal_path, number)
                         continue
-                    if rec.get("deleted"):
+                    if isinstance(rec, dict) and rec.get("deleted") and isinstance(rec.get("path"), str):
                         self.rows.pop(rec["path"], None)
                     else:
-                        self.rows[rec["path"]] = ManifestRow(**{k: rec[k] for k in _COLUMNS if k in rec})
+                        row = _row_from(rec)
+                        if row is None:
+                            skipped += 1
+                            continue
+                        self.rows[row.path] = row
                     replayed += 1
+        if skipped:
+            # Its file is read again on the next run: at worst one re-embedding, never a lost point.
+            log.warning("%s: ignored %d malformed journal lines (not a JSON object with every manifest field); "
+                        "their files are checked again", self.journal_path, skipped)
         if replayed:
             log.info("manifest: replayed %d journal entries from an earlier (interrupted) run", replayed)
 
+    def _read_parquet(self) -> None:
+        import polars as pl
+
+        frame = pl.read_parquet(self.parquet_path)
+        missing = [c for c in ("path", "size", "mtime_ns", "content_hash", "point_id", "status") if c not in frame.columns]
+        if missing:
+            raise ValueError(f"missing columns {missing}")
+        for rec in frame.iter_rows(named=True):
+            row = _row_from(rec)
+            if row is None:
+                raise ValueError(f"a row with missing or mistyped fields: {rec}")
+            self.rows[row.path] = row
+
+    def rebuild_from(self, records: Iterable[Any], *, owns: Any = None) -> int:
+        """Rebuild the rows of a damaged manifest from the store's points (their payloads hold
+        path, content hash, size and mtime), under what the journal already replayed (newer).
+        `owns(path)` limits it to this run's files (a shard). Returns how many rows it added.
+
+        Example:
+            >>> manifest.rebuild_from(store.scroll(), owns=None)   # doctest: +SKIP
+            1200
+        """
+        added = 0
+        rows = []
+        for rec in records:
+            p = rec.payload or {}
+            path = p.get("path")
+            if not isinstance(path, str) or path in self.rows or (owns is not None and not owns(path)):
+                continue
+            mtime_ns = p.get("mtime_ns")
+            if not isinstance(mtime_ns, int):  # points written before mtime_ns was kept: the file is re-hashed
+                mtime_ns = int(round(float(p.get("mtime") or 0) * 1e9))
+            rows.append(ManifestRow(path, int(p.get("size") or 0), mtime_ns, str(p.get("content_hash") or ""),
+                                    str(rec.id), str(p.get("modality") or ""), INDEXED, "",
+                                    str(p.get("bridge_version") or ""), time.time()))
+            added += 1
+        self.commit(rows)
+        self.damaged = None
+        return added
     def indexed_count(self) -> int:
         return sum(r.status == INDEXED for r in self.rows.values())
 
@@ -184,6 +263,7 @@ class Manifest:
         df = pl.DataFrame(ordered, schema=schema)
         with atomic_path(self.parquet_path) as tmp:
             df.write_parquet(tmp)
+            crash_point("compact")
         # A crash before this truncation only replays entries the Parquet file already has.
         self._close_journal()
         with open(self.journal_path, "w"):
@@ -194,6 +274,7 @@ class Manifest:
         """Forget every row (used when the store is rebuilt from scratch)."""
         self._close_journal()
         self.rows.clear()
+        self.damaged = None
         self.parquet_path.unlink(missing_ok=True)
         self.journal_path.unlink(missing_ok=True)
 

@@ -22,6 +22,7 @@ import hashlib
 import logging
 import os
 import queue
+import stat
 import sys
 import threading
 import time
@@ -34,7 +35,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from bridge.errors import EmergentBridgeError, InputError
-from bridge.modalities import load
+from bridge.modalities import file_kind, load
+from indexer.faults import crash_point
 from indexer.ledger import ERROR, INDEXED, Manifest, ManifestRow
 from indexer.scan import FileEntry
 from indexer.store import Point, Store, point_id
@@ -44,6 +46,8 @@ log = logging.getLogger(__name__)
 TEXT_PAYLOAD_CHARS = 2000  # enough to show a hit's text; the file stays the source of truth
 DECODE_MODES = ("auto", "threads", "processes")
 PROCESS_DECODE_MIN_FILES = 256
+MAX_FILE_BYTES = 64 * 2**30  # a single item larger than this is refused, not hashed for minutes
+HASH_CHUNK = 4 * 2**20  # the reader hashes in chunks: memory stays flat for a file of any size
 
 
 @dataclass
@@ -97,13 +101,14 @@ def read_file(entry: FileEntry, known: ManifestRow | None = None, modalities: Se
                      "train one for this modality or exclude these files")
         return res
     try:
-        with open(entry.abs_path, "rb") as f:
-            st = os.fstat(f.fileno())  # the stat of the bytes we hash, not of an earlier scan
-            data = f.read()
+        st, res.content_hash = hash_file(entry.abs_path)
+    except _NotRegular as exc:
+        res.error = str(exc)
+        return res
     except OSError as exc:
         res.error = f"cannot read file ({exc.strerror or exc})"
         return res
-    res.size, res.mtime_ns, res.content_hash = st.st_size, st.st_mtime_ns, file_hash(data)
+    res.size, res.mtime_ns = st.st_size, st.st_mtime_ns
     if known is not None and known.status == INDEXED and known.content_hash == res.content_hash:
         res.touched = True
         return res
@@ -113,7 +118,54 @@ def read_file(entry: FileEntry, known: ManifestRow | None = None, modalities: Se
         res.error = exc.reason
     except EmergentBridgeError as exc:  # e.g. a missing optional decoder (av for video)
         res.error = str(exc)
+    except (MemoryError, RecursionError) as exc:
+        res.error = f"decoder ran out of resources ({type(exc).__name__})"
+    except Exception as exc:  # noqa: BLE001 - one file must never stop the run; it is reported
+        # A decoder failing in a way its loader does not know yet: report the file, keep going,
+        # and keep the traceback in the debug log for whoever fixes the loader.
+        log.debug("unexpected decoder failure on %s", entry.abs_path, exc_info=True)
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+        res.error = f"cannot decode ({type(exc).__name__}: {first})"
     return res
+
+
+# What an encoder raises on an item it cannot take (odd shape, size, dtype); a missing package or a
+# broken checkpoint is not among them and still stops the run.
+_ITEM_ERRORS = (InputError, ValueError, TypeError, IndexError, RuntimeError)
+
+
+class _NotRegular(OSError):
+    pass
+
+
+def hash_file(path: str | Path) -> tuple[os.stat_result, str]:
+    """(stat, content hash) from one open, in chunks. Opened non-blocking and checked to be a
+    regular file first, so a named pipe or a device (even one swapped in after the scan) is
+    refused at once instead of blocking the reader or filling memory.
+
+    Example:
+        >>> hash_file("/dev/zero")                 # doctest: +SKIP
+        Traceback (most recent call last):
+        _NotRegular: not a regular file (a character device)
+    """
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    try:
+        st = os.fstat(fd)  # the stat of the bytes we hash, not of an earlier scan
+        if not stat.S_ISREG(st.st_mode):
+            raise _NotRegular(f"not a regular file (a {file_kind(st.st_mode)})")
+        if st.st_size > MAX_FILE_BYTES:
+            raise _NotRegular(f"too large ({st.st_size} bytes; the limit is {MAX_FILE_BYTES})")
+        h = hashlib.blake2b(digest_size=16)
+        remaining = st.st_size + 1  # a file growing while read is hashed as far as it was
+        while remaining > 0:
+            chunk = os.read(fd, min(HASH_CHUNK, remaining))
+            if not chunk:
+                break
+            h.update(chunk)
+            remaining -= len(chunk)
+        return st, h.hexdigest()
+    finally:
+        os.close(fd)
 
 
 def read_files(entries: Sequence[FileEntry], known: Sequence[ManifestRow | None],
@@ -286,7 +338,7 @@ class Pipeline:
         t0 = time.perf_counter()
         try:
             batch.features = self.bridge.encode(modality, [r.item for r in good])
-        except InputError:
+        except _ITEM_ERRORS:
             # One item the encoder rejects must not sink its batch: find it, keep the rest.
             rows = []
             for r in good:
@@ -294,6 +346,9 @@ class Pipeline:
                     rows.append(self.bridge.encode(modality, [r.item])[0])
                 except InputError as exc:
                     r.item, r.error = None, exc.reason
+                except _ITEM_ERRORS as exc:
+                    log.debug("encoder failed on %s", r.entry.abs_path, exc_info=True)
+                    r.item, r.error = None, f"the {modality} encoder cannot take it ({type(exc).__name__}: {exc})"[:300]
             batch.features = np.stack(rows) if rows else None
         self.counts.encode_seconds += time.perf_counter() - t0
         return batch
@@ -363,6 +418,7 @@ class Pipeline:
         if points or stale:
             self.store.flush()
         self.manifest.commit(rows)
+        crash_point("batch")
         if self._bar is not None:
             self._bar.update(sum(len(b.results) for b in batches))
 
@@ -380,6 +436,7 @@ def payload_for(r: ReadResult, bridge_version: str) -> dict[str, Any]:
         "bridge_version": bridge_version,
         "size": r.size,
         "mtime": r.mtime_ns / 1e9,
+        "mtime_ns": r.mtime_ns,  # exact, so a damaged manifest can be rebuilt from the payloads
     })
     if e.label is not None:
         payload["label"] = e.label

@@ -15,11 +15,13 @@ import hashlib
 import json
 import logging
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterable
 
-from bridge.modalities import ARRAY_EXTS, AUDIO_EXTS, IMAGE_EXTS, VIDEO_EXTS, check_modality, detect_modality
+from bridge.modalities import (ARRAY_EXTS, AUDIO_EXTS, IMAGE_EXTS, VIDEO_EXTS, check_modality, detect_modality,
+                               file_kind)
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +31,9 @@ SIDECAR_NAMES = ("metadata.csv", "metadata.jsonl", "metadata.json", "metadata.pa
 # Column naming the file in a sidecar table, in order of preference.
 SIDECAR_KEYS = ("path", "file_name", "file", "filename")
 # Payload fields the indexer owns; sidecar columns with these names are not copied over them.
-RESERVED_FIELDS = frozenset({"path", "abs_path", "modality", "content_hash", "bridge_version", "size",
-                             "mtime", "folder", "text"})
+# `modality` is not among them: a sidecar may set a file's modality (it is checked, then used).
+RESERVED_FIELDS = frozenset({"path", "abs_path", "content_hash", "bridge_version", "size", "mtime", "mtime_ns",
+                             "folder", "text"})
 
 # Extensions each modality's loader reads, for checking a forced `--modality`.
 # Text is read by content, so any extension may be forced to text (e.g. .csv, .json).
@@ -152,41 +155,30 @@ def scan_directory(
     for dirpath, dirnames, filenames in os.walk(root, onerror=lambda e: unreadable.append(
             (_rel(Path(e.filename), root), f"cannot list folder ({e.strerror})"))):
         here = Path(dirpath)
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and (here / d).resolve() not in skip_abs
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and _resolved(here / d) not in skip_abs
                              and not _excluded(_rel(here / d, root), patterns))
         for name in sorted(filenames):
             path = here / name
             rel = _rel(path, root)
-            if name.startswith(".") or path.resolve() in skip_abs or _excluded(rel, patterns):
+            if name.startswith(".") or _excluded(rel, patterns):
                 continue
-            if shard is not None and not shard.owns(rel):
+            if not _utf8(rel):
+                # The run's identity, the store and the reports are UTF-8: such a name cannot be a
+                # point. It is reported (with its bytes escaped), never allowed to stop the run.
+                shown = os.fsencode(rel).decode("utf-8", "backslashreplace")
+                unreadable.append((shown, "file name is not valid UTF-8; rename the file (e.g. with convmv)"))
                 continue
-            meta = dict(side.get(rel, {}))
-            forced = meta.pop("modality", None) or modality
-            problem = None
-            if forced is not None:
-                try:
-                    mod = check_modality(str(forced))
-                except ValueError as exc:
-                    mod, problem = str(forced), str(exc)
-                if problem is None and mod in _READABLE and path.suffix.lower() not in _READABLE[mod]:
-                    problem = f"unsupported extension {path.suffix or '(none)'!r} for forced modality {mod!r}"
-            else:
-                mod = detect_modality(path, root=root)
-                if mod is None:
-                    ignored.append(rel)
-                    continue
             try:
-                st = path.stat()
-            except OSError as exc:
-                unreadable.append((rel, f"cannot stat ({exc.strerror})"))
+                entry = _entry(path, rel, root, name, patterns, skip_abs, shard, side, modality, label_from_folder,
+                               ignored)
+            except (OSError, RuntimeError) as exc:  # a symlink loop, a name too long, a vanished file
+                reason = getattr(exc, "strerror", None) or str(exc)
+                unreadable.append((rel, f"cannot stat ({reason})"))
                 continue
-            label = meta.pop("label", None)
-            if label is None and label_from_folder:
-                parent = PurePosixPath(rel).parent
-                label = None if str(parent) == "." else parent.name
-            files.append(FileEntry(rel, path, mod, st.st_size, st.st_mtime_ns,
-                                   None if label is None else str(label), meta, problem))
+            if isinstance(entry, str):
+                unreadable.append((rel, entry))
+            elif entry is not None:
+                files.append(entry)
     if side:
         missing = set(side) - {f.rel_path for f in files}
         if missing:
@@ -195,6 +187,60 @@ def scan_directory(
     log.info("scanned %s: %d files to index, %d ignored (no modality), %d unreadable",
              root, len(files), len(ignored), len(unreadable))
     return ScanResult(files, ignored, unreadable)
+
+
+def _entry(path: Path, rel: str, root: Path, name: str, patterns: list[str], skip_abs: set[Path],
+           shard: ShardSpec | None, side: dict[str, dict[str, Any]], modality: str | None,
+           label_from_folder: bool, ignored: list[str]) -> FileEntry | str | None:
+    """One file's entry; None when it is not to be indexed, a reason when it cannot be."""
+    if name.startswith(".") or _excluded(rel, patterns):
+        return None
+    if shard is not None and not shard.owns(rel):
+        return None
+    st = os.stat(path)  # follows symlinks; raises on a loop or a dangling link
+    if path.resolve() in skip_abs:
+        return None
+    meta = dict(side.get(rel, {}))
+    forced = meta.pop("modality", None) or modality
+    problem = None
+    if forced is not None:
+        try:
+            mod = check_modality(str(forced))
+        except ValueError as exc:
+            mod, problem = str(forced), str(exc)
+        if problem is None and mod in _READABLE and path.suffix.lower() not in _READABLE[mod]:
+            problem = f"unsupported extension {path.suffix or '(none)'!r} for forced modality {mod!r}"
+    elif not stat.S_ISREG(st.st_mode):
+        mod = None
+    else:
+        mod = detect_modality(path, root=root)
+        if mod is None:
+            ignored.append(rel)
+            return None
+    if not stat.S_ISREG(st.st_mode):
+        # A named pipe blocks its reader forever, /dev/zero never ends: never opened at all.
+        return f"not a regular file (a {file_kind(st.st_mode)})"
+    label = meta.pop("label", None)
+    if label is None and label_from_folder:
+        parent = PurePosixPath(rel).parent
+        label = None if str(parent) == "." else parent.name
+    return FileEntry(rel, path, str(mod), st.st_size, st.st_mtime_ns, None if label is None else str(label), meta,
+                     problem)
+
+
+def _resolved(path: Path) -> Path | None:
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):  # a symlink loop: not one of the folders to skip
+        return None
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def load_sidecar(path: str | Path, root: str | Path) -> dict[str, dict[str, Any]]:

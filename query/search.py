@@ -24,10 +24,10 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from bridge.errors import BridgeMismatchError, EmergentBridgeError
-from bridge.modalities import MODALITIES, check_modality, detect_modality, load, names_a_file
+from bridge.modalities import MODALITIES, check_modality, detect_modality, file_kind, load, names_a_file
 from indexer.lock import ReadLock
 from indexer.record import read_record
-from indexer.store import Filter, Prefetch, Store, open_store
+from indexer.store import Filter, Prefetch, Range, Store, open_store
 from indexer.verify import StoreDamagedError, check_page
 
 log = logging.getLogger(__name__)
@@ -187,6 +187,7 @@ class Index:
             return rec.payload["modality"], np.asarray(rec.vectors["bridged"], dtype=np.float32)
         if isinstance(query, Path) or (isinstance(query, str) and source != "text" and names_a_file(query)):
             path = Path(query)
+            _check_query_file(path)
             modality = source or detect_modality(path)
             if modality is None:
                 raise QueryError(f"{path}: cannot tell its modality from the name; pass source=/--source")
@@ -234,6 +235,8 @@ class Index:
         """Search with bridged vectors already computed (what the benchmark uses); `views`,
         their proxy views if already computed (G costs a few denoiser passes per query)."""
         targets = _targets(target)
+        _check_k(k)
+        _check_filter(filter)
         if route not in ("auto", *ROUTES):
             raise QueryError(f"unknown route {route!r}; choose auto, {', '.join(ROUTES)}")
         by_route: dict[str, list[str]] = {}
@@ -277,11 +280,60 @@ class Index:
         return [[_hit(h, route) for h in hits] for hits in results]
 
 
+def _check_query_file(path: Path) -> None:
+    """A query file must be a regular file: a named pipe would block the search forever."""
+    import os
+    import stat
+
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise QueryError(f"{path}: cannot open the query file ({exc.strerror or exc})") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise QueryError(f"{path}: not a regular file (a {file_kind(st.st_mode)}); give a saved file as the query")
+
+
+def _check_k(k: Any) -> None:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= 100_000:
+        raise QueryError(f"k={k!r}: the number of hits must be an integer from 1 to 100000")
+
+
+def _check_filter(filter: Any) -> None:
+    """Each filter value must be a str/int/bool, a non-empty list of strs or of ints, or a Range:
+    checked here so a bad value is one QueryError, not a TypeError from the store's client."""
+    if filter is None or isinstance(filter, Filter):
+        return
+    if not isinstance(filter, Mapping):
+        raise QueryError(f"filter {filter!r}: give a mapping FIELD -> value (e.g. {{'label': 'seven'}})")
+    for key, value in filter.items():
+        if not isinstance(key, str) or not key:
+            raise QueryError(f"filter field {key!r}: field names are non-empty strings")
+        if key == "path_prefix":
+            if not isinstance(value, str):
+                raise QueryError(f"filter path_prefix={value!r}: a path prefix is a string")
+            continue
+        if isinstance(value, (str, int, bool, Range)):
+            continue
+        if isinstance(value, (list, tuple)) and value and (
+                all(isinstance(v, str) for v in value)
+                or all(isinstance(v, int) and not isinstance(v, bool) for v in value)):
+            continue
+        hint = " (a float matches only through a Range, e.g. Range(gte=0.5))" if isinstance(value, float) else ""
+        raise QueryError(f"filter {key}={value!r}: a value must be a str, int or bool, a non-empty list of strs "
+                         f"or of ints, or a Range{hint}")
+
+
 def _targets(target: str | Sequence[str] | None) -> list[str]:
     if target is None:
         return list(MODALITIES)
+    if not isinstance(target, (str, list, tuple)):
+        raise QueryError(f"target={target!r}: give a modality or a list of them ({', '.join(MODALITIES)})")
     targets = [target] if isinstance(target, str) else list(target)
+    if not targets:
+        raise QueryError(f"target=[] names no modality; give one or more of {', '.join(MODALITIES)} or None for all")
     for t in targets:
+        if not isinstance(t, str):
+            raise QueryError(f"target {t!r} is not a modality name; known: {', '.join(MODALITIES)}")
         try:
             check_modality(t)
         except ValueError as exc:

@@ -25,6 +25,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from bridge.errors import EmergentBridgeError
 from indexer.record import read_record
 from indexer.store.base import Store
 from indexer.store.edge import EdgeStore
@@ -33,10 +34,44 @@ from indexer.store.types import (DEFAULT_RRF_K, ID_NAMESPACE, CollectionSpec, Fi
                                  Range, Record, StoreInfo, point_id)
 
 __all__ = ["Store", "EdgeStore", "ServerStore", "CollectionSpec", "Filter", "Hit", "Point", "PointId", "Prefetch",
-           "Range", "Record", "StoreInfo", "point_id", "open_store", "store_location", "ID_NAMESPACE",
-           "DEFAULT_RRF_K"]
+           "Range", "Record", "StoreInfo", "point_id", "open_store", "open_edge", "store_location", "ID_NAMESPACE",
+           "DEFAULT_RRF_K", "StoreInUseError"]
 
 DEFAULT_COLLECTION = "emergentbridge"
+
+
+class StoreInUseError(EmergentBridgeError):
+    """Another process has the embedded store open (the engine allows one process per store)."""
+
+
+def open_edge(index_dir: str | os.PathLike[str]) -> EdgeStore:
+    """`EdgeStore(index_dir)`, with the engine's "failed to open WAL ... WouldBlock" (another
+    process holds the store) turned into one sentence that says who and what to do."""
+    try:
+        return EdgeStore(index_dir)
+    except Exception as exc:  # noqa: BLE001 - the engine raises plain Exception
+        if "WouldBlock" not in str(exc):
+            raise
+        holders = _holders(Path(index_dir) / EdgeStore.SHARD_DIR)
+        who = f"pid {', '.join(map(str, holders))}" if holders else "pid unknown"
+        raise StoreInUseError(
+            f"index {index_dir} is in use by another process ({who}): an `ebridge index`, `ebridge search`, "
+            "`ebridge serve` or a Python session with Index.open. The embedded store opens in one process "
+            "at a time: wait for it to finish or close it, then retry (serve the index with `ebridge serve` "
+            "to search it from several clients).") from None
+
+
+def _holders(shard: Path) -> list[int]:
+    """Pids of this user's processes with a file of `shard` open (Linux /proc; empty elsewhere)."""
+    prefix, me, found = str(shard.resolve()) + "/", os.getpid(), []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            pid = int(proc.name)
+            if pid != me and any(os.readlink(fd).startswith(prefix) for fd in (proc / "fd").iterdir()):
+                found.append(pid)
+        except (OSError, ValueError):
+            continue
+    return sorted(found)
 
 
 def store_location(url: Any = None, collection: str | None = None) -> dict[str, Any]:
@@ -98,7 +133,7 @@ def open_store(index_dir: str | os.PathLike[str], url: Any = None, collection: s
     collection = collection or DEFAULT_COLLECTION
     store: Store
     if url is None:
-        store = EdgeStore(index_dir)
+        store = open_edge(index_dir)
     elif isinstance(url, str) and url.startswith(("http://", "https://")):
         store = ServerStore(url, collection, api_key=api_key)
     elif url == ":memory:":

@@ -1,0 +1,43 @@
+"""Test-only crash points: `EBRIDGE_TEST_KILL_AT=<stage>` makes the indexer SIGKILL itself there.
+
+"Nothing lost on a crash" is a claim about every moment of a run; a test can only check the
+moments it can hit. These hooks let a test hit each stage of `index_directory` deterministically
+(a real SIGKILL: no `finally`, no flush, no atexit), then re-run and check the index:
+
+    lock       after the index lock is taken, before anything else
+    bridge     after the bridge copy is written, before the store exists
+    store      after the store is created, before any point is written
+    batch      after the first batch is durable (points flushed, journal written)
+    pipeline   after the last batch, before orphans are swept and the HNSW graph is built
+    optimize   as the HNSW graph build starts (with EBRIDGE_TEST_KILL_DELAY=<seconds>, a watchdog
+               process kills us that long into the build instead, since it runs in native code)
+    compact    in the middle of manifest compaction (new Parquet written, not yet renamed)
+
+Unset (always, outside tests), each hook is one dictionary lookup.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+
+log = logging.getLogger(__name__)
+
+KILL_ENV = "EBRIDGE_TEST_KILL_AT"
+DELAY_ENV = "EBRIDGE_TEST_KILL_DELAY"
+STAGES = ("lock", "bridge", "store", "batch", "pipeline", "optimize", "compact")
+
+
+def crash_point(stage: str) -> None:
+    """SIGKILL this process now if the test asked for a crash at `stage`."""
+    if os.environ.get(KILL_ENV) != stage:
+        return
+    log.warning("%s=%s: killing this process (test crash point)", KILL_ENV, stage)
+    delay = float(os.environ.get(DELAY_ENV, "0") or 0)
+    if stage == "optimize" and delay > 0:
+        # The graph is built in native code that holds the GIL: only another process can
+        # interrupt it mid-way.
+        subprocess.Popen(["/bin/sh", "-c", f"sleep {delay}; kill -9 {os.getpid()}"], start_new_session=True)
+        return
+    os.kill(os.getpid(), signal.SIGKILL)
