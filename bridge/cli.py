@@ -3,6 +3,7 @@
     ebridge train MANIFEST --out runs/bridge         (bridge.train_cli)
     ebridge index DIR --index PATH [--bridge CKPT]    (indexer.cli)
     ebridge search --index PATH --text "seven" --target audio   (query.cli)
+    ebridge serve --index PATH [--port 8000]          (query.serve)
     ebridge bench --quick --out bench-out            (query.bench)
     ebridge demo --out demo-out                      (query.demo)
 """
@@ -21,6 +22,7 @@ COMMANDS = {
     "train": "bridge.train_cli",
     "index": "indexer.cli",
     "search": "query.cli",
+    "serve": "query.serve",
     "bench": "query.bench",
     "demo": "query.demo",
 }

@@ -36,8 +36,9 @@ class IndexLock:
         True
     """
 
-    def __init__(self, index_dir: str | Path):
+    def __init__(self, index_dir: str | Path, role: str = "indexer"):
         self.index_dir = Path(index_dir)
+        self.role = role  # "indexer" or "server": the refusal message tells the next comer which
         self.path = self.index_dir / LOCK_FILE
         self._fd: int | None = None
 
@@ -54,17 +55,15 @@ class IndexLock:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = _read_holder(fd)
+            info = _read_info(fd)
             os.close(fd)
-            raise IndexLockedError(
-                f"{self.index_dir} is locked by another indexer ({holder}); wait for it to finish, "
-                "or index into another folder. The lock is released automatically when that process exits."
-            ) from None
+            raise IndexLockedError(_locked_message(self.index_dir, info)) from None
         except BaseException:
             os.close(fd)
             raise
         self._fd = fd
-        info = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        info = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                "role": self.role}
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(info).encode(), 0)
         log.debug("locked %s", self.path)
@@ -91,9 +90,38 @@ class IndexLock:
         self.release()
 
 
-def _read_holder(fd: int) -> str:
+def _read_info(fd: int) -> dict:
     try:
-        info = json.loads(os.pread(fd, 4096, 0).decode() or "{}")
-        return f"pid {info['pid']} on {info['host']} since {info['since']}"
-    except (OSError, ValueError, KeyError):
-        return "holder unknown"
+        return dict(json.loads(os.pread(fd, 4096, 0).decode() or "{}"))
+    except (OSError, ValueError, TypeError):
+        return {}
+
+
+def _locked_message(index_dir: Path, info: dict) -> str:
+    try:
+        holder = f"pid {info['pid']} on {info['host']} since {info['since']}"
+    except KeyError:
+        holder = "holder unknown"
+    if info.get("role") == "server":
+        return (f"{index_dir} is in use by a server (ebridge serve, {holder}); stop that server to index, then "
+                "start it again (meanwhile search through it: ebridge search --server URL). "
+                "The lock is released automatically when that process exits.")
+    return (f"{index_dir} is locked by another indexer ({holder}); wait for it to finish, "
+            "or index into another folder. The lock is released automatically when that process exits.")
+
+
+def recorded_holder(index_dir: str | Path) -> dict:
+    """What `<index>/index.lock` says about its holder, read without locking ({} when nothing is
+    recorded). The holder truncates the file on release, so this is who holds it now (or who
+    held it when killed: the kernel lock is then gone, but the note stays until the next run).
+
+    Example:
+        >>> import tempfile
+        >>> recorded_holder(tempfile.mkdtemp())
+        {}
+    """
+    try:
+        text = (Path(index_dir) / LOCK_FILE).read_text(encoding="utf-8")
+        return dict(json.loads(text)) if text.strip() else {}
+    except (OSError, ValueError, TypeError):
+        return {}

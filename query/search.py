@@ -37,6 +37,10 @@ class QueryError(EmergentBridgeError, ValueError):
     """A query that cannot run: unknown modality, unreadable file, empty text, unknown id..."""
 
 
+class IndexBusyError(EmergentBridgeError):
+    """The embedded store is open in another process (a server or an indexer holds its WAL)."""
+
+
 @dataclass
 class SearchHit:
     id: str
@@ -95,6 +99,10 @@ class Index:
             store = open_store(path, url=url, collection=collection)
         except FileNotFoundError as exc:
             raise QueryError(str(exc)) from None
+        except Exception as exc:
+            if "WouldBlock" not in str(exc):
+                raise
+            raise IndexBusyError(_busy_message(path)) from None
         return cls(store, bridge)
 
     def close(self) -> None:
@@ -243,6 +251,21 @@ def _hit(h: Any, route: str) -> SearchHit:
     p = h.payload or {}
     return SearchHit(id=str(h.id), path=p.get("path"), modality=p.get("modality", "?"), score=float(h.score),
                      route=route, label=p.get("label"), payload=p)
+
+
+def _busy_message(path: Path) -> str:
+    """Why the embedded store cannot be opened, naming the holder that `index.lock` records."""
+    from indexer.lock import recorded_holder
+
+    info = recorded_holder(path)
+    if info.get("role") == "server":
+        return (f"{path} is held by a running server (ebridge serve, pid {info.get('pid')} on {info.get('host')}); "
+                "search through it with `ebridge search --server URL`, or stop it first")
+    if info:
+        return (f"{path} is being written by an indexer (pid {info.get('pid')} on {info.get('host')}); "
+                "search again when it has finished")
+    return (f"{path} is open in another process (the embedded store allows one at a time); "
+            "close it, or serve the index with `ebridge serve` and search with --server")
 
 
 def parse_filters(pairs: Sequence[str]) -> dict[str, Any]:
