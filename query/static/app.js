@@ -114,7 +114,6 @@ function fillMedia(box, h) {
     const img = document.createElement("img");
     img.src = h.preview;
     img.alt = `${h.modality} ${h.label || ""}`.trim();
-    img.loading = "lazy";
     box.appendChild(img);
   } else if (h.modality === "audio") {
     box.classList.add("audio");
@@ -157,6 +156,7 @@ form.addEventListener("submit", (ev) => {
   ev.preventDefault();
   const text = $("#q").value.trim();
   if (text) {
+    $("#file-name").textContent = "";
     search(Object.assign({ text }, controls()), `“${text}”`);
   } else if (fileInput.files.length) {
     searchFile(fileInput.files[0]);
