@@ -33,6 +33,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="threads that encode queries (default: cores, at most 4)")
     p.add_argument("--torch-threads", type=int, default=1, help="torch threads per worker (default 1)")
     p.add_argument("--no-warm", action="store_true", help="do not run the encoders once at start")
+    p.add_argument("--text-cache", type=int, default=4096, help="text queries whose vectors are kept (0: none)")
     p.add_argument("--qdrant-url", help="serve a Qdrant server collection (the index folder holds its bridge)")
     p.add_argument("--collection", default="emergentbridge")
     p.set_defaults(func=run)
@@ -51,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
                     "download the indexed files", args.host)
     settings = ServeSettings(api_key=args.api_key or None, max_upload_bytes=int(args.max_upload_mb * 2**20),
                              max_k=args.max_k, workers=args.workers, torch_threads=args.torch_threads,
-                             warm=not args.no_warm)
+                             warm=not args.no_warm, text_cache=args.text_cache)
     service = SearchService.open(args.index, settings, url=args.qdrant_url, collection=args.collection)
     app = create_app(service)
     log.info("serving %s on http://%s:%d/ (API docs at /docs)", args.index, args.host, args.port)

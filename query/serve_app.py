@@ -6,10 +6,12 @@ Sharing an embedded index: the server takes the index folder's lock (`index.lock
 stops at once with "in use by a server (pid N)" instead of a WAL traceback, and the server never
 sees a half-written store. To re-index: stop the server, index, start it again.
 
-Concurrency: requests are answered by one event loop; query encoding, the store call and preview
-rendering run in a small thread pool (`workers`, torch at `torch_threads` each). qdrant-edge's
-shard answers reads from many threads at once (checked: 8 threads x 1000 queries gave the serial
-answers), and the server never writes, so the store needs no lock of ours.
+Concurrency: one event loop takes the requests; decoding uploads, store calls and previews run in
+a thread pool, and queries are embedded by a batcher per modality (`workers` threads, torch at
+`torch_threads` each) that encodes whatever queries are waiting in one pass of encoder, head and
+G: on a small machine a crowd of queries costs little more than one. qdrant-edge's shard answers
+reads from many threads at once (checked: 8 threads x 1000 queries gave the serial answers), and
+the server never writes, so the store needs no lock of ours.
 
 Example:
     >>> from query.serve_app import SearchService, ServeSettings, create_app   # doctest: +SKIP
@@ -24,12 +26,15 @@ import json
 import logging
 import mimetypes
 import os
+import queue
 import re
 import shutil
+import sys
 import tempfile
+import threading
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
 from functools import partial
@@ -68,6 +73,7 @@ class ServeSettings:
     workers: int = 2  # threads that encode queries and render previews
     torch_threads: int = 1  # torch intra-op threads per worker: the workers, not OpenMP, use the cores
     warm: bool = True  # run every encoder once at start, so the first request is not the cold one
+    text_cache: int = 4096  # embedded text queries kept (popular queries repeat); 0: none
 
 
 class ApiError(Exception):
@@ -154,7 +160,11 @@ class SearchService:
         self.settings = settings
         self.lock = lock
         self.root = _indexed_root(index_dir)
-        self.pool = ThreadPoolExecutor(max(1, settings.workers), thread_name_prefix="ebridge-serve")
+        # decoding uploads, store calls and previews; encoders run in the batchers' own threads
+        self.pool = ThreadPoolExecutor(max(4, 2 * settings.workers), thread_name_prefix="ebridge-serve")
+        self._batchers: dict[str, _Batcher] = {}
+        self._batchers_lock = threading.Lock()
+        self.text_cache = _LruCache(settings.text_cache)
         self.upload_dir = Path(tempfile.mkdtemp(prefix=f"ebridge-serve-{os.getpid()}-"))
         self.started = time.time()
 
@@ -182,6 +192,10 @@ class SearchService:
         return service
 
     def close(self) -> None:
+        with self._batchers_lock:
+            for batcher in self._batchers.values():
+                batcher.close()
+            self._batchers.clear()
         self.pool.shutdown(wait=True, cancel_futures=True)
         try:
             self.index.close()
@@ -261,36 +275,66 @@ class SearchService:
 
     # -- search
 
-    def search(self, req: SearchRequest, upload: Path | None, upload_name: str | None) -> dict[str, Any]:
+    async def search(self, req: SearchRequest, upload: Path | None, upload_name: str | None) -> dict[str, Any]:
+        """Decode (pool) -> embed with whatever else is waiting (batcher) -> store search (pool)."""
         t0 = time.perf_counter()
-        index = self.index
+        source, item, z, query = await self.run(self._prepare, req, upload, upload_name)
+        view = None
+        if z is None:
+            need_view = req.route in ("proxy", "fused") or (req.route == "auto" and any(
+                self.index.route_for(source, t) != "direct" for t in (req.target or MODALITIES)))
+            cached = self.text_cache.get(item) if source == "text" else None
+            if cached is not None and (cached[1] is not None or not need_view):
+                z, view = cached
+                query["cached"] = True
+            else:
+                z, view = await asyncio.wrap_future(self._batcher(source).submit(item, need_view))
+                if source == "text":
+                    self.text_cache.put(item, (z, view))
+        hits = await self.run(self._search_vector, source, z, view, req)
+        return {"query": query, "hits": [{**h.to_json(), **_links(h.id, h.modality)} for h in hits],
+                "took_ms": round(1000 * (time.perf_counter() - t0), 3)}
+
+    def _prepare(self, req: SearchRequest, upload: Path | None,
+                 upload_name: str | None) -> tuple[str, Any, np.ndarray | None, dict[str, Any]]:
+        """(query modality, canonical item to encode or None, stored vector or None, query description)."""
+        from bridge.modalities import load
+
+        bridge = self.index.bridge
         if req.id is not None:
             self.record(req.id)  # 404 before anything else
-            source, z = index.embed_query({"id": req.id})
-            query = {"kind": "id", "id": req.id, "modality": source}
-        elif upload is not None:
+            source, z = self.index.embed_query({"id": req.id})
+            return source, None, z, {"kind": "id", "id": req.id, "modality": source}
+        if upload is not None:
             source = req.source or _upload_modality(upload)
             if source is None:
                 raise ApiError(400, f"{upload_name}: cannot tell its modality from the name; send source=image, "
                                     "audio, depth, thermal, video or text with the file")
             try:
-                source, z = index.embed_query(upload, source)
+                item = load(source, upload)
             except InputError as exc:
                 raise ApiError(400, f"{upload_name}: {exc.reason}") from None
             query = {"kind": "file", "name": upload_name, "modality": source}
         else:
-            text = (req.text or "").strip()
-            if not text:
+            # The string is embedded as text, never read as a file name (Index.embed_query would).
+            item = (req.text or "").strip()
+            if not item:
                 raise ApiError(400, "empty text query; type some words")
-            if "text" not in index.bridge.modalities:
-                raise ApiError(400, f"this index's bridge has no text head (it knows {', '.join(index.bridge.modalities)})")
-            # Embed the string directly: Index.embed_query would read it as a file if it named one.
-            bridge = index.bridge
-            source, z = "text", bridge.embed_features("text", bridge.encode("text", [text]))[0]
-            query = {"kind": "text", "text": text, "modality": "text"}
-        hits = index.search_vectors(source, z[None, :], req.target, req.k, req.filter or None, req.route)[0]
-        return {"query": query, "hits": [{**h.to_json(), **_links(h.id, h.modality)} for h in hits],
-                "took_ms": round(1000 * (time.perf_counter() - t0), 3)}
+            source, query = "text", {"kind": "text", "text": item, "modality": "text"}
+        if source not in bridge.modalities:
+            raise ApiError(400, f"this index's bridge has no {source} head (it knows {', '.join(bridge.modalities)})")
+        return source, item, None, query
+
+    def _search_vector(self, source: str, z: np.ndarray, view: np.ndarray | None, req: SearchRequest) -> list[Any]:
+        views = None if view is None else view[None, :]
+        return self.index.search_vectors(source, z[None, :], req.target, req.k, req.filter or None, req.route,
+                                         views=views)[0]
+
+    def _batcher(self, modality: str) -> "_Batcher":
+        with self._batchers_lock:
+            if modality not in self._batchers:
+                self._batchers[modality] = _Batcher(self.index.bridge, modality, self.settings.workers)
+            return self._batchers[modality]
 
     def stats(self) -> dict[str, Any]:
         store, bridge = self.index.store, self.index.bridge
@@ -306,6 +350,113 @@ class SearchService:
             "uptime_s": round(time.time() - self.started, 1),
             "limits": {"max_k": self.settings.max_k, "max_upload_bytes": self.settings.max_upload_bytes},
         }
+
+
+class _LruCache:
+    """A small thread-safe LRU map (text query -> its vector and proxy view)."""
+
+    def __init__(self, size: int):
+        from collections import OrderedDict
+
+        self.size, self.data, self.lock = size, OrderedDict(), threading.Lock()
+
+    def get(self, key: Any) -> Any:
+        with self.lock:
+            if key not in self.data:
+                return None
+            self.data.move_to_end(key)
+            return self.data[key]
+
+    def put(self, key: Any, value: Any) -> None:
+        if self.size <= 0:
+            return
+        with self.lock:
+            self.data[key] = value
+            self.data.move_to_end(key)
+            while len(self.data) > self.size:
+                self.data.popitem(last=False)
+
+
+class _Batcher:
+    """Concurrent queries of one modality embedded together: encoder, head and G each run once per
+    batch instead of once per query. Each of `threads` threads takes whatever is waiting (up to
+    `max_batch`) as one batch, so a lone query waits for nobody and a crowd shares the passes.
+
+    Example::
+
+        z, view = _Batcher(bridge, "text", threads=2).submit("seven", need_view=True).result()
+    """
+
+    def __init__(self, bridge: Any, modality: str, threads: int = 2, max_batch: int = 32):
+        self.bridge, self.modality, self.max_batch = bridge, modality, max_batch
+        self.queue: queue.SimpleQueue = queue.SimpleQueue()
+        self.threads = [threading.Thread(target=self._loop, name=f"ebridge-{modality}-{i}", daemon=True)
+                        for i in range(max(1, threads))]
+        for t in self.threads:
+            t.start()
+
+    def submit(self, item: Any, need_view: bool) -> Future:
+        """Future of (bridged vector, its proxy view or None) for one canonical item."""
+        fut: Future = Future()
+        self.queue.put((item, need_view, fut))
+        return fut
+
+    def close(self) -> None:
+        for _ in self.threads:
+            self.queue.put(None)
+        for t in self.threads:
+            t.join(timeout=30)
+
+    def _loop(self) -> None:
+        while True:
+            first = self.queue.get()
+            if first is None:
+                return
+            batch = [first]
+            while len(batch) < self.max_batch:
+                try:
+                    nxt = self.queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:  # closing: finish this batch, then stop
+                    self.queue.put(None)
+                    break
+                batch.append(nxt)
+            self._run(batch)
+
+    def _run(self, batch: list[tuple[Any, bool, Future]]) -> None:
+        live = [b for b in batch if b[2].set_running_or_notify_cancel()]
+        if not live:
+            return
+        try:
+            z, views = self._embed([b[0] for b in live], any(b[1] for b in live))
+        except Exception:
+            if len(live) > 1:  # find the culprit: each query on its own, each gets its own answer
+                for one in live:
+                    self._run_one(one)
+                return
+            live[0][2].set_exception(_as_api_error(sys.exc_info()[1]))
+            return
+        for j, (_, need_view, fut) in enumerate(live):
+            fut.set_result((z[j], views[j] if views is not None and need_view else None))
+
+    def _run_one(self, one: tuple[Any, bool, Future]) -> None:
+        try:
+            z, views = self._embed([one[0]], one[1])
+            one[2].set_result((z[0], views[0] if views is not None else None))
+        except Exception as exc:
+            one[2].set_exception(_as_api_error(exc))
+
+    def _embed(self, items: list[Any], need_view: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        b = self.bridge
+        z = b.embed_features(self.modality, b.encode(self.modality, items))
+        return z, (b.proxy_view(z) if need_view else None)
+
+
+def _as_api_error(exc: BaseException | None) -> BaseException:
+    if isinstance(exc, InputError):
+        return ApiError(400, exc.reason)
+    return exc if exc is not None else RuntimeError("encoding failed")
 
 
 def _links(item_id: str, modality: str) -> dict[str, Any]:
@@ -469,7 +620,7 @@ def create_app(service: SearchService) -> FastAPI:
         Same semantics as `Index.search`: `target` modalities, `k`, payload `filter`, `route`."""
         req, upload, name = await _read_search_request(request, service)
         try:
-            return await service.run(service.search, req, upload, name)
+            return await service.search(req, upload, name)
         except QueryError as exc:
             raise ApiError(400, str(exc)) from None
         except MissingDependencyError as exc:
