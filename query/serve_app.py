@@ -178,14 +178,18 @@ class SearchService:
         index_dir = Path(index_dir).resolve()
         if url is None and not index_dir.is_dir():
             raise QueryError(f"index {index_dir} not found; build it with `ebridge index DIR --index {index_dir}`")
-        lock = IndexLock(index_dir, role="server")
-        lock.acquire()
+        # The embedded store is one process's at a time: hold the folder's lock so an indexer is told
+        # so. A Qdrant server collection takes concurrent writes itself: no lock, the indexer may run.
+        lock = IndexLock(index_dir, role="server") if url is None else None
+        if lock is not None:
+            lock.acquire()
         try:
             _set_torch_threads(settings.torch_threads)
             index = Index.open(index_dir, url=url, collection=collection)
             service = cls(index, index_dir, settings, lock)
         except BaseException:
-            lock.release()
+            if lock is not None:
+                lock.release()
             raise
         if settings.warm:
             service.warm()

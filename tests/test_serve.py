@@ -312,3 +312,48 @@ def test_cli_search_through_a_running_server(served, capsys):
         assert "401 missing or wrong API key" in capsys.readouterr().err
     assert ebridge(["search", "--server", url, "--api-key", KEY, "--text", "seven"]) == 2
     assert "is `ebridge serve` running there?" in capsys.readouterr().err
+
+
+def test_a_server_will_not_start_while_an_indexer_writes(served, tmp_path_factory):
+    from indexer.lock import IndexLock
+
+    served["service"].lock.release()  # pretend the server is gone and an indexer took the folder
+    try:
+        with IndexLock(served["index"]):
+            with pytest.raises(IndexLockedError, match=r"locked by another indexer \(pid \d+"):
+                SearchService.open(served["index"], ServeSettings(warm=False))
+    finally:
+        served["service"].lock.acquire()
+
+
+def test_the_verb_is_registered_and_its_parser_imports_nothing_heavy():
+    import subprocess
+    import sys
+
+    code = ("import sys, bridge.cli as c; p = c.build_parser(); a = p.parse_args(['serve', '--index', 'x']); "
+            "assert a.host == '127.0.0.1' and a.port == 8000 and a.api_key is None and a.max_upload_mb == 50; "
+            "import query.serve; print(sorted(m for m in ('torch', 'fastapi', 'uvicorn', 'pydantic') if m in sys.modules))")
+    env = {k: v for k, v in __import__("os").environ.items() if k != "EBRIDGE_API_KEY"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout
+    # query.bench (another verb) imports torch at parser build time; serve adds no web stack
+    assert "fastapi" not in out and "uvicorn" not in out and "pydantic" not in out
+
+
+def test_a_qdrant_server_collection_is_served_while_an_indexer_writes_to_it(served, tmp_path):
+    from qdrant_client import QdrantClient
+
+    client = QdrantClient(":memory:")  # the same client calls a Qdrant server gets
+    bridge = served["index"].parent / "bridge"
+    index_directory(served["data"] / "audio", tmp_path / "q.index", bridge=bridge, qdrant_url=client,
+                    collection="digits", progress=False)
+    service = SearchService.open(tmp_path / "q.index", ServeSettings(warm=False), url=client, collection="digits")
+    try:
+        with TestClient(create_app(service)) as c:
+            assert c.get("/stats").json()["by_modality"] == {"audio": 40}
+            summary = index_directory(served["data"], tmp_path / "q.index", qdrant_url=client, collection="digits",
+                                      progress=False)  # not refused: Qdrant takes concurrent writes
+            assert summary.points == 210 and c.get("/stats").json()["points"] == 210
+            hits = c.post("/search", json={"text": "two", "target": ["image"], "k": 3}).json()["hits"]
+            assert len(hits) == 3 and {h["modality"] for h in hits} == {"image"}
+    finally:
+        service.close()
