@@ -10,6 +10,9 @@ export TRANSFORMERS_OFFLINE := 1
 .PHONY: demo test test-all bench clean
 
 $(STAMP): pyproject.toml
+	@# the browser test drives Debian's chromium (playwright's own browser download is not needed)
+	if ! command -v chromium >/dev/null && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get install -y -qq chromium || (apt-get update -qq && apt-get install -y -qq chromium); fi
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[all,test]'

@@ -26,6 +26,7 @@ _WHERE = {
     "sentence_transformers": ("sentence-transformers", "offline"),
     "matplotlib": ("matplotlib", "plots"),
     "h5py": ("h5py", "datasets"), "scipy": ("scipy", "datasets"),  # NYU / SUN RGB-D .mat files
+    "fastapi": ("fastapi", "serve"), "uvicorn": ("uvicorn", "serve"), "multipart": ("python-multipart", "serve"),
 }
 
 

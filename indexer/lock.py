@@ -8,7 +8,9 @@ indexer writes it damages the writer's files (its payload-index journals fail to
 * a reader never opens a store an indexer is writing: it is refused at once with
   `IndexBusyError` ("being written by pid N; try again when it finishes");
 * an indexer that finds readers waits for them (a search holds the lock for a second or
-  two), up to `reader_wait_s`, then refuses with `IndexLockedError`; it never runs beside one.
+  two), up to `reader_wait_s`, then refuses with `IndexLockedError`; it never runs beside one;
+* `ebridge serve` holds the lock exclusively with role "server" for as long as it runs (it
+  keeps the store open): indexers and cold searches are told to stop it or to search through it.
 
 The lock belongs to the open file description, so the kernel drops it when the
 process dies in any way (SIGKILL included): a lock is never stale, and there is no
@@ -50,8 +52,9 @@ class IndexLock:
         True
     """
 
-    def __init__(self, index_dir: str | Path, *, reader_wait_s: float = 30.0):
+    def __init__(self, index_dir: str | Path, *, reader_wait_s: float = 30.0, role: str = "indexer"):
         self.index_dir = Path(index_dir)
+        self.role = role  # "indexer" or "server": the refusal message tells the next comer which
         self.path = self.index_dir / LOCK_FILE
         self.reader_wait_s = reader_wait_s
         self._fd: int | None = None
@@ -76,10 +79,7 @@ class IndexLock:
                 except BlockingIOError:
                     pass
                 if not _only_readers(fd):
-                    holder = _read_holder(fd)
-                    raise IndexLockedError(
-                        f"{self.index_dir} is locked by another indexer ({holder}); wait for it to finish, "
-                        "or index into another folder. The lock is released automatically when that process exits.")
+                    raise IndexLockedError(_locked_message(self.index_dir, _read_info(fd)))
                 if time.monotonic() >= deadline:
                     raise IndexLockedError(
                         f"{self.index_dir} is held open by a reader (an `ebridge search` or `ebridge serve` on it) "
@@ -93,7 +93,8 @@ class IndexLock:
             os.close(fd)
             raise
         self._fd = fd
-        info = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        info = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                "role": self.role}
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(info).encode(), 0)
         log.debug("locked %s", self.path)
@@ -155,10 +156,13 @@ class ReadLock:
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = _read_holder(fd)
+            info = _read_info(fd)
             os.close(fd)
+            if info.get("role") == "server":
+                raise IndexBusyError(f"index {self.index_dir} is held by a running server (ebridge serve, "
+                                     f"{_holder(info)}); search through it with --server URL, or stop it") from None
             raise IndexBusyError(
-                f"index {self.index_dir} is being written by an indexer ({holder}); try again when it finishes"
+                f"index {self.index_dir} is being written by an indexer ({_holder(info)}); try again when it finishes"
             ) from None
         except BaseException:
             os.close(fd)
@@ -197,9 +201,41 @@ def _only_readers(fd: int) -> bool:
     return True
 
 
-def _read_holder(fd: int) -> str:
+def _read_info(fd: int) -> dict:
     try:
-        info = json.loads(os.pread(fd, 4096, 0).decode() or "{}")
+        return dict(json.loads(os.pread(fd, 4096, 0).decode() or "{}"))
+    except (OSError, ValueError, TypeError):
+        return {}
+
+
+def _holder(info: dict) -> str:
+    try:
         return f"pid {info['pid']} on {info['host']} since {info['since']}"
-    except (OSError, ValueError, KeyError):
+    except KeyError:
         return "holder unknown"
+
+
+def _locked_message(index_dir: Path, info: dict) -> str:
+    if info.get("role") == "server":
+        return (f"{index_dir} is in use by a server (ebridge serve, {_holder(info)}); stop that server to index, then "
+                "start it again (meanwhile search through it: ebridge search --server URL). "
+                "The lock is released automatically when that process exits.")
+    return (f"{index_dir} is locked by another indexer ({_holder(info)}); wait for it to finish, "
+            "or index into another folder. The lock is released automatically when that process exits.")
+
+
+def recorded_holder(index_dir: str | Path) -> dict:
+    """What `<index>/index.lock` says about its holder, read without locking ({} when nothing is
+    recorded). The holder truncates the file on release, so this is who holds it now (or who
+    held it when killed: the kernel lock is then gone, but the note stays until the next run).
+
+    Example:
+        >>> import tempfile
+        >>> recorded_holder(tempfile.mkdtemp())
+        {}
+    """
+    try:
+        text = (Path(index_dir) / LOCK_FILE).read_text(encoding="utf-8")
+        return dict(json.loads(text)) if text.strip() else {}
+    except (OSError, ValueError, TypeError):
+        return {}

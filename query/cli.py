@@ -5,6 +5,7 @@ light things at their top (no torch): `ebridge --help` stays instant.
     ebridge train MANIFEST --out runs/bridge          (bridge.cli)
     ebridge index DIR --index PATH [--bridge CKPT]     (indexer.cli)
     ebridge search --index PATH --text "seven" --target audio   (here)
+    ebridge serve --index PATH [--port 8000]          (query.serve)
     ebridge bench --quick --out bench-out             (query.eval.bench)
     ebridge demo --out demo-out                       (query.eval.demo)
 """
@@ -26,6 +27,7 @@ COMMANDS = {
     "train": "bridge.cli",
     "index": "indexer.cli",
     "search": "query.cli",
+    "serve": "query.serve",
     "bench": "query.eval.bench",
     "demo": "query.eval.demo",
 }
@@ -61,7 +63,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("search", help="search an index with a text, a file or an indexed item's id")
-    p.add_argument("--index", type=Path, required=True, help="index folder (holds the bridge, and the store unless --qdrant-url)")
+    p.add_argument("--index", type=Path, help="index folder (holds the bridge, and the store unless --qdrant-url)")
+    p.add_argument("--server", metavar="URL",
+                   help="ask a running `ebridge serve` instead of opening the index (warm: no start-up cost)")
+    p.add_argument("--api-key", default=os.environ.get("EBRIDGE_API_KEY"),
+                   help="the server's API key, with --server (default: $EBRIDGE_API_KEY)")
     q = p.add_mutually_exclusive_group(required=True)
     q.add_argument("--text", help="a text query")
     q.add_argument("--file", type=Path, help="a file query (image, audio, depth, thermal, video, text)")
@@ -85,18 +91,29 @@ def run(args: argparse.Namespace) -> int:
 
     if args.k < 1:
         raise ValueError("-k must be at least 1")
-    query = args.text if args.text is not None else ({"id": args.id} if args.id is not None else args.file)
-    source = "text" if args.text is not None else args.source
-    with Index.open(args.index, url=args.qdrant_url, collection=args.collection, bridge=args.bridge) as index:
-        hits = index.search(query, target=args.target, k=args.k, filter=parse_filters(args.filter),
-                            route=args.route, source=source)
+    if (args.index is None) == (args.server is None):
+        raise ValueError("give --index PATH (open the index here) or --server URL (ask a running ebridge serve)")
+    if args.server:
+        from query.serve_client import search
+
+        hits = [{k: h.get(k) for k in ("id", "path", "modality", "score", "route", "label")} for h in search(
+            args.server, text=args.text, file=args.file, id=args.id, target=args.target, k=args.k,
+            filter=parse_filters(args.filter), route=args.route, source=args.source, api_key=args.api_key)]
+    else:
+        query = args.text if args.text is not None else ({"id": args.id} if args.id is not None else args.file)
+        source = "text" if args.text is not None else args.source
+        with Index.open(args.index, url=args.qdrant_url, collection=args.collection,
+                        bridge=args.bridge) as index:
+            hits = [h.to_json() for h in index.search(query, target=args.target, k=args.k,
+                                                       filter=parse_filters(args.filter), route=args.route,
+                                                       source=source)]
     if args.json:
-        print(json.dumps([h.to_json() for h in hits], indent=2))
+        print(json.dumps(hits, indent=2))
         return 0
     if not hits:
         print("no hits")
     for rank, h in enumerate(hits, 1):
-        print(f"{rank:>3}. {h.score:8.4f}  {h.modality:<8} {h.route:<7} {h.label or '-':<10} {h.path}")
+        print(f"{rank:>3}. {h['score']:8.4f}  {h['modality']:<8} {h['route']:<7} {h['label'] or '-':<10} {h['path']}")
     return 0
 
 

@@ -25,8 +25,8 @@ import numpy as np
 
 from bridge.errors import BridgeMismatchError, EmergentBridgeError
 from bridge.modalities import MODALITIES, check_modality, detect_modality, file_kind, load, names_a_file
-from indexer.lock import ReadLock
-from indexer.record import read_record
+from indexer.lock import IndexBusyError, ReadLock  # noqa: F401  (IndexBusyError: part of this API)
+from indexer.record import read_record, store_in_folder
 from indexer.store import Filter, Prefetch, Range, Store, open_store
 from indexer.verify import StoreDamagedError, check_page
 
@@ -82,20 +82,21 @@ class Index:
 
     @classmethod
     def open(cls, path: str | Path, url: str | None = None, collection: str | None = None,
-             bridge: str | Path | Any | None = None) -> "Index":
+             bridge: str | Path | Any | None = None, read_lock: bool = True) -> "Index":
         """Open an index folder: its store is wherever the index's record says (embedded, a server
         or qdrant-client local mode) unless `url`/`collection` say otherwise. `bridge` defaults to the
         copy kept in `<path>/bridge/`.
 
         A store inside the index folder is never opened while an indexer writes it (loading it
         beside the writer would break the writer's run): that raises IndexBusyError naming the
-        indexer's pid; try again when it finishes. The index stays read-locked until `close`.
+        indexer's pid; try again when it finishes. The index stays read-locked until `close`
+        (`read_lock=False` for a caller that already holds the folder's lock, as `ebridge serve` does).
         """
         path = Path(path)
         if url is None and not path.exists():
             raise QueryError(f"index {path} not found; build it with `ebridge index DIR --index {path}`")
         lock = None
-        if url is None and ((read_record(path) or {}).get("store") or {"kind": "embedded"})["kind"] in ("embedded", "local"):
+        if read_lock and url is None and store_in_folder(path):
             lock = ReadLock(path)
             lock.acquire()  # before the bridge copy too: a --reembed run replaces it
         try:

@@ -1,0 +1,186 @@
+// EmergentBridge web page: plain JS over the JSON API (/stats, /search, /items/...). No build step.
+"use strict";
+
+const $ = (sel) => document.querySelector(sel);
+const form = $("#search-form"), statusLine = $("#status"), results = $("#results");
+const fileInput = $("#file"), drop = $("#drop"), keyInput = $("#api-key");
+const KEY_COOKIE = "ebridge_api_key";
+
+function apiKey() {
+  return keyInput.value || sessionStorage.getItem(KEY_COOKIE) || "";
+}
+
+function rememberKey() {
+  const key = keyInput.value;
+  sessionStorage.setItem(KEY_COOKIE, key);
+  // <img> and <audio> cannot send headers: the server also reads the key from this cookie
+  document.cookie = `${KEY_COOKIE}=${encodeURIComponent(key)}; path=/; SameSite=Strict`;
+}
+
+async function api(path, options = {}) {
+  const headers = Object.assign({ Accept: "application/json" }, options.headers || {});
+  const key = apiKey();
+  if (key) headers["X-API-Key"] = key;
+  const resp = await fetch(path, Object.assign({}, options, { headers }));
+  let body = null;
+  try { body = await resp.json(); } catch (e) { body = null; }
+  if (!resp.ok) {
+    const why = (body && body.error) || `${resp.status} ${resp.statusText}`;
+    throw new Error(resp.status === 401 ? `${why} (type it in the API key box)` : why);
+  }
+  return body;
+}
+
+function say(text, isError = false) {
+  statusLine.textContent = text;
+  statusLine.classList.toggle("error", isError);
+}
+
+function selectedTargets() {
+  return [...document.querySelectorAll("#targets input:checked")].map((c) => c.value);
+}
+
+function controls() {
+  const k = parseInt($("#k").value, 10) || 10;
+  return { k, route: $("#route").value, target: selectedTargets() };
+}
+
+async function loadStats() {
+  try {
+    const s = await api("/stats");
+    const counts = Object.entries(s.by_modality).map(([m, n]) => `${n} ${m}`).join(", ");
+    $("#stats").textContent = `${s.points} items (${counts}) · bridge ${s.bridge_version}`;
+    const box = $("#targets");
+    box.querySelectorAll("label").forEach((l) => l.remove());
+    for (const m of Object.keys(s.by_modality)) {
+      const chip = document.createElement("label");
+      chip.className = "chip";
+      chip.innerHTML = `<input type="checkbox" name="target" value="${m}" checked> ${m}`;
+      box.appendChild(chip);
+    }
+    $("#k").max = s.limits.max_k;
+  } catch (err) {
+    $("#stats").textContent = "index: " + err.message;
+  }
+}
+
+async function search(payload, what) {
+  say(`searching ${what}…`);
+  results.setAttribute("aria-busy", "true");
+  try {
+    const opts = { method: "POST" };
+    if (payload instanceof FormData) {
+      opts.body = payload;
+    } else {
+      opts.body = JSON.stringify(payload);
+      opts.headers = { "Content-Type": "application/json" };
+    }
+    const out = await api("/search", opts);
+    show(out, what);
+  } catch (err) {
+    say(err.message, true);
+  } finally {
+    results.removeAttribute("aria-busy");
+  }
+}
+
+function show(out, what) {
+  results.replaceChildren();
+  const tpl = $("#card");
+  for (const [i, h] of out.hits.entries()) {
+    const card = tpl.content.firstElementChild.cloneNode(true);
+    card.dataset.modality = h.modality;
+    card.dataset.id = h.id;
+    card.setAttribute("aria-label", `hit ${i + 1}: ${h.modality} ${h.label || ""}`);
+    card.querySelector(".modality").textContent = h.modality;
+    card.querySelector(".score").textContent = `score ${h.score.toFixed(3)}`;
+    card.querySelector(".route").textContent = h.route;
+    card.querySelector(".label").textContent = h.label || "";
+    card.querySelector(".path").textContent = h.path || "";
+    fillMedia(card.querySelector(".media"), h);
+    const more = card.querySelector(".more");
+    more.setAttribute("aria-label", `More like this ${h.modality} ${h.label || ""} (${h.path || h.id})`);
+    more.addEventListener("click", () => {
+      search(Object.assign({ id: h.id }, controls()), `like ${h.path || h.id}`);
+    });
+    results.appendChild(card);
+  }
+  const q = out.query;
+  say(`${out.hits.length} hits for ${what} (${q.modality} query, ${out.took_ms.toFixed(1)} ms on the server)`);
+}
+
+function fillMedia(box, h) {
+  if (h.preview) {
+    const img = document.createElement("img");
+    img.src = h.preview;
+    img.alt = `${h.modality} ${h.label || ""}`.trim();
+    box.appendChild(img);
+  } else if (h.modality === "audio") {
+    box.classList.add("audio");
+    const audio = document.createElement("audio");
+    audio.controls = true;
+    audio.preload = "none";
+    audio.src = h.media;
+    audio.setAttribute("aria-label", `play ${h.path || "audio"}`);
+    box.appendChild(audio);
+  } else if (h.modality === "text") {
+    box.classList.add("text");
+    const quote = document.createElement("blockquote");
+    quote.textContent = "…";
+    box.appendChild(quote);
+    fetch(h.media, { headers: apiKey() ? { "X-API-Key": apiKey() } : {} })
+      .then((r) => (r.ok ? r.text() : Promise.reject(new Error(r.statusText))))
+      .then((t) => { quote.textContent = t.length > 240 ? t.slice(0, 240) + "…" : t; })
+      .catch(() => { quote.textContent = "(text unavailable)"; });
+  } else {
+    const link = document.createElement("a");
+    link.href = h.media;
+    link.textContent = "open file";
+    box.appendChild(link);
+  }
+}
+
+function searchFile(file) {
+  const c = controls();
+  const data = new FormData();
+  data.append("file", file, file.name);
+  data.append("k", String(c.k));
+  data.append("route", c.route);
+  for (const t of c.target) data.append("target", t);
+  $("#file-name").textContent = `query file: ${file.name}`;
+  $("#q").value = "";
+  search(data, file.name);
+}
+
+form.addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  const text = $("#q").value.trim();
+  if (text) {
+    $("#file-name").textContent = "";
+    search(Object.assign({ text }, controls()), `“${text}”`);
+  } else if (fileInput.files.length) {
+    searchFile(fileInput.files[0]);
+  } else {
+    say("type some words or choose a file", true);
+    $("#q").focus();
+  }
+});
+
+fileInput.addEventListener("change", () => {
+  if (fileInput.files.length) searchFile(fileInput.files[0]);
+});
+
+for (const ev of ["dragenter", "dragover"]) {
+  drop.addEventListener(ev, (e) => { e.preventDefault(); drop.classList.add("over"); });
+}
+for (const ev of ["dragleave", "drop"]) {
+  drop.addEventListener(ev, (e) => { e.preventDefault(); drop.classList.remove("over"); });
+}
+drop.addEventListener("drop", (e) => {
+  const f = e.dataTransfer && e.dataTransfer.files[0];
+  if (f) searchFile(f);
+});
+
+keyInput.value = sessionStorage.getItem(KEY_COOKIE) || "";
+keyInput.addEventListener("change", () => { rememberKey(); loadStats(); });
+loadStats();

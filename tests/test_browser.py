@@ -1,0 +1,138 @@
+"""The web page in a real headless Chromium: type a query, drop an audio file, "more like this".
+
+Needs Debian's chromium (`apt-get install -y chromium`) and the `playwright` package (the test
+extra); playwright's own browser download (`playwright install`) is never used.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("fastapi", reason="pip install 'emergentbridge[serve]'")
+
+CHROMIUM = os.environ.get("EBRIDGE_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--no-first-run"]
+README_SHOT = Path(__file__).resolve().parents[1] / "docs" / "serve.png"
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture(scope="module")
+def browser():
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.skip("the browser test needs playwright: pip install playwright (in the test extra); "
+                    "no `playwright install` is needed")
+    if not Path(CHROMIUM).is_file():
+        pytest.skip(f"the browser test needs chromium at {CHROMIUM}: apt-get install -y chromium "
+                    "(or set EBRIDGE_CHROMIUM to a Chromium binary)")
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    from query.serve_app import SearchService, ServeSettings, create_app
+    from tests.serve_support import RunningServer, small_index
+
+    index, data = small_index(tmp_path_factory)
+    service = SearchService.open(index, ServeSettings(workers=2))
+    try:
+        with RunningServer(create_app(service)) as url:
+            yield url, data
+    finally:
+        service.close()
+
+
+def cards(page):
+    return page.locator("#results article.card")
+
+
+def modalities(page) -> set[str]:
+    return set(cards(page).evaluate_all("els => els.map(e => e.dataset.modality)"))
+
+
+def test_search_drop_and_more_like_this(browser, server, tmp_path):
+    url, data = server
+    page = browser.new_page(viewport={"width": 1100, "height": 900})
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(url + "/")
+    page.wait_for_selector("#targets input[value=audio]")  # chips come from /stats
+    assert "210 items" in page.locator("#stats").inner_text()
+
+    # Keyboard only: the text box has focus, Enter submits; untick chips so only audio and depth come back.
+    for m in ("image", "text", "thermal"):
+        page.get_by_label(m, exact=True).uncheck()
+    page.get_by_label("Hits (k)").fill("50")
+    page.get_by_label("Search text").fill("seven")
+    page.get_by_label("Search text").press("Enter")
+    page.wait_for_function("document.querySelectorAll('#results article.card').length == 50")
+    assert modalities(page) == {"audio", "depth"}
+    assert page.locator("#results audio").count() >= 1
+    first_depth = page.locator("#results article[data-modality=depth] img").first
+    first_depth.scroll_into_view_if_needed()
+    page.wait_for_function("[...document.querySelectorAll('#results img')].every(i => i.complete && i.naturalWidth > 0)")
+    assert "score" in cards(page).first.inner_text() and "fused" in cards(page).first.inner_text()
+
+    # Screenshot of the text search, with every chip ticked again, for the README.
+    for m in ("image", "text", "thermal"):
+        page.get_by_label(m, exact=True).check()
+    page.get_by_label("Hits (k)").fill("12")
+    page.get_by_label("Search text").fill("a spoken seven")
+    page.get_by_role("button", name="Search", exact=True).click()
+    page.wait_for_function("document.querySelector('#status').textContent.includes('12 hits')")
+    page.wait_for_function("[...document.querySelectorAll('#results img')].every(i => i.complete && i.naturalWidth > 0)")
+    page.wait_for_function("[...document.querySelectorAll('#results blockquote')].every(q => q.textContent != '…')")
+    assert len(modalities(page)) >= 3
+    page.screenshot(path=str(tmp_path / "text-search.png"), full_page=True)
+
+    # Drop an audio file: choosing it in the drop zone searches by file at once.
+    wav = sorted((data / "audio").glob("3_*"))[0]
+    page.get_by_label("Search text").fill("")
+    page.locator("#file").set_input_files(str(wav))
+    page.wait_for_function(f"document.querySelector('#status').textContent.includes('hits for {wav.name}')")
+    assert "audio query" in page.locator("#status").inner_text()
+    assert cards(page).count() == 12
+    page.wait_for_function("[...document.querySelectorAll('#results img')].every(i => i.complete && i.naturalWidth > 0)")
+    page.screenshot(path=str(tmp_path / "file-search.png"), full_page=True)
+    if os.environ.get("EBRIDGE_WRITE_SCREENSHOT"):  # refresh the README's picture: EBRIDGE_WRITE_SCREENSHOT=1 pytest ...
+        from PIL import Image
+
+        README_SHOT.parent.mkdir(exist_ok=True)
+        page.screenshot(path=str(README_SHOT))
+        Image.open(README_SHOT).convert("RGB").quantize(colors=128).save(README_SHOT, optimize=True)
+
+    # "More like this" on an image hit searches by its id: that item comes back first with score 1.
+    page.get_by_label("Search text").fill("three")
+    page.get_by_label("Search text").press("Enter")
+    page.wait_for_function("document.querySelector('#status').textContent.includes('hits for “three”')")
+    target = page.locator("#results article[data-modality=image]").first
+    target_id = target.get_attribute("data-id")
+    target.get_by_role("button", name="More like this").focus()
+    page.keyboard.press("Enter")
+    page.wait_for_function("document.querySelector('#status').textContent.includes('hits for like ')")
+    top = cards(page).first
+    assert top.get_attribute("data-id") == target_id and "score 1.000" in top.inner_text()
+    page.screenshot(path=str(tmp_path / "more-like-this.png"), full_page=True)
+    assert not errors, errors
+    page.close()
+
+
+def test_errors_show_in_the_page_not_as_a_crash(browser, server):
+    url, _ = server
+    page = browser.new_page()
+    page.goto(url + "/")
+    page.wait_for_selector("#targets input[value=audio]")
+    page.locator("#file").set_input_files({"name": "broken.png", "mimeType": "image/png", "buffer": b"not a png"})
+    page.wait_for_function("document.querySelector('#status').classList.contains('error')")
+    assert page.locator("#status").inner_text() == "broken.png: unknown or corrupt image format"
+    page.close()
