@@ -240,12 +240,13 @@ def _optimise(params: list, steps: int, cfg: TrainConfig, loss_fn: Callable[[int
     `anchored` parameters are pulled towards their starting values (`start_decay`, L2-SP) rather
     than towards zero. With `check`, the modules in `keep` are scored at the start and every
     `eval_every` steps, the best state is restored at the end, and the stage stops early after
-    `patience` checks without progress.
+    `patience` checks without progress. A check may return (trained pair's R@1, score): a state
+    is only kept if the first is not below its start value.
     """
     from tqdm.auto import tqdm
 
     if steps <= 0:  # nothing to train: the start is what is kept
-        start = _evaluate(check, keep) if check is not None and cfg.select else None
+        start = _evaluate(check, keep)[1] if check is not None and cfg.select else None
         return {"steps": 0, **({"start_r1": start, "best_r1": start, "best_step": 0} if start is not None else {})}
     anchored = anchored or []
     starts = [p.detach().clone() for p in anchored]
@@ -261,7 +262,8 @@ def _optimise(params: list, steps: int, cfg: TrainConfig, loss_fn: Callable[[int
     selecting = check is not None and cfg.select
     result: dict[str, Any] = {"steps": steps}
     if selecting:
-        best = result["start_r1"] = _evaluate(check, keep)
+        floor, best = _evaluate(check, keep)
+        result["start_r1"], result["start_pair_r1"] = best, floor
         best_step, best_state, stale = 0, [copy.deepcopy(m.state_dict()) for m in keep], 0
     t0 = time.perf_counter()
     bar = tqdm(range(steps), desc=name, leave=False, mininterval=1.0, disable=None)
@@ -276,8 +278,8 @@ def _optimise(params: list, steps: int, cfg: TrainConfig, loss_fn: Callable[[int
         if step % 20 == 0 or step == steps - 1:
             curve.append([step, round(loss.item(), 6)])
         if selecting and ((step + 1) % cfg.eval_every == 0 or step == steps - 1):
-            score = _evaluate(check, keep)
-            if score > best:
+            primary, score = _evaluate(check, keep)
+            if score > best and primary >= floor - 1e-9:  # never below the start on the trained pair
                 best, best_step, best_state, stale = score, step + 1, [copy.deepcopy(m.state_dict()) for m in keep], 0
             else:
                 stale += 1
@@ -296,13 +298,20 @@ def _optimise(params: list, steps: int, cfg: TrainConfig, loss_fn: Callable[[int
     return result
 
 
-def _evaluate(check: Callable[[], float], modules: list[nn.Module]) -> float:
+def _pair_and_mean(checks: list[PairCheck], embed: Callable[[str, np.ndarray], np.ndarray]) -> tuple[float, float]:
+    scores = [c.score(embed) for c in checks]
+    return scores[0], float(np.mean(scores))
+
+
+def _evaluate(check: Callable[[], float | tuple[float, float]], modules: list[nn.Module]) -> tuple[float, float]:
+    """(the trained pair's R@1, the selection score): equal unless the check scores more than one pair."""
     modes = [m.training for m in modules]
     for m in modules:
         m.eval()
     try:
         with torch.no_grad():
-            return check()
+            value = check()
+        return value if isinstance(value, tuple) else (value, value)
     finally:
         for m, mode in zip(modules, modes):
             m.train(mode)
@@ -404,18 +413,27 @@ def train(cfg: TrainConfig, data: TrainingSet, val: TrainingSet | None = None,
         init_ridge(head, data[m].features, rows, targets)
         return "ridge fit to the anchor"
 
-    def record(m: str, pair: tuple[str, str], init: str, result: dict[str, Any], check: PairCheck | None) -> None:
+    def record(m: str, pair: tuple[str, str], init: str, result: dict[str, Any], check: PairCheck | None,
+               also: PairCheck | None = None) -> None:
+        """Write down (config["heads"]) and log where head m started, what was kept, and the raw baseline."""
         info: dict[str, Any] = {"init": init, "kind": modules.heads[m].kind}
-        if check is not None and check.usable:
-            info.update(pair=f"{pair[0]}<->{pair[1]}", relevance=check.how,
-                        start_r1=round(result.get("start_r1", float("nan")), 4),
-                        val_r1=round(result.get("best_r1", float("nan")), 4), kept_step=result.get("best_step"))
+        if check is not None and check.usable and "start_r1" in result:
+            with torch.no_grad():
+                modules.heads[m].eval()
+                kept_r1 = check.score(embed)
+            info.update(pair=f"{pair[0]}<->{pair[1]}", relevance=check.how, kept_step=result.get("best_step"),
+                        start_r1=round(result.get("start_pair_r1", result["start_r1"]), 4), val_r1=round(kept_r1, 4))
             if same_encoder(*pair):
                 info["raw_r1"] = round(check.raw(), 4)
+            if also is not None:
+                with torch.no_grad():
+                    info.update(selected_on=f"mean of {pair[0]}<->{pair[1]} and {also.a}<->{also.b}",
+                                also_val_r1=round(also.score(embed), 4))
             kept = "the start (the encoder's geometry)" if not info["kept_step"] else f"step {info['kept_step']}"
             raw = f", raw features {info['raw_r1']:.3f}" if "raw_r1" in info else ""
-            log.info("head %-8s %s val R@1: start %.3f, best %.3f%s -> keeping %s", m, info["pair"],
-                     info["start_r1"], info["val_r1"], raw, kept)
+            extra = f" ({also.a}<->{also.b} {info['also_val_r1']:.3f})" if also is not None else ""
+            log.info("head %-8s %s val R@1: start %.3f, kept %.3f%s%s -> keeping %s", m, info["pair"],
+                     info["start_r1"], info["val_r1"], extra, raw, kept)
         config["heads"][m] = info
 
     def check_for(a: str, b: str) -> PairCheck | None:
@@ -495,7 +513,10 @@ def train(cfg: TrainConfig, data: TrainingSet, val: TrainingSet | None = None,
         sampler = PairSampler(d, anchor, rng, f"{m}<->{cfg.anchor}")
         head, scale_m = modules.heads[m], modules.logit_scales[m]
         init = start_head(m, cfg.anchor)
-        check = check_for(m, cfg.anchor)
+        # Selection scores what the user gets: reaching the anchor, and the proxy too where the
+        # validation items relate m to it (by label): the pair the proxy term is there to improve.
+        checks = [c for c in (check_for(m, cfg.anchor), check_for(m, cfg.proxy)) if c is not None]
+        check = checks[0] if checks else None
         head.train()
 
         def bind_loss(_: int, d=d, head=head, scale_m=scale_m, sampler=sampler) -> "torch.Tensor":
@@ -508,10 +529,11 @@ def train(cfg: TrainConfig, data: TrainingSet, val: TrainingSet | None = None,
             return loss
 
         result = _optimise([*head.parameters(), scale_m], cfg.steps, cfg, bind_loss, f"bind/{m}-{cfg.anchor}",
-                           curves, keep=[head], check=(lambda check=check: check.score(embed)) if check else None,
+                           curves, keep=[head],
+                           check=(lambda checks=checks: _pair_and_mean(checks, embed)) if checks else None,
                            anchored=list(head.parameters()) if cfg.head_init == "encoder" else None)
         head.eval()
-        record(m, (m, cfg.anchor), init, result, check)
+        record(m, (m, cfg.anchor), init, result, check, also=checks[1] if len(checks) > 1 else None)
         config["paired"].append([m, cfg.anchor])
 
     modules.eval()
@@ -540,14 +562,15 @@ def _adopt_base(modules: BridgeModules, base: Bridge, config: dict[str, Any]) ->
 
 
 def validate(bridge: Bridge, val: TrainingSet) -> dict[str, float]:
-    """R@1 between every two modalities of `val` sharing labels (same label = relevant)."""
+    """R@1 between every two modalities of `val` that relate (same pair key, else same label)."""
     emb = {m: bridge.embed_features(m, d.features) for m, d in val.items() if m in bridge.modalities}
     out: dict[str, float] = {}
     for s in emb:
         for t in emb:
-            if s == t:
+            keys_s, keys_t, how = pair_keys(val[s], val[t])
+            if s == t or how == "none":
                 continue
-            r1 = recall_at_1(emb[s], val[s].labels, emb[t], val[t].labels)
+            r1 = recall_at_1(emb[s], keys_s, emb[t], keys_t)
             out[f"{s}->{t}"] = round(r1, 4)
             kind = "paired" if bridge.is_paired(s, t) else "unpaired"
             log.debug("val %-8s R@1 %.3f  %s->%s", kind, r1, s, t)

@@ -11,10 +11,10 @@ def small_index(tmp_path_factory) -> tuple[Path, Path]:
     """(index folder, indexed folder) of the digits sample's test split, built on first use."""
     from bridge.encoders import load_preset
     from bridge.features import FeatureCache
-    from bridge.manifest import in_split, read_manifest, training_set
+    from bridge.pairs import in_split, read_manifest, training_set
     from bridge.train import TrainConfig, train
     from indexer.index import index_directory
-    from query.digits import build_digits_world
+    from query.eval.digits import build_digits_world
 
     root = tmp_path_factory.getbasetemp() / "serve-index"
     index, data = root / "edge.index", root / "world" / "test"
@@ -25,7 +25,7 @@ def small_index(tmp_path_factory) -> tuple[Path, Path]:
     train_set = training_set(in_split(read_manifest(world / "manifest.csv"), "train"), preset, FeatureCache(root / "cache"))
     cfg = TrainConfig(preset="tiny", dim=32, hidden=64, steps=120, proxy_steps=150, batch_size=64,
                       diffusion_timesteps=100, diffusion_steps=4, seed=0)
-    bridge, _ = train(cfg, train_set, preset_info={"name": preset.name, "fingerprint": preset.fingerprint})
+    bridge, _ = train(cfg, train_set, preset_info=preset.info())
     index_directory(data, index, bridge=bridge.save(root / "bridge"), progress=False)
     (root / "READY").write_text("ok")
     return index, data
