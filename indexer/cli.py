@@ -61,6 +61,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--quantization", choices=["int8"], default=None, help="scalar quantization, on creation")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--wait-for-readers", type=float, default=30.0, metavar="SECONDS",
+                   help="how long to wait for open searches of the index to close (default 30)")
     p.set_defaults(func=run)
 
 
@@ -73,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
         quantization=args.quantization, exclude=args.exclude, modality=args.modality, sidecar=args.sidecar,
         label_from_folder=args.label_from_folder, batch_size=args.batch_size, workers=args.workers,
         decode=args.decode, torch_threads=args.torch_threads, shard=args.shard, reembed=args.reembed,
-        replace=args.replace, optimize=not args.no_optimize,
+        replace=args.replace, wait_for_readers=args.wait_for_readers, optimize=not args.no_optimize,
         progress=not args.no_progress and not args.json and sys.stderr.isatty(),
     )
     if args.json:

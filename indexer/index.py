@@ -98,6 +98,7 @@ def index_directory(
     shard: ShardSpec | str | None = None,
     reembed: bool = False,
     replace: bool = False,
+    wait_for_readers: float = 30.0,
     optimize: bool = True,
     progress: bool = True,
     feature_cache: str | Path | None = None,
@@ -151,7 +152,7 @@ def index_directory(
             "instead, or give another --index folder. An index holds one folder (several roots are not "
             "supported): to search several folders together, index their common parent.")
 
-    with IndexLock(index_dir), _torch_threads(torch_threads):
+    with IndexLock(index_dir, reader_wait_s=wait_for_readers), _torch_threads(torch_threads):
         crash_point("lock")
         the_bridge, _ = resolve_bridge(index_dir, bridge, reembed=reembed)
         _attach_feature_cache(the_bridge, feature_cache)

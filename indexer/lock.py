@@ -81,9 +81,14 @@ class IndexLock:
                 if not _only_readers(fd):
                     raise IndexLockedError(_locked_message(self.index_dir, _read_info(fd)))
                 if time.monotonic() >= deadline:
+                    from indexer.store import store_holders
+
+                    pids = store_holders(self.index_dir / "shard")
+                    who = f"pid {', '.join(map(str, pids))}" if pids else "pid unknown"
                     raise IndexLockedError(
-                        f"{self.index_dir} is held open by a reader (an `ebridge search` or `ebridge serve` on it) "
-                        f"and stayed so for {self.reader_wait_s:.0f}s; stop that reader or try again when it is done.")
+                        f"{self.index_dir} is held open by a reader ({who}: an `ebridge search`, or a Python session "
+                        f"with Index.open) and stayed so for {self.reader_wait_s:.0f}s; close that reader or try again "
+                        "when it is done (--wait-for-readers sets how long to wait).")
                 if not told:
                     log.info("%s is open for reading; waiting up to %.0fs for the reader to close it",
                              self.index_dir, self.reader_wait_s)

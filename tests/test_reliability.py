@@ -307,7 +307,7 @@ def test_garbled_or_incomplete_checkpoint_names_the_file(tmp_path, bridge_dir):
         Bridge.load(ckpt)
     (ckpt / "config.json").write_bytes(good)
     (ckpt / "model.safetensors").write_bytes(b"\x00" * 64)
-    with pytest.raises(CheckpointError, match=r"model\.safetensors: cannot read the weights"):
+    with pytest.raises(CheckpointError, match=r"model\.safetensors: (cannot read the weights|damaged)"):
         Bridge.load(ckpt)
     (ckpt / "model.safetensors").unlink()
     with pytest.raises(CheckpointError, match=r"model\.safetensors: missing"):

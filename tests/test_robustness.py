@@ -21,15 +21,15 @@ import sys
 import textwrap
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from indexer.index import IndexRootError, index_directory
 from indexer.ledger import JOURNAL_FILE, MANIFEST_FILE, read_errors_report
 from indexer.record import read_record
-from indexer.store import EdgeStore, StoreInUseError, point_id
+from indexer.store import EdgeStore, point_id
 from tests.badfiles import make_corpus as make_bad_corpus
 from tests.badfiles import jpeg_bytes, mp4_bytes, png_bytes
+from indexer.lock import IndexLockedError
 from tests.test_indexer import make_corpus, run_index, stored
 
 REPO = Path(__file__).resolve().parents[1]
@@ -305,14 +305,18 @@ def test_an_index_held_by_another_process_is_one_clear_error(tmp_path, bridge6):
                               cwd=REPO, env=ENV, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
-        for args in (("search", "--index", str(idx), "--text", "seven"),
-                     ("index", str(src), "--index", str(idx), "--no-progress")):
-            r = cli(*args)
-            assert r.returncode == 2, r.stderr[-1500:]
-            assert f"index {idx} is in use by another process (pid {holder.pid})" in r.stderr
-            assert "Traceback" not in r.stderr and "WouldBlock" not in r.stderr
-        with pytest.raises(StoreInUseError):
-            run_index(src, idx)
+        # A second reader: the engine opens a store in one process at a time.
+        r = cli("search", "--index", str(idx), "--text", "seven")
+        assert r.returncode == 2, r.stderr[-1500:]
+        assert f"index {idx} is in use by another process (pid {holder.pid})" in r.stderr
+        # A writer waits for readers (here 1 s), then names them.
+        r = cli("index", str(src), "--index", str(idx), "--no-progress", "--wait-for-readers", "1")
+        assert r.returncode == 2, r.stderr[-1500:]
+        assert f"{idx} is held open by a reader (pid {holder.pid}" in r.stderr
+        for stderr in (r.stderr,):
+            assert "Traceback" not in stderr and "WouldBlock" not in stderr
+        with pytest.raises(IndexLockedError):
+            run_index(src, idx, wait_for_readers=0.5)
     finally:
         holder.kill()
         holder.wait()

@@ -3,7 +3,6 @@ geometry and are kept only when validation says they help, roles checked before 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest

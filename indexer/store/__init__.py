@@ -52,7 +52,7 @@ def open_edge(index_dir: str | os.PathLike[str]) -> EdgeStore:
     except Exception as exc:  # noqa: BLE001 - the engine raises plain Exception
         if "WouldBlock" not in str(exc):
             raise
-        holders = _holders(Path(index_dir) / EdgeStore.SHARD_DIR)
+        holders = store_holders(Path(index_dir) / EdgeStore.SHARD_DIR)
         who = f"pid {', '.join(map(str, holders))}" if holders else "pid unknown"
         raise StoreInUseError(
             f"index {index_dir} is in use by another process ({who}): an `ebridge index`, `ebridge search`, "
@@ -61,8 +61,9 @@ def open_edge(index_dir: str | os.PathLike[str]) -> EdgeStore:
             "to search it from several clients).") from None
 
 
-def _holders(shard: Path) -> list[int]:
-    """Pids of this user's processes with a file of `shard` open (Linux /proc; empty elsewhere)."""
+def store_holders(shard: Path) -> list[int]:
+    """Pids of this user's processes with a file of `shard` (an embedded store's folder) open
+    (Linux /proc; empty elsewhere)."""
     prefix, me, found = str(shard.resolve()) + "/", os.getpid(), []
     for proc in Path("/proc").glob("[0-9]*"):
         try:
