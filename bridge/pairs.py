@@ -149,7 +149,11 @@ def check_roles(rows: list[Row], anchor: str, proxy: str, val_rows: list[Row] | 
             proxies = sorted(partners, key=lambda m: (m != "text", m))
             working.append(f"--anchor {a} --proxy {proxies[0]}" + (f" (or --proxy {', '.join(proxies[1:])})"
                                                                    if len(proxies) > 1 else ""))
-    hint = ("roles that would work here: " + "; ".join(working)) if working else \
-        "no modality pairs with all the others: add pair keys or labels that link each modality to one anchor"
+    if working:
+        hint = "roles that would work here: " + "; ".join(working)
+    elif len(present) < 2:
+        hint = "a bridge needs items of at least two modalities, paired by pair keys or labels"
+    else:
+        hint = "no modality pairs with all the others: add pair keys or labels that link each modality to one anchor"
     raise RoleError(f"{source} cannot train with --anchor {anchor} --proxy {proxy}: " + "; ".join(problems) +
                     f". It holds {', '.join(present)}; {hint}.")

@@ -122,11 +122,13 @@ def main() -> int:
         if split_name == "class-disjoint" and not unseen:
             continue
         for head_init in ("encoder", "random"):
+            bases: dict[int, Any] = {}  # the variants of one seed share the base space and G
             for variant in ("anchor", "naive-proxy", "emergentbridge"):
                 for seed in args.seeds:
                     cfg = TrainConfig(preset=args.preset, variant=variant, seed=seed, head_init=head_init,
                                       steps=args.steps, proxy_steps=args.proxy_steps)
-                    bridge, _ = train(cfg, train_set, val=val_set, preset_info=info)
+                    bridge, _ = train(cfg, train_set, val=val_set, preset_info=info, base=bases.get(seed))
+                    bases.setdefault(seed, bridge)
                     key = f"{split_name} | {head_init} | {variant}"
                     results["runs"].setdefault(key, []).append(evaluate(bridge.embed_features, sets["test"], unseen))
                     print(f"{time.perf_counter() - t0:7.0f}s  {key} seed {seed}", flush=True)
