@@ -42,6 +42,37 @@ class Backbone:
         self._loaded = False
         # An indexer may call encoders from several threads: load the weights only once.
         self._load_lock = threading.Lock()
+        self._device: Any = None  # a torch.device once `to()` is called; None = CPU
+
+    @property
+    def device(self) -> Any:
+        """The torch device the network runs on (CPU unless `to()` said otherwise)."""
+        if self._device is None:
+            from bridge.device import resolve_device
+
+            self._device = resolve_device("cpu")
+        return self._device
+
+    def to(self, device: Any) -> "Backbone":
+        """Run on `device` ("auto", "cpu", "cuda", a torch.device); moves a loaded network now,
+        a not-yet-loaded one when it loads. Outputs stay float32 numpy on the host.
+
+        Example:
+            >>> from bridge.encoders.tiny import TinyBackbone
+            >>> TinyBackbone({}).to("cpu").device.type
+            'cpu'
+        """
+        from bridge.device import resolve_device
+
+        self._device = resolve_device(device)
+        if self._loaded:
+            for module in self._torch_modules():
+                module.to(self._device)
+        return self
+
+    def _torch_modules(self) -> list[Any]:
+        """The torch modules `to()` moves (none for numpy / onnxruntime backbones)."""
+        return []
 
     @property
     def dim(self) -> int:
@@ -59,6 +90,9 @@ class Backbone:
         with self._load_lock:
             if not self._loaded:
                 self._load()
+                if self._device is not None:
+                    for module in self._torch_modules():
+                        module.to(self._device)
                 self._loaded = True
 
     def _load(self) -> None:
