@@ -76,13 +76,19 @@ def load_aisfx_state(path: str | Path) -> dict[str, Any]:
     torch = require("torch", "the aisfx audio encoder")
     from numpy._core.multiarray import scalar
 
-    allowed = [(scalar, "numpy.core.multiarray.scalar"), (np.dtype, "numpy.dtype"),
+    # The wheel's checkpoint was pickled by numpy 1.x (numpy.core...); files saved by numpy 2
+    # name numpy._core: allow the scalar under both names, nothing else beyond dtypes.
+    allowed = [(scalar, "numpy.core.multiarray.scalar"), scalar, (np.dtype, "numpy.dtype"),
                (codecs.encode, "_codecs.encode"), np.dtypes.Int64DType]
     try:
         with torch.serialization.safe_globals(allowed):
             obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise WeightsUnavailableError(f"{path}: not a readable aisfx checkpoint ({str(exc).splitlines()[0][:200]})") from exc
+        unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(str(path)) if Path(path).is_file() else []
+        raise WeightsUnavailableError(
+            f"{path}: not a readable aisfx checkpoint with weights_only=True (globals it needs: {unsafe or 'none'}; "
+            "save a plain state dict with torch.save(model.state_dict(), path))"
+        ) from exc
     state = obj[0] if isinstance(obj, tuple) else obj
     if not isinstance(state, dict):
         raise WeightsUnavailableError(f"{path}: expected a state dict or aiSFX's (state_dict, ds_dict) tuple")

@@ -83,6 +83,11 @@ class Backbone:
         """size/mean/std the weights were trained with; used where a preset leaves them null."""
         return {}
 
+    def image_transform(self, entry: dict[str, Any]) -> Callable[[Any], Any] | None:
+        """The weights' own eval transform (PIL image -> normalised (3, S, S) tensor), with the
+        entry's non-null size/mean/std on top; None = use the encoder's generic resize/crop."""
+        return None
+
     def load(self) -> None:
         """Build the network and read the weights (idempotent, thread-safe)."""
         if self._loaded:

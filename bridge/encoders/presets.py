@@ -20,7 +20,8 @@ PRESET_DIR = Path(__file__).with_name("presets")
 DEFAULT_PRESET = "offline"
 # Bumped whenever preprocessing code changes what an encoder outputs, so cached features
 # computed by older code stop matching the fingerprint instead of being silently reused.
-ENCODER_CODE_VERSION = 1
+# 2: open_clip entries use open_clip's own eval transform (resize mode, interpolation, crop).
+ENCODER_CODE_VERSION = 2
 
 # What kind of input each modality hands its backbone.
 _INPUT_KIND = {"text": "text", "image": "pixels", "depth": "pixels", "thermal": "pixels", "video": "pixels", "audio": "audio"}
@@ -47,6 +48,20 @@ class Preset:
     @property
     def modalities(self) -> tuple[str, ...]:
         return tuple(m for m in MODALITIES if m in self.spec["encoders"])
+
+    @property
+    def aligned_pairs(self) -> list[tuple[str, str]]:
+        """Modality pairs whose encoders are already aligned by pretraining (CLIP image/text, CLAP
+        audio/text), from the preset's `"aligned"` field. Training keeps such a pair's encoders
+        frozen as the base space instead of learning one.
+
+        Example:
+            >>> load_preset("clip-vit-b-32").aligned_pairs
+            [('image', 'text')]
+            >>> load_preset("offline").aligned_pairs
+            []
+        """
+        return [(str(a), str(b)) for a, b in self.spec.get("aligned", [])]
 
     @property
     def fingerprint(self) -> str:
@@ -134,10 +149,31 @@ def preset_from_spec(spec: dict[str, Any], base_dir: str | Path | None = None) -
     return Preset(name=spec["name"], spec=spec)
 
 
+def _validate_aligned(spec: dict[str, Any], path: Path) -> None:
+    """`"aligned"`: pairs of modalities of this preset that one pretrained model embeds into one
+    space, so both entries must name the same backbone and weights."""
+    aligned = spec.setdefault("aligned", [])
+    if not isinstance(aligned, list):
+        raise PresetError(f"{path}: \"aligned\" must be a list of modality pairs, e.g. [[\"image\", \"text\"]]")
+    for pair in aligned:
+        if not (isinstance(pair, list | tuple) and len(pair) == 2 and all(isinstance(m, str) for m in pair)):
+            raise PresetError(f"{path}: each \"aligned\" entry must be a pair of modality names, got {pair!r}")
+        missing = [m for m in pair if m not in spec["encoders"]]
+        if missing:
+            raise PresetError(f"{path}: \"aligned\" pair {list(pair)} names {', '.join(missing)}, which the preset has no encoder for")
+        a, b = (spec["encoders"][m] for m in pair)
+        if (a.get("backbone"), a.get("weights")) != (b.get("backbone"), b.get("weights")):
+            raise PresetError(
+                f"{path}: \"aligned\" pair {list(pair)} uses different networks ({a.get('backbone')} {a.get('weights')!r} vs "
+                f"{b.get('backbone')} {b.get('weights')!r}); only the two towers of one pretrained model are aligned"
+            )
+
+
 def _validate(spec: Any, path: Path) -> dict[str, Any]:
     if not isinstance(spec, dict) or not isinstance(spec.get("encoders"), dict):
         raise PresetError(f"{path}: a preset needs an \"encoders\" object mapping modality -> encoder entry")
     spec.setdefault("name", path.stem)
+    _validate_aligned(spec, path)
     for modality, entry in spec["encoders"].items():
         if modality not in MODALITIES:
             raise PresetError(f"{path}: unknown modality {modality!r}; known: {', '.join(MODALITIES)}")
