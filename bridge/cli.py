@@ -50,17 +50,22 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--train-split", default="train", help="rows of this split train (rows with no split too)")
     p.add_argument("--val-split", default="val", help="rows of this split are used to log validation R@1")
     config_options(p)
+    from bridge.device import add_device_option
+
+    add_device_option(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from bridge.device import resolve_device
     from bridge.encoders import load_preset
     from bridge.features import FeatureCache
     from bridge.pairs import in_split, read_manifest, training_set
     from bridge.train import train
 
     cfg = config_from_args(args)
-    preset = load_preset(cfg.preset)
+    device = resolve_device(getattr(args, "device", "auto"))  # fail before any work when it is not here
+    preset = load_preset(cfg.preset).to(device)
     cache = FeatureCache(args.cache or args.manifest.parent / ".ebridge-cache")
     rows = read_manifest(args.manifest)
     train_rows, val_rows = in_split(rows, args.train_split, include_unsplit=True), in_split(rows, args.val_split)
@@ -68,7 +73,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"{args.manifest}: no rows in split {args.train_split!r}")
     data = training_set(train_rows, preset, cache)
     val = training_set(val_rows, preset, cache) if val_rows else None
-    bridge, curves = train(cfg, data, val=val, preset_info={"name": preset.name, "fingerprint": preset.fingerprint})
+    bridge, curves = train(cfg, data, val=val, preset_info={"name": preset.name, "fingerprint": preset.fingerprint},
+                           device=device)
     bridge.save(args.out, curves)
     print(json.dumps({"checkpoint": str(args.out), "version": bridge.version, "val_r1": curves.get("val", {})}, indent=2))
     return 0

@@ -100,3 +100,10 @@ def inference(device: Any) -> Iterator[None]:
     torch = require("torch")
     with torch.inference_mode(), autocast(device):
         yield
+
+
+def add_device_option(parser: Any) -> None:
+    """The `--device` option every verb that runs networks shares (train, index, search, bench)."""
+    parser.add_argument("--device", default="auto", metavar="{auto,cpu,cuda,mps}",
+                        help="where encoders, heads and G run (default auto: CUDA when available, else CPU; "
+                             "also cuda:N). Vectors, caches and checkpoints do not depend on it")

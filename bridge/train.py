@@ -110,14 +110,24 @@ BASE_KEYS = ("preset", "dim", "anchor", "proxy", "proxy_model", "proxy_sigma", "
 
 
 def train(cfg: TrainConfig, data: TrainingSet, val: TrainingSet | None = None,
-          preset_info: dict[str, Any] | None = None, base: Bridge | None = None) -> tuple[Bridge, dict[str, Any]]:
+          preset_info: dict[str, Any] | None = None, base: Bridge | None = None,
+          device: Any = None) -> tuple[Bridge, dict[str, Any]]:
     """Train all three stages on frozen features; returns the bridge and its training curves.
 
     `val` (optional, never the test split) is embedded after training to log retrieval
     R@1 for every trained pair; the figures go into the curves. `base`, a bridge trained
     with the same base settings, lends its base space and G (stages 1-2), so variants
-    compared side by side differ only in how the other modalities are bound.
+    compared side by side differ only in how the other modalities are bound. `device`
+    ("auto", "cpu", "cuda", "mps") runs the whole training there; the checkpoint is the same.
     """
+    if device is not None:  # device plumbing (issue 11): the whole run under one torch device
+        from bridge.device import resolve_device
+
+        dev = resolve_device(device)
+        with dev:  # parameters, batches and samples are made on `dev`; `Bridge.save` writes CPU tensors
+            bridge, curves = train(cfg, data, val=val, preset_info=preset_info, base=base)
+        bridge.device = dev
+        return bridge, curves
     for role in (cfg.anchor, cfg.proxy):
         if role not in data:
             raise ValueError(f"the training data has no {role!r} items (needed as the {role} role)")

@@ -77,11 +77,16 @@ class Index:
 
     @classmethod
     def open(cls, path: str | Path, url: str | None = None, collection: str | None = None,
-             bridge: str | Path | Any | None = None) -> "Index":
+             bridge: str | Path | Any | None = None, device: Any = None) -> "Index":
         """Open an index folder: its store is wherever the index's record says (embedded, a server
-        or qdrant-client local mode) unless `url`/`collection` say otherwise. `bridge` defaults to the copy kept in `<path>/bridge/`."""
+        or qdrant-client local mode) unless `url`/`collection` say otherwise. `bridge` defaults to the copy kept in `<path>/bridge/`.
+        `device` ("auto", "cpu", "cuda", "mps"; None = leave the bridge where it is) is where queries are embedded."""
         from bridge.space import Bridge
 
+        if device is not None:
+            from bridge.device import resolve_device
+
+            device = resolve_device(device)
         path = Path(path)
         if url is None and not path.exists():
             raise QueryError(f"index {path} not found; build it with `ebridge index DIR --index {path}`")
@@ -91,6 +96,8 @@ class Index:
                 raise QueryError(f"{path} holds no bridge ({bridge}/config.json missing); pass --bridge CHECKPOINT")
         if isinstance(bridge, (str, Path)):
             bridge = Bridge.load(bridge)
+        if device is not None:
+            bridge.to(device)
         try:
             store = open_store(path, url=url, collection=collection)
         except FileNotFoundError as exc:

@@ -118,15 +118,20 @@ class OpenClipBackbone(Backbone):
         self.tokenizer = open_clip.get_tokenizer(arch)
         log.info("open_clip %s loaded (weights=%s)", arch, pretrained)
 
+    def _torch_modules(self) -> list[Any]:
+        return [self.model]
+
     def _embed_text(self, texts: list[str]) -> np.ndarray:
-        torch = require("torch")
-        with torch.inference_mode():
-            return self.model.encode_text(self.tokenizer(texts)).float().numpy()
+        from bridge.device import inference, to_numpy
+
+        with inference(self.device):
+            return to_numpy(self.model.encode_text(self.tokenizer(texts).to(self.device)))
 
     def _embed_pixels(self, pixels: np.ndarray) -> np.ndarray:
-        torch = require("torch")
-        with torch.inference_mode():
-            return self.model.encode_image(torch.from_numpy(np.ascontiguousarray(pixels))).float().numpy()
+        from bridge.device import inference, to_device, to_numpy
+
+        with inference(self.device):
+            return to_numpy(self.model.encode_image(to_device(pixels, self.device)))
 
 
 def _first_line(exc: BaseException) -> str:

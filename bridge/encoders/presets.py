@@ -44,6 +44,22 @@ class Preset:
     source: Path | None = None
     _backbones: dict[str, Backbone] = field(default_factory=dict, repr=False)
     _encoders: dict[str, Encoder] = field(default_factory=dict, repr=False)
+    _device: Any = field(default=None, repr=False)
+
+    def to(self, device: Any) -> "Preset":
+        """Run every encoder of this preset on `device` ("auto", "cpu", "cuda", "mps"); loaded
+        networks move now, the others when they load. Features still come back float32 numpy.
+
+        Example:
+            >>> load_preset("tiny").to("cpu").encoder("text").backbone.device.type
+            'cpu'
+        """
+        from bridge.device import resolve_device
+
+        self._device = resolve_device(device)
+        for backbone in self._backbones.values():
+            backbone.to(self._device)
+        return self
 
     @property
     def modalities(self) -> tuple[str, ...]:
@@ -93,6 +109,8 @@ class Preset:
         probe = factory(entry)
         key = _hash({"backbone": entry["backbone"], **{k: entry.get(k) for k in probe.identity_keys}})
         if key not in self._backbones:
+            if self._device is not None:
+                probe.to(self._device)
             self._backbones[key] = probe
         return self._backbones[key]
 
