@@ -1,6 +1,7 @@
 """Encoders: each modality's preprocessing, the way its field does it, in front of a backbone.
 
-image: short side to `size` (bicubic), centre crop, `(x - mean) / std`; depth: disparity, grey ->
+image: short side to `size` (bicubic), centre crop, `(x - mean) / std`, or the weights' own eval
+transform where the backbone has one (open_clip); depth: disparity, grey ->
 3 channels; thermal: the frame's own [0, 1] range, no RGB statistics; audio: fixed-length clips,
 several averaged; video: sampled frames averaged.
 """
