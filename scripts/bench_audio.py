@@ -48,10 +48,12 @@ def make_sounds(folder: Path, per_class: int = 16, seed: int = 0) -> list[tuple[
 
     def sox(name: str, label: str, *synth: str, extra: tuple[str, ...] = ()) -> None:
         path = folder / f"{label}_{name}.wav"
-        dur = f"{rng.uniform(0.4, 2.0):.2f}"
+        dur, skip = rng.uniform(0.4, 2.0), rng.uniform(0.0, 3.0)
         gain = f"{rng.uniform(-18, -3):.1f}"
-        subprocess.run(["sox", "-n", "-r", "16000", "-c", "1", "-b", "16", str(path), "synth", dur, *synth,
-                        *extra, "gain", gain], check=True, capture_output=True)
+        # -R makes sox's noise repeat run to run (so do the figures); each clip then starts at its
+        # own offset into that noise (`trim`), so clips of one class are not the same samples.
+        subprocess.run(["sox", "-R", "-n", "-r", "16000", "-c", "1", "-b", "16", str(path), "synth", f"{dur + skip:.2f}",
+                        *synth, *extra, "trim", f"{skip:.2f}", "gain", gain], check=True, capture_output=True)
         out.append((path, label))
 
     for i in range(per_class):
@@ -105,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--presets", nargs="+", default=["offline", "offline-sound"])
     ap.add_argument("--fsdd-limit", type=int, default=0, help="use every n-th FSDD file to reach about this many (0 = all)")
     ap.add_argument("--per-class", type=int, default=16, help="made sounds per class")
+    ap.add_argument("--corpora", nargs="+", choices=["fsdd", "made"], default=["fsdd", "made"])
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -114,16 +117,17 @@ def main(argv: list[str] | None = None) -> int:
     from bridge.modalities import load
 
     corpora: dict[str, tuple[list[np.ndarray], list[str], list[str] | None]] = {}
-    fsdd = sorted((DATA / "fsdd" / "recordings").glob("*.wav"))
+    fsdd = sorted((DATA / "fsdd" / "recordings").glob("*.wav")) if "fsdd" in args.corpora else []
     if fsdd:
         if args.fsdd_limit:
             fsdd = fsdd[:: max(1, len(fsdd) // args.fsdd_limit)]
         corpora["fsdd"] = ([load("audio", p) for p in fsdd], [p.name[0] for p in fsdd], [p.stem.split("_")[1] for p in fsdd])
-    else:
+    elif "fsdd" in args.corpora:
         log.warning("FSDD not found under %s: skipping it", DATA)
-    with tempfile.TemporaryDirectory() as tmp:
-        made = make_sounds(Path(tmp), args.per_class)
-        corpora["made"] = ([load("audio", p) for p, _ in made], [c for _, c in made], None)
+    if "made" in args.corpora:
+        with tempfile.TemporaryDirectory() as tmp:
+            made = make_sounds(Path(tmp), args.per_class)
+            corpora["made"] = ([load("audio", p) for p, _ in made], [c for _, c in made], None)
     report: dict[str, dict[str, dict[str, float]]] = {}
     for corpus, (waves, labels, groups) in corpora.items():
         secs = [len(w) / 16000 for w in waves]
