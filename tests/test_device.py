@@ -5,8 +5,6 @@ where `torch.cuda.is_available()` (the GPU test at the end skips otherwise).
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 

@@ -135,7 +135,6 @@ class ClapBackbone(Backbone):
         return folder
 
     def _embed_text(self, texts: list[str]) -> np.ndarray:
-        torch = require("torch")
         from bridge.device import inference, to_numpy
 
         tokens = self.tokenizer(texts, padding=True, truncation=True, max_length=self._max_tokens, return_tensors="pt")
