@@ -157,9 +157,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from bridge.space import Bridge
 
-    from bridge.device import resolve_device
+    from bridge.device import DeviceUnavailableError, resolve_device
 
-    device = resolve_device(args.device)
+    try:
+        device = resolve_device(args.device)
+    except DeviceUnavailableError as exc:
+        raise SystemExit(f"bench_index: {exc}") from None
     bridge = Bridge.load(args.bridge) if args.bridge else quick_bridge(args.preset, open_clip_arch=args.open_clip_arch,
                                                                         device=device)
     bridge.to(device)
