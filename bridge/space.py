@@ -37,6 +37,24 @@ class Bridge:
         self.modules = modules  # BridgeModules (torch), built by bridge.train
         self._preset = preset
         self.feature_cache: Any = None  # a bridge.features.FeatureCache, to reuse frozen features
+        self.device: Any = None  # torch.device of the heads and G (None = CPU); see `to`
+
+    # ------------------------------------------------------------------ device
+
+    def to(self, device: Any = "auto") -> "Bridge":
+        """Run the heads, G and the preset's encoders on `device` ("auto" = CUDA when
+        available, "cpu", "cuda", "mps"). Vectors still come back float32 numpy, and `save`
+        writes CPU tensors, so a bridge trained on a GPU loads and embeds the same on a CPU.
+
+        Example:
+            >>> bridge = Bridge.load("runs/bridge").to("auto")   # doctest: +SKIP
+        """
+        from bridge.device import resolve_device
+
+        self.device = resolve_device(device)
+        self.modules.to(self.device)
+        self.preset.to(self.device)
+        return self
 
     # ------------------------------------------------------------------ identity
 
@@ -90,8 +108,8 @@ class Bridge:
         head = self.modules.heads[modality]
         head.eval()
         with torch.inference_mode():
-            out = head(torch.as_tensor(np.asarray(features, dtype=np.float32)))
-        return out.numpy()
+            out = head(torch.as_tensor(np.asarray(features, dtype=np.float32), device=self.device))
+        return out.float().cpu().numpy()
 
     def encode(self, modality: str, items: Sequence[Any]) -> np.ndarray:
         """Canonical items (see bridge.modalities) -> frozen-encoder features (cached by
@@ -124,13 +142,13 @@ class Bridge:
         g = self.modules.proxy
         g.eval()
         with torch.inference_mode():
-            zt = torch.as_tensor(np.asarray(z, dtype=np.float32))
+            zt = torch.as_tensor(np.asarray(z, dtype=np.float32), device=self.device)
             n, d = zt.shape
-            gen = torch.Generator().manual_seed(PROXY_VIEW_SEED)
-            noise = torch.randn((PROXY_VIEW_SAMPLES, 1, d), generator=gen).expand(-1, n, -1).reshape(-1, d)
+            gen = torch.Generator().manual_seed(PROXY_VIEW_SEED)  # on the CPU: the same noise on every device
+            noise = torch.randn((PROXY_VIEW_SAMPLES, 1, d), generator=gen).to(zt.device).expand(-1, n, -1).reshape(-1, d)
             views = g.sample(zt.repeat(PROXY_VIEW_SAMPLES, 1), noise=noise).reshape(PROXY_VIEW_SAMPLES, n, d)
             out = torch.nn.functional.normalize(views.mean(0), dim=-1)
-        return out.numpy()
+        return out.float().cpu().numpy()
 
     # ------------------------------------------------------------------ persistence
 
@@ -140,7 +158,7 @@ class Bridge:
 
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().contiguous() for k, v in self.modules.state_dict().items()}
+        state = {k: v.detach().cpu().contiguous() for k, v in self.modules.state_dict().items()}
         with atomic_path(directory / WEIGHTS_FILE) as tmp:
             save_file(state, str(tmp))
             digest = hashlib.sha256(tmp.read_bytes()).hexdigest()[:12]

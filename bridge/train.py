@@ -345,7 +345,8 @@ def frozen_modalities(cfg: TrainConfig, preset_info: dict[str, Any], data: Train
 
 
 def train(cfg: TrainConfig, data: TrainingSet, val: TrainingSet | None = None,
-          preset_info: dict[str, Any] | None = None, base: Bridge | None = None) -> tuple[Bridge, dict[str, Any]]:
+          preset_info: dict[str, Any] | None = None, base: Bridge | None = None,
+          device: Any = None) -> tuple[Bridge, dict[str, Any]]:
     """Train the bridge on frozen features; returns it and its training curves.
 
     `val` (never the test split) picks each head's best step and is reported per pair; without
@@ -353,8 +354,17 @@ def train(cfg: TrainConfig, data: TrainingSet, val: TrainingSet | None = None,
     with the same base settings, lends its base space and G (stages 1-2), so variants compared
     side by side differ only in how the other modalities are bound. `preset_info` is
     `Preset.info()`: its aligned pairs decide the frozen base, its backbones which heads start
-    as a copy of the anchor's.
+    as a copy of the anchor's. `device` ("auto", "cpu", "cuda", "mps") runs the whole training
+    there; the checkpoint is the same.
     """
+    if device is not None:  # device plumbing (issue 11): the whole run under one torch device
+        from bridge.device import resolve_device
+
+        dev = resolve_device(device)
+        with dev:  # parameters, batches and samples are made on `dev`; `Bridge.save` writes CPU tensors
+            bridge, curves = train(cfg, data, val=val, preset_info=preset_info, base=base)
+        bridge.device = dev
+        return bridge, curves
     for role in (cfg.anchor, cfg.proxy):
         if role not in data:
             raise ValueError(f"the training data has no {role!r} items (needed as the {role} role)")

@@ -50,6 +50,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--torch-threads", type=int, default=None,
                    help="torch intra-op threads for this run (on a small or busy machine, 1 is often fastest)")
     g.add_argument("--no-optimize", action="store_true", help="skip building the HNSW index at the end")
+    from bridge.device import add_device_option
+
+    add_device_option(g)
     g = p.add_argument_group("server / cluster (default: embedded store in the index folder)")
     g.add_argument("--qdrant-url", default=None,
                    help="Qdrant server URL; also ':memory:' or a folder for qdrant-client's local mode")
@@ -74,7 +77,8 @@ def run(args: argparse.Namespace) -> int:
         api_key=args.qdrant_api_key, shards=args.shards, replication=args.replication,
         quantization=args.quantization, exclude=args.exclude, modality=args.modality, sidecar=args.sidecar,
         label_from_folder=args.label_from_folder, batch_size=args.batch_size, workers=args.workers,
-        decode=args.decode, torch_threads=args.torch_threads, shard=args.shard, reembed=args.reembed,
+        decode=args.decode, torch_threads=args.torch_threads, device=args.device,
+        shard=args.shard, reembed=args.reembed,
         replace=args.replace, wait_for_readers=args.wait_for_readers, optimize=not args.no_optimize,
         progress=not args.no_progress and not args.json and sys.stderr.isatty(),
     )

@@ -95,6 +95,7 @@ def index_directory(
     workers: int = 4,
     decode: str = "auto",
     torch_threads: int | None = None,
+    device: Any = None,
     shard: ShardSpec | str | None = None,
     reembed: bool = False,
     replace: bool = False,
@@ -118,7 +119,9 @@ def index_directory(
     needs the usual `if __name__ == "__main__":` guard only where fork is unavailable).
     `torch_threads` sets torch's intra-op threads for the run (restored after): on a small
     or shared machine 1 is often fastest, since the encoder, the bridge's heads and the
-    decoders then overlap instead of fighting over OpenMP teams.
+    decoders then overlap instead of fighting over OpenMP teams. `device` ("auto", "cpu",
+    "cuda", "mps"; None keeps the bridge where it is) runs encoders, heads and G there;
+    decoding stays in the reader workers and batches reach a GPU through pinned memory.
 
     An index holds one folder: another folder than the one it was built from raises
     `IndexRootError` unless `replace=True`, which drops the old folder's points first.
@@ -131,6 +134,10 @@ def index_directory(
         (3000, 0, 0, 2)
     """
     t_start = time.perf_counter()
+    if device is not None:
+        from bridge.device import resolve_device
+
+        device = resolve_device(device)  # a device that is not here fails before any work
     root = Path(directory).resolve()
     if not root.is_dir():
         raise FileNotFoundError(f"{directory}: not a folder; give the dataset folder to index")
@@ -155,6 +162,8 @@ def index_directory(
     with IndexLock(index_dir, reader_wait_s=wait_for_readers), _torch_threads(torch_threads):
         crash_point("lock")
         the_bridge, _ = resolve_bridge(index_dir, bridge, reembed=reembed)
+        if device is not None:
+            the_bridge.to(device)
         _attach_feature_cache(the_bridge, feature_cache)
         crash_point("bridge")
         location = store_location(qdrant_url, collection) if qdrant_url is not None else \

@@ -7,7 +7,9 @@
   never `None`. Batches are submitted `prefetch` ahead of the encoder.
 * **embed** (the calling thread): the preset's frozen encoder on a batch of decoded
   items, the expensive forward pass. Nothing else runs here, so the encoder is never
-  waiting on bookkeeping.
+  waiting on bookkeeping. On a GPU (`Bridge.to("cuda")`) each batch reaches the device
+  through pinned memory with a non-blocking copy (`bridge.device.to_device`) while the
+  readers, at most `prefetch` batches ahead, decode the next ones.
 * **writer** (one thread): the bridge's head and proxy view (small), points to the
   store, *one* flush for everything queued, then the manifest journal and the progress
   bar. The journal is written after the flush: that ordering is what makes a killed

@@ -83,6 +83,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--qdrant-url", help="search this Qdrant server collection (default: where the index was built)")
     p.add_argument("--collection", default=None, help="collection name (default: the index's own)")
     p.add_argument("--json", action="store_true", help="print the hits as a JSON list")
+    from bridge.device import add_device_option
+
+    add_device_option(p)
     p.set_defaults(func=run)
 
 
@@ -103,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
         query = args.text if args.text is not None else ({"id": args.id} if args.id is not None else args.file)
         source = "text" if args.text is not None else args.source
         with Index.open(args.index, url=args.qdrant_url, collection=args.collection,
-                        bridge=args.bridge) as index:
+                        bridge=args.bridge, device=args.device) as index:
             hits = [h.to_json() for h in index.search(query, target=args.target, k=args.k,
                                                        filter=parse_filters(args.filter), route=args.route,
                                                        source=source)]

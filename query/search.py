@@ -82,7 +82,7 @@ class Index:
 
     @classmethod
     def open(cls, path: str | Path, url: str | None = None, collection: str | None = None,
-             bridge: str | Path | Any | None = None, read_lock: bool = True) -> "Index":
+             bridge: str | Path | Any | None = None, read_lock: bool = True, device: Any = None) -> "Index":
         """Open an index folder: its store is wherever the index's record says (embedded, a server
         or qdrant-client local mode) unless `url`/`collection` say otherwise. `bridge` defaults to the
         copy kept in `<path>/bridge/`.
@@ -91,7 +91,13 @@ class Index:
         beside the writer would break the writer's run): that raises IndexBusyError naming the
         indexer's pid; try again when it finishes. The index stays read-locked until `close`
         (`read_lock=False` for a caller that already holds the folder's lock, as `ebridge serve` does).
+        `device` ("auto", "cpu", "cuda", "mps"; None = leave the bridge where it is) is where queries
+        are embedded.
         """
+        if device is not None:
+            from bridge.device import resolve_device
+
+            device = resolve_device(device)
         path = Path(path)
         if url is None and not path.exists():
             raise QueryError(f"index {path} not found; build it with `ebridge index DIR --index {path}`")
@@ -100,7 +106,7 @@ class Index:
             lock = ReadLock(path)
             lock.acquire()  # before the bridge copy too: a --reembed run replaces it
         try:
-            index = cls._open_unlocked(path, url, collection, bridge)
+            index = cls._open_unlocked(path, url, collection, bridge, device)
         except BaseException:
             if lock is not None:
                 lock.release()
@@ -109,7 +115,8 @@ class Index:
         return index
 
     @classmethod
-    def _open_unlocked(cls, path: Path, url: str | None, collection: str | None, bridge: Any) -> "Index":
+    def _open_unlocked(cls, path: Path, url: str | None, collection: str | None, bridge: Any,
+                       device: Any = None) -> "Index":
         from bridge.space import Bridge
 
         if bridge is None:
@@ -120,6 +127,8 @@ class Index:
                                  f"{path} --bridge CKPT_DIR`")
         if isinstance(bridge, (str, Path)):
             bridge = Bridge.load(bridge)
+        if device is not None:
+            bridge.to(device)
         try:
             store = open_store(path, url=url, collection=collection)
         except FileNotFoundError as exc:

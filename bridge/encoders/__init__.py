@@ -21,7 +21,8 @@ architecture with random weights (the right test fixture).
 Encoders take the *canonical* items of `bridge.modalities` and do their field's
 preprocessing:
 
-- image: resize the short side to `size` (bicubic), centre-crop, `(x/255 - mean) / std`.
+- image: resize the short side to `size` (bicubic), centre-crop, `(x/255 - mean) / std`; open_clip
+  weights use open_clip's own eval transform for them instead (resize mode, interpolation, crop).
 - depth: `depth_to_disparity` (near is bright, holes 0), grey -> 3 channels, `(d - mean) / std`
   with the depth entry's own mean/std (0.5/0.5, i.e. [-1, 1]); an image backbone reads it,
   as ImageBind does.
@@ -33,8 +34,9 @@ preprocessing:
   time. The optional audio track is not used yet (future: average with the audio encoder).
 
 Outputs are the backbone's own pooled features, float32 (n, dim), *not* normalised by us;
-only MiniLM comes unit-length because L2 normalisation is part of that model's published
-pipeline. Heads in `bridge/` normalise where they need to.
+only MiniLM and CLAP come unit-length because L2 normalisation is part of those models'
+published pipelines. A preset's `"aligned"` pairs (CLIP image/text, CLAP audio/text) are
+already in one space (`Preset.aligned_pairs`). `Preset.to(device)` runs its networks on a GPU. Heads in `bridge/` normalise where they need to.
 
 Backbones load lazily and are shared inside a preset: image, depth, thermal and video
 entries with the same backbone and weights use one network, loaded once on first use.
@@ -49,7 +51,7 @@ Example:
 from __future__ import annotations
 
 # Importing each backbone module registers it; none of them imports torch at import time.
-from bridge.encoders import efficientnet, minilm, openclip, speech, tiny  # noqa: F401
+from bridge.encoders import aisfx, clap, efficientnet, minilm, openclip, speech, tiny  # noqa: F401
 from bridge.encoders.base import BACKBONES, Backbone, PresetError, WeightsUnavailableError, register_backbone
 from bridge.encoders.preprocess import Encoder
 from bridge.encoders.presets import DEFAULT_PRESET, PRESET_DIR, Preset, list_presets, load_preset, preset_from_spec

@@ -1,7 +1,7 @@
 """The backbone interface and registry: a frozen network behind one or more encoders.
 
 Backbones are registered by name (`register_backbone`) so presets can name them as data; each
-family lives in its own module (`tiny`, `minilm`, `efficientnet`, `speech`, `openclip`).
+family lives in its own module (`tiny`, `minilm`, `efficientnet`, `speech`, `aisfx`, `clap`, `openclip`).
 """
 from __future__ import annotations
 
@@ -42,6 +42,37 @@ class Backbone:
         self._loaded = False
         # An indexer may call encoders from several threads: load the weights only once.
         self._load_lock = threading.Lock()
+        self._device: Any = None  # a torch.device once `to()` is called; None = CPU
+
+    @property
+    def device(self) -> Any:
+        """The torch device the network runs on (CPU unless `to()` said otherwise)."""
+        if self._device is None:
+            from bridge.device import resolve_device
+
+            self._device = resolve_device("cpu")
+        return self._device
+
+    def to(self, device: Any) -> "Backbone":
+        """Run on `device` ("auto", "cpu", "cuda", a torch.device); moves a loaded network now,
+        a not-yet-loaded one when it loads. Outputs stay float32 numpy on the host.
+
+        Example:
+            >>> from bridge.encoders.tiny import TinyBackbone
+            >>> TinyBackbone({}).to("cpu").device.type
+            'cpu'
+        """
+        from bridge.device import resolve_device
+
+        self._device = resolve_device(device)
+        if self._loaded:
+            for module in self._torch_modules():
+                module.to(self._device)
+        return self
+
+    def _torch_modules(self) -> list[Any]:
+        """The torch modules `to()` moves (none for numpy / onnxruntime backbones)."""
+        return []
 
     @property
     def dim(self) -> int:
@@ -52,6 +83,11 @@ class Backbone:
         """size/mean/std the weights were trained with; used where a preset leaves them null."""
         return {}
 
+    def image_transform(self, entry: dict[str, Any]) -> Callable[[Any], Any] | None:
+        """The weights' own eval transform (PIL image -> normalised (3, S, S) tensor), with the
+        entry's non-null size/mean/std on top; None = use the encoder's generic resize/crop."""
+        return None
+
     def load(self) -> None:
         """Build the network and read the weights (idempotent, thread-safe)."""
         if self._loaded:
@@ -59,6 +95,9 @@ class Backbone:
         with self._load_lock:
             if not self._loaded:
                 self._load()
+                if self._device is not None:
+                    for module in self._torch_modules():
+                        module.to(self._device)
                 self._loaded = True
 
     def _load(self) -> None:

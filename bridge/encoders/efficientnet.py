@@ -58,11 +58,15 @@ class EfficientNetLite0Backbone(Backbone):
             log.info("efficientnet-lite0 weights loaded from %s", path)
         self.model = model.eval()
 
+    def _torch_modules(self) -> list[Any]:
+        return [self.model]
+
     def _embed_pixels(self, pixels: np.ndarray) -> np.ndarray:
-        torch = require("torch")
-        with torch.inference_mode():
-            maps = self.model.extract_features(torch.from_numpy(np.ascontiguousarray(pixels)))
-            return maps.mean(dim=(2, 3)).float().numpy()
+        from bridge.device import inference, to_device, to_numpy
+
+        with inference(self.device):
+            maps = self.model.extract_features(to_device(pixels, self.device))
+            return to_numpy(maps.float().mean(dim=(2, 3)))
 
 
 register_backbone("efficientnet-lite0", EfficientNetLite0Backbone)

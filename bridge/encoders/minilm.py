@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -58,15 +59,21 @@ class MiniLMBackbone(Backbone):
         self.model.eval()
         self.max_tokens = int(self.spec.get("max_tokens", 256))  # the model's sentence_bert_config value
 
+    def _torch_modules(self) -> list[Any]:
+        return [self.model]
+
     def _embed_text(self, texts: list[str]) -> np.ndarray:
         torch = require("torch")
+        from bridge.device import inference, to_numpy
+
         batch = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_tokens, return_tensors="pt")
-        with torch.inference_mode():
-            tokens = self.model(**batch).last_hidden_state
+        batch = {k: v.to(self.device) for k, v in batch.items()}
+        with inference(self.device):
+            tokens = self.model(**batch).last_hidden_state.float()
             mask = batch["attention_mask"].unsqueeze(-1).to(tokens.dtype)
             pooled = (tokens * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
             pooled = torch.nn.functional.normalize(pooled, dim=-1)
-        return pooled.float().numpy()
+        return to_numpy(pooled)
 
 
 register_backbone("minilm", MiniLMBackbone)

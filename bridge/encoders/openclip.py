@@ -71,6 +71,25 @@ class OpenClipBackbone(Backbone):
         size = cfg["size"]
         return {"size": size if isinstance(size, int) else size[0], "mean": list(cfg["mean"]), "std": list(cfg["std"])}
 
+    def preprocess_cfg(self, entry: dict[str, Any] | None = None) -> dict[str, Any]:
+        """open_clip's preprocess config for these weights (size, mean, std, interpolation,
+        resize_mode, fill_color: what `create_model_and_transforms` would use), with the
+        entry's non-null keys laid over it (depth/thermal state their own mean/std)."""
+        self.load()
+        from open_clip.model import get_model_preprocess_cfg
+        from open_clip.transform import PreprocessCfg, merge_preprocess_dict
+
+        cfg = merge_preprocess_dict(PreprocessCfg(), get_model_preprocess_cfg(self.model))
+        keys = ("size", "mean", "std", "interpolation", "resize_mode", "fill_color")
+        return merge_preprocess_dict(cfg, {k: (entry or {}).get(k) for k in keys})
+
+    def image_transform(self, entry: dict[str, Any]) -> Any:
+        open_clip = self._open_clip()
+        cfg = self.preprocess_cfg(entry)
+        return open_clip.image_transform(cfg["size"], is_train=False, mean=cfg["mean"], std=cfg["std"],
+                                         resize_mode=cfg["resize_mode"], interpolation=cfg["interpolation"],
+                                         fill_color=cfg["fill_color"])
+
     def _load(self) -> None:
         open_clip = self._open_clip()
         arch = self._arch
@@ -99,15 +118,20 @@ class OpenClipBackbone(Backbone):
         self.tokenizer = open_clip.get_tokenizer(arch)
         log.info("open_clip %s loaded (weights=%s)", arch, pretrained)
 
+    def _torch_modules(self) -> list[Any]:
+        return [self.model]
+
     def _embed_text(self, texts: list[str]) -> np.ndarray:
-        torch = require("torch")
-        with torch.inference_mode():
-            return self.model.encode_text(self.tokenizer(texts)).float().numpy()
+        from bridge.device import inference, to_numpy
+
+        with inference(self.device):
+            return to_numpy(self.model.encode_text(self.tokenizer(texts).to(self.device)))
 
     def _embed_pixels(self, pixels: np.ndarray) -> np.ndarray:
-        torch = require("torch")
-        with torch.inference_mode():
-            return self.model.encode_image(torch.from_numpy(np.ascontiguousarray(pixels))).float().numpy()
+        from bridge.device import inference, to_device, to_numpy
+
+        with inference(self.device):
+            return to_numpy(self.model.encode_image(to_device(pixels, self.device)))
 
 
 def _first_line(exc: BaseException) -> str:

@@ -1,6 +1,7 @@
 """Encoders: each modality's preprocessing, the way its field does it, in front of a backbone.
 
-image: short side to `size` (bicubic), centre crop, `(x - mean) / std`; depth: disparity, grey ->
+image: short side to `size` (bicubic), centre crop, `(x - mean) / std`, or the weights' own eval
+transform where the backbone has one (open_clip); depth: disparity, grey ->
 3 channels; thermal: the frame's own [0, 1] range, no RGB statistics; audio: fixed-length clips,
 several averaged; video: sampled frames averaged.
 """
@@ -64,8 +65,18 @@ class PixelEncoder(Encoder):
         std = np.asarray(self.spec.get("std") or defaults["std"], np.float32).reshape(3, 1, 1)
         return size, mean, std
 
+    _transform: Any = None
+
     def _prepare(self, images: list[np.ndarray]) -> np.ndarray:
-        """float32 (H, W) maps or (H, W, 3) pictures, all in [0, 1] -> normalised (N, 3, S, S)."""
+        """uint8 (H, W, 3) pictures or float32 (H, W) maps in [0, 1] -> normalised (N, 3, S, S).
+
+        Backbones whose weights carry their own eval transform (open_clip) get exactly that
+        transform; the others get `_resize_crop` + `(x - mean) / std`.
+        """
+        if self._transform is None:
+            self._transform = self.backbone.image_transform(self.spec) or False
+        if self._transform:
+            return np.stack([_apply_transform(self._transform, img) for img in images]).astype(np.float32, copy=False)
         size, mean, std = self._pixel_cfg()
         out = np.empty((len(images), 3, size, size), np.float32)
         for i, img in enumerate(images):
@@ -77,6 +88,33 @@ class PixelEncoder(Encoder):
         if not isinstance(item, np.ndarray) or item.ndim != ndim or item.dtype != dtype:
             got = f"{item.dtype} {item.shape}" if isinstance(item, np.ndarray) else type(item).__name__
             raise InputError(f"<{self.modality} item {i}>", f"expected canonical {np.dtype(dtype)} {ndim}-D array, got {got}")
+
+
+def _apply_transform(transform: Any, img: np.ndarray) -> np.ndarray:
+    """Run a torchvision/open_clip eval transform on a canonical picture or grey map.
+
+    Pictures go through it unchanged (PIL in, tensor out), so the pixels equal open_clip's
+    own. Grey float maps (depth disparity, thermal) take the same geometric steps (resize,
+    crop/pad) on a float 'F' PIL image, so they are not quantised to 8 bits, then become 3
+    identical channels (ImageBind's 1->3 channel input) and take the transform's Normalize.
+    """
+    from PIL import Image
+
+    if img.ndim == 3:
+        return transform(Image.fromarray(img)).numpy()
+    steps = getattr(transform, "transforms", [transform])
+    normalize = next((t for t in steps if type(t).__name__ == "Normalize"), None)
+    grey = Image.fromarray(img.astype(np.float32), mode="F")
+    for step in steps:
+        if type(step).__name__ in ("MaybeConvertMode", "MaybeToTensor", "ToTensor", "Normalize", "Lambda"):
+            break
+        grey = step(grey)
+    chw = np.repeat(np.clip(np.asarray(grey, np.float32), 0.0, 1.0)[None], 3, axis=0)
+    if normalize is not None:
+        mean = np.asarray(normalize.mean, np.float32).reshape(3, 1, 1)
+        std = np.asarray(normalize.std, np.float32).reshape(3, 1, 1)
+        chw = (chw - mean) / std
+    return chw
 
 
 def _resize_crop(img: np.ndarray, size: int) -> np.ndarray:

@@ -20,7 +20,8 @@ PRESET_DIR = Path(__file__).with_name("presets")
 DEFAULT_PRESET = "offline"
 # Bumped whenever preprocessing code changes what an encoder outputs, so cached features
 # computed by older code stop matching the fingerprint instead of being silently reused.
-ENCODER_CODE_VERSION = 1
+# 2: open_clip entries use open_clip's own eval transform (resize mode, interpolation, crop).
+ENCODER_CODE_VERSION = 2
 
 # What kind of input each modality hands its backbone.
 _INPUT_KIND = {"text": "text", "image": "pixels", "depth": "pixels", "thermal": "pixels", "video": "pixels", "audio": "audio"}
@@ -43,10 +44,40 @@ class Preset:
     source: Path | None = None
     _backbones: dict[str, Backbone] = field(default_factory=dict, repr=False)
     _encoders: dict[str, Encoder] = field(default_factory=dict, repr=False)
+    _device: Any = field(default=None, repr=False)
+
+    def to(self, device: Any) -> "Preset":
+        """Run every encoder of this preset on `device` ("auto", "cpu", "cuda", "mps"); loaded
+        networks move now, the others when they load. Features still come back float32 numpy.
+
+        Example:
+            >>> load_preset("tiny").to("cpu").encoder("text").backbone.device.type
+            'cpu'
+        """
+        from bridge.device import resolve_device
+
+        self._device = resolve_device(device)
+        for backbone in self._backbones.values():
+            backbone.to(self._device)
+        return self
 
     @property
     def modalities(self) -> tuple[str, ...]:
         return tuple(m for m in MODALITIES if m in self.spec["encoders"])
+
+    @property
+    def aligned_pairs(self) -> list[tuple[str, str]]:
+        """Modality pairs whose encoders are already aligned by pretraining (CLIP image/text, CLAP
+        audio/text), from the preset's `"aligned"` field. Training keeps such a pair's encoders
+        frozen as the base space instead of learning one.
+
+        Example:
+            >>> load_preset("clip-vit-b-32").aligned_pairs
+            [('image', 'text')]
+            >>> load_preset("offline").aligned_pairs
+            []
+        """
+        return [(str(a), str(b)) for a, b in self.spec.get("aligned", [])]
 
     @property
     def fingerprint(self) -> str:
@@ -66,12 +97,6 @@ class Preset:
         if modality not in self._encoders:
             self._encoders[modality] = _ENCODERS[modality](modality, self._entry(modality), self._backbone(modality))
         return self._encoders[modality]
-
-    @property
-    def aligned_pairs(self) -> list[tuple[str, str]]:
-        """Modality pairs whose encoders already share one space (CLIP's image and text towers):
-        the bridge keeps their outputs as they are instead of training heads for them."""
-        return [(a, b) for a, b in self.spec.get("aligned", [])]
 
     def backbone_key(self, modality: str) -> str:
         """Equal for modalities read by one network (image, depth and thermal through one CNN)."""
@@ -103,7 +128,10 @@ class Preset:
         key = self.backbone_key(modality)
         if key not in self._backbones:
             entry = self._entry(modality)
-            self._backbones[key] = BACKBONES[entry["backbone"]](entry)
+            backbone = BACKBONES[entry["backbone"]](entry)
+            if self._device is not None:
+                backbone.to(self._device)
+            self._backbones[key] = backbone
         return self._backbones[key]
 
 
@@ -159,14 +187,31 @@ def preset_from_spec(spec: dict[str, Any], base_dir: str | Path | None = None) -
     return Preset(name=spec["name"], spec=spec)
 
 
+def _validate_aligned(spec: dict[str, Any], path: Path) -> None:
+    """`"aligned"`: pairs of modalities of this preset that one pretrained model embeds into one
+    space, so both entries must name the same backbone and weights."""
+    aligned = spec.setdefault("aligned", [])
+    if not isinstance(aligned, list):
+        raise PresetError(f"{path}: \"aligned\" must be a list of modality pairs, e.g. [[\"image\", \"text\"]]")
+    for pair in aligned:
+        if not (isinstance(pair, list | tuple) and len(pair) == 2 and all(isinstance(m, str) for m in pair)):
+            raise PresetError(f"{path}: each \"aligned\" entry must be a pair of modality names, got {pair!r}")
+        missing = [m for m in pair if m not in spec["encoders"]]
+        if missing:
+            raise PresetError(f"{path}: \"aligned\" pair {list(pair)} names {', '.join(missing)}, which the preset has no encoder for")
+        a, b = (spec["encoders"][m] for m in pair)
+        if (a.get("backbone"), a.get("weights")) != (b.get("backbone"), b.get("weights")):
+            raise PresetError(
+                f"{path}: \"aligned\" pair {list(pair)} uses different networks ({a.get('backbone')} {a.get('weights')!r} vs "
+                f"{b.get('backbone')} {b.get('weights')!r}); only the two towers of one pretrained model are aligned"
+            )
+
+
 def _validate(spec: Any, path: Path) -> dict[str, Any]:
     if not isinstance(spec, dict) or not isinstance(spec.get("encoders"), dict):
         raise PresetError(f"{path}: a preset needs an \"encoders\" object mapping modality -> encoder entry")
     spec.setdefault("name", path.stem)
-    aligned = spec.setdefault("aligned", [])
-    if not isinstance(aligned, list) or not all(isinstance(p, list) and len(p) == 2 and set(p) <= set(spec["encoders"])
-                                                and p[0] != p[1] for p in aligned):
-        raise PresetError(f"{path}: \"aligned\" must list pairs of this preset's modalities, e.g. [[\"image\", \"text\"]]")
+    _validate_aligned(spec, path)
     for modality, entry in spec["encoders"].items():
         if modality not in MODALITIES:
             raise PresetError(f"{path}: unknown modality {modality!r}; known: {', '.join(MODALITIES)}")

@@ -43,6 +43,7 @@ class BenchConfig:
     preset: str = "offline-small"  # the offline preset at 128 px: digits are 28 px, 3.7x faster
     max_queries: int = 150  # per source modality, sampled once with a fixed seed
     train_overrides: dict[str, Any] = field(default_factory=dict)
+    device: str | None = None  # "auto", "cpu", "cuda", "mps"; None: torch's default (CPU)
 
 
 # ------------------------------------------------------------------------------ helpers
@@ -152,9 +153,15 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
     from query.search import Index
 
     t_start = time.perf_counter()
+    if cfg.device is not None:
+        from bridge.device import resolve_device
+
+        resolve_device(cfg.device)  # a device that is not here fails before any work
     cfg.out.mkdir(parents=True, exist_ok=True)
     world = build_digits_world(cfg.out / "world", scale=cfg.scale, data_dir=cfg.data)
     preset = load_preset(cfg.preset)
+    if cfg.device is not None:
+        preset.to(cfg.device)
     cache = FeatureCache(cfg.out / "cache")
     rows = read_manifest(world / "manifest.csv")
     train_set = training_set(in_split(rows, "train"), preset, cache)
@@ -172,7 +179,8 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
         for variant in order:
             tc = TrainConfig(**{**cfg.train_overrides, "preset": cfg.preset, "variant": variant, "seed": seed})
             settings = {k: v for k, v in dataclasses.asdict(tc).items() if k not in ("variant", "seed")}
-            bridge, curves = train(tc, train_set, val=val_set, preset_info=preset.info(), base=base)
+            bridge, curves = train(tc, train_set, val=val_set, preset_info=preset.info(), base=base,
+                                   device=cfg.device)
             base = base or bridge
             bridge.save(cfg.out / "checkpoints" / f"{variant}-s{seed}", curves)
             bridge.feature_cache = cache  # every run after the first re-uses the frozen features
@@ -180,10 +188,11 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
             for split in ("val", "test"):
                 idx_path = cfg.out / "indexes" / f"{variant}-s{seed}-{split}"
                 shutil.rmtree(idx_path, ignore_errors=True)
-                summary = index_directory(world / split, idx_path, bridge=bridge, batch_size=64, progress=False)
+                summary = index_directory(world / split, idx_path, bridge=bridge, batch_size=64, progress=False,
+                                          device=cfg.device)
                 indexing.append({"run": f"{variant}-s{seed}-{split}", "items": summary.indexed,
                                  "items_per_s": summary.items_per_s, "seconds": summary.seconds, "errors": summary.errors})
-                indexes[split] = Index.open(idx_path)
+                indexes[split] = Index.open(idx_path, device=cfg.device)
             val_points = _index_points(indexes["val"].store)
             table = calibrate_routes(evaluate_index(indexes["val"], val_points, list(ROUTES), cfg.max_queries))
             indexes["test"].store.update_metadata({"routes": table})
@@ -358,7 +367,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--preset", default="offline-small", help="encoder preset (default offline-small: offline at 128 px)")
     p.add_argument("--max-queries", type=int, default=None)
     from bridge.cli import config_options
+    from bridge.device import add_device_option
 
+    add_device_option(p)
     config_options(p, skip=("variant", "seed", "preset"))
     p.set_defaults(func=run)
 
@@ -376,7 +387,7 @@ def run(args: argparse.Namespace) -> int:
         overrides = {**QUICK_TRAINING, **overrides}
     cfg = BenchConfig(out=args.out, data=args.data, scale=scale, seeds=args.seeds, variants=args.variants,
                       preset=args.preset, max_queries=args.max_queries or (60 if args.quick else 300),
-                      train_overrides=overrides)
+                      train_overrides=overrides, device=args.device)
     report = run_bench(cfg)
     print((cfg.out / "report.md").read_text())
     return 0 if report else 1
