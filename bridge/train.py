@@ -112,7 +112,7 @@ def init_pca(head: Head, features: np.ndarray, seed: int) -> None:
     basis = basis[: min(dim, in_dim)]
     missing = min(dim, in_dim) - len(basis)
     if missing > 0:  # fewer items than dimensions: random directions keep unseen inputs apart
-        g = torch.randn(missing, in_dim, generator=torch.Generator().manual_seed(seed))
+        g = torch.randn(missing, in_dim, generator=torch.Generator().manual_seed(seed), device="cpu").to(x.device)
         g = g - (g @ basis.T) @ basis
         basis = torch.cat([basis, torch.linalg.qr(g.T).Q.T[:missing]])
     weight = torch.zeros(dim, in_dim)
@@ -402,7 +402,7 @@ def train(cfg: TrainConfig, data: TrainingSet, val: TrainingSet | None = None,
     h_a = modules.heads[cfg.anchor]
 
     def embed(m: str, x: np.ndarray) -> np.ndarray:
-        return modules.heads[m](torch.as_tensor(x, dtype=torch.float32)).numpy()
+        return modules.heads[m](torch.as_tensor(x, dtype=torch.float32)).cpu().numpy()
 
     def z_anchor() -> "torch.Tensor":
         with torch.no_grad():
