@@ -12,6 +12,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
+
 from bridge.config import VARIANTS
 from bridge.deps import require
 
@@ -68,6 +70,65 @@ class Head(nn.Module):
         if self.skip is not None:
             out = out + self.skip(x)
         return F.normalize(out, dim=-1)
+
+
+# ------------------------------------------------------------------------------ where heads start
+
+
+def _standardised(head: Head, features: np.ndarray) -> torch.Tensor:
+    return (torch.as_tensor(features, dtype=torch.float32) - head.mean) / head.std
+
+
+def init_pca(head: Head, features: np.ndarray, seed: int) -> None:
+    """skip = the top principal axes of the standardised features, completed with random
+    orthonormal directions: the anchor's own geometry, kept as well as `dim` allows."""
+    raw = torch.as_tensor(features, dtype=torch.float32)
+    with torch.no_grad():  # centre, one global scale: per-coordinate scaling would bend the geometry
+        head.mean.copy_(raw.mean(0))
+        head.std.fill_(max(float(raw.std()), 1e-6) if raw.numel() > 1 else 1.0)
+    x = _standardised(head, features)
+    dim, in_dim = head.skip.weight.shape
+    basis = torch.linalg.svd(x - x.mean(0), full_matrices=False).Vh if len(x) > 1 else torch.zeros(0, in_dim)
+    basis = basis[: min(dim, in_dim)]
+    missing = min(dim, in_dim) - len(basis)
+    if missing > 0:  # fewer items than dimensions: random directions keep unseen inputs apart
+        g = torch.randn(missing, in_dim, generator=torch.Generator().manual_seed(seed), device="cpu").to(x.device)
+        g = g - (g @ basis.T) @ basis
+        basis = torch.cat([basis, torch.linalg.qr(g.T).Q.T[:missing]])
+    weight = torch.zeros(dim, in_dim)
+    weight[: len(basis)] = basis
+    with torch.no_grad():
+        head.skip.weight.copy_(weight)
+        head.skip.bias.zero_()
+
+
+def init_copy(head: Head, anchor_head: Head, features: np.ndarray) -> None:
+    """Start a head that reads the anchor's backbone (depth, thermal through the image CNN)
+    where the anchor is: the anchor's own map (centred on this modality's own mean, which
+    removes the offset between, say, thermal and RGB activations), or the identity for a
+    frozen anchor."""
+    if anchor_head.kind == "identity":
+        with torch.no_grad():  # skip(standardise(x)) = x: bridged = the raw encoder output
+            head.skip.weight.copy_(torch.diag(head.std))
+            head.skip.bias.copy_(head.mean)
+        return
+    head.load_state_dict(anchor_head.state_dict())
+    with torch.no_grad():
+        head.mean.copy_(torch.as_tensor(features, dtype=torch.float32).mean(0))
+
+
+def init_ridge(head: Head, features: np.ndarray, rows: np.ndarray, targets: torch.Tensor,
+               alpha: float = 0.1) -> None:
+    """skip = the closed-form ridge map from standardised features to the paired anchor vectors."""
+    x = _standardised(head, features[rows])
+    x_mean, z_mean = x.mean(0), targets.mean(0)
+    xc, zc = x - x_mean, targets - z_mean
+    gram = xc.T @ xc
+    ridge = alpha * float(gram.diagonal().mean().clamp_min(1e-6))
+    w = torch.linalg.solve(gram + ridge * torch.eye(gram.shape[0]), xc.T @ zc)  # (in_dim, dim)
+    with torch.no_grad():
+        head.skip.weight.copy_(w.T)
+        head.skip.bias.copy_(z_mean - x_mean @ w)
 
 
 class ProxyMLP(nn.Module):
@@ -148,7 +209,7 @@ class DiffusionPrior(nn.Module):
 
 
 PROXY_MODELS = {"diffusion": DiffusionPrior, "mlp": ProxyMLP}
-__all__ = ["VARIANTS", "PROXY_MODELS", "HEAD_KINDS", "Head", "ProxyMLP", "DiffusionPrior", "info_nce", "proxy_loss", "BridgeModules",
+__all__ = ["VARIANTS", "PROXY_MODELS", "HEAD_KINDS", "Head", "init_pca", "init_copy", "init_ridge", "ProxyMLP", "DiffusionPrior", "info_nce", "proxy_loss", "BridgeModules",
            "build_modules"]
 
 

@@ -46,6 +46,17 @@ class ModalityData:
 TrainingSet = dict[str, ModalityData]
 
 
+def pair_keys(a: ModalityData, b: ModalityData) -> tuple[list[str | None], list[str | None], str]:
+    """Keys that pair items of a with items of b: explicit pair keys when the two share
+    any, else shared labels (e.g. an image and the text of its class name)."""
+    shared = {p for p in a.pairs if p is not None} & {p for p in b.pairs if p is not None}
+    if shared:
+        return a.pairs, b.pairs, "pair"
+    if {x for x in a.labels if x is not None} & {x for x in b.labels if x is not None}:
+        return a.labels, b.labels, "label"
+    return [], [], "none"
+
+
 @dataclass(frozen=True)
 class Row:
     modality: str

@@ -32,8 +32,9 @@ import numpy as np
 
 from bridge.config import TrainConfig
 from bridge.deps import require
-from bridge.model import BridgeModules, Head, build_modules, info_nce, proxy_loss
-from bridge.pairs import ModalityData, TrainingSet
+from bridge.model import BridgeModules, build_modules, info_nce, init_copy, init_pca, init_ridge, proxy_loss
+from bridge.pairs import ModalityData, TrainingSet, pair_keys
+from bridge.validation import PairCheck, hold_out, recall_at_1
 from bridge.space import Bridge
 
 torch = require("torch", "training")
@@ -43,17 +44,6 @@ log = logging.getLogger(__name__)
 
 
 # ------------------------------------------------------------------------------ pairing
-
-
-def pair_keys(a: ModalityData, b: ModalityData) -> tuple[list[str | None], list[str | None], str]:
-    """Keys that pair items of a with items of b: explicit pair keys when the two share
-    any, else shared labels (e.g. an image and the text of its class name)."""
-    shared = {p for p in a.pairs if p is not None} & {p for p in b.pairs if p is not None}
-    if shared:
-        return a.pairs, b.pairs, "pair"
-    if {x for x in a.labels if x is not None} & {x for x in b.labels if x is not None}:
-        return a.labels, b.labels, "label"
-    return [], [], "none"
 
 
 class PairSampler:
@@ -90,143 +80,6 @@ class PairSampler:
         has_key = self.code_b >= 0
         sums.index_add_(0, torch.as_tensor(self.code_b[has_key]), z_b[torch.as_tensor(np.flatnonzero(has_key))])
         return self.rows, F.normalize(sums[torch.as_tensor(self.code_a[self.rows])], dim=-1)
-
-
-# ------------------------------------------------------------------------------ where heads start
-
-
-def _standardised(head: Head, features: np.ndarray) -> "torch.Tensor":
-    return (torch.as_tensor(features, dtype=torch.float32) - head.mean) / head.std
-
-
-def init_pca(head: Head, features: np.ndarray, seed: int) -> None:
-    """skip = the top principal axes of the standardised features, completed with random
-    orthonormal directions: the anchor's own geometry, kept as well as `dim` allows."""
-    raw = torch.as_tensor(features, dtype=torch.float32)
-    with torch.no_grad():  # centre, one global scale: per-coordinate scaling would bend the geometry
-        head.mean.copy_(raw.mean(0))
-        head.std.fill_(max(float(raw.std()), 1e-6) if raw.numel() > 1 else 1.0)
-    x = _standardised(head, features)
-    dim, in_dim = head.skip.weight.shape
-    basis = torch.linalg.svd(x - x.mean(0), full_matrices=False).Vh if len(x) > 1 else torch.zeros(0, in_dim)
-    basis = basis[: min(dim, in_dim)]
-    missing = min(dim, in_dim) - len(basis)
-    if missing > 0:  # fewer items than dimensions: random directions keep unseen inputs apart
-        g = torch.randn(missing, in_dim, generator=torch.Generator().manual_seed(seed), device="cpu").to(x.device)
-        g = g - (g @ basis.T) @ basis
-        basis = torch.cat([basis, torch.linalg.qr(g.T).Q.T[:missing]])
-    weight = torch.zeros(dim, in_dim)
-    weight[: len(basis)] = basis
-    with torch.no_grad():
-        head.skip.weight.copy_(weight)
-        head.skip.bias.zero_()
-
-
-def init_copy(head: Head, anchor_head: Head, features: np.ndarray) -> None:
-    """Start a head that reads the anchor's backbone (depth, thermal through the image CNN)
-    where the anchor is: the anchor's own map (centred on this modality's own mean, which
-    removes the offset between, say, thermal and RGB activations), or the identity for a
-    frozen anchor."""
-    if anchor_head.kind == "identity":
-        with torch.no_grad():  # skip(standardise(x)) = x: bridged = the raw encoder output
-            head.skip.weight.copy_(torch.diag(head.std))
-            head.skip.bias.copy_(head.mean)
-        return
-    head.load_state_dict(anchor_head.state_dict())
-    with torch.no_grad():
-        head.mean.copy_(torch.as_tensor(features, dtype=torch.float32).mean(0))
-
-
-def init_ridge(head: Head, features: np.ndarray, rows: np.ndarray, targets: "torch.Tensor",
-               alpha: float = 0.1) -> None:
-    """skip = the closed-form ridge map from standardised features to the paired anchor vectors."""
-    x = _standardised(head, features[rows])
-    x_mean, z_mean = x.mean(0), targets.mean(0)
-    xc, zc = x - x_mean, targets - z_mean
-    gram = xc.T @ xc
-    ridge = alpha * float(gram.diagonal().mean().clamp_min(1e-6))
-    w = torch.linalg.solve(gram + ridge * torch.eye(gram.shape[0]), xc.T @ zc)  # (in_dim, dim)
-    with torch.no_grad():
-        head.skip.weight.copy_(w.T)
-        head.skip.bias.copy_(z_mean - x_mean @ w)
-
-
-# ------------------------------------------------------------------------------ validation
-
-
-def recall_at_1(queries: np.ndarray, query_keys: list, corpus: np.ndarray, corpus_keys: list) -> float:
-    """Fraction of queries whose nearest corpus item shares their key (ties: first in corpus order)."""
-    top = np.argmax(np.asarray(queries, np.float32) @ np.asarray(corpus, np.float32).T, axis=1)
-    return float(np.mean([query_keys[i] is not None and query_keys[i] == corpus_keys[j] for i, j in enumerate(top)]))
-
-
-class PairCheck:
-    """Validation R@1 of one pair, both directions averaged, against galleries that hold the
-    validation items *and* the training items, as the user's index will.
-
-    Relevance is the explicit pair key where the two modalities have them, else the label.
-    """
-
-    def __init__(self, a: str, b: str, train: TrainingSet, val: TrainingSet):
-        self.a, self.b = a, b
-        va, vb, ta, tb = val[a], val[b], train[a], train[b]
-        keys_va, keys_vb, how = pair_keys(va, vb)
-        if how == "none":
-            keys_va, keys_vb, how = pair_keys(_joined(va, ta), _joined(vb, tb))
-            keys_va, keys_vb = keys_va[: len(va.ids)], keys_vb[: len(vb.ids)]
-        self.how = how
-        # Training items are in the gallery but can only be right answers where labels relate.
-        train_a = ta.labels if how == "label" else [None] * len(ta.ids)
-        train_b = tb.labels if how == "label" else [None] * len(tb.ids)
-        self.queries = {a: (va.features, list(keys_va)), b: (vb.features, list(keys_vb))}
-        self.gallery = {a: (np.concatenate([va.features, ta.features]), list(keys_va) + list(train_a)),
-                        b: (np.concatenate([vb.features, tb.features]), list(keys_vb) + list(train_b))}
-        self.usable = how != "none" and any(k is not None for k in keys_va) and any(k is not None for k in keys_vb)
-
-    def score(self, embed: Callable[[str, np.ndarray], np.ndarray]) -> float:
-        """Mean R@1 of a->b and b->a, with `embed(modality, features)` giving unit vectors."""
-        total = 0.0
-        for s, t in ((self.a, self.b), (self.b, self.a)):
-            q, q_keys = self.queries[s]
-            g, g_keys = self.gallery[t]
-            total += recall_at_1(embed(s, q), q_keys, embed(t, g), g_keys)
-        return total / 2
-
-    def raw(self) -> float:
-        """The same check on the raw frozen features, L2-normalised (no bridge at all)."""
-        return self.score(lambda _m, x: x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12))
-
-
-def _joined(a: ModalityData, b: ModalityData) -> ModalityData:
-    return ModalityData(ids=a.ids + b.ids, features=np.concatenate([a.features, b.features]),
-                        labels=list(a.labels) + list(b.labels), pairs=list(a.pairs) + list(b.pairs))
-
-
-def hold_out(data: TrainingSet, fraction: float, seed: int) -> tuple[TrainingSet, TrainingSet]:
-    """Split training data into (train, validation) when the user gave no validation split.
-
-    Explicit pair keys are held out together across modalities (a pair is never split); items
-    paired by label are held out per label, only from groups of at least 5 (class prompts stay)."""
-    rng = np.random.default_rng([seed, 7])
-    all_pairs = sorted({p for d in data.values() for p in d.pairs if p is not None})
-    held_pairs = set(rng.choice(all_pairs, size=int(len(all_pairs) * fraction), replace=False)) if all_pairs else set()
-    train, val = {}, {}
-    for m, d in data.items():
-        held = np.zeros(len(d.ids), bool)
-        if held_pairs:
-            held |= np.array([p in held_pairs for p in d.pairs])
-        for label in {x for x, p in zip(d.labels, d.pairs) if x is not None and p is None}:
-            idx = [i for i, (x, p) in enumerate(zip(d.labels, d.pairs)) if x == label and p is None]
-            if len(idx) >= 5:
-                held[rng.choice(idx, size=int(len(idx) * fraction), replace=False)] = True
-        train[m], val[m] = _subset(d, ~held), _subset(d, held)
-    return train, {m: v for m, v in val.items() if len(v.ids)}
-
-
-def _subset(d: ModalityData, mask: np.ndarray) -> ModalityData:
-    idx = np.flatnonzero(mask)
-    return ModalityData(ids=[d.ids[i] for i in idx], features=d.features[idx], labels=[d.labels[i] for i in idx],
-                        pairs=[d.pairs[i] for i in idx])
 
 
 # ------------------------------------------------------------------------------ optimisation

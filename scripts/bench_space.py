@@ -112,7 +112,7 @@ def main() -> int:
     raw.pop("zero_shot")
 
     def drop(data: dict[str, Any]) -> dict[str, Any]:
-        from bridge.train import _subset
+        from bridge.validation import _subset
 
         return {m: _subset(d, np.array([y not in unseen for y in d.labels])) for m, d in data.items()}
 

@@ -143,7 +143,7 @@ def test_selection_keeps_a_head_from_falling_below_the_raw_features():
                proxy="thermal")
     scratch, _ = train(TrainConfig(**cfg, head_init="random", select=False), train_set, val=val_set, preset_info=info)
     kept, _ = train(TrainConfig(**cfg), train_set, val=val_set, preset_info=info)
-    from bridge.train import PairCheck
+    from bridge.validation import PairCheck
 
     check = PairCheck("thermal", "image", train_set, val_set)
     raw = check.raw()

@@ -1,0 +1,86 @@
+"""How heads are judged: validation R@1 against a gallery that also holds the training items (what a
+user's index holds), the raw-feature baseline beside it, and a held-out share of the training pairs
+when the user gave no validation split.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from bridge.pairs import ModalityData, TrainingSet, pair_keys
+
+
+def recall_at_1(queries: np.ndarray, query_keys: list, corpus: np.ndarray, corpus_keys: list) -> float:
+    """Fraction of queries whose nearest corpus item shares their key (ties: first in corpus order)."""
+    top = np.argmax(np.asarray(queries, np.float32) @ np.asarray(corpus, np.float32).T, axis=1)
+    return float(np.mean([query_keys[i] is not None and query_keys[i] == corpus_keys[j] for i, j in enumerate(top)]))
+
+
+class PairCheck:
+    """Validation R@1 of one pair, both directions averaged, against galleries that hold the
+    validation items *and* the training items, as the user's index will.
+
+    Relevance is the explicit pair key where the two modalities have them, else the label.
+    """
+
+    def __init__(self, a: str, b: str, train: TrainingSet, val: TrainingSet):
+        self.a, self.b = a, b
+        va, vb, ta, tb = val[a], val[b], train[a], train[b]
+        keys_va, keys_vb, how = pair_keys(va, vb)
+        if how == "none":
+            keys_va, keys_vb, how = pair_keys(_joined(va, ta), _joined(vb, tb))
+            keys_va, keys_vb = keys_va[: len(va.ids)], keys_vb[: len(vb.ids)]
+        self.how = how
+        # Training items are in the gallery but can only be right answers where labels relate.
+        train_a = ta.labels if how == "label" else [None] * len(ta.ids)
+        train_b = tb.labels if how == "label" else [None] * len(tb.ids)
+        self.queries = {a: (va.features, list(keys_va)), b: (vb.features, list(keys_vb))}
+        self.gallery = {a: (np.concatenate([va.features, ta.features]), list(keys_va) + list(train_a)),
+                        b: (np.concatenate([vb.features, tb.features]), list(keys_vb) + list(train_b))}
+        self.usable = how != "none" and any(k is not None for k in keys_va) and any(k is not None for k in keys_vb)
+
+    def score(self, embed: Callable[[str, np.ndarray], np.ndarray]) -> float:
+        """Mean R@1 of a->b and b->a, with `embed(modality, features)` giving unit vectors."""
+        total = 0.0
+        for s, t in ((self.a, self.b), (self.b, self.a)):
+            q, q_keys = self.queries[s]
+            g, g_keys = self.gallery[t]
+            total += recall_at_1(embed(s, q), q_keys, embed(t, g), g_keys)
+        return total / 2
+
+    def raw(self) -> float:
+        """The same check on the raw frozen features, L2-normalised (no bridge at all)."""
+        return self.score(lambda _m, x: x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12))
+
+
+def _joined(a: ModalityData, b: ModalityData) -> ModalityData:
+    return ModalityData(ids=a.ids + b.ids, features=np.concatenate([a.features, b.features]),
+                        labels=list(a.labels) + list(b.labels), pairs=list(a.pairs) + list(b.pairs))
+
+
+def hold_out(data: TrainingSet, fraction: float, seed: int) -> tuple[TrainingSet, TrainingSet]:
+    """Split training data into (train, validation) when the user gave no validation split.
+
+    Explicit pair keys are held out together across modalities (a pair is never split); items
+    paired by label are held out per label, only from groups of at least 5 (class prompts stay)."""
+    rng = np.random.default_rng([seed, 7])
+    all_pairs = sorted({p for d in data.values() for p in d.pairs if p is not None})
+    held_pairs = set(rng.choice(all_pairs, size=int(len(all_pairs) * fraction), replace=False)) if all_pairs else set()
+    train, val = {}, {}
+    for m, d in data.items():
+        held = np.zeros(len(d.ids), bool)
+        if held_pairs:
+            held |= np.array([p in held_pairs for p in d.pairs])
+        for label in {x for x, p in zip(d.labels, d.pairs) if x is not None and p is None}:
+            idx = [i for i, (x, p) in enumerate(zip(d.labels, d.pairs)) if x == label and p is None]
+            if len(idx) >= 5:
+                held[rng.choice(idx, size=int(len(idx) * fraction), replace=False)] = True
+        train[m], val[m] = _subset(d, ~held), _subset(d, held)
+    return train, {m: v for m, v in val.items() if len(v.ids)}
+
+
+def _subset(d: ModalityData, mask: np.ndarray) -> ModalityData:
+    idx = np.flatnonzero(mask)
+    return ModalityData(ids=[d.ids[i] for i in idx], features=d.features[idx], labels=[d.labels[i] for i in idx],
+                        pairs=[d.pairs[i] for i in idx])
