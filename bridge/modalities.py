@@ -1,5 +1,8 @@
 """The six modalities: how each is recognised, decoded and preprocessed the way its field does it.
 
+(Over 500 lines on purpose: the six loaders and their bounds against hostile files sit on one page,
+so the canonical forms below and every input check can be read and compared together.)
+
 Loaders return *canonical* arrays, independent of any encoder:
 
 | modality | canonical form |

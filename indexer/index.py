@@ -16,6 +16,9 @@ A run: (refuse early: no bridge, another folder) -> lock -> bridge (copy / compa
 store's payloads if damaged) -> scan -> plan -> record `optimized: false` -> remove deleted
 files' points -> pipeline (read, embed, write) -> sweep orphans -> optimise -> compact manifest,
 write errors report and record. `indexer.faults` lists the crash points the tests kill at.
+
+(Over 500 lines on purpose: every step of a run and its recovery after a crash is in this one file,
+in run order, so the crash-safety argument can be read top to bottom.)
 """
 from __future__ import annotations
 

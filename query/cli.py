@@ -97,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
     if (args.index is None) == (args.server is None):
         raise ValueError("give --index PATH (open the index here) or --server URL (ask a running ebridge serve)")
     if args.server:
-        from query.serve_client import search
+        from query.serve.client import search
 
         hits = [{k: h.get(k) for k in ("id", "path", "modality", "score", "route", "label")} for h in search(
             args.server, text=args.text, file=args.file, id=args.id, target=args.target, k=args.k,

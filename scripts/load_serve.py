@@ -29,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from query.serve_client import ServerError, request, search_body  # noqa: E402
+from query.serve.client import ServerError, request, search_body  # noqa: E402
 
 log = logging.getLogger("load_serve")
 WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine",

@@ -40,7 +40,8 @@ def browser():
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    from query.serve_app import SearchService, ServeSettings, create_app
+    from query.serve.app import create_app
+    from query.serve.service import SearchService, ServeSettings
     from tests.serve_support import RunningServer, small_index
 
     index, data = small_index(tmp_path_factory)

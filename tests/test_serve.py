@@ -19,7 +19,8 @@ from indexer.index import index_directory  # noqa: E402
 from indexer.lock import IndexLockedError  # noqa: E402
 from indexer.store import Point  # noqa: E402
 from query.search import Index, IndexBusyError  # noqa: E402
-from query.serve_app import SearchService, ServeSettings, create_app  # noqa: E402
+from query.serve.app import create_app  # noqa: E402
+from query.serve.service import SearchService, ServeSettings  # noqa: E402
 from tests.serve_support import RunningServer, small_index  # noqa: E402
 
 KEY = "s3cret-key"

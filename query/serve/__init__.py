@@ -5,7 +5,7 @@
     ebridge search --server http://127.0.0.1:8000 --text seven --target audio
 
 The server holds the index folder's lock while it runs: `ebridge index` on the same folder is
-refused with "in use by a server (pid N)" until the server stops (see query/serve_app.py).
+refused with "in use by a server (pid N)" until the server stops (see query/serve/service.py).
 Binds 127.0.0.1 unless told otherwise; with --api-key, every endpoint but /health, the page and
 the docs wants the `X-API-Key` header.
 """
@@ -45,7 +45,8 @@ def run(args: argparse.Namespace) -> int:
     for module in ("fastapi", "multipart"):
         require(module, "ebridge serve")
     uvicorn = require("uvicorn", "ebridge serve")
-    from query.serve_app import SearchService, ServeSettings, create_app
+    from query.serve.app import create_app
+    from query.serve.service import SearchService, ServeSettings
 
     if args.host not in ("127.0.0.1", "localhost", "::1") and not args.api_key:
         log.warning("serving on %s without --api-key: anyone who reaches this address can search and "
