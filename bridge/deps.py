@@ -62,3 +62,15 @@ def lazy_attributes(package: str, public: dict[str, str]) -> Callable[[str], Any
         raise AttributeError(f"module {package!r} has no attribute {name!r}")
 
     return __getattr__
+
+
+def quiet_transformers(feature: str) -> ModuleType:
+    """`transformers`, told to keep its warnings and "Loading weights" bars to itself: our own log
+    says what loaded, and a search's output should hold nothing else."""
+    import os
+
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    transformers = require("transformers", feature)
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    return transformers

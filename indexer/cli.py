@@ -47,7 +47,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="reader threads for file I/O and decoding")
     g.add_argument("--decode", choices=["auto", "threads", "processes"], default="auto",
                    help="decode in reader threads or in worker processes (auto: processes for larger runs)")
-    g.add_argument("--torch-threads", type=int, default=None,
+    g.add_argument("--threads", "--torch-threads", dest="torch_threads", type=int, default=None,
                    help="torch intra-op threads for this run (on a small or busy machine, 1 is often fastest)")
     g.add_argument("--no-optimize", action="store_true", help="skip building the HNSW index at the end")
     from bridge.device import add_device_option

@@ -90,6 +90,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import time
+
+    started = time.perf_counter()
     from query.search import Index, parse_filters
 
     if args.k < 1:
@@ -110,6 +113,8 @@ def run(args: argparse.Namespace) -> int:
             hits = [h.to_json() for h in index.search(query, target=args.target, k=args.k,
                                                        filter=parse_filters(args.filter), route=args.route,
                                                        source=source)]
+    logging.getLogger("ebridge").info("first result %.2f s after the command started (%d hits)",
+                                      time.perf_counter() - started, len(hits))
     if args.json:
         print(json.dumps(hits, indent=2))
         return 0

@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from bridge.deps import require
+from bridge.deps import quiet_transformers, require
 from bridge.encoders.base import Backbone, PresetError, WeightsUnavailableError, _weights_source, register_backbone
 from bridge.modalities import SAMPLE_RATE
 
@@ -84,7 +84,7 @@ class ClapBackbone(Backbone):
 
     def _load(self) -> None:
         torch = require("torch", "the clap encoder")
-        transformers = require("transformers", "the clap encoder")
+        transformers = quiet_transformers("the clap encoder")
         kind, value = _weights_source(self.spec)
         if kind == "none":
             arch = self.spec.get("arch") or {}

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from bridge.deps import require
+from bridge.deps import quiet_transformers, require
 from bridge.encoders.base import Backbone, WeightsUnavailableError, _package_dir, _weights_source, register_backbone
 
 
@@ -45,7 +45,7 @@ class MiniLMBackbone(Backbone):
 
     def _load(self) -> None:
         require("torch", "the minilm text encoder")
-        transformers = require("transformers", "the minilm text encoder")
+        transformers = quiet_transformers("the minilm text encoder")
         folder = self._model_dir()
         if folder is None:
             # The tokenizer still needs the vocabulary: take it from the shipped package.

@@ -31,7 +31,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-k", type=int, default=100, help="largest k a request may ask for (default 100)")
     p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
                    help="threads that encode queries (default: cores, at most 4)")
-    p.add_argument("--torch-threads", type=int, default=1, help="torch threads per worker (default 1)")
+    p.add_argument("--threads", "--torch-threads", dest="torch_threads", type=int, default=1,
+                   help="torch threads per worker (default 1)")
     p.add_argument("--no-warm", action="store_true", help="do not run the encoders once at start")
     p.add_argument("--text-cache", type=int, default=4096, help="text queries whose vectors are kept (0: none)")
     p.add_argument("--qdrant-url", help="serve a Qdrant server collection (the index folder holds its bridge)")
