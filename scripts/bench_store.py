@@ -116,7 +116,8 @@ BENCH_SITE = Path(__file__).resolve().parents[1] / ".bench-site"  # optional pri
 EDGE_PRESETS: dict[str, dict[str, Any]] = {
     "default": {},
     "old": {"payload_m": None, "hnsw_payload_fields": None, "max_segment_size_kb": None,
-            "default_segment_number": None, "optimize_every": None, "acorn_max_selectivity": None},
+            "default_segment_number": None, "optimize_every": None, "acorn_max_selectivity": None,
+            "vectors_memory": None},
     # payload_m links for modality only, no ACORN: the other way to keep modality filters correct
     "modlinks": {"payload_m": 16, "hnsw_payload_fields": ["modality"], "acorn_max_selectivity": None},
     # no payload links and no ACORN: what a filtered search does without either

@@ -421,6 +421,7 @@ def test_edge_build_settings_applied_recorded_and_kept(tmp_path, corpus: Corpus)
                           payload_indexes={"modality": "keyword", "path": "prefix"}, payload_m=4, hnsw_payload_fields=["modality"], max_segment_size_kb=12_345,
                           default_segment_number=3, indexing_threshold_kb=1, full_scan_threshold_kb=1,
                           optimize_every=150, acorn_max_selectivity=0.3, hnsw_memory="cached",
+                          payload_index_memory={"path": "cold"},
                           indexing_threads=1, search_threads=1)
     path = tmp_path / "index"
 

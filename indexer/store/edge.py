@@ -140,7 +140,8 @@ class EdgeStore(Store):
         self._shard = qe.EdgeShard.create(str(self._shard_path), self._edge_config(spec))
         for name, kind in spec.payload_indexes.items():
             links = spec.hnsw_payload_fields is None or name in spec.hnsw_payload_fields
-            self._shard.update(qe.UpdateOperation.create_field_index(name, _edge_index_schema(kind, links)))
+            schema = _edge_index_schema(kind, links, spec.payload_index_memory.get(name))
+            self._shard.update(qe.UpdateOperation.create_field_index(name, schema))
         self._since_optimize = 0
         self._spec = dataclasses.replace(spec, metadata={})
         self._meta = dict(spec.metadata)
@@ -300,18 +301,22 @@ def _edge_memory(where: str | None) -> Any:
     return {None: None, "ram": qe.Memory.Pinned, "cold": qe.Memory.Cold, "cached": qe.Memory.Cached}[where]
 
 
-def _edge_index_schema(kind: str, hnsw_links: bool = True) -> Any:
-    """The engine's index params; `hnsw_links` False keeps the field out of the payload_m links."""
+def _edge_index_schema(kind: str, hnsw_links: bool = True, memory: str | None = None) -> Any:
+    """The engine's index params; `hnsw_links` False keeps the field out of the payload_m links,
+    `memory` places the index of optimized segments ("cold": mmap)."""
     qe = _edge()
     enable = None if hnsw_links else False
+    mem = _edge_memory(memory)
     if kind == "prefix":
-        return qe.KeywordIndexParams(prefix=True, enable_hnsw=enable)
+        return qe.KeywordIndexParams(prefix=True, enable_hnsw=enable, memory=mem)
+    if enable is None and mem is None:
+        return {"keyword": qe.PayloadSchemaType.Keyword, "integer": qe.PayloadSchemaType.Integer,
+                "float": qe.PayloadSchemaType.Float}[kind]
     if kind == "keyword":
-        return qe.KeywordIndexParams(enable_hnsw=enable) if enable is False else qe.PayloadSchemaType.Keyword
+        return qe.KeywordIndexParams(enable_hnsw=enable, memory=mem)
     if kind == "integer":
-        return (qe.IntegerIndexParams(lookup=True, range=True, enable_hnsw=False) if enable is False
-                else qe.PayloadSchemaType.Integer)
-    return qe.FloatIndexParams(enable_hnsw=False) if enable is False else qe.PayloadSchemaType.Float
+        return qe.IntegerIndexParams(lookup=True, range=True, enable_hnsw=enable, memory=mem)
+    return qe.FloatIndexParams(enable_hnsw=enable, memory=mem)
 
 
 def _edge_condition(key: str, value: FilterValue) -> Any:
