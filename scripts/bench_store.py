@@ -284,10 +284,8 @@ def open_engine(engine: str, args: argparse.Namespace, out: Path
         faiss = _import_peer("faiss")
         faiss.omp_set_num_threads(args.threads)
         index = faiss.read_index(str(out))
-        keep = np.arange(FILTER_REM, args.n, 5, dtype=np.int64)
         bitmap = np.packbits((np.arange(args.n) % 5 == FILTER_REM).astype(np.uint8), bitorder="little")
         selector = faiss.IDSelectorBitmap(args.n, faiss.swig_ptr(bitmap))  # borrows bitmap: keep it alive
-        del keep
 
         def search(q: np.ndarray, ef: int, filtered: bool, _bitmap: np.ndarray = bitmap) -> list[Any]:
             params = faiss.SearchParametersHNSW(efSearch=ef, sel=selector if filtered else None)
