@@ -1,35 +1,48 @@
 #!/usr/bin/env python
-"""Scale benchmark of the embedded store (qdrant-edge): build time, disk, RSS, latency, recall.
+"""Scale benchmark of the embedded store (qdrant-edge) beside FAISS, hnswlib and exact numpy.
 
 Vectors are shaped like bridged embeddings: unit-norm and clustered (a few hundred
 centres on the sphere plus noise), not uniform noise, which would make HNSW look worse
 and quantization look better than on real data. Recall@10 is measured against exact
-top-10 computed with numpy on the same vectors.
+top-10 computed with numpy on the same vectors; filtered recall against the exact top-10
+among the points whose ``modality`` is ``depth`` (a fifth of them).
 
-Each configuration (with / without int8 scalar quantization) is built in its own child
-process so that the peak RSS of one does not hide inside the other's. Peak RSS includes
-the benchmark's own copy of the vectors (n * dim * 4 bytes), reported beside it.
+Every engine is built in its own child process, then opened and queried in another, so
+neither phase's memory hides inside the other's: build peak RSS (the kernel's high-water
+mark, file-backed mmap pages included) and the peak of its anonymous part (sampled by the
+parent every 50 ms: what cannot be paged out), open time, steady-state RSS while serving,
+p50/p95 latency, recall@10. The children read the vectors from a file one upsert batch at
+a time (no mmap), so the figures are the engine's, not a copy of the data set held by the
+benchmark. Threads: one per engine by default (``--threads``), as the machine is shared.
+
+Engines: ``edge:<preset>`` (the project's store; presets below, ``default`` being
+CollectionSpec's own defaults and ``old`` the settings before issue 15), ``faiss-hnsw``,
+``faiss-sq8`` (HNSW over 8-bit scalar-quantized vectors), ``hnswlib``, ``numpy`` (exact).
+Peers need the ``bench`` extra: ``pip install -e '.[bench]'``.
 
 Usage::
 
-    python scripts/bench_store.py                       # 100k x 256-d
-    python scripts/bench_store.py --n 1000000 --json bench-1m.json
-    python scripts/bench_store.py --n 100000 --m 16 --ef-construct 128 --ef 32,64,128
+    python scripts/bench_store.py                       # 100k x 256-d, every engine
+    python scripts/bench_store.py --n 300000 --json bench-300k.json
+    python scripts/bench_store.py --engines edge:default,edge:old --edge-custom 'capped={"max_segment_size_kb": 50000}'
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import multiprocessing as mp
 import os
 import platform
+import queue
 import resource
 import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +50,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from indexer.store import CollectionSpec, EdgeStore, Point, point_id  # noqa: E402
+from indexer.store import CollectionSpec, EdgeStore, Filter, Point, point_id  # noqa: E402
 
 log = logging.getLogger("bench_store")
 MODALITIES = ("image", "audio", "depth", "thermal", "text")
@@ -93,119 +106,342 @@ def exact_top_k(base: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
     return out
 
 
+FILTER_MODALITY = "depth"  # the filtered queries keep modality == this (every fifth point)
+FILTER_REM = MODALITIES.index(FILTER_MODALITY)
+BENCH_SITE = Path(__file__).resolve().parents[1] / ".bench-site"  # optional private install of the peers
+
+# Settings of the project's store to compare. "default" is whatever CollectionSpec defaults to
+# (what the indexer gets); "old" is the spec before the build bounds existed (engine defaults:
+# payload links on every indexed field, no segment cap, one optimizer run at the end).
+EDGE_PRESETS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "old": {"payload_m": None, "hnsw_payload_fields": None, "max_segment_size_kb": None,
+            "default_segment_number": None, "optimize_every": None, "acorn_max_selectivity": None,
+            "vectors_memory": None},
+    # payload_m links for modality only, no ACORN: the other way to keep modality filters correct
+    "modlinks": {"payload_m": 16, "hnsw_payload_fields": ["modality"], "acorn_max_selectivity": None},
+    # no payload links and no ACORN: what a filtered search does without either
+    "bare": {"payload_m": 0, "acorn_max_selectivity": None},
+    "int8-cold": {"quantization": "int8", "vectors_memory": "cold"},
+}
+
+
+def payload_of(i: int) -> dict[str, Any]:
+    """The payload the store holds for point `i`: what the indexer writes (path, modality, label)."""
+    mod = MODALITIES[i % 5]
+    return {"path": f"data/{mod}/{i // 1000:04d}/{i:07d}.bin", "modality": mod, "label": f"c{i % 100}"}
+
+
+def id_of(i: int) -> str:
+    return point_id(payload_of(i)["path"])
+
+
 def dir_bytes(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
 def peak_rss_bytes() -> int:
-    # ru_maxrss is KiB on Linux (bytes on macOS).
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    """This process's RSS high-water mark in bytes.
+
+    VmHWM, not ru_maxrss: Linux carries ru_maxrss across exec, so a spawned child would
+    report at least its parent's RSS at fork time (the parent holds the data set).
+    """
+    hwm = proc_status().get("VmHWM")
+    if hwm:
+        return hwm
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
     return rss if platform.system() == "Darwin" else rss * 1024
 
 
-def run_config(args: argparse.Namespace, quantization: str | None, workdir: Path) -> dict[str, Any]:
-    """Build one store and measure it; runs in a child process."""
-    t0 = time.perf_counter()
-    total = args.n + args.queries
-    allv = make_vectors(total, args.dim, args.clusters, args.spread, args.noise, args.rank, args.seed)
-    base, queries = allv[: args.n], allv[args.n:]  # held-out queries from the same clusters
-    gen_s = time.perf_counter() - t0
+def proc_status(pid: int | str = "self") -> dict[str, int]:
+    """VmRSS / RssAnon / RssFile / VmHWM of a process, in bytes (Linux; empty elsewhere)."""
+    out = {}
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            key, _, rest = line.partition(":")
+            if key in ("VmRSS", "RssAnon", "RssFile", "VmHWM"):
+                out[key] = int(rest.split()[0]) * 1024
+    except (OSError, ValueError):
+        pass
+    return out
 
-    truth = exact_top_k(base, queries, 10)
 
+def read_chunks(path: Path, n: int, dim: int, batch: int) -> Iterator[tuple[int, np.ndarray]]:
+    """(first index, rows) of the base vectors, `batch` rows at a time, read (not mapped) from `path`.
+
+    Plain reads keep the file's pages in the page cache, outside the reader's RSS, so a
+    child's RSS is its engine's, not the benchmark's copy of the data.
+    """
+    buf = np.empty((batch, dim), np.float32)
+    with open(path, "rb") as f:
+        for lo in range(0, n, batch):
+            rows = min(batch, n - lo)
+            view = buf[:rows]
+            f.readinto(memoryview(view).cast("B"))
+            yield lo, view
+
+
+def _import_peer(name: str) -> Any:
+    if BENCH_SITE.is_dir() and str(BENCH_SITE) not in sys.path:
+        sys.path.append(str(BENCH_SITE))
+    try:
+        return __import__(name)
+    except ImportError as e:
+        pip = {"faiss": "faiss-cpu"}.get(name, name)
+        raise ImportError(f"engine needs {pip}: pip install -e '.[bench]' (or pip install {pip})") from e
+
+
+def edge_spec(args: argparse.Namespace, preset: str) -> CollectionSpec:
+    over = dict({**EDGE_PRESETS, **args.edge_presets}[preset])
     spec = CollectionSpec(
         vectors={"bridged": args.dim},
         payload_indexes={"modality": "keyword", "label": "keyword", "path": "prefix"},
-        quantization=quantization,  # type: ignore[arg-type]
-        hnsw_m=args.m,
-        hnsw_ef_construct=args.ef_construct,
-        oversampling=args.oversampling,
-        vectors_memory=args.vectors_memory,
+        hnsw_m=args.m, hnsw_ef_construct=args.ef_construct,
+        indexing_threads=args.threads, search_threads=args.threads,
         metadata={"bench": True},
     )
-    path = workdir / f"store-{quantization or 'f32'}"
-    shutil.rmtree(path, ignore_errors=True)
-    store = EdgeStore(path)
-    store.create(spec)
+    return dataclasses.replace(spec, **over)
 
-    def points(lo: int, hi: int):
-        rows = base[lo:hi].tolist()  # one conversion per batch, cheaper than per point
-        for j, i in enumerate(range(lo, hi)):
-            p = f"data/{MODALITIES[i % 5]}/{i // 1000:04d}/{i:07d}.bin"
-            yield Point(point_id(p), {"bridged": rows[j]}, {"path": p, "modality": MODALITIES[i % 5],
-                                                            "label": f"c{i % 100}"})
 
+# ------------------------------------------------------------------------------ build (child 1)
+
+
+def build_engine(engine: str, args: argparse.Namespace, data: Path, out: Path) -> dict[str, Any]:
+    """Build `engine` over the vectors in `data` and save it at `out`; returns build figures."""
+    res: dict[str, Any] = {"build_baseline_rss_bytes": proc_status().get("VmRSS", 0)}  # interpreter + imports
     t0 = time.perf_counter()
-    for lo in range(0, args.n, args.batch):
-        store.upsert(points(lo, min(args.n, lo + args.batch)), batch=args.batch)
-    upsert_s = time.perf_counter() - t0
+    if engine.startswith("edge:"):
+        spec = edge_spec(args, engine.split(":", 1)[1])
+        res["spec"] = spec.to_json()
+        store = EdgeStore(out)
+        store.create(spec)
+        for lo, rows in read_chunks(data, args.n, args.dim, args.batch):
+            vecs = rows.tolist()
+            store.upsert((Point(id_of(lo + j), {"bridged": v}, payload_of(lo + j)) for j, v in enumerate(vecs)),
+                         batch=args.batch)
+        res["upsert_s"] = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        store.optimize()
+        res["optimize_s"] = time.perf_counter() - t1
+        info = store.info()
+        res.update(segments=info.segments, indexed_vectors=info.indexed_vectors)
+        res["engine_config"] = store.engine_config()
+        store.close()
+    elif engine in ("faiss-hnsw", "faiss-sq8"):
+        faiss = _import_peer("faiss")
+        faiss.omp_set_num_threads(args.threads)
+        if engine == "faiss-hnsw":
+            index = faiss.IndexHNSWFlat(args.dim, args.m, faiss.METRIC_INNER_PRODUCT)
+        else:
+            index = faiss.IndexHNSWSQ(args.dim, faiss.ScalarQuantizer.QT_8bit, args.m, faiss.METRIC_INNER_PRODUCT)
+            # Train the quantizer's ranges on the first 50k vectors (its whole training input).
+            sample = next(read_chunks(data, min(args.n, 50_000), args.dim, min(args.n, 50_000)))[1]
+            index.train(sample)
+            del sample
+        index.hnsw.efConstruction = args.ef_construct
+        for _, rows in read_chunks(data, args.n, args.dim, args.batch):
+            index.add(rows)
+        faiss.write_index(index, str(out))
+    elif engine == "hnswlib":
+        hnswlib = _import_peer("hnswlib")
+        index = hnswlib.Index(space="ip", dim=args.dim)
+        index.init_index(max_elements=args.n, M=args.m, ef_construction=args.ef_construct, random_seed=0)
+        index.set_num_threads(args.threads)
+        for lo, rows in read_chunks(data, args.n, args.dim, args.batch):
+            index.add_items(rows, np.arange(lo, lo + len(rows)), num_threads=args.threads)
+        index.save_index(str(out))
+    elif engine == "numpy":
+        base = np.empty((args.n, args.dim), np.float32)
+        for lo, rows in read_chunks(data, args.n, args.dim, args.batch):
+            base[lo:lo + len(rows)] = rows
+        np.save(out, base)
+        out = out.with_suffix(".npy")
+    else:
+        raise ValueError(f"unknown engine {engine!r}")
+    res["build_s"] = time.perf_counter() - t0
+    res["build_peak_rss_bytes"] = peak_rss_bytes()
+    res["disk_bytes"] = dir_bytes(out)
+    return res
+
+
+# ------------------------------------------------------------------------------ serve (child 2)
+
+
+def open_engine(engine: str, args: argparse.Namespace, out: Path
+                ) -> tuple[Callable[[np.ndarray, int, bool], list[Any]], Callable[[], None]]:
+    """Open a built engine; returns search(q, ef, filtered) -> hit keys, and close()."""
+    if engine.startswith("edge:"):
+        store = EdgeStore(out)
+        flt = Filter(must={"modality": FILTER_MODALITY})
+
+        def search(q: np.ndarray, ef: int, filtered: bool) -> list[Any]:
+            return [h.id for h in store.search("bridged", q, k=10, ef=ef, with_payload=False,
+                                               filter=flt if filtered else None)]
+        return search, store.close
+    if engine.startswith("faiss"):
+        faiss = _import_peer("faiss")
+        faiss.omp_set_num_threads(args.threads)
+        index = faiss.read_index(str(out))
+        bitmap = np.packbits((np.arange(args.n) % 5 == FILTER_REM).astype(np.uint8), bitorder="little")
+        selector = faiss.IDSelectorBitmap(args.n, faiss.swig_ptr(bitmap))  # borrows bitmap: keep it alive
+
+        def search(q: np.ndarray, ef: int, filtered: bool, _bitmap: np.ndarray = bitmap) -> list[Any]:
+            params = faiss.SearchParametersHNSW(efSearch=ef, sel=selector if filtered else None)
+            _, idx = index.search(q[None, :], 10, params=params)
+            return idx[0].tolist()
+        return search, lambda: None
+    if engine == "hnswlib":
+        hnswlib = _import_peer("hnswlib")
+        index = hnswlib.Index(space="ip", dim=args.dim)
+        index.load_index(str(out), max_elements=args.n)
+        index.set_num_threads(args.threads)
+
+        def keep(label: int) -> bool:
+            return label % 5 == FILTER_REM
+
+        def search(q: np.ndarray, ef: int, filtered: bool) -> list[Any]:
+            index.set_ef(ef)
+            labels, _ = index.knn_query(q, k=10, num_threads=1, filter=keep if filtered else None)
+            return labels[0].tolist()
+        return search, lambda: None
+    if engine == "numpy":
+        base = np.load(out.with_suffix(".npy"))
+        mask = np.arange(args.n) % 5 != FILTER_REM
+
+        def search(q: np.ndarray, ef: int, filtered: bool) -> list[Any]:
+            s = base @ q
+            if filtered:
+                s[mask] = -np.inf
+            top = np.argpartition(-s, 10)[:10]
+            return top[np.argsort(-s[top])].tolist()
+        return search, lambda: None
+    raise ValueError(f"unknown engine {engine!r}")
+
+
+def serve_engine(engine: str, args: argparse.Namespace, workdir: Path, out: Path) -> dict[str, Any]:
+    """Open the built engine in a fresh process and measure open time, latency, recall and RSS."""
+    queries = np.load(workdir / "queries.npy")
+    truth = {False: np.load(workdir / "truth.npy"), True: np.load(workdir / "truth_filtered.npy")}
+    rss_before_open = proc_status().get("VmRSS", 0)
     t0 = time.perf_counter()
-    store.optimize()
-    optimize_s = time.perf_counter() - t0
-    info = store.info()
-
-    id_of = [point_id(f"data/{MODALITIES[i % 5]}/{i // 1000:04d}/{i:07d}.bin") for i in range(args.n)]
-    truth_ids = [{id_of[i] for i in row} for row in truth]
-
-    per_ef = []
-    for ef in args.ef:
-        for q in queries[: min(50, len(queries))]:  # warm caches and the search pool
-            store.search("bridged", q, k=10, ef=ef, with_payload=False)
-        lat = np.empty(len(queries))
-        found = 0
-        for qi, q in enumerate(queries):
-            t = time.perf_counter()
-            hits = store.search("bridged", q, k=10, ef=ef, with_payload=False)
-            lat[qi] = time.perf_counter() - t
-            found += len(truth_ids[qi] & {h.id for h in hits})
-        per_ef.append({
-            "ef": ef,
-            "p50_ms": float(np.percentile(lat, 50) * 1e3),
-            "p95_ms": float(np.percentile(lat, 95) * 1e3),
-            "recall_at_10": found / (10 * len(queries)),
-        })
-    store.close()
-    result = {
-        "quantization": quantization or "none",
-        "n": args.n, "dim": args.dim, "m": args.m, "ef_construct": args.ef_construct,
-        "oversampling": args.oversampling if quantization else None,
-        "generate_s": gen_s,
-        "upsert_s": upsert_s, "optimize_s": optimize_s, "build_s": upsert_s + optimize_s,
-        "upsert_points_per_s": args.n / upsert_s,
-        "segments": info.segments, "indexed_vectors": info.indexed_vectors,
-        "disk_bytes": dir_bytes(path),
-        "peak_rss_bytes": peak_rss_bytes(),
-        "dataset_bytes": int(base.nbytes + queries.nbytes),
-        "search": per_ef,
-    }
-    if not args.keep:
-        shutil.rmtree(path, ignore_errors=True)
-    return result
+    search, close = open_engine(engine, args, out)
+    open_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    search(queries[0], args.ef[0], False)
+    first_query_ms = (time.perf_counter() - t0) * 1e3
+    # Our store answers with point ids (UUIDs of the paths); the peers with row numbers.
+    key: Callable[[int], Any] = id_of if engine.startswith("edge:") else int
+    exact_ef = [args.ef[0]] if engine == "numpy" else args.ef  # ef means nothing to exact search
+    rows = []
+    for filtered in (False, True):
+        want = [{key(int(i)) for i in row} for row in truth[filtered]]
+        for ef in exact_ef:
+            for q in queries[:50]:  # warm caches and the search pool
+                search(q, ef, filtered)
+            lat = np.empty(len(queries))
+            found = 0
+            for qi, q in enumerate(queries):
+                t = time.perf_counter()
+                got = search(q, ef, filtered)
+                lat[qi] = time.perf_counter() - t
+                found += len(want[qi] & set(got))
+            rows.append({"ef": None if engine == "numpy" else ef, "filtered": filtered,
+                         "p50_ms": float(np.percentile(lat, 50) * 1e3), "p95_ms": float(np.percentile(lat, 95) * 1e3),
+                         "recall_at_10": found / (10 * len(queries))})
+    st = proc_status()
+    close()
+    return {"open_s": open_s, "first_query_ms": first_query_ms, "search": rows,
+            "serve_rss_bytes": st.get("VmRSS", 0) - rss_before_open, "serve_anon_bytes": st.get("RssAnon", 0),
+            "serve_peak_rss_bytes": peak_rss_bytes(), "serve_process_rss_bytes": st.get("VmRSS", 0),
+            "serve_baseline_rss_bytes": rss_before_open}
 
 
-def _child(args: argparse.Namespace, quantization: str | None, workdir: Path, q: mp.Queue) -> None:
+def _child(phase: str, engine: str, args: argparse.Namespace, workdir: Path, out: Path, q: mp.Queue) -> None:
     logging.basicConfig(level=logging.WARNING)
     try:
-        q.put(("ok", run_config(args, quantization, workdir)))
+        fn = build_engine if phase == "build" else serve_engine
+        q.put(("ok", fn(engine, args, workdir / "base.f32", out) if phase == "build"
+               else fn(engine, args, workdir, out)))
     except BaseException as e:  # report, do not hang the parent
-        q.put(("error", repr(e)))
+        import traceback
+        q.put(("error", f"{e!r}\n{traceback.format_exc()}"))
 
 
-def print_table(results: list[dict[str, Any]]) -> None:
-    gib = 1024 ** 3
-    print(f"\nembedded store (qdrant-edge) | n={results[0]['n']:,} dim={results[0]['dim']} "
-          f"m={results[0]['m']} ef_construct={results[0]['ef_construct']} | cpus={os.cpu_count()}")
-    head = (f"{'quant':<6} {'build s':>8} {'(upsert':>8} {'+ optim)':>8} {'pts/s':>8} {'disk GiB':>9} "
-            f"{'peakRSS GiB':>11} {'ef':>5} {'p50 ms':>7} {'p95 ms':>7} {'recall@10':>9}")
+def run_child(phase: str, engine: str, args: argparse.Namespace, workdir: Path, out: Path) -> dict[str, Any]:
+    """Run one phase in a fresh process, sampling its anonymous RSS from outside every 50 ms."""
+    ctx = mp.get_context("spawn")  # a fresh process: clean RSS, no inherited threads
+    q: mp.Queue = ctx.Queue()
+    proc = ctx.Process(target=_child, args=(phase, engine, args, workdir, out, q))
+    proc.start()
+    peak_anon = 0
+    while True:
+        peak_anon = max(peak_anon, proc_status(proc.pid).get("RssAnon", 0))
+        try:
+            status, payload = q.get(timeout=0.05)
+            break
+        except queue.Empty:
+            if not proc.is_alive():
+                status, payload = "error", f"child died with exit code {proc.exitcode} (out of memory?)"
+                break
+    proc.join()
+    if status != "ok":
+        raise RuntimeError(f"{engine} {phase}: {payload}")
+    payload[f"{phase}_peak_anon_bytes"] = peak_anon
+    return payload
+
+
+def prepare_data(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    """Write the base vectors (raw float32), queries and exact top-10 (plain and filtered) to `workdir`."""
+    t0 = time.perf_counter()
+    allv = make_vectors(args.n + args.queries, args.dim, args.clusters, args.spread, args.noise, args.rank, args.seed)
+    base, queries = allv[: args.n], allv[args.n:]  # held-out queries from the same clusters
+    base.tofile(workdir / "base.f32")
+    np.save(workdir / "queries.npy", queries)
+    np.save(workdir / "truth.npy", exact_top_k(base, queries, 10))
+    keep = np.arange(FILTER_REM, args.n, 5)
+    np.save(workdir / "truth_filtered.npy", keep[exact_top_k(base[keep], queries, 10)])
+    log.info("data: %d x %d (+%d queries) and exact top-10 in %.1fs", args.n, args.dim, args.queries,
+             time.perf_counter() - t0)
+    return {"raw_vector_bytes": int(base.nbytes)}
+
+
+def engine_path(workdir: Path, engine: str) -> Path:
+    return workdir / engine.replace(":", "-")
+
+
+def print_table(results: list[dict[str, Any]], meta: dict[str, Any]) -> None:
+    mib, raw = 1024 ** 2, meta["raw_vector_bytes"]
+    print(f"\nn={meta['n']:,} dim={meta['dim']} m={meta['m']} ef_construct={meta['ef_construct']} "
+          f"raw vectors {raw / mib:,.0f} MiB | threads per engine={meta['threads']} | cpus={meta['cpus']} "
+          f"| load avg at start {meta['loadavg_start']} end {meta['loadavg_end']} (shared machine)")
+    head = (f"{'engine':<17} {'build s':>8} {'peak MiB':>9} {'(x raw)':>7} {'-base x':>7} {'anon x':>6} {'disk MiB':>8} "
+            f"{'open s':>6} {'serve MiB':>9} {'ef':>4} {'p50 ms':>7} {'p95 ms':>7} {'R@10':>6} "
+            f"{'filt p50':>8} {'filt p95':>8} {'filt R@10':>9}")
     print(head)
     print("-" * len(head))
     for r in results:
-        for i, s in enumerate(r["search"]):
-            left = (f"{r['quantization']:<6} {r['build_s']:>8.1f} {r['upsert_s']:>8.1f} {r['optimize_s']:>8.1f} "
-                    f"{r['upsert_points_per_s']:>8,.0f} {r['disk_bytes'] / gib:>9.2f} "
-                    f"{r['peak_rss_bytes'] / gib:>11.2f}") if i == 0 else " " * 67
-            print(f"{left} {s['ef']:>5} {s['p50_ms']:>7.2f} {s['p95_ms']:>7.2f} {s['recall_at_10']:>9.4f}")
-    print(f"(peak RSS includes the benchmark's own vectors: {results[0]['dataset_bytes'] / gib:.2f} GiB)")
+        if "error" in r:
+            print(f"{r['engine']:<17} failed: {r['error'].splitlines()[0]}")
+            continue
+        plain = [s for s in r["search"] if not s["filtered"]]
+        filt = {s["ef"]: s for s in r["search"] if s["filtered"]}
+        for i, s in enumerate(plain):
+            left = (f"{r['engine']:<17} {r['build_s']:>8.1f} {r['build_peak_rss_bytes'] / mib:>9.0f} "
+                    f"{r['build_peak_rss_bytes'] / raw:>7.2f} "
+                    f"{(r['build_peak_rss_bytes'] - r['build_baseline_rss_bytes']) / raw:>7.2f} "
+                    f"{r['build_peak_anon_bytes'] / raw:>6.2f} "
+                    f"{r['disk_bytes'] / mib:>8.0f} {r['open_s']:>6.2f} {r['serve_rss_bytes'] / mib:>9.0f}"
+                    if i == 0 else " " * 95)
+            f = filt.get(s["ef"])
+            fs = (f"{f['p50_ms']:>8.2f} {f['p95_ms']:>8.2f} {f['recall_at_10']:>9.4f}" if f
+                  else f"{'n/a':>8} {'n/a':>8} {'n/a':>9}")
+            ef = "-" if s["ef"] is None else str(s["ef"])
+            print(f"{left} {ef:>4} {s['p50_ms']:>7.2f} {s['p95_ms']:>7.2f} {s['recall_at_10']:>6.4f} {fs}")
+    print("peak = build process high-water RSS (VmHWM, file-backed pages included); -base x = the same less the "
+          "interpreter + imports measured before building, / raw; anon x = sampled anonymous peak / raw; "
+          "serve = RSS the opened index adds while answering queries")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -217,48 +453,68 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rank", type=int, default=16, help="intrinsic dimension of each cluster")
     ap.add_argument("--noise", type=float, default=0.2, help="isotropic noise norm, relative to 1")
     ap.add_argument("--queries", type=int, default=1000, help="held-out queries")
-    ap.add_argument("--m", type=int, default=16, help="HNSW m")
-    ap.add_argument("--ef-construct", type=int, default=100)
+    ap.add_argument("--m", type=int, default=16, help="HNSW m (every engine)")
+    ap.add_argument("--ef-construct", type=int, default=100, help="HNSW ef_construct (every engine)")
     ap.add_argument("--ef", type=lambda s: [int(x) for x in s.split(",")], default=[64, 128],
                     help="comma-separated search ef values to sweep")
-    ap.add_argument("--oversampling", type=float, default=2.0, help="int8 candidates per k, rescored in float")
-    ap.add_argument("--vectors-memory", choices=["ram", "cold", "cached"], default=None,
-                    help="where the original float vectors live in the embedded store")
-    ap.add_argument("--quant", default="none,int8", help="comma-separated: none,int8")
-    ap.add_argument("--batch", type=int, default=1000, help="points per upsert call")
+    ap.add_argument("--engines", default="edge:default,edge:old,faiss-hnsw,faiss-sq8,hnswlib,numpy",
+                    help="comma-separated: edge:<preset>, faiss-hnsw, faiss-sq8, hnswlib, numpy")
+    ap.add_argument("--edge-custom", action="append", default=[], metavar="NAME=JSON",
+                    help="an extra edge preset: CollectionSpec fields over the defaults, "
+                         "e.g. 'cap50={\"max_segment_size_kb\": 50000}'; run it as edge:NAME")
+    ap.add_argument("--threads", type=int, default=1, help="threads per engine (build and search)")
+    ap.add_argument("--batch", type=int, default=1000, help="points per upsert / add call")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--workdir", type=Path, default=None, help="where stores are built (default: a temp dir)")
-    ap.add_argument("--keep", action="store_true", help="keep the built stores")
+    ap.add_argument("--workdir", type=Path, default=None, help="where data and indexes go (default: a temp dir)")
+    ap.add_argument("--keep", action="store_true", help="keep the built indexes")
     ap.add_argument("--json", type=Path, default=None, help="write results here")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    args.edge_presets = {}  # travels to the children with args
+    for item in args.edge_custom:
+        name, _, raw = item.partition("=")
+        args.edge_presets[name] = json.loads(raw)
+    # Children inherit these: BLAS / OpenMP stay within --threads.
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(args.threads)
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench_store-"))
     workdir.mkdir(parents=True, exist_ok=True)
+    meta = {"n": args.n, "dim": args.dim, "m": args.m, "ef_construct": args.ef_construct, "threads": args.threads,
+            "cpus": os.cpu_count(), "loadavg_start": " ".join(f"{x:.1f}" for x in os.getloadavg()),
+            "argv": sys.argv[1:], "shared_machine_note": "load average shows other users' work on the same CPUs"}
+    meta.update(prepare_data(args, workdir))
     results = []
-    ctx = mp.get_context("spawn")  # a fresh process per config: clean RSS, no inherited threads
-    for name in args.quant.split(","):
-        quantization = None if name == "none" else name
-        log.info("building n=%d quantization=%s in %s", args.n, name, workdir)
-        q: mp.Queue = ctx.Queue()
-        proc = ctx.Process(target=_child, args=(args, quantization, workdir, q))
-        proc.start()
-        status, payload = q.get()
-        proc.join()
-        if status != "ok":
-            log.error("config %s failed: %s", name, payload)
-            return 1
-        results.append(payload)
-        log.info("done %s: build %.1fs", name, payload["build_s"])
+    for engine in args.engines.split(","):
+        known = {**EDGE_PRESETS, **args.edge_presets}
+        if engine.startswith("edge:") and engine.split(":", 1)[1] not in known:
+            raise SystemExit(f"unknown edge preset {engine!r}; known: {sorted(known)} (add one with --edge-custom)")
+        out = engine_path(workdir, engine)
+        shutil.rmtree(out, ignore_errors=True)
+        log.info("building %s", engine)
+        try:
+            res = {"engine": engine, **run_child("build", engine, args, workdir, out)}
+            log.info("built %s in %.1fs (peak %.0f MiB); serving", engine, res["build_s"],
+                     res["build_peak_rss_bytes"] / 2 ** 20)
+            res.update(run_child("serve", engine, args, workdir, out))
+        except (RuntimeError, ImportError) as e:
+            log.error("%s failed: %s", engine, e)
+            res = {"engine": engine, "error": str(e)}
+        results.append(res)
+        if not args.keep:
+            for p in (out, out.with_suffix(".npy")):
+                shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+        if args.json:  # after every engine, so a long run that dies keeps what it measured
+            meta["loadavg_end"] = " ".join(f"{x:.1f}" for x in os.getloadavg())
+            args.json.write_text(json.dumps({"meta": meta, "results": results}, indent=2))
+    meta["loadavg_end"] = " ".join(f"{x:.1f}" for x in os.getloadavg())
     if args.workdir is None and not args.keep:
         shutil.rmtree(workdir, ignore_errors=True)
-
-    print_table(results)
+    print_table(results, meta)
     if args.json:
-        args.json.write_text(json.dumps({"results": results, "argv": sys.argv[1:], "cpus": os.cpu_count()},
-                                        indent=2))
+        args.json.write_text(json.dumps({"meta": meta, "results": results}, indent=2))
         log.info("wrote %s", args.json)
-    return 0
+    return 0 if all("error" not in r for r in results) else 1
 
 
 if __name__ == "__main__":

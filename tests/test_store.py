@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from indexer.store import (
+    BUILD_SETTINGS,
     CollectionSpec,
     EdgeStore,
     Filter,
@@ -400,3 +401,69 @@ def test_local_on_disk_mode(tmp_path, corpus: Corpus) -> None:
 def test_filter_rejects_float_match(store: Store) -> None:
     with pytest.raises(TypeError, match="Range"):
         store.count(Filter(must={"size": 1.5}))
+
+
+# ---------------------------------------------------------------------------
+# Build bounds (issue 15): applied to the engine, recorded with the collection, kept on reopen
+# ---------------------------------------------------------------------------
+
+
+def test_default_spec_bounds_the_build() -> None:
+    """What the indexer's CollectionSpec(vectors=..., payload_indexes=..., quantization=...) gets."""
+    spec = CollectionSpec(vectors={"bridged": DIM})
+    assert spec.payload_m == 0
+    assert spec.max_segment_size_kb is not None and spec.optimize_every is not None
+    assert spec.hnsw_payload_fields == ["modality"]
+
+
+def test_edge_build_settings_applied_recorded_and_kept(tmp_path, corpus: Corpus) -> None:
+    spec = CollectionSpec(vectors={"bridged": DIM, "proxy": DIM},
+                          payload_indexes={"modality": "keyword", "path": "prefix"}, payload_m=4, hnsw_payload_fields=["modality"], max_segment_size_kb=12_345,
+                          default_segment_number=3, indexing_threshold_kb=1, full_scan_threshold_kb=1,
+                          optimize_every=150, acorn_max_selectivity=0.3, hnsw_memory="cached",
+                          payload_index_memory={"path": "cold"},
+                          indexing_threads=1, search_threads=1)
+    path = tmp_path / "index"
+
+    def check(s: EdgeStore) -> None:
+        cfg = s.engine_config()
+        assert cfg["hnsw_config"]["payload_m"] == 4 and cfg["hnsw_config"]["max_indexing_threads"] == 1
+        assert cfg["optimizers"]["max_segment_size"] == 12_345
+        assert cfg["optimizers"]["default_segment_number"] == 3
+        assert cfg["optimizers"]["indexing_threshold"] == 1
+        for name in BUILD_SETTINGS:
+            assert getattr(s.spec, name) == getattr(spec, name), name
+        assert s.info().payload_indexes == {"modality": "keyword", "path": "prefix"}  # still index-backed
+
+    with EdgeStore(path) as s:
+        s.create(spec)
+        check(s)
+        # optimize_every: the optimizer has run on its own (a graph exists) before any optimize() call.
+        s.upsert(corpus.points(), batch=50)
+        assert s.info().indexed_vectors > 0
+    with EdgeStore(path) as s:
+        check(s)
+        assert s.count() == N
+        hits = s.search("bridged", corpus.queries[0], k=5, filter=Filter(must={"modality": "depth"}))
+        assert hits and all(h.payload["modality"] == "depth" for h in hits)
+
+
+def test_spec_recorded_before_build_settings_reads_as_engine_defaults(tmp_path) -> None:
+    """A collection.json written before these fields existed: None (engine default), not today's default."""
+    old = CollectionSpec(vectors={"bridged": DIM}).to_json()
+    for name in BUILD_SETTINGS:
+        old.pop(name)
+    spec = CollectionSpec.from_json(old)
+    assert spec.payload_m is None and spec.max_segment_size_kb is None and spec.optimize_every is None
+    assert spec.hnsw_payload_fields is None and spec.acorn_max_selectivity is None and spec.indexing_threads == 0
+
+
+def test_spec_rejects_bad_build_settings() -> None:
+    with pytest.raises(ValueError, match="optimize_every"):
+        CollectionSpec(vectors={"bridged": DIM}, optimize_every=0)
+    with pytest.raises(ValueError, match="payload_m"):
+        CollectionSpec(vectors={"bridged": DIM}, payload_m=-1)
+    with pytest.raises(ValueError, match="acorn_max_selectivity"):
+        CollectionSpec(vectors={"bridged": DIM}, acorn_max_selectivity=1.5)
+    with pytest.raises(ValueError, match="hnsw_memory"):
+        CollectionSpec(vectors={"bridged": DIM}, hnsw_memory="disk")  # type: ignore[arg-type]

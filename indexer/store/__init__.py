@@ -30,12 +30,12 @@ from indexer.record import read_record
 from indexer.store.base import Store
 from indexer.store.edge import EdgeStore
 from indexer.store.server import ServerStore
-from indexer.store.types import (DEFAULT_RRF_K, ID_NAMESPACE, CollectionSpec, Filter, Hit, Point, PointId, Prefetch,
-                                 Range, Record, StoreInfo, point_id)
+from indexer.store.types import (BUILD_SETTINGS, DEFAULT_RRF_K, ID_NAMESPACE, CollectionSpec, Filter, Hit, Point,
+                                 PointId, Prefetch, Range, Record, StoreInfo, point_id)
 
 __all__ = ["Store", "EdgeStore", "ServerStore", "CollectionSpec", "Filter", "Hit", "Point", "PointId", "Prefetch",
            "Range", "Record", "StoreInfo", "point_id", "open_store", "open_edge", "store_location", "ID_NAMESPACE",
-           "DEFAULT_RRF_K", "StoreInUseError"]
+           "DEFAULT_RRF_K", "StoreInUseError", "BUILD_SETTINGS"]
 
 DEFAULT_COLLECTION = "emergentbridge"
 

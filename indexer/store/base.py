@@ -328,7 +328,11 @@ def _search_params(models: Any, spec: CollectionSpec, exact: bool, ef: int | Non
     quant = None
     if spec.quantization is not None:  # int8 candidates are always rescored with the float vectors
         quant = models.QuantizationSearchParams(rescore=True, oversampling=spec.oversampling)
-    return models.SearchParams(hnsw_ef=ef if ef is not None else spec.hnsw_ef, exact=exact, quantization=quant)
+    acorn = None
+    if spec.acorn_max_selectivity is not None:  # only filtered searches at most this selective use it
+        acorn = models.AcornSearchParams(enable=True, max_selectivity=spec.acorn_max_selectivity)
+    return models.SearchParams(hnsw_ef=ef if ef is not None else spec.hnsw_ef, exact=exact, quantization=quant,
+                               acorn=acorn)
 
 
 def _batched(items: Iterable[Point], size: int) -> Iterator[list[Point]]:

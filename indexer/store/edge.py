@@ -61,6 +61,7 @@ class EdgeStore(Store):
         self._shard: Any = None
         self._meta: dict[str, Any] = {}
         self._warned_unindexed = set()
+        self._since_optimize = 0  # points upserted since the optimizer last ran (spec.optimize_every)
         if self.exists():
             self._load()
 
@@ -93,25 +94,39 @@ class EdgeStore(Store):
         log.info("opened embedded store %s (%d points)", self.path, self._shard.info().points_count)
 
     def _edge_config(self, spec: CollectionSpec) -> Any:
+        """The engine's shard config for `spec`; the engine persists it in ``shard/edge_config.json``."""
         qe = _edge()
         quant = None
         if spec.quantization == "int8":
             # Pinned: quantized vectors stay in RAM, the originals (for rescoring) may page.
             quant = qe.ScalarQuantizationConfig(type=qe.ScalarType.Int8, quantile=0.99, memory=qe.Memory.Pinned)
         optimizers = None
-        if spec.indexing_threshold_kb is not None:
-            optimizers = qe.EdgeOptimizersConfig(indexing_threshold=spec.indexing_threshold_kb)
-        memory = {None: None, "ram": qe.Memory.Pinned, "cold": qe.Memory.Cold, "cached": qe.Memory.Cached}[spec.vectors_memory]
+        if any(v is not None for v in (spec.indexing_threshold_kb, spec.max_segment_size_kb,
+                                        spec.default_segment_number)):
+            optimizers = qe.EdgeOptimizersConfig(
+                indexing_threshold=spec.indexing_threshold_kb,
+                max_segment_size=spec.max_segment_size_kb,
+                default_segment_number=spec.default_segment_number,
+            )
         return qe.EdgeConfig(
-            vectors={name: qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine, memory=memory)
+            vectors={name: qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine,
+                                               memory=_edge_memory(spec.vectors_memory))
                      for name, dim in spec.vectors.items()},
             hnsw_config=qe.HnswIndexConfig(
                 m=spec.hnsw_m, ef_construct=spec.hnsw_ef_construct,
                 full_scan_threshold=spec.full_scan_threshold_kb,
+                max_indexing_threads=spec.indexing_threads,
+                payload_m=spec.payload_m,
+                memory=_edge_memory(spec.hnsw_memory),
             ),
             quantization_config=quant,
             optimizers=optimizers,
+            max_search_threads=spec.search_threads,
         )
+
+    def engine_config(self) -> dict[str, Any]:
+        """The shard config the engine recorded (``shard/edge_config.json``), for checks and reports."""
+        return json.loads((self._shard_path / "edge_config.json").read_text(encoding="utf-8"))
 
     def create(self, spec: CollectionSpec, *, recreate: bool = False) -> None:
         qe = _edge()
@@ -124,11 +139,16 @@ class EdgeStore(Store):
             self._drop()
         self._shard = qe.EdgeShard.create(str(self._shard_path), self._edge_config(spec))
         for name, kind in spec.payload_indexes.items():
-            self._shard.update(qe.UpdateOperation.create_field_index(name, _edge_index_schema(kind)))
+            links = spec.hnsw_payload_fields is None or name in spec.hnsw_payload_fields
+            schema = _edge_index_schema(kind, links, spec.payload_index_memory.get(name))
+            self._shard.update(qe.UpdateOperation.create_field_index(name, schema))
+        self._since_optimize = 0
         self._spec = dataclasses.replace(spec, metadata={})
         self._meta = dict(spec.metadata)
         self._save_meta()
-        log.info("created embedded store %s: vectors=%s quantization=%s", self.path, spec.vectors, spec.quantization)
+        log.info("created embedded store %s: vectors=%s quantization=%s payload_m=%s max_segment_size_kb=%s "
+                 "optimize_every=%s", self.path, spec.vectors, spec.quantization, spec.payload_m,
+                 spec.max_segment_size_kb, spec.optimize_every)
 
     def _drop(self) -> None:
         import shutil
@@ -168,16 +188,25 @@ class EdgeStore(Store):
         t0 = time.perf_counter()
         changed = self._live().optimize()
         self._shard.flush()
+        self._since_optimize = 0
         log.info("optimized %s in %.1fs (changed=%s)", self.path, time.perf_counter() - t0, changed)
 
     def upsert(self, points: Iterable[Point], batch: int = 256) -> int:
+        """Write points in calls of `batch`; with ``spec.optimize_every`` set, run the optimizer
+        each time that many points have arrived, so no unindexed segment outgrows one chunk and
+        each graph build is bounded (the build's peak memory follows the largest segment built)."""
         qe = _edge()
         shard = self._live()
+        every = self._require_spec().optimize_every
         n = 0
         for chunk in _batched(self._prepare_points(points), batch):
             ops = [qe.Point(p.id, p.vectors, p.payload) for p in chunk]
             shard.update(qe.UpdateOperation.upsert_points(ops))
             n += len(chunk)
+            self._since_optimize += len(chunk)
+            if every is not None and self._since_optimize >= every:
+                log.info("%s: %d points since the last optimizer run; optimizing", self.path, self._since_optimize)
+                self.optimize()
         return n
 
     def delete(self, ids: Iterable[PointId]) -> None:
@@ -267,12 +296,27 @@ class EdgeStore(Store):
         return [_edge_hit(p) for p in self._live().query(req)]
 
 
-def _edge_index_schema(kind: str) -> Any:
+def _edge_memory(where: str | None) -> Any:
     qe = _edge()
+    return {None: None, "ram": qe.Memory.Pinned, "cold": qe.Memory.Cold, "cached": qe.Memory.Cached}[where]
+
+
+def _edge_index_schema(kind: str, hnsw_links: bool = True, memory: str | None = None) -> Any:
+    """The engine's index params; `hnsw_links` False keeps the field out of the payload_m links,
+    `memory` places the index of optimized segments ("cold": mmap)."""
+    qe = _edge()
+    enable = None if hnsw_links else False
+    mem = _edge_memory(memory)
     if kind == "prefix":
-        return qe.KeywordIndexParams(prefix=True)
-    return {"keyword": qe.PayloadSchemaType.Keyword, "integer": qe.PayloadSchemaType.Integer,
-            "float": qe.PayloadSchemaType.Float}[kind]
+        return qe.KeywordIndexParams(prefix=True, enable_hnsw=enable, memory=mem)
+    if enable is None and mem is None:
+        return {"keyword": qe.PayloadSchemaType.Keyword, "integer": qe.PayloadSchemaType.Integer,
+                "float": qe.PayloadSchemaType.Float}[kind]
+    if kind == "keyword":
+        return qe.KeywordIndexParams(enable_hnsw=enable, memory=mem)
+    if kind == "integer":
+        return qe.IntegerIndexParams(lookup=True, range=True, enable_hnsw=enable, memory=mem)
+    return qe.FloatIndexParams(enable_hnsw=enable, memory=mem)
 
 
 def _edge_condition(key: str, value: FilterValue) -> Any:

@@ -130,8 +130,12 @@ class ServerStore(Store):
             quant = m.ScalarQuantization(scalar=m.ScalarQuantizationConfig(
                 type=m.ScalarType.INT8, quantile=0.99, always_ram=True))
         optimizers = None
-        if spec.indexing_threshold_kb is not None:
-            optimizers = m.OptimizersConfigDiff(indexing_threshold=spec.indexing_threshold_kb)
+        if any(v is not None for v in (spec.indexing_threshold_kb, spec.max_segment_size_kb,
+                                        spec.default_segment_number)):
+            # optimize_every and hnsw_memory are the embedded store's; a server optimizes on its own.
+            optimizers = m.OptimizersConfigDiff(indexing_threshold=spec.indexing_threshold_kb,
+                                                max_segment_size=spec.max_segment_size_kb,
+                                                default_segment_number=spec.default_segment_number)
         self._call(
             self.client.create_collection,
             self.collection,
@@ -141,14 +145,16 @@ class ServerStore(Store):
             replication_factor=spec.replication,
             write_consistency_factor=spec.write_consistency,
             hnsw_config=m.HnswConfigDiff(m=spec.hnsw_m, ef_construct=spec.hnsw_ef_construct,
-                                         full_scan_threshold=spec.full_scan_threshold_kb),
+                                         full_scan_threshold=spec.full_scan_threshold_kb,
+                                         payload_m=spec.payload_m),
             optimizers_config=optimizers,
             quantization_config=quant,
             metadata={**spec.metadata, _SPEC_KEY: spec.to_json()},
         )
         for name, kind in spec.payload_indexes.items():
+            links = spec.hnsw_payload_fields is None or name in spec.hnsw_payload_fields
             self._call(self.client.create_payload_index, self.collection, name,
-                       field_schema=_client_index_schema(kind), wait=True)
+                       field_schema=_client_index_schema(kind, links), wait=True)
         self._spec = dataclasses.replace(spec, metadata={})
         self._meta_cache = json.loads(json.dumps(spec.metadata))
         log.info("created collection %r: vectors=%s shards=%d replication=%d", self.collection,
@@ -290,10 +296,18 @@ class ServerStore(Store):
         return [_client_hit(p) for p in res.points]
 
 
-def _client_index_schema(kind: str) -> Any:
+def _client_index_schema(kind: str, hnsw_links: bool = True) -> Any:
+    """The client's index schema; `hnsw_links` False keeps the field out of the payload_m links."""
     m = _client_models()
+    enable = None if hnsw_links else False
     if kind == "prefix":
-        return m.KeywordIndexParams(type=m.KeywordIndexType.KEYWORD, prefix=True)
+        return m.KeywordIndexParams(type=m.KeywordIndexType.KEYWORD, prefix=True, enable_hnsw=enable)
+    if enable is False:
+        if kind == "keyword":
+            return m.KeywordIndexParams(type=m.KeywordIndexType.KEYWORD, enable_hnsw=False)
+        if kind == "integer":
+            return m.IntegerIndexParams(type=m.IntegerIndexType.INTEGER, lookup=True, range=True, enable_hnsw=False)
+        return m.FloatIndexParams(type=m.FloatIndexType.FLOAT, enable_hnsw=False)
     return {"keyword": m.PayloadSchemaType.KEYWORD, "integer": m.PayloadSchemaType.INTEGER,
             "float": m.PayloadSchemaType.FLOAT}[kind]
 

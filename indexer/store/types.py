@@ -28,6 +28,13 @@ DEFAULT_RRF_K = 2
 
 
 
+# The CollectionSpec fields that bound an index build (issue 15). A spec read from a collection
+# recorded before they existed gets None for each: "the engine's default", which is what it was built with.
+BUILD_SETTINGS = ("payload_m", "hnsw_payload_fields", "max_segment_size_kb", "default_segment_number",
+                  "optimize_every", "acorn_max_selectivity", "payload_index_memory", "hnsw_memory",
+                  "indexing_threads", "search_threads")
+
+
 def point_id(identity: str) -> str:
     """Deterministic point id (UUID5 string) for an item identity such as its path.
 
@@ -74,11 +81,44 @@ class CollectionSpec:
     # Where the original float vectors live (embedded store): None/"ram" in memory,
     # "cold" on disk (mmap, read when needed: with int8 the graph walk never touches them,
     # only the rescoring of a few candidates does), "cached" on disk with a page cache.
-    vectors_memory: Literal["ram", "cold", "cached"] | None = None
+    # Default "cold": with chunked builds (optimize_every) a finished segment's vectors then stay
+    # out of RAM while the next chunk is built, which bounds the build's peak (see the README table).
+    vectors_memory: Literal["ram", "cold", "cached"] | None = "cold"
     # Below this many KB of vectors a segment is searched by brute force (Qdrant's unit).
     full_scan_threshold_kb: int = 10_000
     # Segments smaller than this (KB) get no HNSW graph; None keeps Qdrant's default.
     indexing_threshold_kb: int | None = None
+    # ---- Build bounds (see BUILD_SETTINGS; chosen from the table in README-store-section.md) ----
+    # Extra HNSW links per value of each HNSW-enabled payload index (Qdrant's payload_m; None = m).
+    # They only help very selective filters, and building them re-runs the graph build once per
+    # frequent value; 0 turns them off. Filtered search stays index-backed either way: the payload
+    # index answers the condition and the query planner's cardinality estimate.
+    payload_m: int | None = 0
+    # Payload fields whose values get those links when payload_m != 0; None = every indexed field.
+    hnsw_payload_fields: list[str] | None = field(default_factory=lambda: ["modality"])
+    # Largest segment the optimizer merges into (KB of vectors). Equal to one optimize_every chunk of
+    # 256-d float vectors, so chunks are indexed once and never re-merged into ever larger segments
+    # (each merge rebuilds the graph and holds source and target in memory at once).
+    max_segment_size_kb: int | None = 100_000
+    # Segments the optimizer aims for (0/None = Qdrant's CPU-derived default).
+    default_segment_number: int | None = None
+    # Embedded store: run the optimizer after every this many upserted points, so the
+    # unindexed (appendable) segment never grows past one chunk. None = only on optimize().
+    optimize_every: int | None = 100_000
+    # Filtered searches walk the graph ACORN-style (neighbours of neighbours) when the filter keeps
+    # at most this fraction of the points (Qdrant's estimate); None = off. This is what keeps a
+    # filtered search correct without payload_m links: a plain walk restricted to the matching
+    # fifth of the points strands in islands (measured: recall@10 0.42 for modality=depth at 100k).
+    acorn_max_selectivity: float | None = 0.4
+    # Embedded store: where each payload index of an optimized segment lives, per field ("cold" =
+    # mmap, read on use); fields not named stay in RAM. Measured at 30k: the path prefix index
+    # alone holds ~0.9 KB per point in RAM, more than the 256-d vector itself.
+    payload_index_memory: dict[str, Literal["ram", "cold", "cached"]] = field(default_factory=dict)
+    # Where the HNSW graph lives (embedded store), as vectors_memory; None = the engine default.
+    hnsw_memory: Literal["ram", "cold", "cached"] | None = None
+    # Threads for one graph build (0 = one per CPU) and the search pool (None = per CPU).
+    indexing_threads: int = 0
+    search_threads: int | None = None
     shards: int = 1
     replication: int = 1
     write_consistency: int | None = None
@@ -94,6 +134,22 @@ class CollectionSpec:
                 )
         if self.quantization not in (None, "int8"):
             raise ValueError(f"quantization {self.quantization!r} is not supported; use 'int8' or None")
+        for name in ("payload_m", "max_segment_size_kb", "default_segment_number", "optimize_every",
+                     "indexing_threads", "search_threads"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ValueError(f"CollectionSpec.{name} must be >= 0 (or None), got {value}")
+        if self.acorn_max_selectivity is not None and not 0.0 <= self.acorn_max_selectivity <= 1.0:
+            raise ValueError(f"CollectionSpec.acorn_max_selectivity must be in [0, 1] or None, "
+                             f"got {self.acorn_max_selectivity}")
+        if self.optimize_every == 0:
+            raise ValueError("CollectionSpec.optimize_every must be >= 1, or None to optimize only on request")
+        for name, where in self.payload_index_memory.items():
+            if where not in ("ram", "cold", "cached"):
+                raise ValueError(f"payload_index_memory[{name!r}] = {where!r}: use 'ram', 'cold' or 'cached'")
+        for name in ("vectors_memory", "hnsw_memory"):
+            if getattr(self, name) not in (None, "ram", "cold", "cached"):
+                raise ValueError(f"CollectionSpec.{name} {getattr(self, name)!r}: use 'ram', 'cold', 'cached' or None")
 
     def to_json(self) -> dict[str, Any]:
         """The spec as plain JSON (metadata excluded: it is stored and updated separately)."""
@@ -106,6 +162,14 @@ class CollectionSpec:
         """Inverse of :meth:`to_json`; unknown keys (from a newer release) are ignored."""
         known = {f.name for f in dataclasses.fields(cls)}
         kwargs = {k: v for k, v in data.items() if k in known and k != "metadata"}
+        # A collection recorded before a build setting existed was built with the engine's
+        # default for it: say so (None) rather than claim today's default.
+        for name in BUILD_SETTINGS:
+            kwargs.setdefault(name, None)
+        if kwargs.get("payload_index_memory") is None:
+            kwargs["payload_index_memory"] = {}
+        if kwargs.get("indexing_threads") is None:
+            kwargs["indexing_threads"] = 0
         return cls(**kwargs, metadata=dict(metadata or {}))
 
 
