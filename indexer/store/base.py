@@ -272,6 +272,17 @@ class Store(abc.ABC):
             raise RuntimeError(f"{self!r}: no collection yet; call create(spec) first")
         return self._spec
 
+    def _fused_prefetches(self, prefetches: Sequence[Prefetch | tuple[str, VectorLike, int, float]],
+                          filter: Filter | None, fusion: FusionKind) -> tuple[list[Prefetch], list[float] | None]:
+        """The prefetches of a fused search, checked, and the fusion weights to send (both backends)."""
+        pfs = [Prefetch(*p) for p in prefetches]
+        if not pfs:
+            raise ValueError("search_fused needs at least one prefetch")
+        for p in pfs:
+            self._check_vector_name(p.vector_name)
+        self._warn_unindexed(filter)
+        return pfs, _check_weights(pfs, fusion)
+
     def _check_vector_name(self, name: str) -> None:
         spec = self._require_spec()
         if name not in spec.vectors:

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from bridge.files import atomic_write_json
-from indexer.store.base import (Store, _as_vector, _batched, _check_weights, _match_values, _merge_metadata,
+from indexer.store.base import (Store, _as_vector, _batched, _match_values, _merge_metadata,
                                 _normalize_id, _search_params, _vectors_out)
 from indexer.store.types import (DEFAULT_RRF_K, CollectionSpec, Filter, FilterValue, FusionKind, Hit,
                                  Point, PointId, Prefetch, Range, Record, StoreInfo, VectorLike)
@@ -277,13 +277,7 @@ class EdgeStore(Store):
                      filter: Filter | None = None, *, fusion: FusionKind = "rrf", rrf_k: int = DEFAULT_RRF_K,
                      exact: bool = False, ef: int | None = None, with_payload: bool = True) -> list[Hit]:
         qe = _edge()
-        pfs = [Prefetch(*p) for p in prefetches]
-        if not pfs:
-            raise ValueError("search_fused needs at least one prefetch")
-        for p in pfs:
-            self._check_vector_name(p.vector_name)
-        self._warn_unindexed(filter)
-        weights = _check_weights(pfs, fusion)
+        pfs, weights = self._fused_prefetches(prefetches, filter, fusion)
         flt = _edge_filter(filter)
         params = self._params(exact, ef)
         fuse = qe.Fusion.Dbsf() if fusion == "dbsf" else qe.Fusion.Rrf(k=rrf_k, weights=weights)

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from indexer.store.base import (Store, _as_vector, _batched, _check_weights, _match_values, _merge_metadata,
+from indexer.store.base import (Store, _as_vector, _batched, _match_values, _merge_metadata,
                                 _normalize_id, _search_params, _vectors_out)
 from indexer.store.types import (DEFAULT_RRF_K, CollectionSpec, Filter, FilterValue, FusionKind, Hit,
                                  Point, PointId, Prefetch, Range, Record, StoreInfo, VectorLike)
@@ -274,13 +274,7 @@ class ServerStore(Store):
                      filter: Filter | None = None, *, fusion: FusionKind = "rrf", rrf_k: int = DEFAULT_RRF_K,
                      exact: bool = False, ef: int | None = None, with_payload: bool = True) -> list[Hit]:
         m = _client_models()
-        pfs = [Prefetch(*p) for p in prefetches]
-        if not pfs:
-            raise ValueError("search_fused needs at least one prefetch")
-        for p in pfs:
-            self._check_vector_name(p.vector_name)
-        self._warn_unindexed(filter)
-        weights = _check_weights(pfs, fusion)
+        pfs, weights = self._fused_prefetches(prefetches, filter, fusion)
         flt = _client_filter(filter)
         params = self._params(exact, ef)
         if fusion == "dbsf":
