@@ -6,8 +6,8 @@ world's pairs manifest, the real indexer indexes its split folders, the router a
 
 A world folder holds one folder per split (`train/`, `val/`, `test/`), each with one folder
 per modality (files are symbolic links to the dataset's own files; captions and class
-prompts are written as `.txt` files) and the indexer's `metadata.csv` sidecar (label, pair
-key, split), plus `manifest.csv`, the project's pairs manifest (path, modality, label,
+prompts are written as `.txt` files) and the indexer's `metadata.csv` sidecar (modality, label,
+pair key, split), plus `manifest.csv`, the project's pairs manifest (path, modality, label,
 pair, split) that `ebridge train` reads as well.
 
 Each dataset declares (`DatasetSpec`): its anchor and proxy roles, which modality pairs
@@ -216,14 +216,23 @@ def prompt_items(items: list[SourceItem]) -> list[SourceItem]:
 
 def carve_val(items: list[SourceItem], fraction: float = 0.1) -> list[SourceItem]:
     """A validation split from train, by a hash of the pair key (or path), so paired items stay
-    together and the split does not move when items are added."""
-    def to_val(it: SourceItem) -> bool:
-        key = it.pair or it.path or (it.text or "")
-        return int(hashlib.sha1(key.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF < fraction
+    together and the split does not move when items are added. At least one group goes to
+    val when train has two or more (tiny datasets)."""
+    def group(it: SourceItem) -> str:
+        return it.pair or it.path or (it.text or "")
 
-    log.info("no val split: %.0f%% of train becomes val (by a hash of each item's pair key)", 100 * fraction)
+    def draw(key: str) -> float:
+        return int(hashlib.sha1(key.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+
+    groups = sorted({group(it) for it in items if it.split == "train" and it.modality != "text"}, key=draw)
+    chosen = {g for g in groups if draw(g) < fraction} or (set(groups[:1]) if len(groups) > 1 else set())
+    if not chosen:
+        log.warning("no val split, and too few training items to carve one: settings fall back to the first candidate")
+        return items
+    log.info("no val split: %d of %d training groups become val (by a hash of each item's pair key or path)",
+             len(chosen), len(groups))
     return [SourceItem(it.modality, it.path, it.text, it.label, it.pair, "val")
-            if it.split == "train" and to_val(it) else it for it in items]
+            if it.split == "train" and group(it) in chosen else it for it in items]
 
 
 def manifest_items(path: Path, anchor: str | None, proxy: str | None) -> tuple[DatasetSpec, list[SourceItem]]:
@@ -313,13 +322,14 @@ def write_world(spec: DatasetSpec, items: list[SourceItem], root: Path, unseen: 
         (root / split).mkdir(exist_ok=True)
         with open(root / split / "metadata.csv", "w", newline="") as fh:
             w = csv.writer(fh)
-            w.writerow(["path", "label", "pair", "split"])  # modality: from the folder name
-            w.writerows([it.key.split("/", 1)[1], it.label or "", it.pair or "", it.split]
+            # modality is stated, not guessed: a path word like "nyu_depth" above the world must not decide it
+            w.writerow(["path", "modality", "label", "pair", "split"])
+            w.writerows([it.key.split("/", 1)[1], it.modality, it.label or "", it.pair or "", it.split]
                         for it in out if it.split == split)
     with open(root / "gallery.csv", "w", newline="") as fh:  # the sidecar when train + test are indexed together
         w = csv.writer(fh)
-        w.writerow(["path", "label", "pair", "split"])
-        w.writerows([it.key, it.label or "", it.pair or "", it.split] for it in out if it.split != "val")
+        w.writerow(["path", "modality", "label", "pair", "split"])
+        w.writerows([it.key, it.modality, it.label or "", it.pair or "", it.split] for it in out if it.split != "val")
     world = World(root, spec, out, sorted(held))
     log.info("%s world at %s: %s%s", spec.name, root, world.counts(),
              f"; unseen classes (held out of train and val): {', '.join(sorted(held))}" if held else "")
