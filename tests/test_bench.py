@@ -21,13 +21,29 @@ def test_bench_writes_the_pair_matrix_report(tmp_path):
         pairs = variant["pairs"]
         assert len(pairs) == 20  # every ordered pair of image, text, audio, depth, thermal
         for name, p in pairs.items():
-            assert {"paired", "r1", "r5", "map", "top1"} <= p.keys()
+            assert {"paired", "r1", "r5", "map", "mrr10", "ndcg10", "top1", "relevance"} <= p.keys()
             assert 0.0 <= p["r1"] <= p["r5"] <= 1.0 and 0.0 <= p["map"] <= 1.0
             assert (p["top1"] is None) == (not name.endswith("->text"))
         assert pairs["audio->image"]["paired"] and not pairs["audio->depth"]["paired"]
     assert (tmp_path / "report.md").read_text().startswith("# Digits-world benchmark")
     assert (tmp_path / "pair_matrix.png").stat().st_size > 10_000
     assert report["indexing"] and all(r["errors"] == 0 for r in report["indexing"])
+    for png in ("delta.png", "pairs_bar.png"):
+        assert (tmp_path / png).stat().st_size > 10_000 and f"]({png})" in (tmp_path / "report.md").read_text()
+    assert set(report["stages_s"]) >= {"encode", "train", "index", "query"}
+    # lambda chosen on validation from the sweep; the anchor variant has nothing to sweep
+    trials = report["selection"]["emergentbridge"][0]["trials"]
+    assert [t["setting"]["lambda_proxy"] for t in trials] == [0.5, 1.0, 2.0, 4.0] and sum(t["chosen"] for t in trials) == 1
+    assert report["selection"]["anchor"][0]["chosen"] == {}
+    # the sweep's exact-search yardstick agrees with the router on validation (the same queries and qrels)
+    chosen = next(t for t in trials if t["chosen"])
+    assert chosen["unpaired_r1"] == pytest.approx(report["selection"]["emergentbridge"][0]["val_routed"]["unpaired_r1"],
+                                                  abs=0.05)
+    # the raw frozen features are the baseline where both sides share an encoder (image/depth/thermal)
+    assert {"depth->image", "thermal->image", "depth->thermal"} <= set(on_disk["raw"])
+    assert "audio->image" not in on_disk["raw"]
+    gain = on_disk["deltas_vs_anchor"]["emergentbridge"]
+    assert {"unpaired_mean_points", "unpaired_relative_gain", "paired_worst_points"} <= set(gain)
     # the calibrated table went into the test index, chosen on validation only
     from indexer.store import open_store
 

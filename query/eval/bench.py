@@ -65,6 +65,7 @@ class BenchConfig:
     anchor: str | None = None
     proxy: str | None = None
     max_k: int = 1000  # hits asked per query; relevant items beyond count as misses
+    sweep_every_seed: bool = False  # False: the sweep runs on the first seed, later seeds reuse its choice
 
 
 class StageTimer:
@@ -210,24 +211,14 @@ def raw_baseline(world: Any, preset: Any, cache: Any, splits: list[str], max_que
                  zero_shot: bool, unseen: set[str]) -> dict[str, dict[str, Any]]:
     """Exact search on the frozen encoders' own (normalised) features, for every ordered pair
     whose two sides share an encoder; the same queries, gallery and qrels as the routed runs."""
-    from bridge.pairs import training_set
-
     mods = world.modalities("test")
     pairs = [(s, t) for s in mods for t in mods if s != t and shares_encoder(preset, s, t)]
     if not pairs:
         return {}
-    need = sorted({m for p in pairs for m in p})
-    items = [it for it in world.items if it.split in splits and it.modality in need]
-    rows = [r for split in splits for r in world.rows(split) if r.modality in need]
-    feats = training_set(rows, preset, cache)  # grouped by modality, in row order
-    keyed: dict[str, dict[str, Any]] = {}
-    for m in need:
-        its = [it for split in splits for it in items if it.split == split and it.modality == m]
-        x = feats[m].features.astype(np.float32)
-        x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-        order = np.argsort([it.key for it in its])
-        keyed[m] = {"keys": [its[i].key for i in order], "labels": [its[i].label for i in order],
-                    "pairs": [its[i].pair for i in order], "vectors": x[order]}
+    keyed = keyed_features(world, preset, cache, splits, sorted({m for p in pairs for m in p}))
+    for d in keyed.values():
+        x = d["features"].astype(np.float32)
+        d["vectors"] = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
     out = {}
     for s, t in pairs:
         src, c = keyed[s], keyed[t]
@@ -260,6 +251,68 @@ def raw_baseline(world: Any, preset: Any, cache: Any, splits: list[str], max_que
 
 
 # ------------------------------------------------------------------------------ settings on validation
+
+
+def keyed_features(world: Any, preset: Any, cache: Any, splits: list[str], modalities: list[str] | None = None
+                   ) -> dict[str, dict[str, Any]]:
+    """Frozen features of the items of `splits` by modality, sorted by key (as `index_points`)."""
+    from bridge.pairs import training_set
+
+    need = [m for m in world.modalities() if modalities is None or m in modalities]
+    rows = [r for split in splits for r in world.rows(split) if r.modality in need]
+    if not rows:
+        return {}
+    feats = training_set(rows, preset, cache)  # grouped by modality, in row order
+    out: dict[str, dict[str, Any]] = {}
+    for m in feats:
+        its = [it for split in splits for it in world.items if it.split == split and it.modality == m]
+        order = np.argsort([it.key for it in its])
+        out[m] = {"keys": [its[i].key for i in order], "labels": [its[i].label for i in order],
+                  "pairs": [its[i].pair for i in order], "features": feats[m].features[order]}
+    return out
+
+
+def _fused_order(direct: np.ndarray, proxy: np.ndarray, depth: int = 100, rrf_k: int = 2) -> np.ndarray:
+    """The fused route's ranking computed in numpy: weighted reciprocal-rank fusion of each
+    side's top `depth` (what the store's prefetch + RRF query does, weights 1 and 1)."""
+    fused = np.zeros(direct.shape, np.float64)
+    for scores in (direct, proxy):
+        order = np.argsort(-scores, axis=1, kind="stable")[:, :depth]
+        rows = np.arange(scores.shape[0])[:, None]
+        fused[rows, order] += 1.0 / (rrf_k + np.arange(1, order.shape[1] + 1))[None, :]
+    return np.argsort(-fused, axis=1, kind="stable")
+
+
+def validate_exact(bridge: Any, val: dict[str, dict[str, Any]], max_queries: int, relevance: str = "auto"
+                   ) -> dict[str, dict[str, Any]]:
+    """Validation R@1/mAP per pair and route by exact search in numpy on the validation
+    features: the sweep's yardstick, so trying a setting costs no indexing. Same queries,
+    qrels and route definitions as `evaluate_index` (fused: RRF of the two top-100s)."""
+    emb = {m: bridge.embed_features(m, d["features"]) for m, d in val.items() if m in bridge.modalities}
+    views = {m: bridge.proxy_view(z) for m, z in emb.items()}
+    out: dict[str, dict[str, Any]] = {}
+    for s in emb:
+        rows = query_rows(val[s]["keys"], "val", max_queries)
+        if not rows.size:
+            continue
+        q_keys = [val[s]["keys"][i] for i in rows]
+        q_labels = [val[s]["labels"][i] for i in rows]
+        q_pairs = [val[s]["pairs"][i] for i in rows]
+        for t in emb:
+            if s == t:
+                continue
+            c = val[t]
+            how = relevance_of(relevance, q_pairs, c["pairs"])
+            qrels = qrels_by_key(q_keys, q_pairs if how == "pair" else q_labels, c["keys"],
+                                 c["pairs"] if how == "pair" else c["labels"])
+            direct, proxy = emb[s][rows] @ emb[t].T, views[s][rows] @ views[t].T
+            orders = {"direct": np.argsort(-direct, axis=1, kind="stable"),
+                      "proxy": np.argsort(-proxy, axis=1, kind="stable"), "fused": _fused_order(direct, proxy)}
+            res: dict[str, Any] = {"paired": bool(bridge.is_paired(s, t)), "relevance": how}
+            for route, order in orders.items():
+                res[route] = ranked_list_metrics(q_keys, [[c["keys"][j] for j in row] for row in order], qrels)
+            out[f"{s}->{t}"] = res
+    return out
 
 
 def calibrate_routes(val_metrics: dict[str, dict[str, Any]]) -> dict[str, str]:
@@ -379,50 +432,59 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
     def prefix_of(split: str) -> str:  # the test index of a test+train gallery is the world folder itself
         return "" if split == "test" and cfg.gallery == "test+train" else f"{split}/"
 
-    for seed in cfg.seeds:
+    with timer("encode"):
+        val_feats = keyed_features(world, preset, cache, ["val"])
+    chosen_settings: dict[str, dict[str, Any]] = {}
+    for seed_no, seed in enumerate(cfg.seeds):
         bases: dict[tuple, Any] = {}
         anchor_paired: float | None = None
         for variant in order:
+            sweeping = seed_no == 0 or cfg.sweep_every_seed or variant not in chosen_settings
+            candidates = sweep_candidates(cfg.sweep, variant, BASE_KEYS, bound) if sweeping \
+                else [chosen_settings[variant]]
             trials = []
-            for n, setting in enumerate(sweep_candidates(cfg.sweep, variant, BASE_KEYS, bound)):
+            for setting in candidates:
                 tc = _train_config(cfg, world, variant, seed, setting)
                 base_key = tuple(getattr(tc, k, None) for k in BASE_KEYS)
                 with timer("train"):
                     bridge, curves = train(tc, train_set, preset_info=preset_info, base=bases.get(base_key))
                 bases.setdefault(base_key, bridge)
-                bridge.save(cfg.out / "checkpoints" / f"{variant}-s{seed}-c{n}", curves)
-                bridge.feature_cache = cache  # indexing re-uses the frozen features
-                index = build_index(bridge, f"{variant}-s{seed}-c{n}-val", "val")
                 with timer("query"):
-                    val = evaluate_index(index, index_points(index.store, prefix_of("val")), list(ROUTES),
-                                         cfg.max_queries, split="val", prefix=prefix_of("val"), **eval_opts)
-                index.close()
-                trials.append({"setting": setting, "val": validation_score(val), "routes": calibrate_routes(val),
-                               "bridge": bridge, "config": tc})
+                    val = validate_exact(bridge, val_feats, cfg.max_queries, spec.relevance) if val_feats else {}
+                trials.append({"setting": setting, "val": validation_score(val), "bridge": bridge, "config": tc,
+                               "curves": curves})
                 log.info("%s seed %d %s: validation %s", variant, seed, setting or "(defaults)", trials[-1]["val"])
             pick = choose(trials, anchor_paired if variant != "anchor" else None)
             chosen = trials[pick]
+            chosen_settings.setdefault(variant, chosen["setting"])
             if variant == "anchor":
                 anchor_paired = chosen["val"]["paired_r1"]
                 settings = {k: v for k, v in dataclasses.asdict(chosen["config"]).items()
                             if k not in ("variant", "seed")}
-            selection[variant][seed] = {
-                "chosen": chosen["setting"], "routes": chosen["routes"],
-                "trials": [{"setting": t["setting"], **t["val"], "chosen": i == pick} for i, t in enumerate(trials)]}
             bridge = chosen["bridge"]
+            bridge.save(cfg.out / "checkpoints" / f"{variant}-s{seed}", chosen["curves"])
+            bridge.feature_cache = cache  # indexing re-uses the frozen features
+            # The route table is calibrated through the real index and router, on validation.
+            index = build_index(bridge, f"{variant}-s{seed}-val", "val")
+            with timer("query"):
+                val_routed = evaluate_index(index, index_points(index.store, prefix_of("val")), list(ROUTES),
+                                            cfg.max_queries, split="val", prefix=prefix_of("val"), **eval_opts)
+            index.close()
+            routes = calibrate_routes(val_routed)
+            selection[variant][seed] = {
+                "chosen": chosen["setting"], "swept": sweeping, "routes": routes,
+                "val_routed": validation_score(val_routed),
+                "trials": [{"setting": t["setting"], **t["val"], "chosen": i == pick} for i, t in enumerate(trials)]}
             index = build_index(bridge, f"{variant}-s{seed}-test", "test")
-            index.store.update_metadata({"routes": chosen["routes"]})
+            index.store.update_metadata({"routes": routes})
             points = index_points(index.store, prefix_of("test"))
             with timer("query"):
                 result = evaluate_index(index, points, [*ROUTES, "auto"], cfg.max_queries, split="test",
                                         prefix=prefix_of("test"), **eval_opts)
-            runs[variant][seed] = {"pairs": result, "routes": chosen["routes"], "version": bridge.version}
+            runs[variant][seed] = {"pairs": result, "routes": routes, "version": bridge.version}
             if not lat:
                 lat = latency(index, points)
             index.close()
-            for n, t in enumerate(trials):  # only the tested candidate's validation index is kept
-                if n != pick:
-                    shutil.rmtree(cfg.out / "indexes" / f"{variant}-s{seed}-c{n}-val", ignore_errors=True)
             unpaired = [p["auto"]["r1"] for p in result.values() if not p["paired"]]
             log.info("bench %s seed %d (%s): test unpaired mean R@1 %s", variant, seed, chosen["setting"] or "defaults",
                      f"{np.mean(unpaired):.3f}" if unpaired else "n/a")
@@ -438,6 +500,7 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
         },
         "world": {"scale": cfg.scale, "data": str(cfg.data) if cfg.data else "shipped sample", "items": world.counts()},
         "preset": cfg.preset, "seeds": cfg.seeds, "settings": settings, "sweep": cfg.sweep,
+        "sweep_every_seed": cfg.sweep_every_seed,
         "selection": selection, "max_queries": cfg.max_queries, "max_k": cfg.max_k,
         "raw": raw,
         "variants": {v: aggregate(runs[v]) for v in cfg.variants},
