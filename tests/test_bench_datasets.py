@@ -149,25 +149,28 @@ def test_clotho_pair_relevance(tmp_path):
     assert report["variants"]["anchor"]["pairs"]["audio->text"]["relevance"] == "pair"
 
 
-def test_users_manifest_with_unseen_classes_and_a_lambda_sweep(tmp_path):
-    """The user's own pairs manifest: images, their class prompts and a depth view per image;
-    one class held out of training entirely; lambda chosen on validation."""
+def make_manifest(root: Path) -> Path:
+    """A user's own pairs manifest: images, their class prompts and a depth view per image."""
     from PIL import Image
 
     rows = []
-    classes = ["cat", "dog", "owl"]
     for split, n in (("train", 4), ("val", 2), ("test", 2)):
-        for c, name in enumerate(classes):
+        for c, name in enumerate(["cat", "dog", "owl"]):
             for i in range(n):
-                img, dep = f"{split}/img_{name}_{i}.png", f"{split}/depth/{name}_{i}.png"
-                (tmp_path / "mine" / split / "depth").mkdir(parents=True, exist_ok=True)
-                write_jpg(tmp_path / "mine" / img.replace(".png", ".jpg"), seed=c * 100 + i)
-                Image.fromarray(np.full((16, 16), 800 + 300 * c + i, np.uint16)).save(tmp_path / "mine" / dep)
+                img, dep = f"{split}/img_{name}_{i}.jpg", f"{split}/depth/{name}_{i}.png"
+                (root / split / "depth").mkdir(parents=True, exist_ok=True)
+                write_jpg(root / img, seed=c * 100 + i)
+                Image.fromarray(np.full((16, 16), 800 + 300 * c + i, np.uint16)).save(root / dep)
                 key = f"{split}-{name}-{i}"
-                rows += [[img.replace(".png", ".jpg"), "", "image", name, key, split],
-                         [dep, "", "depth", name, key, split]]
+                rows += [[img, "", "image", name, key, split], [dep, "", "depth", name, key, split]]
             rows.append(["", f"a photo of a {name}" if split != "train" else name, "text", name, "", split])
-    write_csv(tmp_path / "mine" / "manifest.csv", ["path", "text", "modality", "label", "pair", "split"], rows)
+    write_csv(root / "manifest.csv", ["path", "text", "modality", "label", "pair", "split"], rows)
+    return root / "manifest.csv"
+
+
+def test_users_manifest_with_unseen_classes_and_a_lambda_sweep(tmp_path):
+    """One class held out of training entirely; lambda chosen on validation."""
+    make_manifest(tmp_path / "mine")
     report = bench(tmp_path, "manifest", tmp_path / "mine" / "manifest.csv", unseen=["owl"],
                    sweep={"lambda_proxy": [0.5, 2.0]})
     assert report["dataset"]["unseen_classes"] == ["owl"]
@@ -189,3 +192,17 @@ def test_world_keeps_held_out_classes_out_of_training(tmp_path):
     assert [it for it in world.items if it.label == "rain" and it.split == "test" and it.modality == "text"]
     train_rows = world.rows("train")
     assert all(Path(r.source).exists() for r in train_rows)
+
+
+def test_bench_command_on_a_users_manifest(tmp_path, capsys):
+    from query.cli import main
+
+    manifest = make_manifest(tmp_path / "mine")
+    tiny = [f"--{k.replace('_', '-')}={v}" for k, v in TINY.items()]
+    code = main(["bench", "--dataset", "manifest", "--data", str(manifest), "--out", str(tmp_path / "out"),
+                 "--preset", "tiny", "--seeds", "0", "--variants", "anchor", "emergentbridge", "--max-queries", "5",
+                 "--lambda-proxy", "3", *tiny])
+    assert code == 0 and "# Manifest manifest.csv benchmark" in capsys.readouterr().out
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["sweep"] == {}  # the user fixed lambda: nothing left to sweep
+    assert report["settings"]["lambda_proxy"] == 3.0 and report["dataset"]["anchor"] == "image"

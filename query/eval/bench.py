@@ -659,9 +659,14 @@ def run(args: argparse.Namespace) -> int:
         scale = "sample"
     if args.quick:  # shorter training, fewer queries
         overrides = {**QUICK_TRAINING, **overrides}
-    sweep = {} if args.no_sweep else (_parse_sweep(args.sweep) if args.sweep else dict(DEFAULT_SWEEP))
-    for key in sweep:
-        overrides.pop(key, None)  # a swept setting is chosen on validation, not fixed
+    if args.no_sweep:
+        sweep: dict[str, list[Any]] = {}
+    elif args.sweep:  # an explicit sweep wins over a fixed value of the same setting
+        sweep = _parse_sweep(args.sweep)
+        for key in sweep:
+            overrides.pop(key, None)
+    else:  # the default sweep leaves alone what the user fixed (e.g. --lambda-proxy 2)
+        sweep = {k: v for k, v in DEFAULT_SWEEP.items() if k not in overrides}
     unseen: list[str] | int | None = None
     if args.unseen:
         unseen = int(args.unseen) if args.unseen.isdigit() else [c.strip() for c in args.unseen.split(",") if c.strip()]
