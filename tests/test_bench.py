@@ -57,3 +57,25 @@ def test_route_calibration_picks_best_validation_r1_and_prefers_simpler_on_ties(
            "b->a": {"direct": m(0.5), "proxy": m(0.5), "fused": m(0.5)},
            "c->a": {"direct": m(0.5, 0.4), "proxy": m(0.5, 0.6), "fused": m(0.5, 0.5)}}
     assert calibrate_routes(val) == {"a->b": "proxy", "b->a": "direct", "c->a": "proxy"}
+
+
+def test_sweep_candidates_are_bounded_and_skip_what_cannot_matter():
+    from query.eval.bench import sweep_candidates
+
+    sweep = {"lambda_proxy": [0.5, 1.0], "diffusion_steps": [4, 8]}
+    base_keys = ("diffusion_steps",)
+    assert sweep_candidates(sweep, "anchor", base_keys, True) == [{"diffusion_steps": 4}, {"diffusion_steps": 8}]
+    assert len(sweep_candidates(sweep, "emergentbridge", base_keys, True)) == 4
+    assert sweep_candidates({"lambda_proxy": [1.0, 2.0]}, "emergentbridge", base_keys, False) == [{}]  # nothing bound
+    with pytest.raises(ValueError, match="keep it to"):
+        sweep_candidates({"lambda_proxy": list(range(17))}, "emergentbridge", base_keys, True)
+
+
+def test_choice_on_validation_keeps_paired_pairs_within_a_point_of_anchor():
+    from query.eval.bench import choose
+
+    t = lambda u, p: {"val": {"unpaired_r1": u, "paired_r1": p}}  # noqa: E731
+    trials = [t(0.60, 0.80), t(0.70, 0.75), t(0.65, 0.795)]
+    assert choose(trials, anchor_paired=0.80) == 2  # the best unpaired costs paired pairs 5 points
+    assert choose(trials, anchor_paired=None) == 1
+    assert choose([t(0.6, 0.5), t(0.6, 0.5)], anchor_paired=None) == 0  # ties: first in grid order
