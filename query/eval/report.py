@@ -112,8 +112,11 @@ def markdown(report: dict[str, Any], plots_made: list[str] = ()) -> str:
 
     lines += ["", "## Settings chosen on validation (never on test)", "",
               "Sweep: " + (", ".join(f"{k} in {v}" for k, v in report["sweep"].items()) or "none") +
-              f". Criterion: mean unpaired R@1 on validation (best route per pair), paired pairs within "
-              f"one point of `anchor`. Other settings: "
+              ". Criterion: mean unpaired R@1 on validation (best route per pair; exact search on the "
+              "validation features), paired pairs within one point of `anchor`; "
+              + ("every seed sweeps" if report.get("sweep_every_seed") else
+                 "the first seed sweeps, later seeds reuse its choice")
+              + ". The route table is then calibrated through the real index on validation. Other settings: "
               + ", ".join(f"{k}={v}" for k, v in sorted(report["settings"].items())), "",
               "| variant | seed | setting | val unpaired R@1 | val paired R@1 | chosen |", "|---|---|---|---|---|---|"]
     for v, per_seed in report["selection"].items():
