@@ -117,7 +117,7 @@ def markdown(report: dict[str, Any], plots_made: list[str] = ()) -> str:
               + ("every seed sweeps" if report.get("sweep_every_seed") else
                  "the first seed sweeps, later seeds reuse its choice")
               + ". The route table is then calibrated through the real index on validation. Other settings: "
-              + ", ".join(f"{k}={v}" for k, v in sorted(report["settings"].items())), "",
+              + ", ".join(f"{k}={v}" for k, v in sorted(report["settings"].items()) if k not in report["sweep"]), "",
               "| variant | seed | setting | val unpaired R@1 | val paired R@1 | chosen |", "|---|---|---|---|---|---|"]
     for v, per_seed in report["selection"].items():
         for seed, sel in per_seed.items():
