@@ -290,7 +290,7 @@ def load_sidecar(path: str | Path, root: str | Path) -> dict[str, dict[str, Any]
         for col, value in row.items():
             if value is None:
                 continue
-            if col in RESERVED_FIELDS:
+            if col in RESERVED_FIELDS and col != "modality":  # a modality column forces the file's modality
                 log.warning("sidecar %s: column %r is reserved by the indexer; ignored", path, col)
                 continue
             fields[col] = value if isinstance(value, (str, int, float, bool)) else str(value)

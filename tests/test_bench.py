@@ -21,13 +21,29 @@ def test_bench_writes_the_pair_matrix_report(tmp_path):
         pairs = variant["pairs"]
         assert len(pairs) == 20  # every ordered pair of image, text, audio, depth, thermal
         for name, p in pairs.items():
-            assert {"paired", "r1", "r5", "map", "top1"} <= p.keys()
+            assert {"paired", "r1", "r5", "map", "mrr10", "ndcg10", "top1", "relevance"} <= p.keys()
             assert 0.0 <= p["r1"] <= p["r5"] <= 1.0 and 0.0 <= p["map"] <= 1.0
             assert (p["top1"] is None) == (not name.endswith("->text"))
         assert pairs["audio->image"]["paired"] and not pairs["audio->depth"]["paired"]
     assert (tmp_path / "report.md").read_text().startswith("# Digits-world benchmark")
     assert (tmp_path / "pair_matrix.png").stat().st_size > 10_000
     assert report["indexing"] and all(r["errors"] == 0 for r in report["indexing"])
+    for png in ("delta.png", "pairs_bar.png"):
+        assert (tmp_path / png).stat().st_size > 10_000 and f"]({png})" in (tmp_path / "report.md").read_text()
+    assert set(report["stages_s"]) >= {"encode", "train", "index", "query"}
+    # lambda chosen on validation from the sweep; the anchor variant has nothing to sweep
+    trials = report["selection"]["emergentbridge"][0]["trials"]
+    assert [t["setting"]["lambda_proxy"] for t in trials] == [0.5, 1.0, 2.0, 4.0] and sum(t["chosen"] for t in trials) == 1
+    assert report["selection"]["anchor"][0]["chosen"] == {}
+    # the sweep's exact-search yardstick agrees with the router on validation (the same queries and qrels)
+    chosen = next(t for t in trials if t["chosen"])
+    assert chosen["unpaired_r1"] == pytest.approx(report["selection"]["emergentbridge"][0]["val_routed"]["unpaired_r1"],
+                                                  abs=0.05)
+    # the raw frozen features are the baseline where both sides share an encoder (image/depth/thermal)
+    assert {"depth->image", "thermal->image", "depth->thermal"} <= set(on_disk["raw"])
+    assert "audio->image" not in on_disk["raw"]
+    gain = on_disk["deltas_vs_anchor"]["emergentbridge"]
+    assert {"unpaired_mean_points", "unpaired_relative_gain", "paired_worst_points"} <= set(gain)
     # the calibrated table went into the test index, chosen on validation only
     from indexer.store import open_store
 
@@ -41,3 +57,25 @@ def test_route_calibration_picks_best_validation_r1_and_prefers_simpler_on_ties(
            "b->a": {"direct": m(0.5), "proxy": m(0.5), "fused": m(0.5)},
            "c->a": {"direct": m(0.5, 0.4), "proxy": m(0.5, 0.6), "fused": m(0.5, 0.5)}}
     assert calibrate_routes(val) == {"a->b": "proxy", "b->a": "direct", "c->a": "proxy"}
+
+
+def test_sweep_candidates_are_bounded_and_skip_what_cannot_matter():
+    from query.eval.bench import sweep_candidates
+
+    sweep = {"lambda_proxy": [0.5, 1.0], "diffusion_steps": [4, 8]}
+    base_keys = ("diffusion_steps",)
+    assert sweep_candidates(sweep, "anchor", base_keys, True) == [{"diffusion_steps": 4}, {"diffusion_steps": 8}]
+    assert len(sweep_candidates(sweep, "emergentbridge", base_keys, True)) == 4
+    assert sweep_candidates({"lambda_proxy": [1.0, 2.0]}, "emergentbridge", base_keys, False) == [{}]  # nothing bound
+    with pytest.raises(ValueError, match="keep it to"):
+        sweep_candidates({"lambda_proxy": list(range(17))}, "emergentbridge", base_keys, True)
+
+
+def test_choice_on_validation_keeps_paired_pairs_within_a_point_of_anchor():
+    from query.eval.bench import choose
+
+    t = lambda u, p: {"val": {"unpaired_r1": u, "paired_r1": p}}  # noqa: E731
+    trials = [t(0.60, 0.80), t(0.70, 0.75), t(0.65, 0.795)]
+    assert choose(trials, anchor_paired=0.80) == 2  # the best unpaired costs paired pairs 5 points
+    assert choose(trials, anchor_paired=None) == 1
+    assert choose([t(0.6, 0.5), t(0.6, 0.5)], anchor_paired=None) == 0  # ties: first in grid order

@@ -139,6 +139,14 @@ def test_scan_excludes_hidden_sidecar_and_forced_modality(tmp_path):
     assert "unsupported extension '.png' for forced modality 'audio'" in problems["cat/001.png"]
 
 
+def test_sidecar_modality_column_forces_the_modality_a_path_word_would_guess_wrong(tmp_path):
+    root = tmp_path / "nyu_depth_v2"  # "depth" in a folder above the files: guessing says depth
+    make_corpus(root, images=1, sounds=0, texts=0)
+    (root / "metadata.csv").write_text("path,modality,label\ndog/000.png,image,dog\n")
+    (entry,) = scan_directory(root).files
+    assert (entry.modality, entry.label, entry.meta) == ("image", "dog", {})
+
+
 def test_shards_partition_the_files_stably():
     paths = [f"d{i % 7}/f{i}.png" for i in range(300)]
     shards = [ShardSpec.parse(f"{i}/3") for i in range(3)]

@@ -1,107 +1,318 @@
-"""`ebridge bench`: the whole system, measured pair by pair on the digits world.
+"""`ebridge bench`: the whole system, measured pair by pair, on any dataset.
 
-For every seed and variant it trains the bridge (variants of one seed share the base space
-and G, so only the binding differs), indexes the validation and test splits into the
-embedded Qdrant store with the real indexer, calibrates the route table on validation
-(never on test), and queries the test index through the router: every ordered pair of
-modalities, every route, then `auto` (the calibrated table). Output in `--out`:
-report.json, report.md and PNG heatmaps of the pair matrix.
+One path for every dataset (`--dataset digits|esc50|nyud|sunrgbd|llvip|audiocaps|clotho|manifest`):
+adapter -> world (split folders + the pairs manifest, see `query.eval.tasks`) -> train the
+variants -> index with the real indexer -> query through the router -> report.
+
+For every seed: `anchor` trains the base space and G once; each proxy variant re-binds on
+that base for every setting of a small, bounded sweep (default `lambda_proxy` in
+{0.5, 1, 2, 4}), each candidate is indexed and scored on the **validation** split, and the
+best one (mean unpaired R@1 under the best route per pair, paired pairs kept within a point
+of `anchor`) is the one tested. The route table is calibrated on validation too; the test
+split is touched once per variant and seed. Every report holds the raw frozen features
+(no bridge) for pairs whose two sides share an encoder, seen and unseen classes apart
+(`--unseen`), and the wall time of each stage. Output in `--out`: report.json, report.md and PNGs.
 
 Example:
     ebridge bench --quick --data ../shared/data --out bench-out
+    ebridge bench --dataset esc50 --data ~/data/ESC-50-master --preset offline --out esc50-out
+    ebridge bench --dataset manifest --data my/manifest.csv --out mine
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
+import itertools
 import logging
 import shutil
 import time
+from collections import defaultdict
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
 from bridge.config import VARIANTS
-from query.eval.metrics import ranking_metrics
+from query.eval.metrics import (qrels_by_key, ranked_list_metrics, search_metrics, zero_shot_accuracy,
+                                zero_shot_from_ranked, class_embeddings)
+from query.eval.tasks import DATASETS
 from query.search import ROUTES
 
 log = logging.getLogger(__name__)
-CROSS_MODALITIES = ("image", "text", "audio", "depth", "thermal")
 QUICK_TRAINING = {"steps": 300, "proxy_steps": 600}
+DEFAULT_SWEEP = {"lambda_proxy": [0.5, 1.0, 2.0, 4.0]}
+MAX_SWEEP = 16  # candidates per variant and seed: the sweep must stay small
+METRICS = ("r1", "r5", "r10", "map", "mrr10", "ndcg10", "top1", "top5")
+PAIRED_TOLERANCE = 0.01  # a candidate may cost paired pairs at most one R@1 point on validation
 
 
 @dataclass
 class BenchConfig:
     out: Path
-    data: Path | None = None  # ../shared/data; None: the sample shipped with the package
-    scale: str = "quick"
+    dataset: str = "digits"
+    data: Path | None = None  # the dataset folder (digits: ../shared/data; None = the shipped sample)
+    scale: str = "quick"  # digits world only
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     variants: list[str] = field(default_factory=lambda: list(VARIANTS))
-    preset: str = "offline-small"  # the offline preset at 128 px: digits are 28 px, 3.7x faster
+    preset: str = "offline-small"
     max_queries: int = 150  # per source modality, sampled once with a fixed seed
     train_overrides: dict[str, Any] = field(default_factory=dict)
     device: str | None = None  # "auto", "cpu", "cuda", "mps"; None: torch's default (CPU)
+    sweep: dict[str, list[Any]] = field(default_factory=lambda: dict(DEFAULT_SWEEP))
+    unseen: list[str] | int | None = None  # classes held out of train and val (class-disjoint split)
+    gallery: str = "test"  # "test", or "test+train": the test index also holds the training items
+    anchor: str | None = None
+    proxy: str | None = None
+    max_k: int = 1000  # hits asked per query; relevant items beyond count as misses
+    sweep_every_seed: bool = False  # False: the sweep runs on the first seed, later seeds reuse its choice
 
 
-# ------------------------------------------------------------------------------ helpers
+class StageTimer:
+    """Wall seconds per stage (encode, train, index, query), summed over the run."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = defaultdict(float)
+
+    @contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[stage] += time.perf_counter() - t0
+
+    def report(self) -> dict[str, float]:
+        return {k: round(v, 1) for k, v in self.seconds.items()}
 
 
-def _index_points(store: Any) -> dict[str, dict[str, Any]]:
-    """All points of a store by modality: ids, labels, bridged vectors."""
+# ------------------------------------------------------------------------------ reading an index
+
+
+def index_points(store: Any, prefix: str = "") -> dict[str, dict[str, Any]]:
+    """All points of a store by modality, sorted by key (`prefix` + the payload path, i.e. the
+    item's path in the world): keys, labels, pair keys, bridged vectors."""
     by_mod: dict[str, dict[str, Any]] = {}
     for rec in store.scroll(with_payload=True, with_vectors=["bridged"]):
-        m = rec.payload["modality"]
-        d = by_mod.setdefault(m, {"ids": [], "labels": [], "vectors": []})
-        d["ids"].append(str(rec.id))
-        d["labels"].append(rec.payload.get("label"))
+        p = rec.payload
+        d = by_mod.setdefault(p["modality"], {"keys": [], "labels": [], "pairs": [], "vectors": []})
+        d["keys"].append(prefix + p["path"])
+        d["labels"].append(p.get("label") or None)
+        d["pairs"].append(p.get("pair") or None)
         d["vectors"].append(np.asarray(rec.vectors["bridged"], dtype=np.float32))
     for d in by_mod.values():
-        order = np.argsort(d["ids"])  # a fixed order, whatever order the store returns
-        d["ids"] = [d["ids"][i] for i in order]
-        d["labels"] = [d["labels"][i] for i in order]
+        order = np.argsort(d["keys"])
+        for k in ("keys", "labels", "pairs"):
+            d[k] = [d[k][i] for i in order]
         d["vectors"] = np.stack(d["vectors"])[order]
     return by_mod
 
 
-def _queries(points: dict[str, Any], modality: str, limit: int) -> tuple[np.ndarray, list]:
-    d = points[modality]
-    n = len(d["ids"])
-    pick = np.sort(np.random.default_rng(7).choice(n, size=min(n, limit), replace=False))
-    return d["vectors"][pick], [d["labels"][i] for i in pick]
+def query_rows(keys: list[str], split: str, limit: int) -> np.ndarray:
+    """Rows (into sorted `keys`) of the queries: items of `split`, at most `limit`, drawn with a
+    fixed seed, so every variant, route and the raw baseline ask the same queries."""
+    rows = np.flatnonzero([k.startswith(split + "/") for k in keys])
+    if rows.size > limit:
+        rows = np.sort(np.random.default_rng(7).choice(rows, size=limit, replace=False))
+    return rows
 
 
-def evaluate_index(index: Any, points: dict[str, Any], routes: list[str], max_queries: int) -> dict[str, dict[str, Any]]:
-    """Metrics for every ordered cross-modal pair and route, ranking the whole target corpus.
+def relevance_of(mode: str, q_pairs: list, c_pairs: list) -> str:
+    """"pair" or "label" for one ordered pair: `auto` takes pair keys when both sides share any."""
+    if mode != "auto":
+        return mode
+    return "pair" if {p for p in q_pairs if p} & {p for p in c_pairs if p} else "label"
 
-    R@k and mAP use the hits Qdrant returned (k = the target corpus size, so nothing is cut
-    off). Zero-shot (text targets): a query's class ranking is the order in which class
-    labels first appear among its text hits (nearest prompt per class)."""
+
+def _subsets(labels: list, unseen: set[str]) -> dict[str, np.ndarray]:
+    if not unseen:
+        return {}
+    is_unseen = np.array([y in unseen for y in labels])
+    return {"seen": np.flatnonzero(~is_unseen), "unseen": np.flatnonzero(is_unseen)}
+
+
+def _score(q_keys, ranked_keys, ranked_labels, qrels, q_labels, zero_shot: bool) -> dict[str, Any]:
+    m: dict[str, Any] = ranked_list_metrics(q_keys, ranked_keys, qrels)
+    m["top1"] = m["top5"] = None
+    if zero_shot:
+        m.update(zero_shot_from_ranked(q_labels, ranked_labels, ks=(1, 5)))
+    return m
+
+
+def evaluate_index(index: Any, points: dict[str, Any], routes: list[str], max_queries: int, *, split: str = "test",
+                   relevance: str = "auto", zero_shot: bool = True, unseen: set[str] = frozenset(),
+                   max_k: int = 1000, prefix: str = "") -> dict[str, dict[str, Any]]:
+    """Metrics for every ordered cross-modal pair and route through the router.
+
+    Queries are `split` items of the source modality; the corpus is every point of the target
+    modality in the index (the gallery). Zero-shot (text targets, labelled queries): a
+    query's class ranking is the order in which labels first appear among its prompt hits.
+    `prefix` + a hit's payload path is its key in `points` (see `index_points`)."""
+    from bridge.modalities import MODALITIES
+
     out: dict[str, dict[str, Any]] = {}
-    mods = [m for m in CROSS_MODALITIES if m in points]
+    mods = [m for m in MODALITIES if m in points]
     for s in mods:
-        q, q_labels = _queries(points, s, max_queries)
+        rows = query_rows(points[s]["keys"], split, max_queries)
+        if not rows.size:
+            continue
+        q = points[s]["vectors"][rows]
+        q_keys = [points[s]["keys"][i] for i in rows]
+        q_labels = [points[s]["labels"][i] for i in rows]
+        q_pairs = [points[s]["pairs"][i] for i in rows]
         views = index.bridge.proxy_view(q)  # once per source, not once per pair and route
         for t in mods:
             if s == t:
                 continue
-            n_target = len(points[t]["ids"])
-            relevant = [sum(lbl == y for lbl in points[t]["labels"]) for y in q_labels]
-            pair = out.setdefault(f"{s}->{t}", {"paired": bool(index.bridge.is_paired(s, t))})
+            c = points[t]
+            how = relevance_of(relevance, q_pairs, c["pairs"])
+            qrels = qrels_by_key(q_keys, q_pairs if how == "pair" else q_labels, c["keys"],
+                                 c["pairs"] if how == "pair" else c["labels"])
+            zs = zero_shot and t == "text" and any(q_labels) and any(c["labels"])
+            pair = out.setdefault(f"{s}->{t}", {"paired": bool(index.bridge.is_paired(s, t)), "relevance": how,
+                                                "queries": len(q_keys), "gallery": len(c["keys"])})
+            k = min(len(c["keys"]), max_k)
             for route in routes:
-                hits = index.search_vectors(s, q, target=t, k=n_target, route=route, views=views)
-                ranked = [[h.label for h in hs] for hs in hits]
-                m = ranking_metrics(q_labels, ranked, ks=(1, 5, 10), relevant_counts=relevant)
-                m["top1"] = m["top5"] = None
-                if t == "text":
-                    classes = [list(dict.fromkeys(r)) for r in ranked]
-                    m["top1"] = float(np.mean([y in c[:1] for y, c in zip(q_labels, classes)]))
-                    m["top5"] = float(np.mean([y in c[:5] for y, c in zip(q_labels, classes)]))
+                hits = index.search_vectors(s, q, target=t, k=k, route=route, views=views)
+                ranked = [[prefix + str(h.path) for h in hs] for hs in hits]
+                ranked_labels = [[h.label or None for h in hs] for hs in hits]
+                m = _score(q_keys, ranked, ranked_labels, qrels, q_labels, zs)
+                for name, sub in _subsets(q_labels, unseen).items():
+                    m[name] = _score([q_keys[i] for i in sub], [ranked[i] for i in sub],
+                                     [ranked_labels[i] for i in sub], qrels, [q_labels[i] for i in sub], zs) \
+                        if sub.size else None
                 if route == "auto":
                     m["route"] = hits[0][0].route if hits and hits[0] else None
                 pair[route] = m
+    return out
+
+
+# ------------------------------------------------------------------------------ the raw-feature baseline
+
+
+def shares_encoder(preset: Any, a: str, b: str) -> bool:
+    """True when modalities `a` and `b` go through one encoder into one feature space: the same
+    backbone on the same kind of input (image/depth/thermal through one image backbone), one
+    CLIP model's image and text towers, or a pair the preset declares aligned."""
+    from bridge.encoders.presets import _INPUT_KIND
+
+    aligned = preset.spec.get("aligned") or []
+    if any({a, b} == set(p) for p in aligned):
+        return True
+    try:
+        same = preset._backbone(a) is preset._backbone(b)
+    except Exception:  # a modality the preset lacks
+        return False
+    kind_a, kind_b = _INPUT_KIND.get(a), _INPUT_KIND.get(b)
+    return same and (kind_a == kind_b or preset.spec["encoders"][a]["backbone"] == "open_clip")
+
+
+def raw_baseline(world: Any, preset: Any, cache: Any, splits: list[str], max_queries: int, *, relevance: str,
+                 zero_shot: bool, unseen: set[str]) -> dict[str, dict[str, Any]]:
+    """Exact search on the frozen encoders' own (normalised) features, for every ordered pair
+    whose two sides share an encoder; the same queries, gallery and qrels as the routed runs."""
+    mods = world.modalities("test")
+    pairs = [(s, t) for s in mods for t in mods if s != t and shares_encoder(preset, s, t)]
+    if not pairs:
+        return {}
+    keyed = keyed_features(world, preset, cache, splits, sorted({m for p in pairs for m in p}))
+    for d in keyed.values():
+        x = d["features"].astype(np.float32)
+        d["vectors"] = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    out = {}
+    for s, t in pairs:
+        src, c = keyed[s], keyed[t]
+        rows_q = query_rows(src["keys"], "test", max_queries)
+        if not rows_q.size:
+            continue
+        q_keys = [src["keys"][i] for i in rows_q]
+        q_labels = [src["labels"][i] for i in rows_q]
+        q_pairs = [src["pairs"][i] for i in rows_q]
+        how = relevance_of(relevance, q_pairs, c["pairs"])
+        qrels = qrels_by_key(q_keys, q_pairs if how == "pair" else q_labels, c["keys"],
+                             c["pairs"] if how == "pair" else c["labels"])
+
+        def score(sub: np.ndarray) -> dict[str, Any]:
+            keys = [q_keys[i] for i in sub]
+            m: dict[str, Any] = search_metrics(src["vectors"][rows_q[sub]], keys, c["vectors"], c["keys"], qrels)
+            m["top1"] = m["top5"] = None
+            if zero_shot and t == "text" and any(q_labels) and any(c["labels"]):
+                test_prompts = [i for i, k in enumerate(c["keys"]) if k.startswith("test/") and c["labels"][i]]
+                classes, names = class_embeddings(c["vectors"][test_prompts], [c["labels"][i] for i in test_prompts])
+                m.update(zero_shot_accuracy(src["vectors"][rows_q[sub]], [q_labels[i] for i in sub], classes, names,
+                                            ks=(1, 5)))
+            return m
+
+        res = score(np.arange(len(q_keys)))
+        for name, sub in _subsets(q_labels, unseen).items():
+            res[name] = score(sub) if sub.size else None
+        out[f"{s}->{t}"] = {"relevance": how, **res}
+    return out
+
+
+# ------------------------------------------------------------------------------ settings on validation
+
+
+def keyed_features(world: Any, preset: Any, cache: Any, splits: list[str], modalities: list[str] | None = None
+                   ) -> dict[str, dict[str, Any]]:
+    """Frozen features of the items of `splits` by modality, sorted by key (as `index_points`)."""
+    from bridge.pairs import training_set
+
+    need = [m for m in world.modalities() if modalities is None or m in modalities]
+    rows = [r for split in splits for r in world.rows(split) if r.modality in need]
+    if not rows:
+        return {}
+    feats = training_set(rows, preset, cache)  # grouped by modality, in row order
+    out: dict[str, dict[str, Any]] = {}
+    for m in feats:
+        its = [it for split in splits for it in world.items if it.split == split and it.modality == m]
+        order = np.argsort([it.key for it in its])
+        out[m] = {"keys": [its[i].key for i in order], "labels": [its[i].label for i in order],
+                  "pairs": [its[i].pair for i in order], "features": feats[m].features[order]}
+    return out
+
+
+def _fused_order(direct: np.ndarray, proxy: np.ndarray, depth: int = 100, rrf_k: int = 2) -> np.ndarray:
+    """The fused route's ranking computed in numpy: weighted reciprocal-rank fusion of each
+    side's top `depth` (what the store's prefetch + RRF query does, weights 1 and 1)."""
+    fused = np.zeros(direct.shape, np.float64)
+    for scores in (direct, proxy):
+        order = np.argsort(-scores, axis=1, kind="stable")[:, :depth]
+        rows = np.arange(scores.shape[0])[:, None]
+        fused[rows, order] += 1.0 / (rrf_k + np.arange(1, order.shape[1] + 1))[None, :]
+    return np.argsort(-fused, axis=1, kind="stable")
+
+
+def validate_exact(bridge: Any, val: dict[str, dict[str, Any]], max_queries: int, relevance: str = "auto"
+                   ) -> dict[str, dict[str, Any]]:
+    """Validation R@1/mAP per pair and route by exact search in numpy on the validation
+    features: the sweep's yardstick, so trying a setting costs no indexing. Same queries,
+    qrels and route definitions as `evaluate_index` (fused: RRF of the two top-100s)."""
+    emb = {m: bridge.embed_features(m, d["features"]) for m, d in val.items() if m in bridge.modalities}
+    views = {m: bridge.proxy_view(z) for m, z in emb.items()}
+    out: dict[str, dict[str, Any]] = {}
+    for s in emb:
+        rows = query_rows(val[s]["keys"], "val", max_queries)
+        if not rows.size:
+            continue
+        q_keys = [val[s]["keys"][i] for i in rows]
+        q_labels = [val[s]["labels"][i] for i in rows]
+        q_pairs = [val[s]["pairs"][i] for i in rows]
+        for t in emb:
+            if s == t:
+                continue
+            c = val[t]
+            how = relevance_of(relevance, q_pairs, c["pairs"])
+            qrels = qrels_by_key(q_keys, q_pairs if how == "pair" else q_labels, c["keys"],
+                                 c["pairs"] if how == "pair" else c["labels"])
+            direct, proxy = emb[s][rows] @ emb[t].T, views[s][rows] @ views[t].T
+            orders = {"direct": np.argsort(-direct, axis=1, kind="stable"),
+                      "proxy": np.argsort(-proxy, axis=1, kind="stable"), "fused": _fused_order(direct, proxy)}
+            res: dict[str, Any] = {"paired": bool(bridge.is_paired(s, t)), "relevance": how}
+            for route, order in orders.items():
+                res[route] = ranked_list_metrics(q_keys, [[c["keys"][j] for j in row] for row in order], qrels)
+            out[f"{s}->{t}"] = res
     return out
 
 
@@ -113,13 +324,217 @@ def calibrate_routes(val_metrics: dict[str, dict[str, Any]]) -> dict[str, str]:
     return table
 
 
+def validation_score(val_metrics: dict[str, dict[str, Any]]) -> dict[str, float | None]:
+    """Mean R@1 of the unpaired and of the paired pairs, each pair under its best route (what
+    calibrating the route table on these figures would give)."""
+    best = {p: max(res[r]["r1"] for r in ROUTES) for p, res in val_metrics.items()}
+    unpaired = [v for p, v in best.items() if not val_metrics[p]["paired"]]
+    paired = [v for p, v in best.items() if val_metrics[p]["paired"]]
+    return {"unpaired_r1": round(float(np.mean(unpaired)), 4) if unpaired else None,
+            "paired_r1": round(float(np.mean(paired)), 4) if paired else None}
+
+
+def choose(trials: list[dict[str, Any]], anchor_paired: float | None) -> int:
+    """The trial to test: best validation unpaired R@1 (all pairs when none is unpaired) among
+    those that keep the paired pairs within a point of `anchor`; first in grid order on ties."""
+    def objective(t: dict[str, Any]) -> float:
+        v = t["val"]
+        return v["unpaired_r1"] if v["unpaired_r1"] is not None else (v["paired_r1"] or 0.0)
+
+    ok = [i for i, t in enumerate(trials) if anchor_paired is None or t["val"]["paired_r1"] is None
+          or t["val"]["paired_r1"] >= anchor_paired - PAIRED_TOLERANCE]
+    pool = ok or list(range(len(trials)))
+    return max(pool, key=lambda i: (round(objective(trials[i]), 6), -i))
+
+
+def sweep_candidates(sweep: dict[str, list[Any]], variant: str, base_keys: tuple[str, ...],
+                     bound_modalities: bool) -> list[dict[str, Any]]:
+    """The settings to try for one variant: `anchor` sweeps only base settings (lambda does not
+    touch it), and nothing is swept that cannot matter (no modality bound in stage 3)."""
+    keys = [k for k in sweep if (variant != "anchor" or k in base_keys) and (bound_modalities or k in base_keys)]
+    combos = [dict(zip(keys, values)) for values in itertools.product(*(sweep[k] for k in keys))]
+    if len(combos) > MAX_SWEEP:
+        raise ValueError(f"the sweep has {len(combos)} settings per variant; keep it to {MAX_SWEEP} or fewer")
+    return combos or [{}]
+
+
+def _train_config(cfg: BenchConfig, world: Any, variant: str, seed: int, setting: dict[str, Any]) -> Any:
+    from bridge.config import TrainConfig
+
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    given = {**cfg.train_overrides, **setting, "preset": cfg.preset, "variant": variant, "seed": seed,
+             "anchor": world.spec.anchor, "proxy": world.spec.proxy}
+    unknown = set(given) - known
+    if unknown:
+        raise ValueError(f"unknown training settings {sorted(unknown)}")
+    return TrainConfig(**given)
+
+
+# ------------------------------------------------------------------------------ the run
+
+
+def run_bench(cfg: BenchConfig) -> dict[str, Any]:
+    """Run the benchmark described by `cfg`; returns the report (also written to `cfg.out`)."""
+    from bridge.encoders import load_preset
+    from bridge.features import FeatureCache
+    from bridge.pairs import training_set
+    from bridge.train import train
+    from query.eval.report import write_report
+    from query.eval.tasks import prepare_world
+
+    from bridge.train import BASE_KEYS
+    t_start = time.perf_counter()
+    timer = StageTimer()
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    with timer("prepare"):
+        world = prepare_world(cfg.dataset, cfg.data, cfg.out, scale=cfg.scale, unseen=cfg.unseen,
+                              anchor=cfg.anchor, proxy=cfg.proxy)
+    spec, unseen = world.spec, set(world.unseen)
+    if cfg.device is not None:
+        from bridge.device import resolve_device
+
+        resolve_device(cfg.device)  # a device that is not here fails before any work
+    preset = load_preset(cfg.preset)
+    if cfg.device is not None:
+        preset.to(cfg.device)
+    cache = FeatureCache(cfg.out / "cache")
+    preset_info = preset.info()
+    with timer("encode"):
+        train_set = training_set(world.rows("train"), preset, cache)
+        val_rows = world.rows("val")
+        # Validation picks each head's best step (and, below, the swept settings); never test.
+        val_set = training_set(val_rows, preset, cache) if val_rows else None
+    mods = world.modalities()
+    bound = any(m not in (spec.anchor, spec.proxy) for m in train_set)
+    gallery_splits = ["test", "train"] if cfg.gallery == "test+train" else ["test"]
+    with timer("encode"):  # the raw features' own search is counted with encoding: no bridge involved
+        raw = raw_baseline(world, preset, cache, gallery_splits, cfg.max_queries, relevance=spec.relevance,
+                           zero_shot=spec.zero_shot, unseen=unseen)
+
+    eval_opts = {"relevance": spec.relevance, "zero_shot": spec.zero_shot, "unseen": unseen, "max_k": cfg.max_k}
+    runs: dict[str, dict[int, Any]] = {v: {} for v in cfg.variants}
+    selection: dict[str, dict[int, Any]] = {v: {} for v in cfg.variants}
+    indexing: list[dict[str, Any]] = []
+    lat: dict[str, Any] = {}
+    settings: dict[str, Any] = {}
+    order = sorted(cfg.variants, key=lambda v: v != "anchor")  # anchor trains the shared base
+
+    def build_index(bridge: Any, name: str, split: str) -> Any:
+        from indexer.index import index_directory
+        from query.search import Index
+
+        path = cfg.out / "indexes" / name
+        shutil.rmtree(path, ignore_errors=True)
+        with timer("index"):
+            if split == "test" and cfg.gallery == "test+train":
+                summary = index_directory(world.root, path, bridge=bridge, sidecar=world.root / "gallery.csv",
+                                          exclude=["val"], batch_size=64, progress=False, device=cfg.device)
+            else:
+                summary = index_directory(world.root / split, path, bridge=bridge, batch_size=64, progress=False,
+                                          device=cfg.device)
+        indexing.append({"run": name, "items": summary.indexed, "items_per_s": summary.items_per_s,
+                         "seconds": summary.seconds, "encode_seconds": summary.encode_seconds,
+                         "errors": summary.errors})
+        return Index.open(path, device=cfg.device)
+
+    def prefix_of(split: str) -> str:  # the test index of a test+train gallery is the world folder itself
+        return "" if split == "test" and cfg.gallery == "test+train" else f"{split}/"
+
+    with timer("encode"):
+        val_feats = keyed_features(world, preset, cache, ["val"])
+    chosen_settings: dict[str, dict[str, Any]] = {}
+    for seed_no, seed in enumerate(cfg.seeds):
+        bases: dict[tuple, Any] = {}
+        anchor_paired: float | None = None
+        for variant in order:
+            sweeping = seed_no == 0 or cfg.sweep_every_seed or variant not in chosen_settings
+            candidates = sweep_candidates(cfg.sweep, variant, BASE_KEYS, bound) if sweeping \
+                else [chosen_settings[variant]]
+            trials = []
+            for setting in candidates:
+                tc = _train_config(cfg, world, variant, seed, setting)
+                base_key = tuple(getattr(tc, k, None) for k in BASE_KEYS)
+                with timer("train"):
+                    bridge, curves = train(tc, train_set, val=val_set, preset_info=preset_info,
+                                           base=bases.get(base_key), device=cfg.device)
+                bases.setdefault(base_key, bridge)
+                with timer("query"):
+                    val = validate_exact(bridge, val_feats, cfg.max_queries, spec.relevance) if val_feats else {}
+                trials.append({"setting": setting, "val": validation_score(val), "bridge": bridge, "config": tc,
+                               "curves": curves})
+                log.info("%s seed %d %s: validation %s", variant, seed, setting or "(defaults)", trials[-1]["val"])
+            pick = choose(trials, anchor_paired if variant != "anchor" else None)
+            chosen = trials[pick]
+            chosen_settings.setdefault(variant, chosen["setting"])
+            if variant == "anchor":
+                anchor_paired = chosen["val"]["paired_r1"]
+                settings = {k: v for k, v in dataclasses.asdict(chosen["config"]).items()
+                            if k not in ("variant", "seed")}
+            bridge = chosen["bridge"]
+            bridge.save(cfg.out / "checkpoints" / f"{variant}-s{seed}", chosen["curves"])
+            bridge.feature_cache = cache  # indexing re-uses the frozen features
+            # The route table is calibrated through the real index and router, on validation.
+            index = build_index(bridge, f"{variant}-s{seed}-val", "val")
+            with timer("query"):
+                val_routed = evaluate_index(index, index_points(index.store, prefix_of("val")), list(ROUTES),
+                                            cfg.max_queries, split="val", prefix=prefix_of("val"), **eval_opts)
+            index.close()
+            routes = calibrate_routes(val_routed)
+            selection[variant][seed] = {
+                "chosen": chosen["setting"], "swept": sweeping, "routes": routes,
+                "val_routed": validation_score(val_routed),
+                "trials": [{"setting": t["setting"], **t["val"], "chosen": i == pick} for i, t in enumerate(trials)]}
+            index = build_index(bridge, f"{variant}-s{seed}-test", "test")
+            index.store.update_metadata({"routes": routes})
+            points = index_points(index.store, prefix_of("test"))
+            with timer("query"):
+                result = evaluate_index(index, points, [*ROUTES, "auto"], cfg.max_queries, split="test",
+                                        prefix=prefix_of("test"), **eval_opts)
+            runs[variant][seed] = {"pairs": result, "routes": routes, "version": bridge.version}
+            if not lat:
+                lat = latency(index, points)
+            index.close()
+            unpaired = [p["auto"]["r1"] for p in result.values() if not p["paired"]]
+            log.info("bench %s seed %d (%s): test unpaired mean R@1 %s", variant, seed, chosen["setting"] or "defaults",
+                     f"{np.mean(unpaired):.3f}" if unpaired else "n/a")
+
+    report = {
+        "dataset": {
+            "name": spec.name, "title": spec.title, "data": str(cfg.data) if cfg.data else "shipped sample",
+            "scale": cfg.scale if spec.name == "digits" else None, "source": spec.source,
+            "anchor": spec.anchor, "proxy": spec.proxy,
+            "paired": [list(p) for p in spec.paired(mods)], "never_paired": [list(p) for p in spec.never_paired(mods)],
+            "relevance": spec.relevance, "zero_shot": spec.zero_shot, "splits": spec.splits, "notes": spec.notes,
+            "unseen_classes": sorted(unseen), "gallery": cfg.gallery, "items": world.counts(),
+        },
+        "world": {"scale": cfg.scale, "data": str(cfg.data) if cfg.data else "shipped sample", "items": world.counts()},
+        "preset": cfg.preset, "seeds": cfg.seeds, "settings": settings, "sweep": cfg.sweep,
+        "sweep_every_seed": cfg.sweep_every_seed,
+        "selection": selection, "max_queries": cfg.max_queries, "max_k": cfg.max_k,
+        "raw": raw,
+        "variants": {v: aggregate(runs[v]) for v in cfg.variants},
+        "routes_per_seed": {v: {s: r["routes"] for s, r in runs[v].items()} for v in cfg.variants},
+        "per_seed": {v: {s: {p: {"r1": m["auto"]["r1"], "paired": m["paired"]} for p, m in r["pairs"].items()}
+                         for s, r in runs[v].items()} for v in cfg.variants},
+        "indexing": indexing, "latency_ms": lat, "stages_s": timer.report(),
+        "seconds": round(time.perf_counter() - t_start, 1),
+    }
+    if "anchor" in report["variants"]:
+        report["deltas_vs_anchor"] = deltas(report["variants"])
+    write_report(report, cfg.out)
+    return report
+
+
 def latency(index: Any, points: dict[str, Any], n: int = 100) -> dict[str, dict[str, float]]:
-    """p50/p95 ms of one top-10 query per route, audio -> depth, encoding excluded: the
-    query's bridged vector and its proxy view are computed first (`proxy_view` is timed
-    on its own, as part of encoding a query)."""
-    s, t = ("audio", "depth") if {"audio", "depth"} <= points.keys() else tuple(list(points)[:2])
-    q, _ = _queries(points, s, n)
-    out: dict[str, dict[str, float]] = {}
+    """p50/p95 ms of one top-10 query per route for one unpaired pair (audio -> depth when there
+    is one), encoding excluded: G's view of the query is timed on its own, as part of encoding."""
+    mods = list(points)
+    unpaired = [(s, t) for s in mods for t in mods if s != t and not index.bridge.is_paired(s, t)]
+    s, t = ("audio", "depth") if {"audio", "depth"} <= points.keys() else \
+        (unpaired[0] if unpaired else tuple(mods[:2]) if len(mods) > 1 else (mods[0], mods[0]))
+    rows = query_rows(points[s]["keys"], points[s]["keys"][0].split("/", 1)[0], n)
+    q = points[s]["vectors"][rows]
+    out: dict[str, dict[str, float]] = {"pair": f"{s}->{t}"}  # type: ignore[dict-item]
     views, times = [], []
     for v in q:
         t0 = time.perf_counter()
@@ -140,105 +555,36 @@ def _percentiles(times_ms: list[float]) -> dict[str, float]:
     return {"p50_ms": round(float(np.percentile(times_ms, 50)), 3), "p95_ms": round(float(np.percentile(times_ms, 95)), 3)}
 
 
-# ------------------------------------------------------------------------------ the run
+def _mean_std(values: list[Any]) -> tuple[float | None, float | None]:
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return None, None
+    return round(float(np.mean(vals)), 4), round(float(np.std(vals)), 4)
 
 
-def run_bench(cfg: BenchConfig) -> dict[str, Any]:
-    from bridge.encoders import load_preset
-    from bridge.features import FeatureCache
-    from bridge.pairs import in_split, read_manifest, training_set
-    from bridge.train import TrainConfig, train
-    from indexer.index import index_directory
-    from query.eval.digits import build_digits_world
-    from query.search import Index
-
-    t_start = time.perf_counter()
-    if cfg.device is not None:
-        from bridge.device import resolve_device
-
-        resolve_device(cfg.device)  # a device that is not here fails before any work
-    cfg.out.mkdir(parents=True, exist_ok=True)
-    world = build_digits_world(cfg.out / "world", scale=cfg.scale, data_dir=cfg.data)
-    preset = load_preset(cfg.preset)
-    if cfg.device is not None:
-        preset.to(cfg.device)
-    cache = FeatureCache(cfg.out / "cache")
-    rows = read_manifest(world / "manifest.csv")
-    train_set = training_set(in_split(rows, "train"), preset, cache)
-    val_set = training_set(in_split(rows, "val"), preset, cache)  # picks each head's best step; never test
-    counts = {split: {m: sum(r.modality == m for r in in_split(rows, split)) for m in CROSS_MODALITIES}
-              for split in ("train", "val", "test")}
-
-    runs: dict[str, dict[int, Any]] = {v: {} for v in cfg.variants}
-    settings: dict[str, Any] = {}
-    indexing: list[dict[str, Any]] = []
-    lat: dict[str, Any] = {}
-    order = sorted(cfg.variants, key=lambda v: v != "anchor")  # anchor trains the shared base
-    for seed in cfg.seeds:
-        base = None
-        for variant in order:
-            tc = TrainConfig(**{**cfg.train_overrides, "preset": cfg.preset, "variant": variant, "seed": seed})
-            settings = {k: v for k, v in dataclasses.asdict(tc).items() if k not in ("variant", "seed")}
-            bridge, curves = train(tc, train_set, val=val_set, preset_info=preset.info(), base=base,
-                                   device=cfg.device)
-            base = base or bridge
-            bridge.save(cfg.out / "checkpoints" / f"{variant}-s{seed}", curves)
-            bridge.feature_cache = cache  # every run after the first re-uses the frozen features
-            indexes = {}
-            for split in ("val", "test"):
-                idx_path = cfg.out / "indexes" / f"{variant}-s{seed}-{split}"
-                shutil.rmtree(idx_path, ignore_errors=True)
-                summary = index_directory(world / split, idx_path, bridge=bridge, batch_size=64, progress=False,
-                                          device=cfg.device)
-                indexing.append({"run": f"{variant}-s{seed}-{split}", "items": summary.indexed,
-                                 "items_per_s": summary.items_per_s, "seconds": summary.seconds, "errors": summary.errors})
-                indexes[split] = Index.open(idx_path, device=cfg.device)
-            val_points = _index_points(indexes["val"].store)
-            table = calibrate_routes(evaluate_index(indexes["val"], val_points, list(ROUTES), cfg.max_queries))
-            indexes["test"].store.update_metadata({"routes": table})
-            test_points = _index_points(indexes["test"].store)
-            result = evaluate_index(indexes["test"], test_points, [*ROUTES, "auto"], cfg.max_queries)
-            runs[variant][seed] = {"pairs": result, "routes": table, "version": bridge.version}
-            if not lat:
-                lat = latency(indexes["test"], test_points)
-            for ix in indexes.values():
-                ix.close()
-            log.info("bench %s seed %d: unpaired mean R@1 (auto) %.3f", variant, seed,
-                     np.mean([p["auto"]["r1"] for p in result.values() if not p["paired"]]))
-
-    report = {
-        "world": {"scale": cfg.scale, "data": str(cfg.data) if cfg.data else "shipped sample", "items": counts},
-        "preset": cfg.preset, "seeds": cfg.seeds, "settings": settings,
-        "variants": {v: aggregate(runs[v]) for v in cfg.variants},
-        "routes_per_seed": {v: {s: r["routes"] for s, r in runs[v].items()} for v in cfg.variants},
-        "indexing": indexing, "latency_ms": lat,
-        "seconds": round(time.perf_counter() - t_start, 1),
-    }
-    if "anchor" in report["variants"]:
-        report["deltas_vs_anchor"] = deltas(report["variants"])
-    write_report(report, cfg.out)
-    return report
+def _aggregate_metrics(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
+    agg: dict[str, Any] = {}
+    for key in METRICS:
+        mean, std = _mean_std([m.get(key) for m in per_seed])
+        agg[key] = mean
+        if mean is not None:
+            agg[f"{key}_std"] = std
+    for sub in ("seen", "unseen"):
+        subs = [m.get(sub) for m in per_seed if m.get(sub)]
+        if subs:
+            agg[sub] = _aggregate_metrics(subs)
+    return agg
 
 
 def aggregate(per_seed: dict[int, Any]) -> dict[str, Any]:
-    """Mean and spread (std over seeds) per pair and route; `pairs` holds the auto route."""
+    """Mean and spread (std over seeds) per pair and route; `pairs` holds the calibrated (auto) route."""
     seeds = sorted(per_seed)
     pairs: dict[str, Any] = {}
     routes: dict[str, Any] = {}
-    for pair in per_seed[seeds[0]]["pairs"]:
-        first = per_seed[seeds[0]]["pairs"][pair]
-        routes[pair] = {}
-        for route in [*ROUTES, "auto"]:
-            agg: dict[str, Any] = {}
-            for key in ("r1", "r5", "r10", "map", "top1", "top5"):
-                vals = [per_seed[s]["pairs"][pair][route][key] for s in seeds]
-                if vals[0] is None:
-                    agg[key] = None
-                    continue
-                agg[key] = round(float(np.mean(vals)), 4)
-                agg[f"{key}_std"] = round(float(np.std(vals)), 4)
-            routes[pair][route] = agg
-        pairs[pair] = {"paired": first["paired"], **routes[pair]["auto"],
+    for pair, first in per_seed[seeds[0]]["pairs"].items():
+        routes[pair] = {route: _aggregate_metrics([per_seed[s]["pairs"][pair][route] for s in seeds])
+                        for route in [*ROUTES, "auto"]}
+        pairs[pair] = {"paired": first["paired"], "relevance": first["relevance"], **routes[pair]["auto"],
                        "route": [per_seed[s]["routes"].get(pair, "direct") for s in seeds]}
     unpaired = [p["r1"] for p in pairs.values() if not p["paired"]]
     paired = [p["r1"] for p in pairs.values() if p["paired"]]
@@ -248,8 +594,10 @@ def aggregate(per_seed: dict[int, Any]) -> dict[str, Any]:
 
 
 def deltas(variants: dict[str, Any]) -> dict[str, Any]:
-    """Each variant minus `anchor`, in R@1 points, per pair (auto route)."""
+    """Each variant minus `anchor`, in R@1 points per pair (calibrated route), and the relative
+    gain on the mean unpaired R@1."""
     base = variants["anchor"]["pairs"]
+    base_mean = variants["anchor"]["summary"]["unpaired_mean_r1"]
     out = {}
     for v, res in variants.items():
         if v == "anchor":
@@ -257,115 +605,53 @@ def deltas(variants: dict[str, Any]) -> dict[str, Any]:
         d = {p: round(100 * (res["pairs"][p]["r1"] - base[p]["r1"]), 2) for p in base}
         unpaired = [d[p] for p in d if not base[p]["paired"]]
         paired = [d[p] for p in d if base[p]["paired"]]
+        mean = res["summary"]["unpaired_mean_r1"]
         out[v] = {"pairs_r1_points": d,
                   "unpaired_mean_points": round(float(np.mean(unpaired)), 2) if unpaired else None,
+                  "unpaired_relative_gain": round(mean / base_mean - 1, 4) if unpaired and base_mean else None,
                   "unpaired_worst_points": min(unpaired) if unpaired else None,
                   "paired_worst_points": min(paired) if paired else None}
     return out
 
 
-# ------------------------------------------------------------------------------ output
-
-
-def write_report(report: dict[str, Any], out: Path) -> None:
-    (out / "report.json").write_text(json.dumps(report, indent=2))
-    (out / "report.md").write_text(markdown(report))
-    try:
-        heatmaps(report, out)
-    except ImportError as exc:  # matplotlib is an optional extra
-        log.warning("no heatmaps: %s", exc)
-    log.info("report written to %s (report.json, report.md, heatmaps)", out)
-
-
-def markdown(report: dict[str, Any]) -> str:
-    lines = [f"# Digits-world benchmark ({report['world']['scale']}, preset `{report['preset']}`, seeds {report['seeds']})", ""]
-    lines.append("Settings: " + ", ".join(f"{k}={v}" for k, v in sorted(report["settings"].items())))
-    lines.append("")
-    variants = report["variants"]
-    names = list(variants)
-    lines.append("## R@1 per ordered pair (calibrated route), mean ± std over seeds")
-    lines.append("")
-    lines.append("| pair | paired | " + " | ".join(names) + " | zero-shot top-1 (" + " / ".join(names) + ") |")
-    lines.append("|---|---|" + "---|" * len(names) + "---|")
-    for pair, first in variants[names[0]]["pairs"].items():
-        cells = [f"{100 * variants[v]['pairs'][pair]['r1']:.1f} ± {100 * variants[v]['pairs'][pair]['r1_std']:.1f}" for v in names]
-        zs = " / ".join(f"{100 * variants[v]['pairs'][pair]['top1']:.1f}" for v in names) if first["top1"] is not None else ""
-        lines.append(f"| {pair} | {'yes' if first['paired'] else 'no'} | " + " | ".join(cells) + f" | {zs} |")
-    lines.append("")
-    lines.append("| variant | unpaired mean R@1 | paired mean R@1 |")
-    lines.append("|---|---|---|")
-    for v in names:
-        s = variants[v]["summary"]
-        lines.append(f"| {v} | {100 * s['unpaired_mean_r1']:.1f} | {100 * s['paired_mean_r1']:.1f} |")
-    if "deltas_vs_anchor" in report:
-        lines += ["", "## Against `anchor` (R@1 points)", "", "| variant | unpaired mean | unpaired worst | paired worst |", "|---|---|---|---|"]
-        for v, d in report["deltas_vs_anchor"].items():
-            lines.append(f"| {v} | {d['unpaired_mean_points']:+.2f} | {d['unpaired_worst_points']:+.2f} | {d['paired_worst_points']:+.2f} |")
-    lines += ["", "## Routes (unpaired pairs, R@1 mean over seeds)", "", "| variant | pair | direct | proxy | fused | calibrated |", "|---|---|---|---|---|---|"]
-    for v in names:
-        for pair, res in variants[v]["routes"].items():
-            if variants[v]["pairs"][pair]["paired"]:
-                continue
-            lines.append(f"| {v} | {pair} | " + " | ".join(f"{100 * res[r]['r1']:.1f}" for r in ROUTES)
-                         + f" | {100 * res['auto']['r1']:.1f} ({', '.join(sorted(set(variants[v]['pairs'][pair]['route'])))}) |")
-    lines += ["", "## System", ""]
-    ips = [r["items_per_s"] for r in report["indexing"] if r["items"]]
-    lines.append(f"- indexing: first run {report['indexing'][0]['items_per_s']} items/s (cold encoders); "
-                 f"median over runs {np.median(ips) if ips else 0:.1f} items/s")
-    for route, l in report["latency_ms"].items():
-        what = "G's view of one query (part of encoding it)" if route == "proxy_view" else f"query latency ({route}, top-10, encoding excluded)"
-        lines.append(f"- {what}: p50 {l['p50_ms']} ms, p95 {l['p95_ms']} ms")
-    lines.append(f"- total time: {report['seconds']} s")
-    return "\n".join(lines) + "\n"
-
-
-def heatmaps(report: dict[str, Any], out: Path) -> None:
-    from bridge.deps import require
-
-    require("matplotlib", "benchmark heatmaps").use("Agg")
-    import matplotlib.pyplot as plt
-
-    mods = [m for m in CROSS_MODALITIES if any(p.startswith(m + "->") for p in next(iter(report["variants"].values()))["pairs"])]
-    panels = [(v, res["pairs"], "R@1 (%)", "viridis", 0, 100) for v, res in report["variants"].items()]
-    for v, d in report.get("deltas_vs_anchor", {}).items():
-        panels.append((f"{v} - anchor", {p: {"r1": x / 100} for p, x in d["pairs_r1_points"].items()}, "R@1 points", "RdBu", -25, 25))
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4))
-    for ax, (title, pairs, label, cmap, lo, hi) in zip(np.atleast_1d(axes), panels):
-        grid = np.full((len(mods), len(mods)), np.nan)
-        for i, s in enumerate(mods):
-            for j, t in enumerate(mods):
-                if f"{s}->{t}" in pairs:
-                    grid[i, j] = 100 * pairs[f"{s}->{t}"]["r1"]
-        im = ax.imshow(grid, cmap=cmap, vmin=lo, vmax=hi)
-        for i in range(len(mods)):
-            for j in range(len(mods)):
-                if not np.isnan(grid[i, j]):
-                    ax.text(j, i, f"{grid[i, j]:.0f}", ha="center", va="center", fontsize=8,
-                            color="white" if cmap == "viridis" and grid[i, j] < 60 else "black")
-        ax.set_xticks(range(len(mods)), mods, rotation=45)
-        ax.set_yticks(range(len(mods)), mods)
-        ax.set_xlabel("target")
-        ax.set_ylabel("query")
-        ax.set_title(title)
-        fig.colorbar(im, ax=ax, fraction=0.046, label=label)
-    fig.tight_layout()
-    fig.savefig(out / "pair_matrix.png", dpi=120)
-    plt.close(fig)
-
-
 # ------------------------------------------------------------------------------ CLI
 
 
+def _parse_sweep(items: list[str]) -> dict[str, list[Any]]:
+    from bridge.config import TrainConfig
+
+    types = {f.name: type(f.default) for f in dataclasses.fields(TrainConfig)}
+    out: dict[str, list[Any]] = {}
+    for item in items:
+        key, sep, values = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or key not in types:
+            raise ValueError(f"bad --sweep {item!r}: use SETTING=V1,V2,... with a training setting (e.g. lambda_proxy=0.5,1,2)")
+        out[key] = [types[key](v) for v in values.split(",") if v.strip()]
+    return out
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("bench", help="train, index and query the digits world; report the pair matrix")
-    p.add_argument("--data", type=Path, default=None, help="../shared/data (FSDD + MNIST); default: the shipped sample")
+    p = sub.add_parser("bench", help="train, index and query a dataset; report the pair matrix",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset", choices=DATASETS, default="digits",
+                   help="digits (default), a standard dataset, or manifest (your own pairs manifest)")
+    p.add_argument("--data", type=Path, default=None,
+                   help="the dataset folder; digits: ../shared/data (default: the shipped sample); manifest: the CSV/Parquet")
     p.add_argument("--out", type=Path, default=Path("bench-out"))
-    p.add_argument("--quick", action="store_true", help="smaller world, fewer queries (under 10 minutes on 2 cores)")
-    p.add_argument("--scale", choices=["sample", "quick", "full"], default=None)
+    p.add_argument("--quick", action="store_true", help="smaller world, shorter training, fewer queries")
+    p.add_argument("--scale", choices=["sample", "quick", "full"], default=None, help="digits world size")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
     p.add_argument("--preset", default="offline-small", help="encoder preset (default offline-small: offline at 128 px)")
     p.add_argument("--max-queries", type=int, default=None)
+    p.add_argument("--sweep", action="append", default=None, metavar="SETTING=V1,V2",
+                   help="settings chosen on validation (repeatable; default lambda_proxy=0.5,1,2,4)")
+    p.add_argument("--no-sweep", action="store_true", help="train each variant once with the given settings")
+    p.add_argument("--unseen", default=None,
+                   help="class-disjoint split: N classes (seeded draw) or a comma list held out of train and val")
+    p.add_argument("--gallery", choices=["test", "test+train"], default="test",
+                   help="what the test index holds: the test split, or test + train (as a user's index would)")
     from bridge.cli import config_options
     from bridge.device import add_device_option
 
@@ -378,16 +664,30 @@ def run(args: argparse.Namespace) -> int:
     from bridge.cli import given_options, set_threads
 
     set_threads(args.threads)
-    overrides = given_options(args, skip=("variant", "seed", "preset"))
+    overrides = given_options(args, skip=("variant", "seed", "preset", "anchor", "proxy"))
     scale = args.scale or ("quick" if args.quick or args.data is None else "full")
-    if args.data is None and scale != "sample":
+    if args.dataset == "digits" and args.data is None and scale != "sample":
         log.info("no --data: using the shipped sample of the digits world")
         scale = "sample"
-    if args.quick:  # shorter training, fewer queries: the whole run in under 10 minutes on 2 cores
+    if args.quick:  # shorter training, fewer queries
         overrides = {**QUICK_TRAINING, **overrides}
-    cfg = BenchConfig(out=args.out, data=args.data, scale=scale, seeds=args.seeds, variants=args.variants,
-                      preset=args.preset, max_queries=args.max_queries or (60 if args.quick else 300),
-                      train_overrides=overrides, device=args.device)
+    if args.no_sweep:
+        sweep: dict[str, list[Any]] = {}
+    elif args.sweep:  # an explicit sweep wins over a fixed value of the same setting
+        sweep = _parse_sweep(args.sweep)
+        for key in sweep:
+            overrides.pop(key, None)
+    else:  # the default sweep leaves alone what the user fixed (e.g. --lambda-proxy 2)
+        sweep = {k: v for k, v in DEFAULT_SWEEP.items() if k not in overrides}
+    unseen: list[str] | int | None = None
+    if args.unseen:
+        unseen = int(args.unseen) if args.unseen.isdigit() else [c.strip() for c in args.unseen.split(",") if c.strip()]
+    cfg = BenchConfig(out=args.out, dataset=args.dataset, data=args.data, scale=scale, seeds=args.seeds,
+                      variants=args.variants, preset=args.preset,
+                      max_queries=args.max_queries or (60 if args.quick else 300), train_overrides=overrides,
+                      sweep=sweep, unseen=unseen, gallery=args.gallery,
+                      anchor=getattr(args, "anchor", None), proxy=getattr(args, "proxy", None),
+                      device=args.device)
     report = run_bench(cfg)
     print((cfg.out / "report.md").read_text())
     return 0 if report else 1

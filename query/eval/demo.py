@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     from bridge.pairs import in_split, read_manifest, training_set
     from bridge.train import TrainConfig, train
     from indexer.index import index_directory
-    from query.eval.bench import evaluate_index, _index_points
+    from query.eval.bench import evaluate_index, index_points
     from query.eval.digits import build_digits_world
     from query.search import Index
 
@@ -62,7 +62,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"\nindexed {summary.indexed} test items for `{variant}` at {summary.items_per_s} items/s "
               f"({summary.errors} errors) -> {index_path}")
         with Index.open(index_path) as index:
-            results[variant] = evaluate_index(index, _index_points(index.store), ["auto"], max_queries=60)
+            results[variant] = evaluate_index(index, index_points(index.store, "test/"), ["auto"], max_queries=60,
+                                              prefix="test/")
             if variant == "emergentbridge":
                 show_searches(index, world / "test")
 

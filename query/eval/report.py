@@ -1,0 +1,252 @@
+"""The benchmark report: report.json, report.md and the PNGs it links.
+
+- `pair_matrix.png`: R@1 heatmap of the pair matrix per variant (and the raw features).
+- `delta.png`: `emergentbridge` minus `anchor`, R@1 points per pair.
+- `pairs_bar.png`: R@1 per pair and variant, with the spread over seeds (min-max and std).
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from query.search import ROUTES
+
+log = logging.getLogger(__name__)
+PLOTS = {"pair_matrix.png": "R@1 pair matrix per variant", "delta.png": "emergentbridge - anchor (R@1 points)",
+         "pairs_bar.png": "R@1 per pair, spread over seeds"}
+
+
+def write_report(report: dict[str, Any], out: Path) -> None:
+    """Write report.json, the PNGs (when matplotlib is installed) and report.md, which links them."""
+    (out / "report.json").write_text(json.dumps(report, indent=2))
+    made: list[str] = []
+    try:
+        made = plots(report, out)
+    except ImportError as exc:  # matplotlib is an optional extra
+        log.warning("no plots: %s", exc)
+    (out / "report.md").write_text(markdown(report, made))
+    log.info("report written to %s (report.json, report.md%s)", out, "".join(f", {p}" for p in made))
+
+
+def _pct(x: float | None, std: float | None = None) -> str:
+    if x is None:
+        return "–"
+    return f"{100 * x:.1f}" + (f" ± {100 * std:.1f}" if std is not None else "")
+
+
+def _pairs(report: dict[str, Any]) -> list[str]:
+    return list(next(iter(report["variants"].values()))["pairs"])
+
+
+def markdown(report: dict[str, Any], plots_made: list[str] = ()) -> str:
+    ds = report["dataset"]
+    variants = report["variants"]
+    names = list(variants)
+    raw = report.get("raw", {})
+    scale = f"{ds['scale']}, " if ds.get("scale") else ""
+    lines = [f"# {ds['title']} benchmark ({scale}preset `{report['preset']}`, seeds {report['seeds']})", ""]
+    lines += ["## What is measured", "",
+              f"- data: {ds['data']} ({ds['source']})",
+              f"- roles: anchor **{ds['anchor']}**, proxy **{ds['proxy']}**",
+              "- trained with paired data: " + ", ".join(f"{a}<->{b}" for a, b in ds["paired"]),
+              "- never paired: " + (", ".join(f"{a}<->{b}" for a, b in ds["never_paired"]) or "none"),
+              f"- splits: {ds['splits']}",
+              f"- relevance: {ds['relevance']} (per pair in the tables: label = same class, pair = same pair key)",
+              f"- zero-shot against class prompts: {'yes' if ds['zero_shot'] else 'no'}",
+              f"- gallery: {ds['gallery']}; up to {report['max_queries']} queries per source modality, "
+              f"top {report['max_k']} hits per query",
+              "- unseen classes (held out of train and val): " + (", ".join(ds["unseen_classes"]) or "none"),
+              "- items: " + "; ".join(f"{s}: " + ", ".join(f"{m} {n}" for m, n in c.items() if n)
+                                      for s, c in ds["items"].items())]
+    if ds.get("notes"):
+        lines.append(f"- notes: {ds['notes']}")
+    lines.append("")
+    for png in plots_made:
+        lines.append(f"![{PLOTS.get(png, png)}]({png})")
+    if plots_made:
+        lines.append("")
+
+    lines += ["## R@1 per ordered pair (calibrated route), mean ± std over seeds", ""]
+    lines.append("| pair | paired | relevance | raw features | " + " | ".join(names) + " |")
+    lines.append("|---|---|---|---|" + "---|" * len(names))
+    for pair in _pairs(report):
+        first = variants[names[0]]["pairs"][pair]
+        cells = [_pct(variants[v]["pairs"][pair]["r1"], variants[v]["pairs"][pair].get("r1_std")) for v in names]
+        lines.append(f"| {pair} | {'yes' if first['paired'] else 'no'} | {first['relevance']} | "
+                     f"{_pct(raw[pair]['r1']) if pair in raw else 'n/a'} | " + " | ".join(cells) + " |")
+    lines += ["", "| variant | unpaired mean R@1 | paired mean R@1 |", "|---|---|---|"]
+    for v in names:
+        s = variants[v]["summary"]
+        lines.append(f"| {v} | {_pct(s['unpaired_mean_r1'])} | {_pct(s['paired_mean_r1'])} |")
+    if "deltas_vs_anchor" in report:
+        lines += ["", "## Against `anchor` (R@1 points)", "",
+                  "| variant | unpaired mean | relative gain | unpaired worst | paired worst |", "|---|---|---|---|---|"]
+        for v, d in report["deltas_vs_anchor"].items():
+            f = lambda x: "–" if x is None else f"{x:+.2f}"  # noqa: E731
+            rel = "–" if d.get("unpaired_relative_gain") is None else f"{100 * d['unpaired_relative_gain']:+.1f}%"
+            lines.append(f"| {v} | {f(d['unpaired_mean_points'])} | {rel} | {f(d['unpaired_worst_points'])} | "
+                         f"{f(d['paired_worst_points'])} |")
+
+    lines += ["", "## All metrics (calibrated route; raw = frozen features, exact search)", "",
+              "| pair | run | R@1 | R@5 | R@10 | mAP | MRR@10 | nDCG@10 | zero-shot top-1 | top-5 |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
+    keys = ("r1", "r5", "r10", "map", "mrr10", "ndcg10", "top1", "top5")
+    for pair in _pairs(report):
+        runs = ([("raw", raw[pair])] if pair in raw else []) + [(v, variants[v]["pairs"][pair]) for v in names]
+        for name, m in runs:
+            lines.append(f"| {pair} | {name} | " + " | ".join(_pct(m.get(k)) for k in keys) + " |")
+
+    if ds["unseen_classes"]:
+        lines += ["", "## Seen and unseen classes (R@1 / zero-shot top-1)", "",
+                  "| pair | run | seen R@1 | unseen R@1 | seen top-1 | unseen top-1 |", "|---|---|---|---|---|---|"]
+        for pair in _pairs(report):
+            runs = ([("raw", raw[pair])] if pair in raw else []) + [(v, variants[v]["pairs"][pair]) for v in names]
+            for name, m in runs:
+                seen, unseen = m.get("seen") or {}, m.get("unseen") or {}
+                lines.append(f"| {pair} | {name} | {_pct(seen.get('r1'))} | {_pct(unseen.get('r1'))} | "
+                             f"{_pct(seen.get('top1'))} | {_pct(unseen.get('top1'))} |")
+
+    lines += ["", "## Settings chosen on validation (never on test)", "",
+              "Sweep: " + (", ".join(f"{k} in {v}" for k, v in report["sweep"].items()) or "none") +
+              ". Criterion: mean unpaired R@1 on validation (best route per pair; exact search on the "
+              "validation features), paired pairs within one point of `anchor`; "
+              + ("every seed sweeps" if report.get("sweep_every_seed") else
+                 "the first seed sweeps, later seeds reuse its choice")
+              + ". The route table is then calibrated through the real index on validation. Other settings: "
+              + ", ".join(f"{k}={v}" for k, v in sorted(report["settings"].items()) if k not in report["sweep"]), "",
+              "| variant | seed | setting | val unpaired R@1 | val paired R@1 | chosen |", "|---|---|---|---|---|---|"]
+    for v, per_seed in report["selection"].items():
+        for seed, sel in per_seed.items():
+            for t in sel["trials"]:
+                setting = ", ".join(f"{k}={x}" for k, x in t["setting"].items()) or "(defaults)"
+                lines.append(f"| {v} | {seed} | {setting} | {_pct(t['unpaired_r1'])} | {_pct(t['paired_r1'])} | "
+                             f"{'**yes**' if t['chosen'] else ''} |")
+
+    unpaired_pairs = [p for p in _pairs(report) if not variants[names[0]]["pairs"][p]["paired"]]
+    if unpaired_pairs:
+        lines += ["", "## Routes (unpaired pairs, test R@1 mean over seeds)", "",
+                  "| variant | pair | direct | proxy | fused | calibrated |", "|---|---|---|---|---|---|"]
+        for v in names:
+            for pair in unpaired_pairs:
+                res = variants[v]["routes"][pair]
+                lines.append(f"| {v} | {pair} | " + " | ".join(_pct(res[r]["r1"]) for r in ROUTES)
+                             + f" | {_pct(res['auto']['r1'])} ({', '.join(sorted(set(variants[v]['pairs'][pair]['route'])))}) |")
+
+    lines += ["", "## System", ""]
+    stages = report.get("stages_s", {})
+    lines.append("- wall time per stage (s): " + ", ".join(f"{k} {v}" for k, v in stages.items())
+                 + f"; total {report['seconds']} s")
+    ips = [r["items_per_s"] for r in report["indexing"] if r["items"]]
+    if report["indexing"]:
+        lines.append(f"- indexing: first run {report['indexing'][0]['items_per_s']} items/s (cold encoders); "
+                     f"median over {len(report['indexing'])} runs {np.median(ips) if ips else 0:.1f} items/s")
+    lat = dict(report.get("latency_ms", {}))
+    pair = lat.pop("pair", None)
+    for route, ms in lat.items():
+        what = "G's view of one query (part of encoding it)" if route == "proxy_view" else \
+            f"query latency {pair} ({route}, top-10, encoding excluded)"
+        lines.append(f"- {what}: p50 {ms['p50_ms']} ms, p95 {ms['p95_ms']} ms")
+    return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------------------ plots
+
+
+def plots(report: dict[str, Any], out: Path) -> list[str]:
+    """Write the PNGs; returns their file names."""
+    from bridge.deps import require
+
+    require("matplotlib", "benchmark plots").use("Agg")
+    import matplotlib.pyplot as plt
+
+    from bridge.modalities import MODALITIES
+
+    pairs = _pairs(report)
+    mods = [m for m in MODALITIES if any(p.startswith(m + "->") or p.endswith("->" + m) for p in pairs)]
+    made = []
+
+    def grid_of(values: dict[str, float | None]) -> np.ndarray:
+        grid = np.full((len(mods), len(mods)), np.nan)
+        for i, s in enumerate(mods):
+            for j, t in enumerate(mods):
+                v = values.get(f"{s}->{t}")
+                if v is not None:
+                    grid[i, j] = v
+        return grid
+
+    def draw(ax: Any, grid: np.ndarray, title: str, cmap: str, lo: float, hi: float, label: str, fig: Any,
+             unpaired: set[str]) -> None:
+        im = ax.imshow(grid, cmap=cmap, vmin=lo, vmax=hi)
+        for i in range(len(mods)):
+            for j in range(len(mods)):
+                if not np.isnan(grid[i, j]):
+                    dark = cmap == "viridis" and grid[i, j] < 0.6 * hi
+                    mark = "*" if f"{mods[i]}->{mods[j]}" in unpaired else ""
+                    ax.text(j, i, f"{grid[i, j]:.0f}{mark}", ha="center", va="center", fontsize=8,
+                            color="white" if dark else "black")
+        ax.set_xticks(range(len(mods)), mods, rotation=45)
+        ax.set_yticks(range(len(mods)), mods)
+        ax.set_xlabel("target")
+        ax.set_ylabel("query")
+        ax.set_title(title, fontsize=10)
+        fig.colorbar(im, ax=ax, fraction=0.046, label=label)
+
+    variants = report["variants"]
+    unpaired = {p for p in pairs if not next(iter(variants.values()))["pairs"][p]["paired"]}
+    panels = []
+    if report.get("raw"):
+        panels.append(("raw features", {p: 100 * m["r1"] for p, m in report["raw"].items()}))
+    panels += [(v, {p: 100 * m["r1"] for p, m in res["pairs"].items()}) for v, res in variants.items()]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.4 * len(panels), 4.2), squeeze=False)
+    for ax, (title, values) in zip(axes[0], panels):
+        draw(ax, grid_of(values), title, "viridis", 0, 100, "R@1 (%)", fig, unpaired)
+    fig.suptitle(f"{report['dataset']['title']}: R@1 per ordered pair (* never paired)", fontsize=11)
+    fig.tight_layout()
+    fig.savefig(out / "pair_matrix.png", dpi=110)
+    plt.close(fig)
+    made.append("pair_matrix.png")
+
+    deltas = report.get("deltas_vs_anchor", {})
+    if deltas:
+        fig, axes = plt.subplots(1, len(deltas), figsize=(4.8 * len(deltas), 4.4), squeeze=False)
+        for ax, (v, d) in zip(axes[0], deltas.items()):
+            values = d["pairs_r1_points"]
+            span = max(5.0, max((abs(x) for x in values.values()), default=5.0))
+            draw(ax, grid_of(values), f"{v} - anchor", "RdBu", -span, span, "R@1 points", fig, unpaired)
+        fig.tight_layout()
+        fig.savefig(out / "delta.png", dpi=110)
+        plt.close(fig)
+        made.append("delta.png")
+
+    per_seed = report.get("per_seed", {})
+    names = list(variants)
+    x = np.arange(len(pairs))
+    width = 0.8 / max(1, len(names) + bool(report.get("raw")))
+    fig, ax = plt.subplots(figsize=(min(18, 3 + 0.75 * len(pairs)), 5))
+    offset = 0
+    if report.get("raw"):
+        ax.bar(x + offset * width, [100 * report["raw"][p]["r1"] if p in report["raw"] else 0 for p in pairs], width,
+               label="raw features", color="lightgrey")
+        offset += 1
+    for v in names:
+        means = [100 * variants[v]["pairs"][p]["r1"] for p in pairs]
+        stds = [100 * (variants[v]["pairs"][p].get("r1_std") or 0) for p in pairs]
+        ax.bar(x + offset * width, means, width, yerr=stds, capsize=2, label=v)
+        for seed, res in per_seed.get(v, {}).items():  # every seed as a dot: the spread, not only its std
+            ax.scatter(x + offset * width, [100 * res[p]["r1"] for p in pairs], s=6, color="black", zorder=3)
+        offset += 1
+    ax.set_xticks(x + width * (offset - 1) / 2, [p + ("*" if p in unpaired else "") for p in pairs], rotation=60,
+                  ha="right", fontsize=8)
+    ax.set_ylabel("R@1 (%)")
+    ax.set_title(f"{report['dataset']['title']}: R@1 per pair (bars: mean ± std over seeds, dots: seeds; * never paired)",
+                 fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "pairs_bar.png", dpi=110)
+    plt.close(fig)
+    made.append("pairs_bar.png")
+    return made
