@@ -21,6 +21,7 @@ Example:
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import math
@@ -214,7 +215,9 @@ def train(cfg: TrainConfig, data: TrainingSet, val: TrainingSet | None = None,
         from bridge.device import resolve_device
 
         dev = resolve_device(device)
-        with dev:  # parameters, batches and samples are made on `dev`; `Bridge.save` writes CPU tensors
+        # Parameters, batches and samples are made on `dev`; `Bridge.save` writes CPU tensors. On the
+        # CPU there is nothing to move, and no device mode to pay for on every torch call.
+        with dev if dev.type != "cpu" else contextlib.nullcontext():
             bridge, curves = train(cfg, data, val=val, preset_info=preset_info, base=base)
         bridge.device = dev
         return bridge, curves
