@@ -23,6 +23,7 @@ F = torch.nn.functional
 
 
 HEAD_KINDS = ("mlp", "residual", "identity")
+MIN_ITEMS_TO_CENTRE = 10  # fewer items: no centring on their own mean (one item would become zero)
 
 
 class Head(nn.Module):
@@ -84,7 +85,8 @@ def init_pca(head: Head, features: np.ndarray, seed: int) -> None:
     orthonormal directions: the anchor's own geometry, kept as well as `dim` allows."""
     raw = torch.as_tensor(features, dtype=torch.float32)
     with torch.no_grad():  # centre, one global scale: per-coordinate scaling would bend the geometry
-        head.mean.copy_(raw.mean(0))
+        # (Centring needs a few items: one item minus its own mean is the zero vector.)
+        head.mean.copy_(raw.mean(0) if len(raw) >= MIN_ITEMS_TO_CENTRE else torch.zeros_like(head.mean))
         head.std.fill_(max(float(raw.std()), 1e-6) if raw.numel() > 1 else 1.0)
     x = _standardised(head, features)
     dim, in_dim = head.skip.weight.shape
@@ -113,8 +115,9 @@ def init_copy(head: Head, anchor_head: Head, features: np.ndarray) -> None:
             head.skip.bias.copy_(head.mean)
         return
     head.load_state_dict(anchor_head.state_dict())
-    with torch.no_grad():
-        head.mean.copy_(torch.as_tensor(features, dtype=torch.float32).mean(0))
+    if len(features) >= MIN_ITEMS_TO_CENTRE:
+        with torch.no_grad():
+            head.mean.copy_(torch.as_tensor(features, dtype=torch.float32).mean(0))
 
 
 def init_ridge(head: Head, features: np.ndarray, rows: np.ndarray, targets: torch.Tensor,

@@ -79,7 +79,9 @@ def test_bad_corpus_run_exits_0_indexes_each_valid_file_once_and_reports_each_ba
         from indexer.index import index_directory
         s = index_directory(sys.argv[1], sys.argv[2], bridge=sys.argv[3], batch_size=8, workers=2,
                             progress=False, torch_threads=1)
-        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        # VmHWM belongs to this process's own memory; ru_maxrss would carry the parent's peak across exec.
+        hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM:")]
+        peak_mb = int(hwm[0].split()[1]) / 1024 if hwm else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(json.dumps({"summary": s.to_dict(), "peak_mb": peak_mb}))
     """)
     out = subprocess.run([sys.executable, "-c", script, str(src), str(idx), str(bridge6)], cwd=REPO, env=ENV,

@@ -179,3 +179,14 @@ def test_role_errors_come_before_any_encoder_loads(tmp_path, monkeypatch, capsys
     assert "no image rows (the anchor)" in err and "--anchor text --proxy audio" in err
     assert "the validation split has no text rows" in err
     assert not (tmp_path / ".ebridge-cache").exists()
+
+
+def test_a_modality_with_one_training_item_still_gets_unit_vectors():
+    """Centring a head on its own mean needs a few items: one item minus its mean is zero."""
+    rng = np.random.default_rng(0)
+    feats = {m: rng.normal(size=(n, 24)).astype(np.float32) for m, n in (("image", 1), ("text", 1), ("depth", 1))}
+    data = {m: ModalityData(ids=[m], features=f, labels=["cat"]) for m, f in feats.items()}
+    info = {"name": "one", "fingerprint": None, "aligned": [], "backbones": {"image": "cnn", "depth": "cnn"}}
+    bridge, _ = train(TrainConfig(**dict(SMALL, steps=5, proxy_steps=5)), data, val=data, preset_info=info)
+    for m, f in feats.items():
+        assert np.linalg.norm(bridge.embed_features(m, f), axis=1) == pytest.approx(1.0, abs=1e-5), m
