@@ -157,7 +157,7 @@ def start_server(index: Path, api_key: str | None, workers: int | None) -> tuple
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    cmd = [sys.executable, "-m", "bridge.cli", "serve", "--index", str(index), "--port", str(port)]
+    cmd = [sys.executable, "-m", "query.cli", "serve", "--index", str(index), "--port", str(port)]
     if workers:
         cmd += ["--workers", str(workers)]
     env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
