@@ -166,9 +166,7 @@ def evaluate_index(index: Any, points: dict[str, Any], routes: list[str], max_qu
             if s == t:
                 continue
             c = points[t]
-            how = relevance_of(relevance, q_pairs, c["pairs"])
-            qrels = qrels_by_key(q_keys, q_pairs if how == "pair" else q_labels, c["keys"],
-                                 c["pairs"] if how == "pair" else c["labels"])
+            how, qrels = _relevant(relevance, q_keys, q_pairs, q_labels, c)
             zs = zero_shot and t == "text" and any(q_labels) and any(c["labels"])
             pair = out.setdefault(f"{s}->{t}", {"paired": bool(index.bridge.is_paired(s, t)), "relevance": how,
                                                 "queries": len(q_keys), "gallery": len(c["keys"])})
@@ -303,9 +301,7 @@ def validate_exact(bridge: Any, val: dict[str, dict[str, Any]], max_queries: int
             if s == t:
                 continue
             c = val[t]
-            how = relevance_of(relevance, q_pairs, c["pairs"])
-            qrels = qrels_by_key(q_keys, q_pairs if how == "pair" else q_labels, c["keys"],
-                                 c["pairs"] if how == "pair" else c["labels"])
+            how, qrels = _relevant(relevance, q_keys, q_pairs, q_labels, c)
             direct, proxy = emb[s][rows] @ emb[t].T, views[s][rows] @ views[t].T
             orders = {"direct": np.argsort(-direct, axis=1, kind="stable"),
                       "proxy": np.argsort(-proxy, axis=1, kind="stable"), "fused": _fused_order(direct, proxy)}
@@ -371,6 +367,13 @@ def _train_config(cfg: BenchConfig, world: Any, variant: str, seed: int, setting
 
 
 # ------------------------------------------------------------------------------ the run
+
+
+def _relevant(relevance: str, q_keys: list, q_pairs: list, q_labels: list, corpus: dict[str, Any]) -> tuple[str, Any]:
+    """("pair" or "label", the qrels) for queries against one modality's corpus."""
+    how = relevance_of(relevance, q_pairs, corpus["pairs"])
+    return how, qrels_by_key(q_keys, q_pairs if how == "pair" else q_labels, corpus["keys"],
+                             corpus["pairs"] if how == "pair" else corpus["labels"])
 
 
 def run_bench(cfg: BenchConfig) -> dict[str, Any]:
