@@ -260,11 +260,6 @@ def train(cfg: TrainConfig, data: TrainingSet, val: TrainingSet | None = None,
     def embed(m: str, x: np.ndarray) -> np.ndarray:
         return modules.heads[m](torch.as_tensor(x, dtype=torch.float32)).cpu().numpy()
 
-    def z_anchor() -> "torch.Tensor":
-        with torch.no_grad():
-            h_a.eval()
-            return h_a(torch.as_tensor(anchor.features))
-
     def start_head(m: str, target: str) -> str:
         """Put head m where its encoder is, relative to the (already placed) head of `target`."""
         head = modules.heads[m]
@@ -349,8 +344,8 @@ def train(cfg: TrainConfig, data: TrainingSet, val: TrainingSet | None = None,
     h_p.eval()
 
     # Stage 2: G learns anchor -> proxy on the frozen base space, then is frozen too.
-    z_anchor_all = z_anchor()
     with torch.no_grad():
+        z_anchor_all = h_a(torch.as_tensor(anchor.features))
         z_proxy_all = h_p(torch.as_tensor(proxy_data.features))
     g = modules.proxy
 

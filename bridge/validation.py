@@ -76,11 +76,12 @@ def hold_out(data: TrainingSet, fraction: float, seed: int) -> tuple[TrainingSet
             idx = [i for i, (x, p) in enumerate(zip(d.labels, d.pairs)) if x == label and p is None]
             if len(idx) >= 5:
                 held[rng.choice(idx, size=int(len(idx) * fraction), replace=False)] = True
-        train[m], val[m] = _subset(d, ~held), _subset(d, held)
+        train[m], val[m] = subset(d, ~held), subset(d, held)
     return train, {m: v for m, v in val.items() if len(v.ids)}
 
 
-def _subset(d: ModalityData, mask: np.ndarray) -> ModalityData:
+def subset(d: ModalityData, mask: np.ndarray) -> ModalityData:
+    """The rows of `d` where `mask` is true."""
     idx = np.flatnonzero(mask)
     return ModalityData(ids=[d.ids[i] for i in idx], features=d.features[idx], labels=[d.labels[i] for i in idx],
                         pairs=[d.pairs[i] for i in idx])

@@ -41,7 +41,7 @@ from indexer.pipeline import Pipeline
 from indexer.scan import ShardSpec, scan_directory
 from indexer.record import INDEX_FORMAT, read_record, write_record
 from indexer.verify import StoreDamagedError, check_points, remove_points
-from indexer.store import ID_NAMESPACE, CollectionSpec, Store, describe, open_store, point_id, store_location
+from indexer.store import ID_NAMESPACE, CollectionSpec, Store, describe, open_store, point_id, resolve_location
 
 log = logging.getLogger(__name__)
 
@@ -169,8 +169,7 @@ def index_directory(
             the_bridge.to(device)
         _attach_feature_cache(the_bridge, feature_cache)
         crash_point("bridge")
-        location = store_location(qdrant_url, collection) if qdrant_url is not None else \
-            (old_record.get("store") or store_location(None))
+        location = resolve_location(index_dir, qdrant_url, collection)
         where = describe(location)
         store = open_store(index_dir, qdrant_url, collection, api_key=api_key, missing_ok=True)
         owned = location["kind"] != "client"  # a QdrantClient the caller passed stays the caller's

@@ -49,11 +49,3 @@ def read_record(index_dir: str | Path) -> dict[str, Any] | None:
 def write_record(index_dir: str | Path, **fields: Any) -> Path:
     """Write the record atomically with the current format version."""
     return atomic_write_json(Path(index_dir) / INDEX_FILE, {"format": INDEX_FORMAT, **fields})
-
-
-def store_in_folder(index_dir: str | Path) -> bool:
-    """Whether the index's store lives on this machine (embedded, or qdrant-client local mode),
-    so that readers and writers must take turns through the folder's lock; a Qdrant server
-    takes concurrent readers and writers itself."""
-    kind = ((read_record(index_dir) or {}).get("store") or {"kind": "embedded"}).get("kind")
-    return kind in ("embedded", "local")

@@ -26,8 +26,8 @@ import numpy as np
 from bridge.errors import BridgeMismatchError, EmergentBridgeError
 from bridge.modalities import MODALITIES, check_modality, detect_modality, file_kind, load, names_a_file
 from indexer.lock import IndexBusyError, ReadLock  # noqa: F401  (IndexBusyError: part of this API)
-from indexer.record import read_record, store_in_folder
-from indexer.store import Filter, Prefetch, Range, Store, open_store
+from indexer.record import read_record
+from indexer.store import Filter, Prefetch, Range, Store, open_store, store_in_folder
 from indexer.verify import StoreDamagedError, check_page
 
 log = logging.getLogger(__name__)

@@ -112,9 +112,9 @@ def main() -> int:
     raw.pop("zero_shot")
 
     def drop(data: dict[str, Any]) -> dict[str, Any]:
-        from bridge.validation import _subset
+        from bridge.validation import subset
 
-        return {m: _subset(d, np.array([y not in unseen for y in d.labels])) for m, d in data.items()}
+        return {m: subset(d, np.array([y not in unseen for y in d.labels])) for m, d in data.items()}
 
     results: dict[str, Any] = {"raw": raw, "runs": {}}
     for split_name, (train_set, val_set) in {"all classes": (sets["train"], sets["val"]),

@@ -34,7 +34,7 @@ from indexer.store.types import (BUILD_SETTINGS, DEFAULT_RRF_K, ID_NAMESPACE, Co
                                  PointId, Prefetch, Range, Record, StoreInfo, point_id)
 
 __all__ = ["Store", "EdgeStore", "ServerStore", "CollectionSpec", "Filter", "Hit", "Point", "PointId", "Prefetch",
-           "Range", "Record", "StoreInfo", "point_id", "open_store", "open_edge", "store_location", "ID_NAMESPACE",
+           "Range", "Record", "StoreInfo", "point_id", "open_store", "open_edge", "resolve_location", "store_in_folder", "store_location", "ID_NAMESPACE",
            "DEFAULT_RRF_K", "StoreInUseError", "BUILD_SETTINGS"]
 
 DEFAULT_COLLECTION = "emergentbridge"
@@ -106,6 +106,24 @@ def describe(location: dict[str, Any]) -> str:
     return f"{where} [{location.get('collection', DEFAULT_COLLECTION)}]"
 
 
+def resolve_location(index_dir: str | os.PathLike[str], url: Any = None, collection: str | None = None) -> dict[str, Any]:
+    """Where an index's store is: `url` when given (see `store_location`), else what the index's
+    record says (embedded when there is no record); `collection` overrides the recorded one."""
+    if url is not None:
+        return store_location(url, collection)
+    location = dict((read_record(index_dir) or {}).get("store") or {"kind": "embedded"})
+    if collection is not None and location["kind"] != "embedded":
+        location["collection"] = collection
+    return location
+
+
+def store_in_folder(index_dir: str | os.PathLike[str]) -> bool:
+    """Whether the index's store lives on this machine (embedded, or qdrant-client local mode),
+    so that readers and writers must take turns through the folder's lock; a Qdrant server
+    takes concurrent readers and writers itself."""
+    return resolve_location(index_dir)["kind"] in ("embedded", "local")
+
+
 def open_store(index_dir: str | os.PathLike[str], url: Any = None, collection: str | None = None,
                spec: CollectionSpec | None = None, *, api_key: str | None = None,
                missing_ok: bool = False) -> Store:
@@ -122,28 +140,22 @@ def open_store(index_dir: str | os.PathLike[str], url: Any = None, collection: s
         store = open_store("my-index", spec=CollectionSpec(vectors={"bridged": 256}))
         store = open_store("my-index")        # wherever my-index's record says
     """
-    if url is None:
-        record = read_record(index_dir) or {}
-        location = record.get("store") or {"kind": "embedded"}
-        if collection is None:
-            collection = location.get("collection")
-        url = {"embedded": None, "server": location.get("url"), "local": location.get("path"),
-               "memory": ":memory:", "client": None}.get(location.get("kind"), None)
-        if location.get("kind") == "server" and api_key is None:
-            api_key = os.environ.get("QDRANT_API_KEY")
-    collection = collection or DEFAULT_COLLECTION
+    location = resolve_location(index_dir, url, collection)
+    kind, collection = location["kind"], location.get("collection", DEFAULT_COLLECTION)
     store: Store
-    if url is None:
-        store = open_edge(index_dir)
-    elif isinstance(url, str) and url.startswith(("http://", "https://")):
-        store = ServerStore(url, collection, api_key=api_key)
-    elif url == ":memory:":
+    if kind == "server":
+        if api_key is None and url is None:  # a recorded server: the key is never written down
+            api_key = os.environ.get("QDRANT_API_KEY")
+        store = ServerStore(location["url"], collection, api_key=api_key)
+    elif kind == "memory":
         store = ServerStore.memory(collection)
-    elif isinstance(url, (str, os.PathLike)):
-        store = ServerStore.local(url, collection)
-    else:
+    elif kind == "local":
+        store = ServerStore.local(location["path"], collection)
+    elif kind == "client" and url is not None:
         store = ServerStore(url, collection)
-    where = f"{index_dir}" if url is None else describe(store_location(url, collection))
+    else:  # embedded (a recorded client object cannot be reopened: look for an embedded store)
+        store = open_edge(index_dir)
+    where = f"{index_dir}" if kind == "embedded" or url is None and kind == "client" else describe(location)
     if store.exists():
         if spec is not None and store.spec.vectors != spec.vectors:
             raise ValueError(f"{where}: stored vectors {store.spec.vectors} differ from the requested "

@@ -42,8 +42,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from bridge.errors import InputError
 from bridge.modalities import MODALITIES, check_modality, detect_modality
 from indexer.lock import IndexLock
-from indexer.record import store_in_folder
-from indexer.store import Filter
+from indexer.store import Filter, store_in_folder
 from query.search import Index, QueryError
 
 from query.serve.batching import Batcher, LruCache
