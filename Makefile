@@ -32,10 +32,12 @@ test: $(STAMP) check-deps
 
 # `pip check`, honestly: it must report nothing but aisfx's own pins (installed --no-deps on purpose).
 check-deps: $(STAMP)
-	@out=$$($(BIN)/python -m pip check | grep -v -e '^aisfx 0\.1\.2 requires' -e '^aisfx 0\.1\.2 has requirement' \
+	@all=$$($(BIN)/python -m pip check); \
+	out=$$(echo "$$all" | grep -v -e '^aisfx 0\.1\.2 requires' -e '^aisfx 0\.1\.2 has requirement' \
 		-e '^No broken requirements found'); \
 	if [ -n "$$out" ]; then echo "pip check found broken requirements:"; echo "$$out"; exit 1; fi; \
-	$(BIN)/python -m pip check | grep -q '^aisfx' && echo "pip check: only aisfx's pins, installed --no-deps on purpose" || echo "pip check: clean"
+	case "$$all" in *aisfx*) echo "pip check: only aisfx's pins, installed --no-deps on purpose";; \
+		*) echo "pip check: clean";; esac
 
 bench: $(STAMP)
 	$(BIN)/ebridge bench --quick --out bench-out
