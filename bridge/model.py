@@ -145,6 +145,10 @@ class ProxyMLP(nn.Module):
     def loss(self, z_anchor: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return (1 - F.cosine_similarity(self.net(z_anchor), target, dim=-1)).mean()
 
+    def mean(self, z_anchor: torch.Tensor) -> torch.Tensor:
+        """The direction the samples scatter around: normalize(MLP(z)), one pass, no noise."""
+        return F.normalize(self.net(z_anchor), dim=-1)
+
     def sample(self, z_anchor: torch.Tensor, noise: torch.Tensor | None = None,
                generator: torch.Generator | None = None) -> torch.Tensor:
         mu = F.normalize(self.net(z_anchor), dim=-1)
@@ -197,6 +201,18 @@ class DiffusionPrior(nn.Module):
         ab = self.alpha_bar[t][:, None]
         x_t = ab.sqrt() * x0 + (1 - ab).sqrt() * torch.randn_like(x0)
         return F.mse_loss(self.denoise(x_t, t, z_anchor), x0)
+
+    def mean(self, z_anchor: torch.Tensor) -> torch.Tensor:
+        """G's posterior mean E[x0 | z], normalised, in one denoiser pass.
+
+        At t = T the noisy input holds no trace of x0 (alpha_bar(T) ~ 1e-5), so the x0 the
+        denoiser was trained (by MSE) to predict there is E[x0 | z]: what the average of many
+        samples estimates, without their Monte Carlo noise, at 1/(samples x steps) of the cost.
+        x_T = 0 is the noise's own mean.
+        """
+        n = z_anchor.shape[0]
+        x_t = torch.zeros((n, self.dim), device=z_anchor.device, dtype=z_anchor.dtype)
+        return F.normalize(self.denoise(x_t, torch.full((n,), self.timesteps, device=z_anchor.device), z_anchor), dim=-1)
 
     def sample(self, z_anchor: torch.Tensor, noise: torch.Tensor | None = None,
                generator: torch.Generator | None = None, steps: int | None = None) -> torch.Tensor:

@@ -133,21 +133,26 @@ class Bridge:
         return self.embed_features(modality, self.encode(modality, canonical))
 
     def proxy_view(self, z: np.ndarray) -> np.ndarray:
-        """G's view of bridged vectors: the mean of a few samples from fixed noise, normalised.
+        """G's view of bridged vectors (n, dim) -> unit vectors (n, dim), as the checkpoint's
+        `proxy_view` says: G's posterior mean in one pass ("mean"), or the mean of a few
+        samples from fixed noise ("samples", checkpoints written before the setting existed).
 
-        The same noise vectors serve every row, so a row's view does not depend on what
-        else is in the batch, and indexing and querying agree exactly.
+        Either way a row's view does not depend on the rest of the batch, so indexing and
+        querying agree exactly.
         """
         torch = require("torch")
         g = self.modules.proxy
         g.eval()
         with torch.inference_mode():
             zt = torch.as_tensor(np.asarray(z, dtype=np.float32), device=self.device)
-            n, d = zt.shape
-            gen = torch.Generator().manual_seed(PROXY_VIEW_SEED)  # on the CPU: the same noise on every device
-            noise = torch.randn((PROXY_VIEW_SAMPLES, 1, d), generator=gen).to(zt.device).expand(-1, n, -1).reshape(-1, d)
-            views = g.sample(zt.repeat(PROXY_VIEW_SAMPLES, 1), noise=noise).reshape(PROXY_VIEW_SAMPLES, n, d)
-            out = torch.nn.functional.normalize(views.mean(0), dim=-1)
+            if self.config.get("proxy_view", "samples") == "mean":
+                out = g.mean(zt)
+            else:
+                n, d = zt.shape
+                gen = torch.Generator().manual_seed(PROXY_VIEW_SEED)  # on the CPU: the same noise on every device
+                noise = torch.randn((PROXY_VIEW_SAMPLES, 1, d), generator=gen).to(zt.device).expand(-1, n, -1).reshape(-1, d)
+                views = g.sample(zt.repeat(PROXY_VIEW_SAMPLES, 1), noise=noise).reshape(PROXY_VIEW_SAMPLES, n, d)
+                out = torch.nn.functional.normalize(views.mean(0), dim=-1)
         return out.float().cpu().numpy()
 
     # ------------------------------------------------------------------ persistence

@@ -1,8 +1,10 @@
 #!/usr/bin/env python
 """Indexing throughput: the whole pipeline next to the encoders' own forward passes.
 
-For each modality (CIFAR-10 test images, FSDD recordings from ../shared/data), on the
-same `--limit` files and the same batch size:
+For each modality, on the same `--limit` files and the same batch size: CIFAR-10 test
+images and FSDD recordings from ../shared/data; depth maps (16-bit PNG) and thermal
+images rendered from MNIST by the digits world's renderer; short MP4 clips (16 frames
+panning over a CIFAR-10 photo) for video. The made files are written before any timing.
 
 * **encoder-only**: the items are decoded first (not timed), then the preset encoder's
   `encode` is timed on batch after batch: preprocessing + forward pass, nothing else.
@@ -21,6 +23,7 @@ the heads learned.
 Usage::
 
     python scripts/bench_index.py                          # 512 images + 512 recordings
+    python scripts/bench_index.py --modalities image,audio,depth,thermal,video --limit 256
     python scripts/bench_index.py --limit 2000 --batch-size 64 --json bench-index.json
     python scripts/bench_index.py --bridge runs/bridge --modalities audio
     # on a GPU: random-init open_clip ViT-B-32 for images (offline preset otherwise), batch 256
@@ -48,6 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 log = logging.getLogger("bench_index")
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 SOURCES = {"image": ("cifar10/test", "*/*.jpg"), "audio": ("fsdd/recordings", "*.wav")}
+MADE = ("depth", "thermal", "video")  # written into the work folder by `make_files`
 
 
 def pick_files(data: Path, modality: str, limit: int) -> list[Path]:
@@ -58,6 +62,40 @@ def pick_files(data: Path, modality: str, limit: int) -> list[Path]:
         raise SystemExit(f"no {modality} files under {data / sub}")
     step = max(1, len(files) // limit)
     return files[::step][:limit]
+
+
+def make_files(data: Path, modality: str, limit: int, work: Path) -> list[Path]:
+    """`limit` files of a modality the shared data does not hold as files, in a folder named
+    after the modality (which is how the indexer tells depth and thermal PNGs apart)."""
+    from PIL import Image
+
+    out = work / "made" / modality
+    out.mkdir(parents=True)
+    files = []
+    if modality in ("depth", "thermal"):
+        from query.eval.digits import load_sources, render_depth, render_thermal
+
+        digits = load_sources(data)[0]
+        render = render_depth if modality == "depth" else render_thermal
+        rng = np.random.default_rng(0)
+        for i in range(limit):
+            files.append(out / f"{i:05d}.png")
+            Image.fromarray(render(digits[i], rng)).save(files[-1])
+        return files
+    import av
+
+    for i, photo in enumerate(pick_files(data, "image", limit)):
+        big = np.asarray(Image.open(photo).convert("RGB").resize((96, 96), Image.BILINEAR))
+        files.append(out / f"{i:05d}.mp4")
+        with av.open(str(files[-1]), "w") as container:
+            stream = container.add_stream("mpeg4", rate=8)
+            stream.width, stream.height, stream.pix_fmt = 64, 64, "yuv420p"
+            for t in range(16):  # a slow pan across the photo
+                frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(big[t * 2:t * 2 + 64, t * 2:t * 2 + 64]),
+                                                   format="rgb24")
+                container.mux(stream.encode(frame))
+            container.mux(stream.encode())
+    return files
 
 
 def bench_preset(preset_name: str, open_clip_arch: str | None = None) -> Any:
@@ -87,7 +125,7 @@ def quick_bridge(preset_name: str, seed: int = 0, open_clip_arch: str | None = N
     preset = bench_preset(preset_name, open_clip_arch)
     rng = np.random.default_rng(seed)
     data = {}
-    for m in ("image", "text", "audio"):
+    for m in ("image", "text", "audio", *MADE):
         d = preset.dim(m)
         n = 40 if m == "text" else 300
         labels = [str(i % 10) for i in range(n)]
@@ -120,7 +158,7 @@ def pipeline(bridge: Any, modality: str, files: list[Path], batch_size: int, wor
     src = work / f"{modality}-src"
     src.mkdir(parents=True)
     for f in files:  # same files, no copy: the reader still opens and reads every one
-        link = src / f.parent.name / f.name if modality == "image" else src / f.name
+        link = src / f.parent.name / f.name  # image: the class folder; depth/thermal/video: the modality's
         link.parent.mkdir(exist_ok=True)
         link.symlink_to(f)
     s = index_directory(src, work / f"{modality}-index", bridge=bridge, batch_size=batch_size, workers=workers,
@@ -179,7 +217,8 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="bench-index-"))
     try:
         for modality in args.modalities.split(","):
-            files = pick_files(args.data, modality, args.limit)
+            files = make_files(args.data, modality, args.limit, work) if modality in MADE \
+                else pick_files(args.data, modality, args.limit)
             enc = encoder_only(bridge, modality, files, args.batch_size)
             pipe = pipeline(bridge, modality, files, args.batch_size, args.workers, work, args.decode)
             ratio = pipe["items_per_s"] / enc["items_per_s"]
