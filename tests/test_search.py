@@ -82,9 +82,11 @@ def test_batch_equals_one_by_one(index):
         batch = index.search_batch(queries, target="thermal", k=5, route=route)
         single = [index.search(q, target="thermal", k=5, route=route) for q in queries]
         for b, one in zip(batch, single):
-            # the same hits with the same scores; near-ties may swap (batched maths sums in another order)
+            # the same hits with the same scores; near-ties may swap (batched maths sums in another
+            # order), and so may hits tied with the k-th (fused RRF scores tie often)
             assert [h.score for h in b] == pytest.approx([h.score for h in one], abs=1e-5)
-            assert {h.id for h in b} == {h.id for h in one}
+            last = one[-1].score
+            assert {h.id for h in b if h.score > last + 1e-5} == {h.id for h in one if h.score > last + 1e-5}
 
 
 @pytest.mark.parametrize("route", ROUTES)
