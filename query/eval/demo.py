@@ -75,6 +75,9 @@ def run(args: argparse.Namespace) -> int:
     for variant, res in results.items():
         unpaired = [p["auto"]["r1"] for p in res.values() if not p["paired"]]
         print(f"mean R@1 over unpaired pairs, {variant}: {100 * np.mean(unpaired):.1f}")
+    print("(one seed on the shipped sample, tens of queries per pair, default routes: a few points either way "
+          "are noise. `ebridge bench --quick --data ../shared/data` compares the variants over 3 seeds with "
+          "lambda and routes chosen on validation.)")
     print(f"\nEverything is under {out}/ ; try: ebridge search --index {out}/index-emergentbridge --text \"nine\" --target depth")
     return 0
 
