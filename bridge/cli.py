@@ -33,8 +33,13 @@ def config_options(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) 
             continue
         kind = _flag if isinstance(f.default, bool) else type(f.default)
         group.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=None, help=f"default: {f.default}")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads (default 1: on small or shared machines one thread is fastest)")
+    add_threads_option(parser, 1)
+
+
+def add_threads_option(parser: argparse.ArgumentParser, default: int | None) -> None:
+    """`--threads N`: torch's intra-op threads for the command (None: torch's own default)."""
+    why = "1: on small or shared machines one thread is fastest" if default == 1 else "torch's own"
+    parser.add_argument("--threads", type=int, default=default, help=f"torch threads (default {why})")
 
 
 def given_options(args: argparse.Namespace, skip: tuple[str, ...] = ()) -> dict[str, Any]:

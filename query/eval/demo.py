@@ -29,6 +29,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", type=Path, default=None, help="../shared/data for a bigger world (default: shipped sample)")
     p.add_argument("--preset", default="offline-small", help="encoder preset (default: offline at 128 px)")
     p.add_argument("--steps", type=int, default=400, help="training steps per stage")
+    from bridge.cli import add_threads_option
+
+    add_threads_option(p, None)
     p.set_defaults(func=run)
 
 
@@ -42,6 +45,10 @@ def run(args: argparse.Namespace) -> int:
     from query.eval.digits import build_digits_world
     from query.search import Index
 
+    if args.threads is not None:
+        from bridge.cli import set_threads
+
+        set_threads(args.threads)
     out: Path = args.out
     world = build_digits_world(out / "world", scale="quick" if args.data else "sample", data_dir=args.data)
     preset = load_preset(args.preset)
