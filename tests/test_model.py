@@ -151,6 +151,16 @@ def test_proxy_view_follows_the_checkpoint_setting(tiny_config):
         TrainConfig(proxy_view="median")
 
 
+def test_mlp_proxy_view_is_its_noise_free_direction(tiny_config):
+    import dataclasses
+
+    bridge, _ = train(dataclasses.replace(tiny_config, proxy_model="mlp"), synthetic_set())
+    z = bridge.embed_features("image", synthetic_set()["image"].features)
+    with torch.no_grad():
+        want = F.normalize(bridge.modules.proxy.net(torch.as_tensor(z)), dim=-1).numpy()
+    np.testing.assert_allclose(bridge.proxy_view(z), want, atol=1e-6)
+
+
 def test_same_seed_gives_same_checkpoint(tiny_config, tmp_path):
     data = synthetic_set()
     a, _ = train(tiny_config, data)
