@@ -21,6 +21,45 @@ def shared_data(sub: str = "") -> Path:
     return path
 
 
+def tiny_digits_index(root: Path):
+    """A small real index: the shipped digits sample under root/world, a tiny-preset bridge
+    trained on its train split (saved to root/bridge), its test split indexed into
+    root/edge.index. Returns (world folder, bridge, checkpoint folder)."""
+    from bridge.encoders import load_preset
+    from bridge.features import FeatureCache
+    from bridge.pairs import in_split, read_manifest, training_set
+    from bridge.train import TrainConfig, train
+    from indexer.index import index_directory
+    from query.eval.digits import build_digits_world
+
+    world = build_digits_world(root / "world", scale="sample")
+    preset = load_preset("tiny")
+    data = training_set(in_split(read_manifest(world / "manifest.csv"), "train"), preset, FeatureCache(root / "cache"))
+    cfg = TrainConfig(preset="tiny", dim=32, hidden=64, steps=120, proxy_steps=150, batch_size=64,
+                      diffusion_timesteps=100, diffusion_steps=4, seed=0)
+    bridge, _ = train(cfg, data, preset_info=preset.info())
+    ckpt = bridge.save(root / "bridge")
+    index_directory(world / "test", root / "edge.index", bridge=ckpt, progress=False)
+    return world, bridge, ckpt
+
+
+def slow_indexer_script(path: Path, seconds_per_batch: float) -> Path:
+    """Write a script that runs the `ebridge` CLI with every encoder batch `seconds_per_batch`
+    slower: an index run long enough for a test to act while it runs (kill it, search beside it)."""
+    path.write_text(f"""
+import sys, time
+from bridge.space import Bridge
+_encode = Bridge.encode
+def slow_encode(self, modality, items):
+    time.sleep({seconds_per_batch})
+    return _encode(self, modality, items)
+Bridge.encode = slow_encode
+from query.cli import main
+sys.exit(main(sys.argv[1:]))
+""")
+    return path
+
+
 def synthetic_set(seed: int = 0, n_per_class: int = 12, classes: int = 4, dims: dict[str, int] | None = None,
                   world: int = 0):
     """Features for a few modalities: each class a random centre per modality, plus noise.

@@ -9,25 +9,13 @@ from pathlib import Path
 
 def small_index(tmp_path_factory) -> tuple[Path, Path]:
     """(index folder, indexed folder) of the digits sample's test split, built on first use."""
-    from bridge.encoders import load_preset
-    from bridge.features import FeatureCache
-    from bridge.pairs import in_split, read_manifest, training_set
-    from bridge.train import TrainConfig, train
-    from indexer.index import index_directory
-    from query.eval.digits import build_digits_world
+    from tests.conftest import tiny_digits_index
 
     root = tmp_path_factory.getbasetemp() / "serve-index"
     index, data = root / "edge.index", root / "world" / "test"
-    if (root / "READY").exists():
-        return index, data
-    world = build_digits_world(root / "world", scale="sample")
-    preset = load_preset("tiny")
-    train_set = training_set(in_split(read_manifest(world / "manifest.csv"), "train"), preset, FeatureCache(root / "cache"))
-    cfg = TrainConfig(preset="tiny", dim=32, hidden=64, steps=120, proxy_steps=150, batch_size=64,
-                      diffusion_timesteps=100, diffusion_steps=4, seed=0)
-    bridge, _ = train(cfg, train_set, preset_info=preset.info())
-    index_directory(data, index, bridge=bridge.save(root / "bridge"), progress=False)
-    (root / "READY").write_text("ok")
+    if not (root / "READY").exists():
+        tiny_digits_index(root)
+        (root / "READY").write_text("ok")
     return index, data
 
 

@@ -25,6 +25,7 @@ from indexer.ledger import INDEXED, JOURNAL_FILE, Manifest, ManifestRow
 from indexer.ledger import read_errors_report
 from indexer.scan import ShardSpec, scan_directory, shard_of
 from indexer.store import EdgeStore, Filter, ServerStore, point_id
+from tests.conftest import slow_indexer_script
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -337,25 +338,12 @@ def test_other_bridge_is_refused_unless_reembed(tmp_path, bridge_dir, other_brid
 
 # ------------------------------------------------------------------------------ kill and resume
 
-_SLOW_INDEXER = """
-import sys, time
-from bridge.space import Bridge
-_encode = Bridge.encode
-def slow_encode(self, modality, items):  # slow enough that the test can kill it mid-run
-    time.sleep(0.2)
-    return _encode(self, modality, items)
-Bridge.encode = slow_encode
-from query.cli import main
-sys.exit(main(sys.argv[1:]))
-"""
-
 
 def test_sigkill_mid_run_then_rerun_gives_one_point_per_valid_file(tmp_path, bridge_dir):
     src, idx = tmp_path / "src", tmp_path / "idx"
     rels = make_corpus(src, images=60, sounds=4, texts=2)
     (src / "broken.wav").write_bytes(b"")
-    script = tmp_path / "slow_indexer.py"
-    script.write_text(_SLOW_INDEXER)
+    script = slow_indexer_script(tmp_path / "slow_indexer.py", 0.2)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen([sys.executable, str(script), "index", str(src), "--index", str(idx), "--bridge",
                              str(bridge_dir), "--batch-size", "4", "--workers", "2", "--decode", "processes",

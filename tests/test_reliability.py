@@ -24,6 +24,7 @@ from indexer.lock import IndexBusyError, IndexLock, IndexLockedError, ReadLock
 from indexer.scan import scan_directory
 from indexer.store import EdgeStore, point_id
 from indexer.verify import StoreDamagedError
+from tests.conftest import slow_indexer_script
 from tests.test_indexer import REPO, bridge_dir, make_corpus, run_index, stored, write_png, write_wav  # noqa: F401
 
 PY = sys.executable
@@ -58,25 +59,12 @@ def test_modality_ignores_folders_above_the_indexed_root(tmp_path, bridge_dir):
 
 # ------------------------------------------------------------------ readers never break a writer
 
-_SLOW_INDEXER = """
-import sys, time
-from bridge.space import Bridge
-_encode = Bridge.encode
-def slow_encode(self, modality, items):  # a run of several seconds, so searches overlap it
-    time.sleep(0.15)
-    return _encode(self, modality, items)
-Bridge.encode = slow_encode
-from query.cli import main
-sys.exit(main(sys.argv[1:]))
-"""
-
 
 def test_searches_during_a_reembed_never_break_the_indexer(tmp_path, bridge_dir):
     src, idx = tmp_path / "src", tmp_path / "idx"
     rels = make_corpus(src, images=110, sounds=4, texts=2)
     run_index(src, idx, bridge=bridge_dir)
-    script = tmp_path / "slow_indexer.py"
-    script.write_text(_SLOW_INDEXER)
+    script = slow_indexer_script(tmp_path / "slow_indexer.py", 0.15)
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     writer = subprocess.Popen([PY, str(script), "index", str(src), "--index", str(idx), "--reembed",
                                "--batch-size", "4", "--workers", "1", "--decode", "threads", "--no-progress"],

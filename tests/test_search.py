@@ -6,27 +6,16 @@ import pytest
 
 pytest.importorskip("torch")
 
-from bridge.encoders import load_preset  # noqa: E402
-from bridge.features import FeatureCache  # noqa: E402
-from bridge.pairs import in_split, read_manifest, training_set  # noqa: E402
-from bridge.train import TrainConfig, train  # noqa: E402
 from indexer.index import index_directory  # noqa: E402
 from indexer.store import ServerStore  # noqa: E402
-from query.eval.digits import build_digits_world  # noqa: E402
 from query.search import ROUTES, Index, QueryError  # noqa: E402
+from tests.conftest import tiny_digits_index  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("search")
-    w = build_digits_world(root / "world", scale="sample")
-    preset = load_preset("tiny")
-    data = training_set(in_split(read_manifest(w / "manifest.csv"), "train"), preset, FeatureCache(root / "cache"))
-    cfg = TrainConfig(preset="tiny", dim=32, hidden=64, steps=120, proxy_steps=150, batch_size=64,
-                      diffusion_timesteps=100, diffusion_steps=4, seed=0)
-    bridge, _ = train(cfg, data, preset_info=preset.info())
-    ckpt = bridge.save(root / "bridge")
-    index_directory(w / "test", root / "edge.index", bridge=ckpt, progress=False)
+    w, bridge, ckpt = tiny_digits_index(root)
     from qdrant_client import QdrantClient
 
     client = QdrantClient(":memory:")
