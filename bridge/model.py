@@ -151,7 +151,7 @@ class ProxyMLP(nn.Module):
 
     def sample(self, z_anchor: torch.Tensor, noise: torch.Tensor | None = None,
                generator: torch.Generator | None = None) -> torch.Tensor:
-        mu = F.normalize(self.net(z_anchor), dim=-1)
+        mu = self.mean(z_anchor)
         if noise is None:
             noise = torch.randn(mu.shape, generator=generator, device=mu.device)
         return F.normalize(mu + self.sigma * noise, dim=-1)

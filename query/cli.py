@@ -108,10 +108,9 @@ def run(args: argparse.Namespace) -> int:
             args.server, text=args.text, file=args.file, id=args.id, target=args.target, k=args.k,
             filter=parse_filters(args.filter), route=args.route, source=args.source, api_key=args.api_key)]
     else:
-        if args.threads is not None:
-            from bridge.cli import set_threads
+        from bridge.cli import set_threads
 
-            set_threads(args.threads)
+        set_threads(args.threads)
         query = args.text if args.text is not None else ({"id": args.id} if args.id is not None else args.file)
         source = "text" if args.text is not None else args.source
         with Index.open(args.index, url=args.qdrant_url, collection=args.collection,

@@ -36,6 +36,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from bridge.cli import set_threads
     from bridge.encoders import load_preset
     from bridge.features import FeatureCache
     from bridge.pairs import in_split, read_manifest, training_set
@@ -45,10 +46,7 @@ def run(args: argparse.Namespace) -> int:
     from query.eval.digits import build_digits_world
     from query.search import Index
 
-    if args.threads is not None:
-        from bridge.cli import set_threads
-
-        set_threads(args.threads)
+    set_threads(args.threads)
     out: Path = args.out
     world = build_digits_world(out / "world", scale="quick" if args.data else "sample", data_dir=args.data)
     preset = load_preset(args.preset)
