@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 VARIANTS = ("anchor", "naive-proxy", "emergentbridge")
 PROXY_MODELS = ("diffusion", "mlp")
-BASES = ("auto", "frozen", "trained")
+BASES = ("auto", "frozen", "finetune", "trained")
 HEAD_INITS = ("encoder", "random")
 PROXY_VIEWS = ("mean", "samples")
 
@@ -18,9 +18,11 @@ class TrainConfig:
     """Every setting of a training run; all of it is saved in the checkpoint."""
 
     preset: str = "offline"
-    # "frozen": modalities the preset declares aligned (CLIP image/text) keep their encoders'
-    # normalised outputs and no base is trained; "trained": a base space is learned;
-    # "auto": frozen where the preset declares an aligned pair holding the anchor.
+    # "frozen": modalities the preset declares aligned (CLIP image/text, or image/text through the
+    # offline presets' label space) keep their pretrained vectors and no base is trained;
+    # "finetune": a label-space base starts there and is trained on the pairs, kept only where
+    # validation beats the start; "trained": a base space is learned from the anchor's PCA;
+    # "auto": frozen for CLIP-style towers, finetune for a label-space base, trained without one.
     base: str = "auto"
     dim: int = 256  # the space's size when the base is trained (a frozen base has its encoders' size)
     anchor: str = "image"

@@ -22,8 +22,35 @@ nn = torch.nn
 F = torch.nn.functional
 
 
-HEAD_KINDS = ("mlp", "residual", "identity")
+HEAD_KINDS = ("mlp", "residual", "identity", "labelspace", "labelspace-residual")
 MIN_ITEMS_TO_CENTRE = 10  # fewer items: no centring on their own mean (one item would become zero)
+
+
+class LabelMap(nn.Module):
+    """A fixed map into a classifier's label space (see `bridge.labelspace`): features ->
+    sqrt(softmax(scale * logits)), a unit vector. Logits are the classifier head's (pixels) or
+    cosines to the class prompts (text, `cosine`). Its tensors are buffers: saved with the
+    bridge, never trained."""
+
+    def __init__(self, in_dim: int, classes: int):
+        super().__init__()
+        self.register_buffer("weight", torch.zeros(classes, in_dim))
+        self.register_buffer("bias", torch.zeros(classes))
+        self.register_buffer("scale", torch.ones(()))
+        self.register_buffer("cosine", torch.zeros(()))
+
+    def set(self, weight: Any, bias: Any, scale: float, cosine: bool) -> "LabelMap":
+        with torch.no_grad():
+            self.weight.copy_(torch.as_tensor(np.asarray(weight), dtype=torch.float32))
+            self.bias.copy_(torch.as_tensor(np.asarray(bias), dtype=torch.float32))
+            self.scale.fill_(float(scale))
+            self.cosine.fill_(float(cosine))
+        return self
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        x = F.normalize(features, dim=-1) if bool(self.cosine) else features
+        logits = F.linear(x, self.weight, self.bias) * self.scale
+        return F.softmax(logits, dim=-1).sqrt()
 
 
 class Head(nn.Module):
@@ -31,6 +58,11 @@ class Head(nn.Module):
 
     - `identity`: the encoder's own L2-normalised output (a frozen, already aligned encoder:
       CLIP image/text). No parameters.
+    - `labelspace`: a fixed `LabelMap` into the image classifier's label space (the offline
+      aligned base, see `bridge.labelspace`). No parameters.
+    - `labelspace-residual`: `normalize(labelmap(x) + mlp(x))`, the MLP's last layer starting at
+      zero: a head that starts exactly at the label-space vector (the zero-training baseline) and
+      learns from pairs only what validation says it should.
     - `residual`: `normalize(skip(x) + mlp(x))` on standardised features; `skip` is a linear map
       set where the encoder's geometry is (a copy of the anchor's map, PCA, or a closed-form fit
       to the anchor) and the MLP's last layer starts at zero, so training starts from that map.
@@ -50,9 +82,10 @@ class Head(nn.Module):
         self.register_buffer("mean", torch.zeros(in_dim))
         self.register_buffer("std", torch.ones(in_dim))
         self.skip = nn.Linear(in_dim, dim) if kind == "residual" else None
-        self.net = None if kind == "identity" else nn.Sequential(
+        self.labels = LabelMap(in_dim, dim) if kind.startswith("labelspace") else None
+        self.net = None if kind in ("identity", "labelspace") else nn.Sequential(
             nn.Linear(in_dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, dim))
-        if kind == "residual":
+        if kind in ("residual", "labelspace-residual"):
             nn.init.zeros_(self.net[-1].weight)
             nn.init.zeros_(self.net[-1].bias)
 
@@ -66,11 +99,20 @@ class Head(nn.Module):
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         if self.kind == "identity":
             return F.normalize(features, dim=-1)
+        if self.kind == "labelspace":
+            return self.labels(features)
         x = (features - self.mean) / self.std
         out = self.net(x)
         if self.skip is not None:
             out = out + self.skip(x)
+        if self.labels is not None:
+            out = out + self.labels(features)
         return F.normalize(out, dim=-1)
+
+    @property
+    def fixed(self) -> bool:
+        """True for a head with nothing to train: its vectors are the encoder's (or their label-space map)."""
+        return self.kind in ("identity", "labelspace")
 
 
 # ------------------------------------------------------------------------------ where heads start
@@ -228,7 +270,7 @@ class DiffusionPrior(nn.Module):
 
 
 PROXY_MODELS = {"diffusion": DiffusionPrior, "mlp": ProxyMLP}
-__all__ = ["VARIANTS", "PROXY_MODELS", "HEAD_KINDS", "Head", "init_pca", "init_copy", "init_ridge", "ProxyMLP", "DiffusionPrior", "info_nce", "proxy_loss", "BridgeModules",
+__all__ = ["VARIANTS", "PROXY_MODELS", "HEAD_KINDS", "LabelMap", "Head", "init_pca", "init_copy", "init_ridge", "ProxyMLP", "DiffusionPrior", "info_nce", "proxy_loss", "BridgeModules",
            "build_modules"]
 
 
@@ -288,8 +330,10 @@ class BridgeModules(nn.Module):
         kinds = config.get("head_kinds", {})  # checkpoints from before head kinds hold MLP heads
         self.heads = nn.ModuleDict({m: Head(d, dim, hidden, config["dropout"], kinds.get(m, "mlp"))
                                     for m, d in feature_dims.items()})
-        if config["proxy_model"] == "diffusion":
-            self.proxy: nn.Module = DiffusionPrior(dim, hidden, config["diffusion_timesteps"], config["diffusion_steps"],
+        if config.get("proxy_model") is None:  # a zero-training bridge: no G, direct routes only
+            self.proxy: nn.Module | None = None
+        elif config["proxy_model"] == "diffusion":
+            self.proxy = DiffusionPrior(dim, hidden, config["diffusion_timesteps"], config["diffusion_steps"],
                                                    config.get("diffusion_depth", 2))
         else:
             self.proxy = ProxyMLP(dim, hidden, config["proxy_sigma"])

@@ -142,6 +142,9 @@ class Bridge:
         """
         torch = require("torch")
         g = self.modules.proxy
+        if g is None:
+            raise ValueError(f"bridge {self.version} has no proxy synthesizer G (a zero-training space): "
+                             "search it with the direct route")
         g.eval()
         with torch.inference_mode():
             zt = torch.as_tensor(np.asarray(z, dtype=np.float32), device=self.device)
@@ -157,22 +160,94 @@ class Bridge:
 
     # ------------------------------------------------------------------ persistence
 
-    def save(self, directory: str | Path, curves: dict[str, Any] | None = None) -> Path:
-        """Write config.json + model.safetensors (+ curves.json); sets the version from the weights."""
-        from safetensors.torch import save_file
+    def _weights(self) -> tuple[bytes, str]:
+        """The safetensors bytes of every head, map and G, and their short hash (the version's tail)."""
+        from safetensors.torch import save
 
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().cpu().contiguous() for k, v in self.modules.state_dict().items()}
-        with atomic_path(directory / WEIGHTS_FILE) as tmp:
-            save_file(state, str(tmp))
-            digest = hashlib.sha256(tmp.read_bytes()).hexdigest()[:12]
+        blob = save(state)
+        return blob, hashlib.sha256(blob).hexdigest()[:12]
+
+    def _set_version(self, digest: str) -> None:
         self.config["weights_sha256"] = digest
         self.config["version"] = f"{self.config['preset_name']}-{self.config['variant']}-{digest}"
+
+    def save(self, directory: str | Path, curves: dict[str, Any] | None = None) -> Path:
+        """Write config.json + model.safetensors (+ curves.json); sets the version from the weights."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        blob, digest = self._weights()
+        with atomic_path(directory / WEIGHTS_FILE) as tmp:
+            tmp.write_bytes(blob)
+        self._set_version(digest)
         atomic_write_json(directory / CONFIG_FILE, self.config)
         if curves is not None:
             atomic_write_json(directory / CURVES_FILE, curves)
         return directory
+
+    @classmethod
+    def from_preset(cls, preset: str | Path | Any = "offline") -> "Bridge":
+        """The preset's pretrained space, with no training: the modalities its encoders already align
+        (CLIP's image and text towers; offline, images and texts through the image classifier's label
+        space, see `bridge.labelspace`), frozen, plus video when its frames go through the aligned
+        image encoder. No G: every pair is searched directly. Other modalities are bound to this very
+        space later with `ebridge train --preset NAME`.
+
+        Example:
+            >>> space = Bridge.from_preset("offline")                       # doctest: +SKIP
+            >>> space.embed("text", ["a photo of a dog"]).shape             # doctest: +SKIP
+            (1, 1000)
+        """
+        from bridge.encoders import Preset, load_preset
+        from bridge.model import build_modules
+
+        p = preset if isinstance(preset, Preset) else load_preset(preset)
+        placed = placeable_modalities(p)
+        if not placed:
+            raise ValueError(
+                f"preset {p.name!r} aligns no two modalities, so it has no pretrained space to search with no "
+                "training; train a bridge from pairs (`ebridge train PAIRS.csv --preset "
+                f"{p.name} --out runs/bridge`) or use a preset that has one (offline, offline-small, clip-vit-b-32)")
+        label_space = p.spec.get("label_space")
+        pair = next(iter(p.aligned_pairs))
+        anchor = "image" if "image" in pair else pair[0]
+        feature_dims = {m: p.dim(m) for m in placed}
+        kinds = {m: "labelspace" if label_space else "identity" for m in placed}
+        maps: dict[str, Any] = {}
+        if label_space:
+            from bridge.labelspace import label_maps
+
+            maps = label_maps(p, placed)
+            dim = len(maps["text"]["bias"]) if "text" in maps else len(next(iter(maps.values()))["bias"])
+        else:
+            dim = feature_dims[anchor]
+        config: dict[str, Any] = {
+            "preset": str(preset) if not isinstance(preset, Preset) else p.name, "preset_name": p.name,
+            "preset_fingerprint": p.fingerprint, "variant": "zero-training", "base": "frozen",
+            "anchor": anchor, "proxy": next(m for m in pair if m != anchor), "dim": dim,
+            "feature_dims": feature_dims, "head_kinds": kinds, "frozen": sorted(placed),
+            "paired": [[a, b] for i, a in enumerate(placed) for b in placed[i + 1:]],
+            "heads": {m: {"init": "its label-space vector" if label_space else "identity", "kind": kinds[m]}
+                      for m in placed},
+            # Search by example takes the encoder's own features: the space's vectors are a function of
+            # them (a class distribution, for label space), so they can only lose what tells items apart.
+            "routes": {f"{m}->{m}": "raw" for m in placed},
+            "same_modality": {f"{m}->{m}": {"route": "raw", "why": "zero-training space: the encoder's own features"}
+                              for m in placed},
+            "label_space": label_space, "proxy_model": None, "hidden": 0, "dropout": 0.0, "temperature": 0.07,
+            "version": "unsaved"}
+        modules = build_modules(config)
+        for m, args in maps.items():
+            modules.heads[m].labels.set(**args)
+        modules.eval()
+        bridge = cls(config, modules, preset=p)
+        bridge._set_version(bridge._weights()[1])
+        return bridge
+
+    @property
+    def has_proxy(self) -> bool:
+        """False for a zero-training bridge: no G, so no proxy or fused route."""
+        return self.modules.proxy is not None
 
     @classmethod
     def load(cls, directory: str | Path) -> "Bridge":
@@ -233,3 +308,14 @@ class Bridge:
                                   f"{str(exc).splitlines()[0][:200] if str(exc) else ''}); {redo}") from None
         modules.eval()
         return cls(config, modules)
+
+
+def placeable_modalities(preset: Any) -> list[str]:
+    """What a preset's pretrained space can place with no training: the modalities of its aligned
+    pairs, and video when its frames go through the same image network as an aligned image."""
+    from bridge.modalities import MODALITIES
+
+    placed = {m for pair in preset.aligned_pairs for m in pair}
+    if "image" in placed and "video" in preset.modalities and preset.backbone_key("video") == preset.backbone_key("image"):
+        placed.add("video")
+    return [m for m in MODALITIES if m in placed]

@@ -183,19 +183,57 @@ BASE_KEYS = ("preset", "base", "dim", "anchor", "proxy", "proxy_model", "proxy_s
 
 
 def frozen_modalities(cfg: TrainConfig, preset_info: dict[str, Any], data: TrainingSet) -> set[str]:
-    """Modalities whose bridged vectors are their encoders' own outputs (a frozen aligned base)."""
+    """Modalities whose bridged vectors are their encoders' own outputs, or their label-space map
+    (a pretrained aligned base). `--base finetune` (and `auto` on a label-space base) starts there
+    and is trained instead: then none is frozen."""
     aligned = [tuple(p) for p in preset_info.get("aligned") or []]
     holding_anchor = [p for p in aligned if cfg.anchor in p and all(m in data for m in p)]
-    if cfg.base == "trained" or (cfg.base == "auto" and not holding_anchor):
+    if cfg.base == "finetune" and not (_label_space(preset_info) and holding_anchor):
+        raise ValueError(f"--base finetune needs a label-space preset whose aligned pair holds {cfg.anchor} (the "
+                         f"offline presets); preset {preset_info.get('name')!r}: use --base frozen or trained")
+    if cfg.base in ("trained", "finetune") or (cfg.base == "auto" and (not holding_anchor or _label_space(preset_info))):
         return set()
     if not holding_anchor:
         raise ValueError(f"--base frozen needs a preset that declares {cfg.anchor} aligned with another modality; "
                          f"preset {preset_info.get('name')!r} declares {aligned or 'none'}: use --base trained")
     frozen = {m for p in aligned if all(x in data for x in p) for m in p}
     dims = {m: int(data[m].features.shape[1]) for m in frozen}
-    if len(set(dims.values())) != 1:
+    if not _label_space(preset_info) and len(set(dims.values())) != 1:
         raise ValueError(f"the aligned encoders' outputs differ in size ({dims}); they cannot form one frozen space")
     return frozen
+
+
+def _label_space(preset_info: dict[str, Any]) -> bool:
+    return bool(preset_info.get("label_space"))
+
+
+def carried_modalities(preset_info: dict[str, Any], data: TrainingSet, frozen: set[str]) -> list[str]:
+    """Modalities a frozen pretrained base places with no training (video frames through the aligned
+    image encoder) that the training data lacks: carried into the bridge with their fixed heads, so a
+    bridge bound to the base embeds everything the zero-training space did, the same way."""
+    backbones, dims = preset_info.get("backbones") or {}, preset_info.get("dims") or {}
+    if "image" not in frozen or not dims:
+        return []
+    return [m for m in ("video",) if m not in data and m in dims and backbones.get(m) == backbones.get("image")]
+
+
+def base_kinds(cfg: TrainConfig, preset_info: dict[str, Any], data: TrainingSet, frozen: set[str],
+               shares_anchor: set[str]) -> dict[str, str]:
+    """Each modality's head kind. On a label-space base (the offline presets' aligned image/text),
+    the anchor and proxy are the fixed label-space maps (frozen) or start there and are fine-tuned
+    on the pairs (`finetune`, what `auto` does there), and modalities read by the anchor's backbone
+    (depth, thermal, video) start at their own label-space vector, the zero-training baseline."""
+    on_labels = _label_space(preset_info) and cfg.base != "trained" and any(
+        cfg.anchor in p and all(m in data for m in p) for p in preset_info.get("aligned") or [])
+    kinds = {}
+    for m in data:
+        if m in frozen:
+            kinds[m] = "labelspace" if on_labels else "identity"
+        elif on_labels and cfg.head_init == "encoder" and (m in (cfg.anchor, cfg.proxy) or m in shares_anchor):
+            kinds[m] = "labelspace-residual"
+        else:
+            kinds[m] = "mlp" if cfg.head_init == "random" else "residual"
+    return kinds
 
 
 def train(cfg: TrainConfig, data: TrainingSet, val: TrainingSet | None = None,
@@ -236,16 +274,6 @@ def train(cfg: TrainConfig, data: TrainingSet, val: TrainingSet | None = None,
         log.info("no validation items for %s: %.0f%% of their training pairs are held out to pick each head's "
                  "best step", ", ".join(missing), 100 * cfg.val_fraction)
     feature_dims = {m: int(d.features.shape[1]) for m, d in data.items()}
-    dim = feature_dims[cfg.anchor] if frozen else cfg.dim
-    kinds = {m: "identity" if m in frozen else ("mlp" if cfg.head_init == "random" else "residual") for m in data}
-    aligned = [sorted(p) for p in (preset_info.get("aligned") or []) if set(p) <= frozen]
-    config = {**asdict(cfg), "dim": dim, "feature_dims": feature_dims, "head_kinds": kinds,
-              "base": "frozen" if frozen else "trained", "frozen": sorted(frozen),
-              "preset_name": preset_info["name"], "preset_fingerprint": preset_info.get("fingerprint"),
-              "paired": [list(p) for p in aligned], "heads": {}, "version": "unsaved"}
-    modules = build_modules(config)
-    for m, d in data.items():
-        modules.heads[m].fit_scaler(torch.as_tensor(d.features))
     backbones = preset_info.get("backbones") or {}
 
     def same_encoder(a: str, b: str) -> bool:
@@ -253,6 +281,25 @@ def train(cfg: TrainConfig, data: TrainingSet, val: TrainingSet | None = None,
         return backbones.get(a) is not None and backbones.get(a) == backbones.get(b) and feature_dims[a] == feature_dims[b]
 
     shares_anchor = {m for m in data if m != cfg.anchor and same_encoder(m, cfg.anchor)}
+    kinds = base_kinds(cfg, preset_info, data, frozen, shares_anchor)
+    carried = carried_modalities(preset_info, data, frozen)
+    for m in carried:  # placed by the frozen base with no pairs (video)
+        feature_dims[m], kinds[m] = int(preset_info["dims"][m]), kinds[cfg.anchor]
+        frozen = frozen | {m}
+    maps = _label_maps(cfg, kinds)
+    dim = len(next(iter(maps.values()))["bias"]) if maps else feature_dims[cfg.anchor] if frozen else cfg.dim
+    aligned = [sorted(p) for p in (preset_info.get("aligned") or []) if set(p) <= frozen]
+    aligned += [sorted([m, x]) for m in carried for x in sorted(frozen - set(carried))]
+    config = {**asdict(cfg), "dim": dim, "feature_dims": feature_dims, "head_kinds": kinds,
+              "base": "frozen" if frozen else "finetune" if any(k == "labelspace-residual" for k in kinds.values()) else "trained", "frozen": sorted(frozen),
+              "preset_name": preset_info["name"], "preset_fingerprint": preset_info.get("fingerprint"),
+              "paired": [list(p) for p in aligned], "heads": {}, "version": "unsaved"}
+    modules = build_modules(config)
+    for m, d in data.items():
+        if not modules.heads[m].fixed:  # a fixed head reads the features as they are: nothing to fit
+            modules.heads[m].fit_scaler(torch.as_tensor(d.features))
+    for m, args in maps.items():
+        modules.heads[m].labels.set(**args)
     curves: dict[str, Any] = {}
     anchor = data[cfg.anchor]
     h_a = modules.heads[cfg.anchor]
@@ -263,6 +310,8 @@ def train(cfg: TrainConfig, data: TrainingSet, val: TrainingSet | None = None,
     def start_head(m: str, target: str) -> str:
         """Put head m where its encoder is, relative to the (already placed) head of `target`."""
         head = modules.heads[m]
+        if head.kind.startswith("labelspace"):
+            return "its label-space vector"
         if head.kind != "residual":
             return "random" if head.kind == "mlp" else "identity"
         if m in shares_anchor and target == cfg.anchor:
@@ -297,6 +346,19 @@ def train(cfg: TrainConfig, data: TrainingSet, val: TrainingSet | None = None,
                      info["start_r1"], info["val_r1"], extra, raw, kept)
         config["heads"][m] = info
 
+    def settle(m: str, result: dict[str, Any]) -> None:
+        """A label-space head whose start validation kept is that fixed map itself: the very vectors of
+        the zero-training space, so an index built on it is extended, not re-embedded."""
+        head = modules.heads[m]
+        if head.kind != "labelspace-residual" or result.get("best_step", 0) != 0 or "best_r1" not in result:
+            return
+        fixed = type(head)(feature_dims[m], dim, kind="labelspace")
+        fixed.labels.load_state_dict(head.labels.state_dict())
+        modules.heads[m] = fixed.eval()
+        kinds[m] = config["head_kinds"][m] = "labelspace"
+        config["heads"].setdefault(m, {})["kind"] = "labelspace"
+        log.info("head %s: validation kept its label-space start; it stays that fixed map", m)
+
     def check_for(a: str, b: str) -> PairCheck | None:
         if a not in val or b not in val:
             return None
@@ -321,9 +383,9 @@ def train(cfg: TrainConfig, data: TrainingSet, val: TrainingSet | None = None,
     elif cfg.proxy in frozen:
         log.info("base: %s and %s are frozen aligned encoders; nothing to train", cfg.anchor, cfg.proxy)
         for m in frozen:
-            record(m, (m, m), "identity", {}, None)
+            record(m, (m, m), "its label-space vector" if kinds[m] == "labelspace" else "identity", {}, None)
     else:
-        trainable = [m for m in (cfg.anchor, cfg.proxy) if modules.heads[m].kind != "identity"]
+        trainable = [m for m in (cfg.anchor, cfg.proxy) if not modules.heads[m].fixed]
         if h_a.kind == "residual":
             init_pca(h_a, anchor.features, cfg.seed)
         init_p = start_head(cfg.proxy, cfg.anchor)
@@ -334,8 +396,12 @@ def train(cfg: TrainConfig, data: TrainingSet, val: TrainingSet | None = None,
                            check=(lambda: check.score(embed)) if check else None,
                            anchored=head_params(*trainable) if cfg.head_init == "encoder" else None)
         record(cfg.anchor, (cfg.anchor, cfg.proxy), "identity" if h_a.kind == "identity" else
+               "its label-space vector" if h_a.kind.startswith("labelspace") else
                ("PCA of its features" if h_a.kind == "residual" else "random"), result, check)
         record(cfg.proxy, (cfg.proxy, cfg.anchor), init_p, result, check)
+        for m in trainable:
+            settle(m, result)
+    h_a, h_p = modules.heads[cfg.anchor], modules.heads[cfg.proxy]  # settled (fixed) heads may have replaced them
     if [cfg.anchor, cfg.proxy] not in config["paired"] and sorted([cfg.anchor, cfg.proxy]) not in config["paired"]:
         config["paired"].append([cfg.anchor, cfg.proxy])
     for p in [*h_a.parameters(), *h_p.parameters()]:
@@ -369,7 +435,7 @@ def train(cfg: TrainConfig, data: TrainingSet, val: TrainingSet | None = None,
     for m, d in data.items():
         if m in (cfg.anchor, cfg.proxy) or m in frozen:
             if m in frozen and m not in config["heads"]:
-                record(m, (m, m), "identity", {}, None)
+                record(m, (m, m), "its label-space vector" if kinds[m] == "labelspace" else "identity", {}, None)
             continue
         sampler = PairSampler(d, anchor, rng, f"{m}<->{cfg.anchor}")
         head, scale_m = modules.heads[m], modules.logit_scales[m]
@@ -395,13 +461,79 @@ def train(cfg: TrainConfig, data: TrainingSet, val: TrainingSet | None = None,
                            anchored=list(head.parameters()) if cfg.head_init == "encoder" else None)
         head.eval()
         record(m, (m, cfg.anchor), init, result, check, also=checks[1] if len(checks) > 1 else None)
+        settle(m, result)
         config["paired"].append([m, cfg.anchor])
 
     modules.eval()
     bridge = Bridge(config, modules)
+    same = choose_same_modality_routes(bridge, data, val)
+    for m in bridge.modalities:
+        if m not in data:  # carried with no data to judge by: the encoder's own features, as with no training
+            same[f"{m}->{m}"] = {"route": "raw", "why": "no training data: the encoder's own features"}
+    config["same_modality"] = same
+    config["routes"] = {pair: info["route"] for pair, info in same.items()}
     if val:
         curves["val"] = validate(bridge, val)
     return bridge, curves
+
+
+def choose_same_modality_routes(bridge: Bridge, data: TrainingSet, val: TrainingSet | None = None) -> dict[str, Any]:
+    """Search by example through the space or through the encoder's own features (`raw`), per modality.
+
+    Each validation item (else each training item) queries a gallery of validation and training
+    items of its modality, itself left out; relevance is the label. The space is kept only where it
+    beats the raw features: a head trained to reach another modality can pull items onto their
+    classes and lose what told them apart. Without labels there is no evidence, and the encoder it
+    stands on is the safe side: `raw`.
+    """
+    out: dict[str, Any] = {}
+    for m in bridge.modalities:
+        if m not in data:
+            continue
+        held = val.get(m) if val else None
+        gallery = data[m] if held is None else ModalityData(
+            ids=held.ids + data[m].ids, features=np.concatenate([held.features, data[m].features]),
+            labels=list(held.labels) + list(data[m].labels), pairs=list(held.pairs) + list(data[m].pairs))
+        n_queries = len(gallery.ids) if held is None else len(held.ids)
+        labels = np.array([x if x is not None else "" for x in gallery.labels], dtype=object)
+        pair = f"{m}->{m}"
+        if n_queries < 2 or not any(labels[:n_queries]):
+            out[pair] = {"route": "raw", "why": "no labelled items to judge by: the encoder's own features"}
+            continue
+        raw = gallery.features / np.maximum(np.linalg.norm(gallery.features, axis=1, keepdims=True), 1e-12)
+        scores = {"bridge_r1": _loo_r1(bridge.embed_features(m, gallery.features), labels, n_queries),
+                  "raw_r1": _loo_r1(raw, labels, n_queries)}
+        route = "raw" if scores["raw_r1"] >= scores["bridge_r1"] else "direct"
+        out[pair] = {"route": route, **{k: round(v, 4) for k, v in scores.items()}, "queries": n_queries,
+                     "on": "validation" if held is not None else "training items"}
+        log.info("search by example %-8s R@1 through the space %.3f, raw features %.3f -> route %s", m,
+                 scores["bridge_r1"], scores["raw_r1"], route)
+    return out
+
+
+def _loo_r1(vectors: np.ndarray, labels: np.ndarray, n_queries: int) -> float:
+    """R@1 by label of the first `n_queries` rows against all rows, each query's own row left out."""
+    hits = []
+    for start in range(0, n_queries, 1024):
+        q = vectors[start:min(n_queries, start + 1024)]
+        sim = q @ vectors.T
+        sim[np.arange(len(q)), np.arange(start, start + len(q))] = -np.inf
+        top = sim.argmax(1)
+        hits.append((labels[start:start + len(q)] == labels[top]) & (labels[start:start + len(q)] != ""))
+    labelled = labels[:n_queries] != ""
+    return float(np.concatenate(hits)[labelled].mean())
+
+
+def _label_maps(cfg: TrainConfig, kinds: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """The label-space maps of the heads that stand on one (loads the preset's classifier and text encoder)."""
+    wanted = [m for m, k in kinds.items() if k.startswith("labelspace")]
+    if not wanted:
+        return {}
+    from bridge.encoders import load_preset
+    from bridge.labelspace import label_maps
+
+    # A modality read by the image backbone (depth, thermal, video) uses the image classifier's head.
+    return label_maps(load_preset(cfg.preset), wanted)
 
 
 def _adopt_base(modules: BridgeModules, base: Bridge, config: dict[str, Any]) -> None:

@@ -1,5 +1,7 @@
 """`ebridge index DIR --index PATH [--bridge CKPT_DIR]`: index a folder, incrementally.
 
+    ebridge index photos --index runs/photos.index                         # no training: the offline space
+
     ebridge index data/digits --index runs/digits-index --bridge runs/bridge
     ebridge index data/digits --index runs/digits-index              # later runs: only changes
     ebridge index data --index idx --qdrant-url http://qdrant:6333 --collection digits \\
@@ -25,7 +27,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--index", type=Path, required=True,
                    help="index folder: store, bridge copy, manifest, errors report (created if missing)")
     p.add_argument("--bridge", type=Path, default=None,
-                   help="bridge checkpoint directory; needed the first time only (the index keeps a copy)")
+                   help="bridge checkpoint directory (the index keeps a copy). Without it, a new index uses the "
+                        "pretrained space of --preset with no training; a bridge trained later on that preset "
+                        "extends the index with the modalities it binds")
+    p.add_argument("--preset", default=None,
+                   help="for a new index without --bridge: the preset whose pretrained space to use (default: offline)")
     p.add_argument("--reembed", action="store_true",
                    help="re-embed every file (required to switch the index to another bridge)")
     p.add_argument("--replace", action="store_true",
@@ -73,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     from indexer.index import index_directory
 
     summary = index_directory(
-        args.directory, args.index, bridge=args.bridge, qdrant_url=args.qdrant_url, collection=args.collection,
+        args.directory, args.index, bridge=args.bridge, preset=args.preset, qdrant_url=args.qdrant_url, collection=args.collection,
         api_key=args.qdrant_api_key, shards=args.shards, replication=args.replication,
         quantization=args.quantization, exclude=args.exclude, modality=args.modality, sidecar=args.sidecar,
         label_from_folder=args.label_from_folder, batch_size=args.batch_size, workers=args.workers,
@@ -93,6 +99,9 @@ def run(args: argparse.Namespace) -> int:
     if s.repaired:
         print(f"  repaired  {s.repaired:>8}   damaged points found in the store, embedded again")
     print(f"  errors    {s.errors:>8}   {'see ' + s.errors_report if s.errors else ''}")
+    if s.skipped:
+        print(f"  skipped   {sum(s.skipped.values()):>8}   {_by_modality(s.skipped)}: this space cannot place them; "
+              "bind them with `ebridge train` (see the errors report)")
     if s.ignored:
         print(f"  ignored   {s.ignored:>8}   (no modality reads these files)")
     print(f"  points    {s.points:>8}   in {s.seconds:.1f}s"

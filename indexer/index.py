@@ -23,6 +23,7 @@ in run order, so the crash-safety argument can be read top to bottom.)
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -31,6 +32,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
+
+import numpy as np
 
 from bridge.errors import BridgeMismatchError, CheckpointError, EmergentBridgeError
 from bridge.files import fsync_dir
@@ -41,7 +44,7 @@ from indexer.pipeline import Pipeline
 from indexer.scan import ShardSpec, scan_directory
 from indexer.record import INDEX_FORMAT, read_record, write_record
 from indexer.verify import StoreDamagedError, check_points, remove_points
-from indexer.store import ID_NAMESPACE, CollectionSpec, Store, describe, open_store, point_id, resolve_location
+from indexer.store import ID_NAMESPACE, CollectionSpec, Point, Store, describe, open_store, point_id, resolve_location
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +77,7 @@ class IndexSummary:
     bridge_version: str = ""
     shard: str | None = None
     by_modality: dict[str, int] = field(default_factory=dict)
+    skipped: dict[str, int] = field(default_factory=dict)  # files of modalities the space cannot place
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -106,12 +110,17 @@ def index_directory(
     optimize: bool = True,
     progress: bool = True,
     feature_cache: str | Path | None = None,
+    preset: str | None = None,
 ) -> IndexSummary:
     """Index (or bring up to date) `directory` into the index at `index_path`.
 
-    `bridge` is a checkpoint directory or a `Bridge`; needed the first time only (the
-    index keeps a copy). A different bridge than the index was built with raises
-    `BridgeMismatchError` unless `reembed=True`, which re-embeds every file.
+    `bridge` is a checkpoint directory or a `Bridge`; the index keeps a copy. Without one, a new
+    index uses the pretrained space of `preset` (default `offline`) with no training at all:
+    photos and texts (and video frames) are embedded, and files of modalities that space cannot
+    place are reported as skipped with how to bind them. A bridge trained later on the same preset
+    extends the index: its points keep their vectors and the new modalities are added. Any other
+    bridge than the index was built with raises `BridgeMismatchError` unless `reembed=True`,
+    which re-embeds every file.
 
     `qdrant_url` selects the server backend: an http(s) URL, `":memory:"`, a folder for
     qdrant-client's local mode, or a `QdrantClient` (left open: the caller owns it).
@@ -164,7 +173,7 @@ def index_directory(
 
     with IndexLock(index_dir, reader_wait_s=wait_for_readers), _torch_threads(torch_threads):
         crash_point("lock")
-        the_bridge, _ = resolve_bridge(index_dir, bridge, reembed=reembed)
+        the_bridge, extended = resolve_bridge(index_dir, bridge, reembed=reembed, preset=preset)
         if device is not None:
             the_bridge.to(device)
         _attach_feature_cache(the_bridge, feature_cache)
@@ -177,10 +186,12 @@ def index_directory(
         try:
             created = _prepare_store(store, the_bridge, manifest, shards=shards, replication=replication,
                                      quantization=quantization, reembed=reembed, where=where,
-                                     fresh=moved and replace)
+                                     fresh=moved and replace, extends=extended.version if extended else None)
             if moved and replace:
                 log.warning("%s: replacing the index of %s by one of %s", index_dir, old_root, root)
             crash_point("store")
+            if extended is not None and not created:
+                _adopt_extension(store, manifest, extended, the_bridge)
             _update_metadata(store, the_bridge)
             if manifest.damaged is not None and not created:
                 n = manifest.rebuild_from(store.scroll(), owns=shard.owns if shard else None)
@@ -221,6 +232,12 @@ def index_directory(
             summary.unchanged += counts.unchanged
             summary.errors += counts.errors
             summary.by_modality = dict(counts.by_modality)
+            summary.skipped = dict(counts.skipped)
+            for m, n in sorted(summary.skipped.items()):
+                log.warning("%d %s file(s) skipped: the space of %s cannot place %s. Bind %s to it from a few pairs "
+                            "(`ebridge train PAIRS.csv --preset %s --out runs/bridge`), then run `ebridge index %s "
+                            "--index %s --bridge runs/bridge`", n, m, the_bridge.config.get("preset_name"), m, m,
+                            the_bridge.config.get("preset_name"), directory, index_path)
             summary.encode_seconds = round(counts.encode_seconds, 3)
             summary.items_per_s = round(counts.indexed / pipe_seconds, 2) if counts.indexed and pipe_seconds else 0.0
             crash_point("pipeline")
@@ -284,27 +301,27 @@ def index_bridge(index_path: str | Path) -> Any:
 
 
 def _check_bridge_given(index_dir: Path, bridge: Any) -> None:
-    """Refuse a run that has no bridge to use, before anything is created."""
+    """Refuse a run whose bridge is not a checkpoint, before anything is created."""
     from bridge.space import CONFIG_FILE
 
-    copy = index_dir / BRIDGE_DIR
-    if bridge is None and not (copy / CONFIG_FILE).is_file() and not (copy.with_name(".bridge.old") / CONFIG_FILE).is_file():
-        raise FileNotFoundError(
-            f"{index_dir} has no bridge yet: the first run needs --bridge CKPT_DIR (a checkpoint from "
-            "`ebridge train`); later runs use the copy kept in the index")
     if isinstance(bridge, (str, Path)) and not (Path(bridge) / CONFIG_FILE).is_file():
         raise FileNotFoundError(f"{bridge} is not a bridge checkpoint (no {CONFIG_FILE}); give the folder "
                                 "`ebridge train --out` wrote")
 
 
-def resolve_bridge(index_dir: Path, bridge: Any, *, reembed: bool = False) -> tuple[Any, bool]:
-    """The bridge for this run, and whether it replaced the index's copy.
+def resolve_bridge(index_dir: Path, bridge: Any, *, reembed: bool = False,
+                   preset: str | None = None) -> tuple[Any, Any]:
+    """The bridge for this run, and the index's previous bridge when the new one *extends* it.
 
-    No `bridge`: the index's copy. A `bridge` and no copy: it becomes the copy. A
-    different one than the copy: BridgeMismatchError, or with `reembed` the new copy.
-    A damaged copy is restored from the given bridge when it has the copy's version, and
-    otherwise raises CheckpointError saying which checkpoint restores it.
+    No `bridge`: the index's copy, or for a new index the pretrained space of `preset` (no
+    training, `Bridge.from_preset`). A `bridge` and no copy: it becomes the copy. A different
+    one than the copy: accepted when it extends it (every modality the copy embeds gets the very
+    same vectors: a bridge trained on the same pretrained base binding more modalities), else
+    BridgeMismatchError, or with `reembed` the new copy. A damaged copy is restored from the
+    given bridge when it has the copy's version, and otherwise raises CheckpointError saying
+    which checkpoint restores it.
     """
+    from bridge.encoders.presets import DEFAULT_PRESET
     from bridge.space import Bridge
 
     copy = index_dir / BRIDGE_DIR
@@ -314,29 +331,38 @@ def resolve_bridge(index_dir: Path, bridge: Any, *, reembed: bool = False) -> tu
         old.rename(copy)
     have_copy = (copy / "config.json").is_file()
     copy_version = _copy_version(copy) if have_copy else None
+    if bridge is None and not have_copy:
+        bridge = Bridge.from_preset(preset or DEFAULT_PRESET)
+        log.info("no bridge given: indexing into the pretrained space of preset %s, with no training (it places "
+                 "%s)", bridge.config["preset_name"], ", ".join(bridge.modalities))
     if bridge is None:
-        if not have_copy:
-            raise FileNotFoundError(
-                f"{index_dir} has no bridge yet: the first run needs --bridge CKPT_DIR (a checkpoint from "
-                "`ebridge train`); later runs use the copy kept in the index")
         try:
-            return Bridge.load(copy), False
+            copy_bridge = Bridge.load(copy)
+            if preset is not None and preset != copy_bridge.config.get("preset_name"):
+                log.warning("%s was built with preset %s; --preset %s is ignored (the index keeps its own space)",
+                            index_dir, copy_bridge.config.get("preset_name"), preset)
+            return copy_bridge, None
         except CheckpointError as exc:
             raise CheckpointError(
                 f"the index's bridge copy is damaged ({exc}). Restore it: re-run with --bridge CKPT_DIR, the "
                 f"checkpoint the index was built with (version {copy_version or 'unknown'})") from None
     given = bridge if isinstance(bridge, Bridge) else Bridge.load(bridge)
+    extended = None
     if have_copy and isinstance(bridge, (str, Path)) and Path(bridge).resolve() == copy.resolve():
-        return given, False
+        return given, None
     if have_copy:
         if copy_version == given.version:
             try:
-                return Bridge.load(copy), False
+                return Bridge.load(copy), None
             except CheckpointError as exc:
                 log.warning("repairing the index's bridge copy from the given checkpoint (%s)", exc)
         elif copy_version is None:
             # Which bridge made the points is still known to the store (checked next).
             log.warning("the index's bridge copy is unreadable; replacing it with the given bridge %s", given.version)
+        elif not reembed and (extended := _extended(copy, given)) is not None:
+            log.info("bridge %s extends the index's %s: it embeds %s the same way and adds %s; their points keep "
+                     "their vectors", given.version, copy_version, ", ".join(extended.modalities),
+                     ", ".join(m for m in given.modalities if m not in extended.modalities) or "nothing")
         elif not reembed:
             raise BridgeMismatchError(
                 f"{index_dir} was built with bridge {copy_version}, but the given bridge is {given.version}. "
@@ -345,7 +371,27 @@ def resolve_bridge(index_dir: Path, bridge: Any, *, reembed: bool = False) -> tu
         else:
             log.warning("re-embedding %s: bridge %s replaces %s", index_dir, given.version, copy_version)
     _install_copy(copy, bridge if not isinstance(bridge, Bridge) else None, given)
-    return given, have_copy
+    return given, extended
+
+
+def _extended(copy: Path, given: Any) -> Any:
+    """The index's bridge when `given` embeds every modality of it exactly as it does (same head
+    kind and tensors: a bridge bound to the same pretrained base), else None."""
+    from bridge.space import Bridge
+
+    try:
+        old = Bridge.load(copy)
+    except CheckpointError:
+        return None
+    if old.config.get("preset_name") != given.config.get("preset_name") or old.dim != given.dim:
+        return None
+    for m in old.modalities:
+        if m not in given.modalities or old.config["head_kinds"].get(m) != given.config["head_kinds"].get(m):
+            return None
+        a, b = old.modules.heads[m].state_dict(), given.modules.heads[m].state_dict()
+        if a.keys() != b.keys() or any(not bool((a[k] == b[k]).all()) for k in a):
+            return None
+    return old
 
 
 def _copy_version(copy: Path) -> str | None:
@@ -398,17 +444,62 @@ def _install_copy(copy: Path, source_dir: Any, bridge: Any) -> None:
 # ---------------------------------------------------------------------- the store
 
 
+def _adopt_extension(store: Store, manifest: Manifest, old: Any, new: Any) -> None:
+    """The index's points of modalities the new bridge embeds as the old one did keep their bridged
+    (and raw) vectors bit for bit; only their proxy view is G's of the new bridge, computed from the
+    stored vector (no file is read or encoded again). A run killed here re-embeds what it had not
+    yet moved over, with the same vectors."""
+    kept = set(old.modalities)
+    todo = [r for r in manifest.rows.values() if r.status == INDEXED and r.modality in kept
+            and r.bridge_version == old.version]
+    for start in range(0, len(todo), 512):
+        rows = todo[start:start + 512]
+        records = store.retrieve([r.point_id for r in rows], with_vectors=True)
+        points = []
+        for rec in records:
+            vectors = dict(rec.vectors or {})
+            if "bridged" not in vectors:
+                continue
+            vectors.pop("proxy", None)
+            if new.has_proxy:
+                vectors["proxy"] = new.proxy_view(np.asarray(vectors["bridged"], np.float32)[None, :])[0]
+            points.append(Point(rec.id, vectors, {**rec.payload, "bridge_version": new.version}))
+        store.upsert(points)
+        store.flush()
+        moved = {str(rec.id) for rec in records}
+        manifest.commit([dataclasses.replace(r, bridge_version=new.version) for r in rows if str(r.point_id) in moved])
+    if todo:
+        log.info("%d points of %s kept their vectors under bridge %s", len(todo), ", ".join(sorted(kept)),
+                 new.version)
+
+
+def raw_vectors(bridge: Any) -> dict[str, int]:
+    """The `raw_<modality>` named vectors: each modality's own encoder features (the `raw` route of
+    search by example), declared for every modality of the preset so that a bridge binding more
+    modalities later never changes the collection's layout."""
+    preset = bridge.preset
+    return {f"raw_{m}": int(preset.dim(m)) for m in preset.modalities}
+
+
 def _prepare_store(store: Store, bridge: Any, manifest: Manifest, *, shards: int, replication: int,
-                   quantization: str | None, reembed: bool, where: str, fresh: bool = False) -> bool:
-    """Create the collection if needed (or, `fresh`, anew), or check that it fits this bridge;
-    True if created."""
-    vectors = {"bridged": bridge.dim, "proxy": bridge.dim}
+                   quantization: str | None, reembed: bool, where: str, fresh: bool = False,
+                   extends: str | None = None) -> bool:
+    """Create the collection if needed (or, `fresh`, anew), or check that it fits this bridge (or
+    holds the vectors of `extends`, the version it extends); True if created."""
+    vectors = {"bridged": bridge.dim, "proxy": bridge.dim, **raw_vectors(bridge)}
     spec = CollectionSpec(vectors=vectors, payload_indexes=dict(PAYLOAD_INDEXES), quantization=quantization,
                           shards=shards, replication=replication)
     if store.exists() and not fresh:
         stored_version = store.metadata.get("bridge_version")
         dims_differ = store.spec.vectors != vectors
-        if (stored_version not in (None, bridge.version) or dims_differ) and not reembed:
+        if dims_differ and set(store.spec.vectors) == {"bridged", "proxy"} and all(
+                store.spec.vectors[k] == vectors[k] for k in ("bridged", "proxy")):
+            # An index from before the raw route: it still searches (by its bridged vectors); its
+            # points get raw vectors when --reembed rewrites them.
+            dims_differ = False
+            log.info("%s: made before raw vectors were stored; search by example uses the bridged vectors "
+                     "(re-index with --reembed to add them)", where)
+        if (stored_version not in (None, bridge.version, extends) or dims_differ) and not reembed:
             raise BridgeMismatchError(
                 f"{where}: the collection holds vectors of bridge {stored_version} ({store.spec.vectors}); this "
                 f"run's bridge is {bridge.version} ({vectors}). Pass --reembed to re-embed everything, or use "
@@ -440,7 +531,8 @@ def _update_metadata(store: Store, bridge: Any) -> None:
         "roles": {"anchor": cfg.get("anchor"), "proxy": cfg.get("proxy")},
         "paired": cfg.get("paired", []),
         "modalities": list(bridge.modalities),
-        "vectors": {"bridged": "bridge.embed", "proxy": "bridge.proxy_view(bridged)"},
+        "vectors": {"bridged": "bridge.embed", **({"proxy": "bridge.proxy_view(bridged)"} if bridge.has_proxy else {}),
+                    **{name: "the encoder's own features" for name in raw_vectors(bridge)}},
         "id_namespace": str(ID_NAMESPACE),
         "index_format": INDEX_FORMAT,
     }

@@ -67,6 +67,7 @@ class ReadResult:
     item: Any = None  # canonical form (see bridge.modalities), None when touched or bad
     error: str | None = None
     touched: bool = False  # same bytes as the manifest's row: nothing to embed
+    skipped: bool = False  # a modality this bridge's space cannot place (the reason says how to bind it)
 
 
 @dataclass
@@ -75,6 +76,7 @@ class RunCounts:
     unchanged: int = 0  # touched files (mtime changed, same bytes)
     errors: int = 0
     by_modality: Counter = field(default_factory=Counter)
+    skipped: Counter = field(default_factory=Counter)  # per modality: files the space cannot place
     encode_seconds: float = 0.0  # time inside the encoder's forward passes
 
 
@@ -86,6 +88,13 @@ def file_hash(data: bytes) -> str:
         'cf4ab791'
     """
     return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+def skip_reason(modality: str, modalities: Sequence[str]) -> str:
+    """Why a file of `modality` is not embedded, and how to bind that modality to the space."""
+    return (f"skipped: this index's space cannot place {modality} (it embeds {', '.join(modalities)}); bind "
+            f"{modality} to it from a few pairs with `ebridge train PAIRS.csv --preset PRESET --out runs/bridge`, "
+            "then `ebridge index DIR --index INDEX --bridge runs/bridge` adds these files")
 
 
 def read_file(entry: FileEntry, known: ManifestRow | None = None, modalities: Sequence[str] | None = None) -> ReadResult:
@@ -103,8 +112,7 @@ def read_file(entry: FileEntry, known: ManifestRow | None = None, modalities: Se
         res.error = entry.problem
         return res
     if modalities is not None and entry.modality not in modalities:
-        res.error = (f"this bridge has no {entry.modality} head (it embeds {', '.join(modalities)}); "
-                     "train one for this modality or exclude these files")
+        res.error, res.skipped = skip_reason(entry.modality, modalities), True
         return res
     try:
         st, res.content_hash = hash_file(entry.abs_path)
@@ -397,10 +405,18 @@ class Pipeline:
             if good and batch.features is not None:
                 modality = good[0].entry.modality
                 z = self.bridge.embed_features(modality, batch.features)
-                proxy = self.bridge.proxy_view(z)
-                for r, zb, zp in zip(good, z, proxy):
+                proxy = self.bridge.proxy_view(z) if self.bridge.has_proxy else None
+                raw = f"raw_{modality}" if f"raw_{modality}" in self.store.spec.vectors else None
+                # Unit rows, as the engine stores cosine vectors (qdrant-client's local mode does not normalise).
+                feats = batch.features / np.maximum(np.linalg.norm(batch.features, axis=1, keepdims=True), 1e-12)
+                for i, (r, zb) in enumerate(zip(good, z)):
                     pid = point_id(r.entry.rel_path)
-                    points.append(Point(pid, {"bridged": zb, "proxy": zp}, payload_for(r, version)))
+                    vectors = {"bridged": zb}
+                    if proxy is not None:
+                        vectors["proxy"] = proxy[i]
+                    if raw is not None:
+                        vectors[raw] = feats[i]
+                    points.append(Point(pid, vectors, payload_for(r, version)))
                     rows.append(_row(r, pid, INDEXED, "", version))
                     self.counts.by_modality[modality] += 1
                 self.counts.indexed += len(good)
@@ -415,7 +431,10 @@ class Pipeline:
                     if old is not None and old.status == INDEXED:
                         stale.append(old.point_id)
                     rows.append(_row(r, pid, ERROR, r.error, version))
-                    self.counts.errors += 1
+                    if r.skipped:
+                        self.counts.skipped[r.entry.modality] += 1
+                    else:
+                        self.counts.errors += 1
                     log.debug("skipped %s: %s", r.entry.rel_path, r.error)
         if points:
             self.store.upsert(points, batch=max(256, len(points)))

@@ -77,6 +77,17 @@ def vector_problem(vectors: dict[str, np.ndarray] | None, names: Iterable[str]) 
     return None
 
 
+def point_vectors(store: Store, modality: str | None) -> list[str]:
+    """The named vectors a point of `modality` must carry: `bridged`; `proxy` when the index's bridge
+    has G (its metadata lists the vectors it writes); `raw_<modality>` where the collection has it."""
+    spec = store.spec.vectors
+    written = store.metadata.get("vectors") or {"bridged": None, "proxy": None}
+    names = [n for n in ("bridged", "proxy") if n in written and n in spec]
+    if modality is not None and f"raw_{modality}" in spec:
+        names.append(f"raw_{modality}")
+    return names
+
+
 def check_points(store: Store, rows: Sequence[ManifestRow], *, full_limit: int = FULL_CHECK_LIMIT,
                  sample: int = SAMPLE_SIZE, seed: int | None = None) -> StoreCheck:
     """Check the points of the manifest's indexed rows (all, or a random sample when there are many).
@@ -89,7 +100,6 @@ def check_points(store: Store, rows: Sequence[ManifestRow], *, full_limit: int =
     indexed = [r for r in rows if r.status == INDEXED]
     if len(indexed) > full_limit:
         indexed = random.Random(seed).sample(indexed, sample)
-    names = list(store.spec.vectors)
     check = StoreCheck()
     for i in range(0, len(indexed), _BATCH):
         chunk = indexed[i:i + _BATCH]
@@ -108,7 +118,8 @@ def check_points(store: Store, rows: Sequence[ManifestRow], *, full_limit: int =
                     records[got[0].id] = got[0]
         for row in chunk:
             check.checked += 1
-            problem = failed.get(row.point_id) or _record_problem(records.get(row.point_id), row, names)
+            problem = failed.get(row.point_id) or _record_problem(records.get(row.point_id), row,
+                                                                  point_vectors(store, row.modality))
             if problem:
                 check.damaged[row.point_id] = problem
     return check
@@ -116,7 +127,6 @@ def check_points(store: Store, rows: Sequence[ManifestRow], *, full_limit: int =
 
 def check_page(store: Store, limit: int = 256) -> StoreCheck:
     """Check one page of points, without a manifest (what a reader does when it opens an index)."""
-    names = list(store.spec.vectors)
     check = StoreCheck()
     try:
         records = []
@@ -129,7 +139,8 @@ def check_page(store: Store, limit: int = 256) -> StoreCheck:
         return check
     for rec in records:
         check.checked += 1
-        problem = vector_problem(rec.vectors, names) or (None if "path" in rec.payload else "payload has no path")
+        problem = vector_problem(rec.vectors, point_vectors(store, rec.payload.get("modality"))) or (
+            None if "path" in rec.payload else "payload has no path")
         if problem:
             check.damaged[rec.id] = problem
     return check

@@ -75,7 +75,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--source", choices=MODALITIES, help="the query file's modality, if its name does not tell")
     p.add_argument("--target", nargs="+", choices=MODALITIES, help="modality(ies) to return (default: all)")
     p.add_argument("-k", type=int, default=10, help="number of hits (default 10)")
-    p.add_argument("--route", default="auto", choices=["auto", "direct", "proxy", "fused"])
+    p.add_argument("--route", default="auto", choices=["auto", "direct", "proxy", "fused", "raw"],
+                   help="auto: the index's route table; raw: a same-modality search through the encoder's own features")
     p.add_argument("--filter", action="append", default=[], metavar="FIELD=VALUE",
                    help="payload filter, repeatable (label=seven, path_prefix=audio/)")
     p.add_argument("--bridge", type=Path, default=None,
@@ -104,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
     if args.server:
         from query.serve.client import search
 
-        hits = [{k: h.get(k) for k in ("id", "path", "modality", "score", "route", "label")} for h in search(
+        hits = [{k: h.get(k) for k in ("id", "path", "modality", "score", "route", "score_kind", "label")} for h in search(
             args.server, text=args.text, file=args.file, id=args.id, target=args.target, k=args.k,
             filter=parse_filters(args.filter), route=args.route, source=args.source, api_key=args.api_key)]
     else:

@@ -7,6 +7,10 @@ Routes (which one a pair takes is data: the index's route table, overridable per
   sides are compared as text-like proxy embeddings.
 - `fused`: both searches fused by weighted reciprocal-rank fusion in ONE Qdrant Query API
   call (prefetch + fusion). The default for pairs that never had paired data.
+- `raw`: same-modality search (search by example) through the encoder's own features, stored
+  beside each point as `raw_<modality>`. Taken where validation says the encoder beats the space
+  (always on a zero-training space, whose vectors are a function of those features), so search
+  by example is never worse than the encoder it stands on.
 
 Example:
     >>> index = Index.open("digits.index")                                  # doctest: +SKIP
@@ -32,7 +36,9 @@ from indexer.verify import StoreDamagedError, check_page
 
 log = logging.getLogger(__name__)
 
-ROUTES = ("direct", "proxy", "fused")
+CROSS_ROUTES = ("direct", "proxy", "fused")  # what a search between two modalities can take
+ROUTES = (*CROSS_ROUTES, "raw")
+SCORE_KINDS = {"direct": "cosine", "proxy": "cosine", "raw": "cosine", "fused": "rrf"}
 BRIDGE_DIR = "bridge"
 
 
@@ -50,9 +56,14 @@ class SearchHit:
     label: str | None = None
     payload: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def score_kind(self) -> str:
+        """The scale of `score`: "cosine" (direct, proxy, raw) or "rrf" (fused ranks): never compare across."""
+        return SCORE_KINDS.get(self.route, "cosine")
+
     def to_json(self) -> dict[str, Any]:
         return {"id": str(self.id), "path": self.path, "modality": self.modality, "score": round(self.score, 6),
-                "route": self.route, "label": self.label}
+                "route": self.route, "score_kind": self.score_kind, "label": self.label}
 
 
 @dataclass
@@ -167,16 +178,32 @@ class Index:
         return dict(self.store.metadata.get("routes", {}))
 
     def route_for(self, source: str, target: str) -> str:
-        """The route table's choice, else `direct` for paired pairs and `fused` for unpaired ones."""
-        chosen = self.routes.get(f"{source}->{target}")
+        """The index's route table (calibrated by the benchmark), else the bridge's own (chosen on
+        validation at training: `raw` where the encoder beats the space for a same-modality pair),
+        else `direct` for paired pairs and `fused` for unpaired ones (`direct` without G)."""
+        pair = f"{source}->{target}"
+        chosen = self.routes.get(pair) or self.bridge.config.get("routes", {}).get(pair)
+        if chosen == "raw" and not self.has_raw(target):
+            chosen = None  # an index made before raw vectors were stored
         if chosen:
             return chosen
-        return "direct" if self.bridge.is_paired(source, target) else "fused"
+        if self.bridge.is_paired(source, target) or not self.bridge.has_proxy:
+            return "direct"
+        return "fused"
+
+    def has_raw(self, modality: str) -> bool:
+        """Whether this index stores `modality`'s own encoder features (the raw route)."""
+        return f"raw_{modality}" in self.store.spec.vectors
 
     # ------------------------------------------------------------------ queries
 
     def embed_query(self, query: Any, source: str | None = None) -> tuple[str, np.ndarray]:
-        """A query -> (its modality, its bridged vector).
+        """A query -> (its modality, its bridged vector). See `embed_query_features` for the rest."""
+        modality, z, _ = self.embed_query_features(query, source)
+        return modality, z
+
+    def embed_query_features(self, query: Any, source: str | None = None) -> tuple[str, np.ndarray, np.ndarray | None]:
+        """A query -> (its modality, its bridged vector, its encoder features: the raw route's query).
 
         A query is a file path, raw text, an array (give `source`), or `{"id": point_id}` for
         an item already in the index (its stored vector is used). A `pathlib.Path` is always a
@@ -188,13 +215,16 @@ class Index:
                 raise QueryError("an id query needs a point id: the `id` of a search hit (a UUID), "
                                  "e.g. --id 0b7f9d2e-...")
             try:
-                records = self.store.retrieve([pid], with_vectors=["bridged"])
+                records = self.store.retrieve([pid], with_vectors=True)
             except (ValueError, TypeError) as exc:
                 raise QueryError(f"--id {pid!r}: not a point id ({exc})") from None
             if not records:
                 raise QueryError(f"no point with id {query['id']!r} in this index")
             rec = records[0]
-            return rec.payload["modality"], np.asarray(rec.vectors["bridged"], dtype=np.float32)
+            modality = rec.payload["modality"]
+            raw = (rec.vectors or {}).get(f"raw_{modality}")
+            return (modality, np.asarray(rec.vectors["bridged"], dtype=np.float32),
+                    None if raw is None else np.asarray(raw, dtype=np.float32))
         if isinstance(query, Path) or (isinstance(query, str) and source != "text" and names_a_file(query)):
             path = Path(query)
             _check_query_file(path)
@@ -214,7 +244,8 @@ class Index:
             raise QueryError(f"unsupported query type {type(query).__name__}: give a path, text, array or {{'id': ...}}")
         if modality not in self.bridge.modalities:
             raise QueryError(f"this index's bridge has no {modality} head (it knows {', '.join(self.bridge.modalities)})")
-        return modality, self.bridge.embed_features(modality, self.bridge.encode(modality, [item]))[0]
+        features = self.bridge.encode(modality, [item])
+        return modality, self.bridge.embed_features(modality, features)[0], features[0]
 
     def search(self, query: Any, target: str | Sequence[str] | None = None, k: int = 10,
                filter: Mapping[str, Any] | Filter | None = None, route: str = "auto",
@@ -224,8 +255,9 @@ class Index:
         Example:
             >>> index.search("seven", target="audio", k=3, filter={"label": "seven"})   # doctest: +SKIP
         """
-        modality, z = self.embed_query(query, source)
-        return self.search_vectors(modality, z[None, :], target, k, filter, route)[0]
+        modality, z, features = self.embed_query_features(query, source)
+        return self.search_vectors(modality, z[None, :], target, k, filter, route,
+                                   features=None if features is None else features[None, :])[0]
 
     def search_batch(self, queries: Sequence[Any], target: str | Sequence[str] | None = None, k: int = 10,
                      filter: Mapping[str, Any] | Filter | None = None, route: str = "auto",
@@ -233,28 +265,44 @@ class Index:
         """Many queries of one modality at once (one backend call per route)."""
         if not queries:
             return []
-        embedded = [self.embed_query(q, source) for q in queries]
-        modalities = {m for m, _ in embedded}
+        embedded = [self.embed_query_features(q, source) for q in queries]
+        modalities = {m for m, _, _ in embedded}
         if len(modalities) > 1:
             raise QueryError(f"a batch must hold one query modality, got {sorted(modalities)}")
-        return self.search_vectors(modalities.pop(), np.stack([z for _, z in embedded]), target, k, filter, route)
+        features = None if any(f is None for _, _, f in embedded) else np.stack([f for _, _, f in embedded])
+        return self.search_vectors(modalities.pop(), np.stack([z for _, z, _ in embedded]), target, k, filter, route,
+                                   features=features)
 
     def search_vectors(self, source: str, vectors: np.ndarray, target: str | Sequence[str] | None = None,
                        k: int = 10, filter: Mapping[str, Any] | Filter | None = None,
-                       route: str = "auto", views: np.ndarray | None = None) -> list[list[SearchHit]]:
+                       route: str = "auto", views: np.ndarray | None = None,
+                       features: np.ndarray | None = None) -> list[list[SearchHit]]:
         """Search with bridged vectors already computed (what the benchmark uses); `views`,
-        their proxy views if already computed (G costs a few denoiser passes per query)."""
+        their proxy views if already computed (G costs a few denoiser passes per query);
+        `features`, the queries' encoder features (the raw route; without them it is not taken)."""
         targets = _targets(target)
         _check_k(k)
         _check_filter(filter)
         if route not in ("auto", *ROUTES):
             raise QueryError(f"unknown route {route!r}; choose auto, {', '.join(ROUTES)}")
+        if route == "raw" and any(t != source for t in targets):
+            raise QueryError(f"route raw compares a modality's own encoder features: it searches {source} with a "
+                             f"{source} query, not {', '.join(t for t in targets if t != source)}")
+        if route in ("proxy", "fused") and not self.bridge.has_proxy:
+            raise QueryError(f"route {route} needs G, and this index's space ({self.bridge.version}) has none: it "
+                             "was indexed with no training; use route direct (or bind modalities with `ebridge train`)")
         by_route: dict[str, list[str]] = {}
         for t in targets:
-            by_route.setdefault(self.route_for(source, t) if route == "auto" else route, []).append(t)
-        if views is None and set(by_route) - {"direct"}:
+            r = self.route_for(source, t) if route == "auto" else route
+            if r == "raw" and (features is None or not self.has_raw(t)):
+                if route == "raw":
+                    raise QueryError("route raw needs the query's encoder features and an index that stores "
+                                     f"raw_{t} vectors (re-index with --reembed to add them)")
+                r = "direct"
+            by_route.setdefault(r, []).append(t)
+        if views is None and set(by_route) & {"proxy", "fused"}:
             views = self.bridge.proxy_view(vectors)
-        per_route = [self._search_route(r, ts, vectors, views, k, filter) for r, ts in by_route.items()]
+        per_route = [self._search_route(r, ts, vectors, views, k, filter, features) for r, ts in by_route.items()]
         if len(per_route) == 1:
             return per_route[0]
         # Scores of different routes are not comparable (cosine vs fusion): interleave by rank.
@@ -265,11 +313,15 @@ class Index:
         return merged
 
     def _search_route(self, route: str, targets: list[str], vectors: np.ndarray, views: np.ndarray | None,
-                      k: int, filter: Mapping[str, Any] | Filter | None) -> list[list[SearchHit]]:
+                      k: int, filter: Mapping[str, Any] | Filter | None,
+                      features: np.ndarray | None = None) -> list[list[SearchHit]]:
         flt = _with_modality(filter, targets)
         try:
             if route == "direct":
                 results = self.store.search_batch("bridged", vectors, k, flt)
+            elif route == "raw":
+                unit = features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
+                results = self.store.search_batch(f"raw_{targets[0]}", unit, k, flt)
             elif route == "proxy":
                 results = self.store.search_batch("proxy", views, k, flt)
             else:

@@ -8,7 +8,7 @@ pytest.importorskip("torch")
 
 from indexer.index import index_directory  # noqa: E402
 from indexer.store import ServerStore  # noqa: E402
-from query.search import ROUTES, Index, QueryError  # noqa: E402
+from query.search import CROSS_ROUTES as ROUTES, Index, QueryError  # noqa: E402
 from tests.conftest import tiny_digits_index  # noqa: E402
 
 

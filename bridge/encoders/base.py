@@ -88,6 +88,12 @@ class Backbone:
         entry's non-null size/mean/std on top; None = use the encoder's generic resize/crop."""
         return None
 
+    def classifier(self, classes: int) -> tuple[np.ndarray, np.ndarray]:
+        """The network's own classification head over its features: (weight (classes, dim), bias).
+        What a label-space preset (`bridge.labelspace`) places images with; most backbones have none."""
+        raise PresetError(f"backbone {self.name!r} has no classifier head, so it cannot place images in a label "
+                          "space; use a preset whose image backbone has one (efficientnet-lite0) or CLIP weights")
+
     def load(self) -> None:
         """Build the network and read the weights (idempotent, thread-safe)."""
         if self._loaded:

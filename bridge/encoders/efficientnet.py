@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from bridge.deps import require
-from bridge.encoders.base import Backbone, WeightsUnavailableError, _weights_source, register_backbone
+from bridge.encoders.base import Backbone, PresetError, WeightsUnavailableError, _weights_source, register_backbone
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +57,14 @@ class EfficientNetLite0Backbone(Backbone):
             model.load_state_dict(state)
             log.info("efficientnet-lite0 weights loaded from %s", path)
         self.model = model.eval()
+
+    def classifier(self, classes: int) -> tuple[np.ndarray, np.ndarray]:
+        """The ImageNet-1k head of the shipped weights (`_fc`, 1000 x 1280) over the pooled features."""
+        self.load()
+        fc = self.model._fc
+        if fc.out_features != classes:
+            raise PresetError(f"efficientnet-lite0's head has {fc.out_features} classes, the label space {classes}")
+        return fc.weight.detach().float().cpu().numpy(), fc.bias.detach().float().cpu().numpy()
 
     def _torch_modules(self) -> list[Any]:
         return [self.model]

@@ -117,7 +117,8 @@ class Preset:
             []
         """
         return {"name": self.name, "fingerprint": self.fingerprint, "aligned": [list(p) for p in self.aligned_pairs],
-                "backbones": {m: self.encoder_key(m) for m in self.modalities}}
+                "backbones": {m: self.encoder_key(m) for m in self.modalities},
+                "label_space": self.spec.get("label_space"), "dims": {m: self.dim(m) for m in self.modalities}}
 
     def _entry(self, modality: str) -> dict[str, Any]:
         if modality not in self.spec["encoders"]:
@@ -200,6 +201,10 @@ def _validate_aligned(spec: dict[str, Any], path: Path) -> None:
         if missing:
             raise PresetError(f"{path}: \"aligned\" pair {list(pair)} names {', '.join(missing)}, which the preset has no encoder for")
         a, b = (spec["encoders"][m] for m in pair)
+        if "label_space" in spec:  # aligned through the image classifier's classes, not one model's towers
+            if sorted(pair) != ["image", "text"]:
+                raise PresetError(f"{path}: a label-space preset aligns image and text, not {list(pair)}")
+            continue
         if (a.get("backbone"), a.get("weights")) != (b.get("backbone"), b.get("weights")):
             raise PresetError(
                 f"{path}: \"aligned\" pair {list(pair)} uses different networks ({a.get('backbone')} {a.get('weights')!r} vs "
@@ -212,6 +217,13 @@ def _validate(spec: Any, path: Path) -> dict[str, Any]:
         raise PresetError(f"{path}: a preset needs an \"encoders\" object mapping modality -> encoder entry")
     spec.setdefault("name", path.stem)
     _validate_aligned(spec, path)
+    if "label_space" in spec:
+        from bridge.labelspace import LabelSpaceSpec
+
+        try:
+            LabelSpaceSpec.from_preset(spec["label_space"])
+        except (TypeError, ValueError) as exc:
+            raise PresetError(f"{path}: {exc}") from None
     for modality, entry in spec["encoders"].items():
         if modality not in MODALITIES:
             raise PresetError(f"{path}: unknown modality {modality!r}; known: {', '.join(MODALITIES)}")

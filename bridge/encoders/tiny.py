@@ -49,6 +49,10 @@ class TinyBackbone(Backbone):
         w = _seeded_projection(self._seed, kind, x.shape[1], self.dim)
         return (x.astype(np.float32) @ w).astype(np.float32)
 
+    def classifier(self, classes: int) -> tuple[np.ndarray, np.ndarray]:
+        """A seeded random linear head (the label-space machinery's test fixture, no real classes)."""
+        return _seeded_projection(self._seed, "classifier", self.dim, classes).T.copy() * 4.0, np.zeros(classes, np.float32)
+
     def _embed_text(self, texts: list[str]) -> np.ndarray:
         counts = np.zeros((len(texts), self.text_buckets), np.float32)
         for row, text in enumerate(texts):

@@ -38,7 +38,7 @@ from bridge.config import VARIANTS
 from query.eval.metrics import (qrels_by_key, ranked_list_metrics, search_metrics, zero_shot_accuracy,
                                 zero_shot_from_ranked, class_embeddings)
 from query.eval.tasks import DATASETS
-from query.search import ROUTES
+from query.search import CROSS_ROUTES as ROUTES
 
 log = logging.getLogger(__name__)
 QUICK_TRAINING = {"steps": 300, "proxy_steps": 600}

@@ -1,6 +1,7 @@
-"""`ebridge demo`: the whole engine on a small digits world, from data the package ships.
+"""`ebridge demo`: the whole engine on data the package ships.
 
-Builds the world (real FSDD recordings and MNIST digits, our rendered depth and thermal
+First, with no training at all: 200 real CIFAR-10 photos are indexed into the preset's pretrained
+space and searched by text and by example. Then the method: it builds the world (real FSDD recordings and MNIST digits, our rendered depth and thermal
 views), trains the bridge with the `offline` preset (`anchor` and `emergentbridge` on one
 shared base), indexes the test split into the embedded Qdrant store, runs a few
 cross-modal searches (unpaired pairs included) and prints a pair-matrix summary.
@@ -48,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
 
     set_threads(args.threads)
     out: Path = args.out
+    search_photos_untrained(args.preset, out)
     world = build_digits_world(out / "world", scale="quick" if args.data else "sample", data_dir=args.data)
     preset = load_preset(args.preset)
     rows = read_manifest(world / "manifest.csv")
@@ -85,6 +87,31 @@ def run(args: argparse.Namespace) -> int:
           "lambda and routes chosen on validation.)")
     print(f"\nEverything is under {out}/ ; try: ebridge search --index {out}/index-emergentbridge --text \"nine\" --target depth")
     return 0
+
+
+PHOTOS = Path(__file__).with_name("samples") / "cifar10"
+PHOTO_QUERIES = ["a photo of a cat", "a ship at sea", "a red sports car", "a small bird", "a horse"]
+
+
+def search_photos_untrained(preset: str, out: Path) -> None:
+    """Index the shipped photos into the preset's pretrained space (no pairs, no training) and search
+    them by text, then by example (the raw route: the image encoder's own features)."""
+    from indexer.index import index_directory
+    from query.search import Index
+
+    index_path = out / "photos-index"
+    summary = index_directory(PHOTOS, index_path, preset=preset, label_from_folder=True, exclude=["*.md"],
+                              progress=False)
+    print(f"\nNo training: {summary.indexed + summary.unchanged} CIFAR-10 photos indexed into the pretrained space of "
+          f"`{preset}` (images and texts aligned through the image classifier's ImageNet classes) -> {index_path}")
+    with Index.open(index_path) as index:
+        for text in PHOTO_QUERIES:
+            hits = index.search(text, target="image", k=5)
+            print(f"  {text!r:24} -> " + ", ".join(f"{h.label}" for h in hits))
+        first = index.search("a photo of a cat", target="image", k=1)[0]
+        like = index.search({"id": first.id}, target="image", k=6)[1:]
+        print(f"  more like {first.path} (route {like[0].route}) -> " + ", ".join(h.label or "?" for h in like))
+    print(f"  try: ebridge search --index {index_path} --text 'a truck' --target image")
 
 
 def show_searches(index, test_dir: Path) -> None:

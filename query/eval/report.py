@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from query.search import ROUTES
+from query.search import CROSS_ROUTES as ROUTES
 
 log = logging.getLogger(__name__)
 PLOTS = {"pair_matrix.png": "R@1 pair matrix per variant", "delta.png": "emergentbridge - anchor (R@1 points)",

@@ -1,0 +1,184 @@
+#!/usr/bin/env python
+"""Zero training on real photos: CIFAR-10 searched by text through a preset's pretrained space.
+
+No pairs, no `ebridge train`. Measures, on the CIFAR-10 test photos (`../shared/data/cifar10/test`):
+
+* zero-shot top-1: each photo classified against the ten class queries "a photo of a {class}.";
+* text->image P@10: each class query's ten nearest photos, the share of its class;
+* image->image R@1 and P@10 (search by example, the photo itself left out), through the space and
+  through the image encoder's own features (the `raw` route's baseline), whole and PCA-reduced.
+
+The label-space settings (form, templates, temperatures) are chosen on a validation split of
+`--val-per-class` photos per class (seeded); the figures are reported on the other photos (test),
+never used to choose. Two forms are compared (see `bridge.labelspace`):
+
+* `labelspace`: image sqrt(p(class | image)), text sqrt(softmax(cos(text, class prompts) / tau));
+* `conse`: image = the p-weighted mean of the top-T class prompt embeddings (Norouzi et al. 2014),
+  text = the text encoder's own embedding.
+
+Usage::
+
+    OMP_NUM_THREADS=1 python scripts/bench_zero_shot.py --preset offline --json docs/reports/zero-shot-offline.json
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+log = logging.getLogger("bench_zero_shot")
+CIFAR = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10" / "test"
+QUERY = "a photo of a {}."
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    return (x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+
+
+def softmax(x: np.ndarray) -> np.ndarray:
+    z = np.exp(x - x.max(axis=1, keepdims=True))
+    return z / z.sum(axis=1, keepdims=True)
+
+
+def scores(images: np.ndarray, texts: np.ndarray, labels: np.ndarray, classes: list[str]) -> dict[str, float]:
+    """Zero-shot top-1 (photo -> class query) and text->image P@10 (class query -> photos)."""
+    sim = images @ texts.T  # (n photos, n classes)
+    y = np.array([classes.index(c) for c in labels])
+    top1 = float(np.mean(sim.argmax(1) == y))
+    top10 = np.argsort(-sim, axis=0)[:10]  # (10, classes)
+    p10 = float(np.mean([np.mean(y[top10[:, c]] == c) for c in range(len(classes))]))
+    return {"zero_shot_top1": round(top1, 4), "text_to_image_p10": round(p10, 4)}
+
+
+def by_example(vectors: np.ndarray, labels: np.ndarray, chunk: int = 2048) -> dict[str, float]:
+    """Image->image R@1 and P@10 by class, every photo a query against all the others."""
+    v = unit(vectors)
+    r1, p10 = [], []
+    for s in range(0, len(v), chunk):
+        sim = v[s:s + chunk] @ v.T
+        sim[np.arange(len(sim)), np.arange(s, s + len(sim))] = -np.inf  # not the photo itself
+        top = np.argpartition(-sim, 10, axis=1)[:, :10]
+        order = np.take_along_axis(top, np.argsort(-np.take_along_axis(sim, top, 1), axis=1), 1)
+        same = labels[order] == labels[s:s + chunk, None]
+        r1.append(same[:, 0])
+        p10.append(same.mean(1))
+    return {"r1": round(float(np.concatenate(r1).mean()), 4), "p10": round(float(np.concatenate(p10).mean()), 4)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--preset", default="offline")
+    ap.add_argument("--data", type=Path, default=CIFAR, help="CIFAR-10 test folder: {class}/NNNN.jpg")
+    ap.add_argument("--limit", type=int, default=None, help="at most this many photos per class")
+    ap.add_argument("--val-per-class", type=int, default=100)
+    ap.add_argument("--cache", type=Path, default=Path(".cache/features"), help="frozen-feature cache folder")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if not args.data.is_dir():
+        print(f"skipped: {args.data} not found (CIFAR-10 test as JPEG folders, see ../shared/data/README.md)")
+        return 0
+
+    import torch
+
+    torch.set_num_threads(1)
+    from bridge.encoders import load_preset
+    from bridge.features import FeatureCache
+    from bridge.labelspace import LabelSpaceSpec, class_prompt_matrix
+    from bridge.modalities import load
+    from bridge.provenance import provenance
+
+    preset = load_preset(args.preset)
+    classes = sorted(p.name for p in args.data.iterdir() if p.is_dir())
+    files = [f for c in classes for f in sorted((args.data / c).glob("*.jpg"))[:args.limit]]
+    labels = np.array([f.parent.name for f in files])
+    t0 = time.perf_counter()
+    feats = FeatureCache(args.cache).get_or_compute(
+        preset, "image", [str(f.relative_to(args.data)) for f in files],
+        lambda ids: [load("image", args.data / i) for i in ids])
+    encode_s = time.perf_counter() - t0
+    rng = np.random.default_rng(args.seed)
+    val = np.zeros(len(files), bool)
+    for c in classes:
+        idx = np.flatnonzero(labels == c)
+        val[rng.choice(idx, size=min(args.val_per_class, len(idx) // 2), replace=False)] = True
+    test = ~val
+    log.info("%d photos: %d validation, %d test (encoded in %.0f s)", len(files), val.sum(), test.sum(), encode_s)
+
+    weight, bias = preset.encoder("image").backbone.classifier(1000)
+    logits = feats @ weight.T + bias
+    text_enc = preset.encoder("text")
+    queries = unit(text_enc.encode([QUERY.format(c) for c in classes]))
+    candidates = []
+    for templates in ("photo", "simple"):
+        prompts = class_prompt_matrix(LabelSpaceSpec(templates=templates), text_enc,
+                                      preset.modality_fingerprint("text"))
+        q_cos = queries @ prompts.T
+        for t_img, t_txt in itertools.product((0.5, 0.75, 1.0, 1.5, 2.0), (0.005, 0.01, 0.02, 0.05, 0.1)):
+            img = np.sqrt(softmax(logits / t_img))
+            txt = np.sqrt(softmax(q_cos / t_txt))
+            candidates.append(({"form": "labelspace", "templates": templates, "image_temperature": t_img,
+                                "text_temperature": t_txt}, img, txt))
+        for t_img, top in itertools.product((0.5, 1.0, 2.0), (1, 5, 10, 1000)):
+            p = softmax(logits / t_img)
+            keep = np.argsort(-p, axis=1)[:, :top]
+            w = np.zeros_like(p)
+            np.put_along_axis(w, keep, np.take_along_axis(p, keep, 1), 1)
+            candidates.append(({"form": "conse", "templates": templates, "image_temperature": t_img, "top": top},
+                               unit(w @ prompts), queries))
+    rows = []
+    for settings, img, txt in candidates:
+        rows.append({**settings, "val": scores(img[val], txt, labels[val], classes)})
+    key = lambda r: r["val"]["zero_shot_top1"] + r["val"]["text_to_image_p10"]  # noqa: E731
+    best = max(rows, key=key)
+    best_form = {f: max((r for r in rows if r["form"] == f), key=key) for f in ("labelspace", "conse")}
+    report_rows = {}
+    for form, row in best_form.items():
+        i = rows.index(row)
+        img, txt = candidates[i][1], candidates[i][2]
+        report_rows[form] = {**{k: v for k, v in row.items() if k != "val"}, "val": row["val"],
+                             "test": scores(img[test], txt, labels[test], classes),
+                             "all": scores(img, txt, labels, classes)}
+    chosen = report_rows[best["form"]]
+    best_img = candidates[rows.index(best)][1]
+    pca_dim = 256
+    centred = feats - feats[val].mean(0)
+    basis = np.linalg.svd(centred[val], full_matrices=False)[2][:pca_dim]
+    same_modality = {
+        "space": by_example(best_img[test], labels[test]),
+        "raw": by_example(feats[test], labels[test]),
+        f"raw_pca{pca_dim}": by_example(centred[test] @ basis.T, labels[test]),
+    }
+    report = {
+        "what": "zero-training CIFAR-10: text->image and zero-shot through the preset's pretrained space",
+        "preset": args.preset, "photos": len(files), "validation": int(val.sum()), "test": int(test.sum()),
+        "query": QUERY, "chosen_on_validation": {k: v for k, v in best.items() if k != "val"},
+        "chosen": chosen, "best_of_each_form": report_rows, "every_candidate_on_validation": rows,
+        "image_to_image_test": same_modality, "encode_seconds": round(encode_s, 1),
+        "provenance": provenance(),
+    }
+    print(f"preset {args.preset}: chosen on validation {report['chosen_on_validation']}")
+    for form, r in report_rows.items():
+        print(f"  {form:10s} test: zero-shot top-1 {r['test']['zero_shot_top1']:.3f}, text->image P@10 "
+              f"{r['test']['text_to_image_p10']:.3f}   (all {len(files)}: {r['all']['zero_shot_top1']:.3f} / "
+              f"{r['all']['text_to_image_p10']:.3f})")
+    print("  image->image on test (R@1 / P@10): " + ", ".join(
+        f"{k} {v['r1']:.3f} / {v['p10']:.3f}" for k, v in same_modality.items()))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=1))
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,169 @@
+"""A pretrained space with no training: label-space maths, a zero-training index, skipped
+modalities, extension by a bound bridge (bit for bit), and the raw route for search by example."""
+from __future__ import annotations
+
+import wave
+
+import numpy as np
+import pytest
+from PIL import Image
+
+torch = pytest.importorskip("torch")
+
+from bridge.config import TrainConfig  # noqa: E402
+from bridge.encoders import load_preset  # noqa: E402
+from bridge.labelspace import LabelSpaceSpec, class_prompt_matrix, to_label_space  # noqa: E402
+from bridge.modalities import load  # noqa: E402
+from bridge.model import Head  # noqa: E402
+from bridge.pairs import ModalityData  # noqa: E402
+from bridge.space import Bridge  # noqa: E402
+from bridge.train import train  # noqa: E402
+from indexer import index_directory  # noqa: E402
+from indexer.ledger import ERRORS_FILE  # noqa: E402
+from query import Index  # noqa: E402
+
+PRESET = "tiny-labels"
+
+
+@pytest.fixture(autouse=True)
+def _one_thread(tmp_path, monkeypatch):
+    torch.set_num_threads(1)
+    monkeypatch.setenv("EBRIDGE_CACHE", str(tmp_path / "cache"))
+
+
+def _folder(root, images=6, texts=3, audio=2):
+    rng = np.random.default_rng(0)
+    (root / "photos").mkdir(parents=True)
+    for i in range(images):
+        Image.fromarray(rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)).save(root / "photos" / f"p{i}.png")
+    (root / "notes").mkdir()
+    for i in range(texts):
+        (root / "notes" / f"n{i}.txt").write_text(f"note number {i} about a {['cat', 'dog', 'ship'][i % 3]}")
+    (root / "sounds").mkdir()
+    for i in range(audio):
+        with wave.open(str(root / "sounds" / f"s{i}.wav"), "wb") as w:
+            w.setnchannels(1)
+            w.setsampwidth(2)
+            w.setframerate(16000)
+            w.writeframes((rng.standard_normal(8000) * 3000).astype(np.int16).tobytes())
+    return root
+
+
+def test_label_space_toy_classifier_lands_on_its_class():
+    """An image whose classifier puts all its mass on class c is e_c, and the nearest class prompt
+    (a text query) of e_c is c's own; the torch map and the numpy twin agree."""
+    head = Head(4, 3, kind="labelspace")
+    head.labels.set(weight=np.eye(3, 4) * 50, bias=np.zeros(3), scale=1.0, cosine=False)
+    x = torch.tensor([[1.0, 0, 0, 0], [0, 0, 1.0, 0]])
+    z = head(x).numpy()
+    np.testing.assert_allclose(z, [[1, 0, 0], [0, 0, 1]], atol=1e-6)
+    np.testing.assert_allclose(z, to_label_space(x.numpy() @ np.eye(3, 4).T * 50), atol=1e-6)
+    prompts = np.eye(3, 5, dtype=np.float32)  # three classes' prompt embeddings, unit rows
+    text = Head(5, 3, kind="labelspace")
+    text.labels.set(weight=prompts, bias=np.zeros(3), scale=1 / 0.05, cosine=True)
+    queries = torch.tensor(prompts + 0.1)  # each near its class's prompt
+    assert (z @ text(queries).numpy().T).argmax(1).tolist() == [0, 2]  # each image finds its class's query
+    assert np.allclose(np.linalg.norm(text(queries).numpy(), axis=1), 1, atol=1e-6)
+
+
+def test_class_prompts_are_cached_and_templated(tmp_path):
+    spec = LabelSpaceSpec(classes=["cat", "dog"], templates=["{}", "a photo of a {}"])
+    assert spec.prompts("dog") == ["dog", "a photo of a dog"]
+    preset = load_preset("tiny")
+    m1 = class_prompt_matrix(spec, preset.encoder("text"), "fp")
+    assert m1.shape == (2, 64) and np.allclose(np.linalg.norm(m1, axis=1), 1, atol=1e-5)
+    assert list((tmp_path / "cache" / "labelspace").glob("prompts-*.npy"))
+    np.testing.assert_array_equal(class_prompt_matrix(spec, preset.encoder("text"), "fp"), m1)
+
+
+def test_zero_training_index_holds_the_presets_own_vectors(tmp_path, caplog):
+    root = _folder(tmp_path / "data")
+    summary = index_directory(root, tmp_path / "idx", preset=PRESET, progress=False)
+    assert summary.by_modality == {"image": 6, "text": 3}
+    assert summary.skipped == {"audio": 2} and summary.errors == 0
+    assert "bind audio" in caplog.text.lower() or "Bind audio" in caplog.text
+    assert "ebridge train" in (tmp_path / "idx" / ERRORS_FILE).read_text()
+    space = Bridge.from_preset(PRESET)
+    with Index.open(tmp_path / "idx") as index:
+        assert index.bridge.version == space.version and not index.bridge.has_proxy
+        hits = index.search("a photo of a cat", target="image", k=6)
+        assert len(hits) == 6 and {h.route for h in hits} == {"direct"}
+        for h in hits:
+            rec = index.store.retrieve([h.id], with_vectors=True)[0]
+            expect = space.embed("image", [root / h.path])[0]
+            np.testing.assert_allclose(rec.vectors["bridged"], expect, atol=1e-6)
+            feats = space.encode("image", [load("image", root / h.path)])[0]
+            np.testing.assert_allclose(rec.vectors["raw_image"], feats / np.linalg.norm(feats), atol=1e-6)
+        # Search by example takes the encoder's own features on a zero-training space.
+        assert index.route_for("image", "image") == "raw"
+        by_example = index.search({"id": hits[0].id}, target="image", k=6)
+        assert {h.route for h in by_example} == {"raw"}
+        raw = {h.id: index.store.retrieve([h.id], with_vectors=True)[0].vectors["raw_image"] for h in hits}
+        expect = sorted(raw, key=lambda pid: -float(raw[pid] @ raw[hits[0].id]))
+        assert [h.id for h in by_example] == expect  # the raw features' own ranking
+        with pytest.raises(Exception, match="needs G"):
+            index.search("cat", target="image", route="fused")
+
+
+def test_binding_a_modality_extends_the_index_bit_for_bit(tmp_path):
+    root = _folder(tmp_path / "data")
+    index_directory(root, tmp_path / "idx", preset=PRESET, progress=False)
+    with Index.open(tmp_path / "idx") as index:
+        before = {r.id: r.vectors for r in index.store.retrieve(
+            [p.id for p in index.store.scroll()], with_vectors=True)}
+    # A bridge that binds audio to the same space (frozen base), from a few labelled pairs.
+    rng = np.random.default_rng(1)
+    preset = load_preset(PRESET)
+    words = ["zero", "one", "two", "three"]
+    imgs = rng.standard_normal((40, 64)).astype(np.float32)
+    labels = [words[i % 4] for i in range(40)]
+    data = {
+        "image": ModalityData(ids=[f"i{i}" for i in range(40)], features=imgs, labels=labels, pairs=[None] * 40),
+        "text": ModalityData(ids=words, features=preset.encoder("text").encode(words), labels=words,
+                             pairs=[None] * 4),
+        "audio": ModalityData(ids=[f"a{i}" for i in range(40)], features=imgs + 0.1 * rng.standard_normal((40, 64))
+                              .astype(np.float32), labels=labels, pairs=[None] * 40),
+    }
+    cfg = TrainConfig(preset=PRESET, base="frozen", steps=20, proxy_steps=20, eval_every=10, batch_size=16)
+    bound, _ = train(cfg, data, preset_info=preset.info())
+    assert bound.config["head_kinds"]["image"] == "labelspace" and bound.dim == 10
+    ckpt = bound.save(tmp_path / "bound")
+    summary = index_directory(root, tmp_path / "idx", bridge=ckpt, progress=False)
+    assert summary.by_modality == {"audio": 2} and not summary.skipped
+    with Index.open(tmp_path / "idx") as index:
+        after = {r.id: r.vectors for r in index.store.retrieve(list(before), with_vectors=True)}
+        for pid, vecs in before.items():
+            np.testing.assert_array_equal(after[pid]["bridged"], vecs["bridged"])  # bit for bit
+            assert "proxy" in after[pid]  # G's view, computed from the stored vector
+        assert index.store.count() == 11
+        assert index.search("zero", target="audio", k=2)[0].modality == "audio"
+
+
+def test_a_collapsing_head_sends_search_by_example_through_raw(tmp_path):
+    """A head made to collapse a modality onto its classes: training's validation picks `raw` for
+    that modality's same-modality pair, and search by example returns the raw features' ranking."""
+    rng = np.random.default_rng(0)
+    n, classes = 80, 4
+    centres = rng.standard_normal((classes, 64)).astype(np.float32)
+    labels = [f"c{i % classes}" for i in range(n)]
+    # Within a class, items are distinct points (their own identity is what search by example finds).
+    feats = {m: centres[np.arange(n) % classes] + 0.5 * rng.standard_normal((n, 64)).astype(np.float32)
+             for m in ("image", "audio")}
+    data = {m: ModalityData(ids=[f"{m}{i}" for i in range(n)], features=feats[m], labels=labels, pairs=[None] * n)
+            for m in ("image", "audio")}
+    data["text"] = ModalityData(ids=[f"c{i}" for i in range(classes)], features=centres, labels=[f"c{i}" for i in
+                                range(classes)], pairs=[None] * classes)
+    cfg = TrainConfig(preset="tiny", steps=150, proxy_steps=20, eval_every=50, batch_size=32, dim=16)
+    bridge, _ = train(cfg, data, preset_info=load_preset("tiny").info())
+    head = bridge.modules.heads["audio"]
+    # Collapse it on purpose: every audio item lands on its class's direction.
+    with torch.no_grad():
+        head.net[-1].weight.zero_()
+        head.net[-1].bias.zero_()
+        head.skip.weight.mul_(0.0)
+        head.skip.bias.copy_(torch.ones(16))
+    from bridge.train import choose_same_modality_routes
+
+    routes = choose_same_modality_routes(bridge, data)
+    assert routes["audio->audio"]["route"] == "raw"
+    assert routes["audio->audio"]["raw_r1"] > routes["audio->audio"]["bridge_r1"]
