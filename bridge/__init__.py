@@ -23,7 +23,8 @@ from __future__ import annotations
 
 from bridge.deps import lazy_attributes
 
-__version__ = "0.1.0"
+# The one version of the package: pyproject.toml, emergentbridge.__version__ and `ebridge --version` read it.
+__version__ = "0.2.0.dev0"
 
 # public name -> module holding it; imported on first use so `import bridge` stays light
 _PUBLIC = {

@@ -34,7 +34,10 @@ COMMANDS = {
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from bridge import __version__
+
     parser = argparse.ArgumentParser(prog="ebridge", description="EmergentBridge cross-modal retrieval engine")
+    parser.add_argument("--version", action="version", version=f"ebridge (emergentbridge) {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
     for module in COMMANDS.values():
