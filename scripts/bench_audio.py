@@ -140,7 +140,9 @@ def main(argv: list[str] | None = None) -> int:
             log.info("  %-14s 1-NN %.3f   %.1f ms/clip   dim %d", name, acc, per_clip * 1000, feats.shape[1])
     print(json.dumps(report, indent=2))
     if args.json:
-        args.json.write_text(json.dumps(report, indent=2))
+        from bridge.provenance import write_json_report
+
+        write_json_report(args.json, report)
     return 0
 
 

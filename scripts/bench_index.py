@@ -228,7 +228,9 @@ def main(argv: list[str] | None = None) -> int:
                   f"({'meets' if ratio >= 0.9 else 'below'} the 0.9 goal)", flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    args.json.write_text(json.dumps(results, indent=2))
+    from bridge.provenance import write_json_report
+
+    write_json_report(args.json, results)
     print(f"wrote {args.json}")
     return 0
 

@@ -20,7 +20,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 import time
@@ -137,7 +136,9 @@ def main() -> int:
                            "seconds": round(time.perf_counter() - t0, 1)}
     print_table(results)
     if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
+        from bridge.provenance import write_json_report
+
+        write_json_report(args.json, results)
     return 0
 
 

@@ -26,6 +26,9 @@ def test_bench_writes_the_pair_matrix_report(tmp_path):
             assert (p["top1"] is None) == (not name.endswith("->text"))
         assert pairs["audio->image"]["paired"] and not pairs["audio->depth"]["paired"]
     assert (tmp_path / "report.md").read_text().startswith("# Digits-world benchmark")
+    from tests.test_provenance import check_provenance
+
+    check_provenance(on_disk["provenance"])  # commit, versions, command, machine, date
     assert (tmp_path / "pair_matrix.png").stat().st_size > 10_000
     assert report["indexing"] and all(r["errors"] == 0 for r in report["indexing"])
     for png in ("delta.png", "pairs_bar.png"):
