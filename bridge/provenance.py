@@ -66,6 +66,13 @@ def versions() -> dict[str, str | None]:
     return found
 
 
+def written_by() -> dict[str, str | None]:
+    """The versions a checkpoint or an index records about the code that wrote it (as
+    sentence-transformers models do): the package, torch and Python."""
+    found = versions()
+    return {k: found[k] for k in ("emergentbridge", "torch", "python")}
+
+
 def machine() -> dict[str, Any]:
     """CPU count, platform and, where torch sees CUDA, the GPU's name."""
     info: dict[str, Any] = {"cpus": os.cpu_count(), "platform": platform.platform(),
