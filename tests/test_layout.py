@@ -57,6 +57,13 @@ def test_public_names_at_each_package_top():
     assert out.stdout.strip() == "ok", out.stderr
 
 
+def test_from_bridge_import_train_is_the_function_even_after_its_module_loaded():
+    code = ("import bridge.train, indexer.index; from bridge import train; import bridge; "
+            "from bridge.train import validate; print(callable(train), train is bridge.train, train.__module__)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert out.stdout.split() == ["True", "True", "bridge.train"], out.stderr
+
+
 def test_importing_the_packages_is_light():
     code = "import sys, bridge, indexer, query, emergentbridge; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
