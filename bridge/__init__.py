@@ -21,9 +21,13 @@ Example:
 """
 from __future__ import annotations
 
+import sys
+import types
+
 from bridge.deps import lazy_attributes
 
-__version__ = "0.1.0"
+# The one version of the package: pyproject.toml, emergentbridge.__version__ and `ebridge --version` read it.
+__version__ = "0.2.0.dev0"
 
 # public name -> module holding it; imported on first use so `import bridge` stays light
 _PUBLIC = {
@@ -38,3 +42,17 @@ _PUBLIC = {
 __all__ = list(_PUBLIC)
 
 __getattr__ = lazy_attributes('bridge', _PUBLIC)
+
+
+class _Package(types.ModuleType):
+    """`bridge.train` is both a module and the public `train` function. Importing the module makes
+    Python set the package attribute `train` to the module, after which `from bridge import train`
+    would hand out the module instead of the function; keep the function's name for the function."""
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if name in _PUBLIC and isinstance(value, types.ModuleType):
+            return  # the submodule stays reachable as sys.modules["bridge.train"]
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

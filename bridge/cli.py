@@ -1,4 +1,6 @@
-"""`ebridge train MANIFEST --out DIR`: train a bridge from a pairs manifest.
+"""`ebridge train MANIFEST --out DIR`: train a bridge from a pairs manifest; and the options every
+verb shares (`--threads`, `--device`, the TrainConfig settings). Argparse only: what the options
+do at run time lives in bridge.device and bridge.train.
 
 Every TrainConfig field is a typed option (`--lambda-proxy 0.5`, `--variant anchor`...),
 so the CLI and the dataclass cannot drift apart.
@@ -36,10 +38,19 @@ def config_options(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) 
     add_threads_option(parser, 1)
 
 
-def add_threads_option(parser: argparse.ArgumentParser, default: int | None) -> None:
-    """`--threads N`: torch's intra-op threads for the command (None: torch's own default)."""
+def add_threads_option(parser: Any, default: int | None, what: str = "torch threads") -> None:
+    """`--threads N` (alias `--torch-threads`): torch's intra-op threads, the one definition every
+    verb and script uses; `args.threads` goes to `bridge.device.set_threads` (None: torch's own default)."""
     why = "1: on small or shared machines one thread is fastest" if default == 1 else "torch's own"
-    parser.add_argument("--threads", type=int, default=default, help=f"torch threads (default {why})")
+    parser.add_argument("--threads", "--torch-threads", dest="threads", type=int, default=default,
+                        help=f"{what} (default {why})")
+
+
+def add_device_option(parser: Any) -> None:
+    """The `--device` option every verb that runs networks shares (train, index, search, bench)."""
+    parser.add_argument("--device", default="auto", metavar="{auto,cpu,cuda,mps}",
+                        help="where encoders, heads and G run (default auto: CUDA when available, else CPU; "
+                             "also cuda:N). Vectors, caches and checkpoints do not depend on it")
 
 
 def given_options(args: argparse.Namespace, skip: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -65,14 +76,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--train-split", default="train", help="rows of this split train (rows with no split too)")
     p.add_argument("--val-split", default="val", help="rows of this split are used to log validation R@1")
     config_options(p)
-    from bridge.device import add_device_option
-
     add_device_option(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from bridge.device import resolve_device
+    from bridge.device import resolve_device, set_threads
     from bridge.encoders import load_preset
     from bridge.features import FeatureCache
     from bridge.pairs import check_roles, in_split, read_manifest, training_set
@@ -90,22 +99,10 @@ def run(args: argparse.Namespace) -> int:
     cache = FeatureCache(args.cache or args.manifest.parent / ".ebridge-cache")
     data = training_set(train_rows, preset, cache)
     val = training_set(val_rows, preset, cache) if val_rows else None
+    # train() records the feature cache (training_set tags the features with it), so `ebridge index`
+    # reuses these frozen features instead of encoding the same files again
     bridge, curves = train(cfg, data, val=val, preset_info=preset.info(), device=device)
-    # Recorded so `ebridge index` reuses these frozen features instead of encoding the same files again.
-    bridge.config["feature_cache"] = str(cache.directory.resolve())
     bridge.save(args.out, curves)
     print(json.dumps({"checkpoint": str(args.out), "version": bridge.version, "base": bridge.config["base"],
                       "heads": bridge.config["heads"], "val_r1": curves.get("val", {})}, indent=2))
     return 0
-
-
-def set_threads(n: int | None) -> None:
-    """Torch's intra-op threads for this process (measured: on 2 busy cores 1 thread trained 4x
-    faster); None leaves torch's own default, and does not import torch."""
-    if n is None:
-        return
-    if n < 1:
-        raise ValueError(f"--threads must be at least 1, got {n}")
-    from bridge.deps import require
-
-    require("torch", "training").set_num_threads(n)

@@ -1,4 +1,5 @@
-"""Where the networks run: `--device auto|cpu|cuda|mps`, one autocast policy, float32 numpy out.
+"""Where the networks run: `--device auto|cpu|cuda|mps`, one autocast policy, float32 numpy out,
+and how many CPU threads torch uses (`set_threads`, `torch_threads`: the one place that sets them).
 
 Encoders (backbones), the bridge's heads and G run on one torch device; everything that
 leaves them (features, bridged vectors, caches, checkpoints) is float32 numpy or CPU
@@ -13,6 +14,8 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import importlib.util
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -102,8 +105,41 @@ def inference(device: Any) -> Iterator[None]:
         yield
 
 
-def add_device_option(parser: Any) -> None:
-    """The `--device` option every verb that runs networks shares (train, index, search, bench)."""
-    parser.add_argument("--device", default="auto", metavar="{auto,cpu,cuda,mps}",
-                        help="where encoders, heads and G run (default auto: CUDA when available, else CPU; "
-                             "also cuda:N). Vectors, caches and checkpoints do not depend on it")
+# ---------------------------------------------------------------------- CPU threads
+
+
+def set_threads(n: int | None, *, import_torch: bool = True) -> int | None:
+    """Set torch's intra-op threads for this process and return the count it had (None: not set).
+
+    `n=None` leaves torch's own default and imports nothing. With `import_torch=False` only a
+    torch this process has already imported is touched (decode workers that never load it stay
+    light). Measured on 2 busy cores: 1 thread trained 4x faster than torch's default.
+
+    Example:
+        >>> set_threads(None) is None
+        True
+    """
+    if n is None:
+        return None
+    if n < 1:
+        raise ValueError(f"--threads must be at least 1, got {n}")
+    if import_torch and importlib.util.find_spec("torch") is not None:
+        import torch
+    else:
+        torch = sys.modules.get("torch")
+    if torch is None:  # nothing to set: the tiny preset and the store run without torch
+        return None
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    return before
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """`set_threads(n)` for a block, restoring the count torch had before (None: no change)."""
+    before = set_threads(n)
+    try:
+        yield
+    finally:
+        if before is not None:
+            set_threads(before)

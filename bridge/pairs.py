@@ -34,6 +34,9 @@ class ModalityData:
     features: np.ndarray  # (n, in_dim) float32
     labels: list[str | None] = field(default_factory=list)
     pairs: list[str | None] = field(default_factory=list)  # explicit pair keys
+    # the FeatureCache folder the features came from: training records it in the checkpoint, so
+    # `ebridge index` reuses these features instead of encoding the same files again
+    feature_cache: str | None = None
 
     def __post_init__(self) -> None:
         n = len(self.ids)
@@ -112,7 +115,8 @@ def training_set(rows: list[Row], preset: Any, cache: Any, batch_size: int = 32)
             ids += [content_id(it) for it in items]
             feats.append(encode_cached(cache, preset, modality, items, batch_size=batch_size, progress=True))
         out[modality] = ModalityData(ids=ids, features=np.concatenate(feats),
-                                     labels=[r.label for r in group], pairs=[r.pair for r in group])
+                                     labels=[r.label for r in group], pairs=[r.pair for r in group],
+                                     feature_cache=str(Path(cache.directory).resolve()) if cache is not None else None)
         log.info("%s: %d items, features %s", modality, len(ids), out[modality].features.shape)
     return out
 

@@ -25,6 +25,10 @@ from bridge.files import atomic_path, atomic_write_json
 from bridge.modalities import check_modality, load
 
 CONFIG_FILE, WEIGHTS_FILE, CURVES_FILE = "config.json", "model.safetensors", "curves.json"
+# Version of the checkpoint layout (config keys, weight names). Checkpoints written before it
+# existed have no `format_version` and read as 0; they load as they are (tests/test_compat.py).
+# Bump it when an older reader would misread a new checkpoint.
+CHECKPOINT_FORMAT = 1
 PROXY_VIEW_SAMPLES = 8
 PROXY_VIEW_SEED = 1234
 
@@ -170,6 +174,9 @@ class Bridge:
 
     def _set_version(self, digest: str) -> None:
         self.config["weights_sha256"] = digest
+        from bridge.provenance import written_by
+
+        self.config.update(format_version=CHECKPOINT_FORMAT, written_by=written_by())
         self.config["version"] = f"{self.config['preset_name']}-{self.config['variant']}-{digest}"
 
     def save(self, directory: str | Path, curves: dict[str, Any] | None = None) -> Path:
@@ -282,6 +289,11 @@ class Bridge:
             raise CheckpointError(f"{cfg_path}: permission denied; make it readable (chmod a+r) or ask its owner") from None
         except (UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError is a ValueError
             raise CheckpointError(f"{cfg_path}: garbled bridge config ({exc}); {redo}") from None
+        fmt = config.get("format_version", 0)
+        if not isinstance(fmt, int) or fmt > CHECKPOINT_FORMAT:
+            wrote = (config.get("written_by") or {}).get("emergentbridge", "a newer version")
+            raise CheckpointError(f"{directory}: checkpoint format {fmt!r} (written by emergentbridge {wrote}) is "
+                                  f"newer than this version reads ({CHECKPOINT_FORMAT}); upgrade emergentbridge")
         weights = directory / WEIGHTS_FILE
         try:
             # safetensors reports an unreadable file as "No such file or directory": open it ourselves first.

@@ -265,6 +265,7 @@ def train(cfg: TrainConfig, data: TrainingSet, val: TrainingSet | None = None,
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     preset_info = preset_info or {"name": cfg.preset, "fingerprint": None}
+    caches = {d.feature_cache for d in data.values() if d.feature_cache}  # set by training_set
     frozen = frozen_modalities(cfg, preset_info, data)
     if val is None or not all(m in val for m in data):
         missing = [m for m in data if not val or m not in val]
@@ -274,11 +275,12 @@ def train(cfg: TrainConfig, data: TrainingSet, val: TrainingSet | None = None,
         log.info("no validation items for %s: %.0f%% of their training pairs are held out to pick each head's "
                  "best step", ", ".join(missing), 100 * cfg.val_fraction)
     feature_dims = {m: int(d.features.shape[1]) for m, d in data.items()}
-    backbones = preset_info.get("backbones") or {}
 
     def same_encoder(a: str, b: str) -> bool:
-        """Both read by one network: their raw features can be compared directly (the baseline)."""
-        return backbones.get(a) is not None and backbones.get(a) == backbones.get(b) and feature_dims[a] == feature_dims[b]
+        """One network on one kind of input: a head's map can be copied, raw features compared."""
+        from bridge.encoders.presets import shares_encoder
+
+        return shares_encoder(preset_info, a, b, aligned=False)
 
     shares_anchor = {m for m in data if m != cfg.anchor and same_encoder(m, cfg.anchor)}
     kinds = base_kinds(cfg, preset_info, data, frozen, shares_anchor)
@@ -293,7 +295,8 @@ def train(cfg: TrainConfig, data: TrainingSet, val: TrainingSet | None = None,
     config = {**asdict(cfg), "dim": dim, "feature_dims": feature_dims, "head_kinds": kinds,
               "base": "frozen" if frozen else "finetune" if any(k == "labelspace-residual" for k in kinds.values()) else "trained", "frozen": sorted(frozen),
               "preset_name": preset_info["name"], "preset_fingerprint": preset_info.get("fingerprint"),
-              "paired": [list(p) for p in aligned], "heads": {}, "version": "unsaved"}
+              "paired": [list(p) for p in aligned], "heads": {}, "version": "unsaved",
+              **({"feature_cache": caches.pop()} if len(caches) == 1 else {})}
     modules = build_modules(config)
     for m, d in data.items():
         if not modules.heads[m].fixed:  # a fixed head reads the features as they are: nothing to fit

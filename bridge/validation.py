@@ -4,16 +4,37 @@ when the user gave no validation split.
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
 from bridge.pairs import ModalityData, TrainingSet, pair_keys
 
 
-def recall_at_1(queries: np.ndarray, query_keys: list, corpus: np.ndarray, corpus_keys: list) -> float:
-    """Fraction of queries whose nearest corpus item shares their key (ties: first in corpus order)."""
-    top = np.argmax(np.asarray(queries, np.float32) @ np.asarray(corpus, np.float32).T, axis=1)
+def recall_at_1(queries: np.ndarray, query_keys: Sequence, corpus: np.ndarray, corpus_keys: Sequence, *,
+                query_groups: Sequence | None = None, corpus_groups: Sequence | None = None) -> float:
+    """Top-1 recall: the fraction of queries whose nearest corpus item (by dot product: cosine for
+    unit vectors; ties go to the first in corpus order) shares their key. A None key is never right.
+
+    The one definition of R@1 by nearest neighbour: validation, the benchmark scripts and the tests
+    use it; `query.eval.metrics` computes the same figure from full rankings (tested equal).
+    With groups, a query never finds a corpus item of its own group: leave-one-out is
+    `query_groups=corpus_groups=range(n)`, leave-one-speaker-out passes the speakers.
+
+    Example:
+        >>> e = np.eye(3, dtype=np.float32)
+        >>> recall_at_1(e, ["a", "b", "c"], e, ["a", "b", "x"])
+        0.6666666666666666
+        >>> recall_at_1(e, ["a", "a", "b"], e, ["a", "a", "b"], query_groups=range(3), corpus_groups=range(3))
+        0.6666666666666666
+    """
+    scores = np.asarray(queries, np.float32) @ np.asarray(corpus, np.float32).T
+    if query_groups is not None or corpus_groups is not None:
+        if query_groups is None or corpus_groups is None:
+            raise ValueError("give both query_groups and corpus_groups, or neither")
+        same = np.asarray(list(query_groups))[:, None] == np.asarray(list(corpus_groups))[None, :]
+        scores = np.where(same, -np.inf, scores)
+    top = np.argmax(scores, axis=1)
     return float(np.mean([query_keys[i] is not None and query_keys[i] == corpus_keys[j] for i, j in enumerate(top)]))
 
 

@@ -19,6 +19,8 @@ import os
 import sys
 from pathlib import Path
 
+from bridge.cli import add_device_option, add_threads_option
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("index", help="index a folder of mixed media into Qdrant (incremental, resumable)",
@@ -53,11 +55,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="reader threads for file I/O and decoding")
     g.add_argument("--decode", choices=["auto", "threads", "processes"], default="auto",
                    help="decode in reader threads or in worker processes (auto: processes for larger runs)")
-    g.add_argument("--threads", "--torch-threads", dest="torch_threads", type=int, default=None,
-                   help="torch intra-op threads for this run (on a small or busy machine, 1 is often fastest)")
+    add_threads_option(g, None, "torch intra-op threads for this run (on a small or busy machine, 1 is often fastest)")
     g.add_argument("--no-optimize", action="store_true", help="skip building the HNSW index at the end")
-    from bridge.device import add_device_option
-
     add_device_option(g)
     g = p.add_argument_group("server / cluster (default: embedded store in the index folder)")
     g.add_argument("--qdrant-url", default=None,
@@ -83,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
         api_key=args.qdrant_api_key, shards=args.shards, replication=args.replication,
         quantization=args.quantization, exclude=args.exclude, modality=args.modality, sidecar=args.sidecar,
         label_from_folder=args.label_from_folder, batch_size=args.batch_size, workers=args.workers,
-        decode=args.decode, torch_threads=args.torch_threads, device=args.device,
+        decode=args.decode, torch_threads=args.threads, device=args.device,
         shard=args.shard, reembed=args.reembed,
         replace=args.replace, wait_for_readers=args.wait_for_readers, optimize=not args.no_optimize,
         progress=not args.no_progress and not args.json and sys.stderr.isatty(),

@@ -22,7 +22,6 @@ in run order, so the crash-safety argument can be read top to bottom.)
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import logging
@@ -31,10 +30,11 @@ import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable
 
 import numpy as np
 
+from bridge.device import torch_threads as torch_threads_for_run
 from bridge.errors import BridgeMismatchError, CheckpointError, EmergentBridgeError
 from bridge.files import fsync_dir
 from indexer.faults import crash_point
@@ -171,7 +171,7 @@ def index_directory(
             "instead, or give another --index folder. An index holds one folder (several roots are not "
             "supported): to search several folders together, index their common parent.")
 
-    with IndexLock(index_dir, reader_wait_s=wait_for_readers), _torch_threads(torch_threads):
+    with IndexLock(index_dir, reader_wait_s=wait_for_readers), torch_threads_for_run(torch_threads):
         crash_point("lock")
         the_bridge, extended = resolve_bridge(index_dir, bridge, reembed=reembed, preset=preset)
         if device is not None:
@@ -265,22 +265,6 @@ def index_directory(
              summary.indexed, summary.unchanged, summary.removed, summary.errors, summary.errors_report,
              summary.seconds)
     return summary
-
-
-@contextlib.contextmanager
-def _torch_threads(n: int | None) -> Iterator[None]:
-    if n is None:
-        yield
-        return
-    from bridge.deps import require
-
-    torch = require("torch", "embedding")
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 # ---------------------------------------------------------------------- the bridge copy

@@ -25,7 +25,6 @@ import logging
 import os
 import queue
 import stat
-import sys
 import threading
 import time
 from collections import Counter, deque
@@ -36,6 +35,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from bridge.device import set_threads
 from bridge.errors import EmergentBridgeError, InputError
 from bridge.modalities import file_kind, load
 from indexer.faults import crash_point
@@ -215,9 +215,7 @@ def _init_worker(parent_pid: int) -> None:
     _die_with_parent(parent_pid)
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = "1"
-    torch = sys.modules.get("torch")
-    if torch is not None:
-        torch.set_num_threads(1)
+    set_threads(1, import_torch=False)  # only a torch the fork inherited; decoding never needs it
 
 
 def _die_with_parent(parent_pid: int) -> None:

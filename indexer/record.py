@@ -1,5 +1,6 @@
-"""The index record (`<index>/index.json`): the format version, the indexed folder, where the
-store is, the bridge version and the last run's summary.
+"""The index record (`<index>/index.json`): the format version (`format`), the versions of the
+code that wrote it (`written_by`), the indexed folder, where the store is, the bridge version and
+the last run's summary.
 
 It is the one place that says where an index's points live, so every reader (search, serve,
 bench) opens the store the indexer wrote, and an index written by a newer format is refused with
@@ -47,5 +48,9 @@ def read_record(index_dir: str | Path) -> dict[str, Any] | None:
 
 
 def write_record(index_dir: str | Path, **fields: Any) -> Path:
-    """Write the record atomically with the current format version."""
-    return atomic_write_json(Path(index_dir) / INDEX_FILE, {"format": INDEX_FORMAT, **fields})
+    """Write the record atomically with the current format version and the versions writing it
+    (records written before `written_by` existed simply lack it)."""
+    from bridge.provenance import written_by
+
+    return atomic_write_json(Path(index_dir) / INDEX_FILE, {"format": INDEX_FORMAT, "written_by": written_by(),
+                                                            **fields})

@@ -34,7 +34,10 @@ COMMANDS = {
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from bridge import __version__
+
     parser = argparse.ArgumentParser(prog="ebridge", description="EmergentBridge cross-modal retrieval engine")
+    parser.add_argument("--version", action="version", version=f"ebridge (emergentbridge) {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
     for module in COMMANDS.values():
@@ -84,8 +87,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--qdrant-url", help="search this Qdrant server collection (default: where the index was built)")
     p.add_argument("--collection", default=None, help="collection name (default: the index's own)")
     p.add_argument("--json", action="store_true", help="print the hits as a JSON list")
-    from bridge.cli import add_threads_option
-    from bridge.device import add_device_option
+    from bridge.cli import add_device_option, add_threads_option
 
     add_device_option(p)
     add_threads_option(p, None)
@@ -109,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
             args.server, text=args.text, file=args.file, id=args.id, target=args.target, k=args.k,
             filter=parse_filters(args.filter), route=args.route, source=args.source, api_key=args.api_key)]
     else:
-        from bridge.cli import set_threads
+        from bridge.device import set_threads
 
         set_threads(args.threads)
         query = args.text if args.text is not None else ({"id": args.id} if args.id is not None else args.file)

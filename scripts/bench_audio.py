@@ -34,8 +34,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bridge.cli import add_threads_option  # noqa: E402
+from bridge.device import set_threads  # noqa: E402
+from bridge.validation import recall_at_1  # noqa: E402
+from query.eval.shared_data import shared_data_dir  # noqa: E402
+
 log = logging.getLogger("bench_audio")
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def make_sounds(folder: Path, per_class: int = 16, seed: int = 0) -> list[tuple[Path, str]]:
@@ -82,14 +86,8 @@ def make_sounds(folder: Path, per_class: int = 16, seed: int = 0) -> list[tuple[
 def one_nn(feats: np.ndarray, labels: list[str], groups: list[str] | None = None) -> float:
     """Leave-one-out 1-NN accuracy by cosine; with `groups`, neighbours come from other groups only."""
     x = feats / np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), 1e-12)
-    sim = x @ x.T
-    np.fill_diagonal(sim, -np.inf)
-    if groups is not None:
-        g = np.asarray(groups)
-        sim[g[:, None] == g[None, :]] = -np.inf
-    nn = sim.argmax(axis=1)
-    y = np.asarray(labels)
-    return float((y[nn] == y).mean())
+    g = list(groups) if groups is not None else list(range(len(labels)))  # the clip itself is never its neighbour
+    return recall_at_1(x, labels, x, labels, query_groups=g, corpus_groups=g)
 
 
 def embed_timed(preset_name: str, waves: list[np.ndarray]) -> tuple[np.ndarray, float]:
@@ -108,22 +106,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fsdd-limit", type=int, default=0, help="use every n-th FSDD file to reach about this many (0 = all)")
     ap.add_argument("--per-class", type=int, default=16, help="made sounds per class")
     ap.add_argument("--corpora", nargs="+", choices=["fsdd", "made"], default=["fsdd", "made"])
+    ap.add_argument("--data", type=Path, default=shared_data_dir(), help="the shared data folder (FSDD)")
+    add_threads_option(ap, 1)
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    import torch
-
-    torch.set_num_threads(1)
+    set_threads(args.threads)
     from bridge.modalities import load
 
     corpora: dict[str, tuple[list[np.ndarray], list[str], list[str] | None]] = {}
-    fsdd = sorted((DATA / "fsdd" / "recordings").glob("*.wav")) if "fsdd" in args.corpora else []
+    fsdd = sorted((args.data / "fsdd" / "recordings").glob("*.wav")) if "fsdd" in args.corpora else []
     if fsdd:
         if args.fsdd_limit:
             fsdd = fsdd[:: max(1, len(fsdd) // args.fsdd_limit)]
         corpora["fsdd"] = ([load("audio", p) for p in fsdd], [p.name[0] for p in fsdd], [p.stem.split("_")[1] for p in fsdd])
     elif "fsdd" in args.corpora:
-        log.warning("FSDD not found under %s: skipping it", DATA)
+        log.warning("FSDD not found under %s: skipping it", args.data)
     if "made" in args.corpora:
         with tempfile.TemporaryDirectory() as tmp:
             made = make_sounds(Path(tmp), args.per_class)
@@ -140,7 +138,9 @@ def main(argv: list[str] | None = None) -> int:
             log.info("  %-14s 1-NN %.3f   %.1f ms/clip   dim %d", name, acc, per_clip * 1000, feats.shape[1])
     print(json.dumps(report, indent=2))
     if args.json:
-        args.json.write_text(json.dumps(report, indent=2))
+        from bridge.provenance import write_json_report
+
+        write_json_report(args.json, report)
     return 0
 
 

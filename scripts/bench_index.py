@@ -49,7 +49,6 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 log = logging.getLogger("bench_index")
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 SOURCES = {"image": ("cifar10/test", "*/*.jpg"), "audio": ("fsdd/recordings", "*.wav")}
 MADE = ("depth", "thermal", "video")  # written into the work folder by `make_files`
 
@@ -169,14 +168,17 @@ def pipeline(bridge: Any, modality: str, files: list[Path], batch_size: int, wor
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", type=Path, default=DATA, help="the shared data folder (default: ../shared/data)")
+    from bridge.cli import add_threads_option
+    from query.eval.shared_data import shared_data_dir
+
+    p.add_argument("--data", type=Path, default=shared_data_dir(),
+                   help="the shared data folder (default: ../shared/data, or $EBRIDGE_SHARED_DATA)")
     p.add_argument("--limit", type=int, default=512, help="files per modality")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1))
     p.add_argument("--modalities", default="image,audio")
     p.add_argument("--decode", choices=["auto", "threads", "processes"], default="auto")
-    p.add_argument("--torch-threads", type=int, default=None,
-                   help="torch intra-op threads for both measurements (default: torch's own choice)")
+    add_threads_option(p, None, "torch intra-op threads for both measurements")
     p.add_argument("--bridge", type=Path, default=None, help="checkpoint (default: a quick one on the preset)")
     p.add_argument("--preset", default="offline")
     p.add_argument("--open-clip-arch", default=None, metavar="ARCH",
@@ -206,8 +208,9 @@ def main(argv: list[str] | None = None) -> int:
     bridge.to(device)
     import torch
 
-    if args.torch_threads:
-        torch.set_num_threads(args.torch_threads)
+    from bridge.device import set_threads
+
+    set_threads(args.threads)
     results: dict[str, Any] = {
         "bridge": bridge.version, "preset": bridge.config.get("preset_name"), "batch_size": args.batch_size,
         "workers": args.workers, "decode": args.decode, "limit": args.limit, "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
@@ -228,7 +231,9 @@ def main(argv: list[str] | None = None) -> int:
                   f"({'meets' if ratio >= 0.9 else 'below'} the 0.9 goal)", flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    args.json.write_text(json.dumps(results, indent=2))
+    from bridge.provenance import write_json_report
+
+    write_json_report(args.json, results)
     print(f"wrote {args.json}")
     return 0
 

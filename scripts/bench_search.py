@@ -13,7 +13,6 @@ Goal (issue 4): p50 under 5 ms and recall@10 >= 0.98 at 100k points.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import resource
 import sys
@@ -111,7 +110,9 @@ def main(argv: list[str] | None = None) -> int:
     for route, r in results.items():
         print(f"{route:<8}{r['p50_ms']:>9.3f}{r['p95_ms']:>9.3f}{r['recall_at_10']:>11.4f}")
     if args.json:
-        args.json.write_text(json.dumps(report, indent=2))
+        from bridge.provenance import write_json_report
+
+        write_json_report(args.json, report)
     return 0
 
 

@@ -20,7 +20,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 import time
@@ -31,13 +30,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bridge.cli import add_threads_option  # noqa: E402
+from bridge.device import set_threads  # noqa: E402
+from bridge.validation import recall_at_1  # noqa: E402
+
 WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 CROSS = ("audio", "image", "depth", "thermal")
-
-
-def r_at_1(q: np.ndarray, q_labels: list, g: np.ndarray, g_labels: list) -> float:
-    top = np.argmax(q @ g.T, axis=1)
-    return float(np.mean([q_labels[i] == g_labels[j] for i, j in enumerate(top)]))
 
 
 def unit(x: np.ndarray) -> np.ndarray:
@@ -45,14 +43,13 @@ def unit(x: np.ndarray) -> np.ndarray:
 
 
 def zero_shot(z: np.ndarray, labels: list, prompts: np.ndarray, prompt_labels: list, keep: set[str]) -> float | None:
-    from query.eval.metrics import class_embeddings
+    from query.eval.metrics import class_embeddings, zero_shot_accuracy
 
     classes, names = class_embeddings(prompts, prompt_labels)
     rows = [i for i, y in enumerate(labels) if y in keep]
     if not rows:
         return None
-    top = np.asarray(names, dtype=object)[np.argmax(z[rows] @ classes.T, axis=1)]
-    return float(np.mean([top[k] == labels[i] for k, i in enumerate(rows)]))
+    return zero_shot_accuracy(z[rows], [labels[i] for i in rows], classes, names, ks=(1,))["top1"]
 
 
 def evaluate(embed, test: dict[str, Any], unseen: set[str], comparable=lambda s, t: True) -> dict[str, Any]:
@@ -61,7 +58,7 @@ def evaluate(embed, test: dict[str, Any], unseen: set[str], comparable=lambda s,
     for s in CROSS:
         for t in CROSS:
             if s != t and s in z and t in z and comparable(s, t):
-                out["pairs"][f"{s}->{t}"] = r_at_1(z[s], test[s].labels, z[t], test[t].labels)
+                out["pairs"][f"{s}->{t}"] = recall_at_1(z[s], test[s].labels, z[t], test[t].labels)
         if s in z and "text" in z:
             seen = set(WORDS) - unseen
             out["zero_shot"][s] = {"seen": zero_shot(z[s], test[s].labels, z["text"], test["text"].labels, seen),
@@ -79,11 +76,10 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--proxy-steps", type=int, default=600)
     parser.add_argument("--unseen", nargs="*", default=["seven", "eight", "nine"], help="classes held out of training")
+    add_threads_option(parser, 1)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-
-    import torch
 
     from bridge.config import TrainConfig
     from bridge.encoders import load_preset
@@ -92,7 +88,7 @@ def main() -> int:
     from bridge.train import train
     from query.eval.digits import build_digits_world
 
-    torch.set_num_threads(1)
+    set_threads(args.threads)
     t0 = time.perf_counter()
     world = args.world or build_digits_world(args.cache / "world", scale="quick" if args.data else "sample",
                                              data_dir=args.data)
@@ -102,13 +98,12 @@ def main() -> int:
     sets = {s: training_set(in_split(rows, s), preset, cache) for s in ("train", "val", "test")}
     info = preset.info()
     unseen = set(args.unseen)
-    same = {m: info["backbones"].get(m) for m in CROSS}
 
     def raw_embed(m: str, x: np.ndarray) -> np.ndarray:
         return unit(x)
 
     raw = evaluate(raw_embed, {m: d for m, d in sets["test"].items() if m != "text"}, unseen,
-                   comparable=lambda s, t: same[s] == same[t])
+                   comparable=preset.shares_encoder)
     raw.pop("zero_shot")
 
     def drop(data: dict[str, Any]) -> dict[str, Any]:
@@ -137,7 +132,9 @@ def main() -> int:
                            "seconds": round(time.perf_counter() - t0, 1)}
     print_table(results)
     if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
+        from bridge.provenance import write_json_report
+
+        write_json_report(args.json, results)
     return 0
 
 

@@ -50,6 +50,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bridge.provenance import provenance, write_json_report  # noqa: E402
 from indexer.store import CollectionSpec, EdgeStore, Filter, Point, point_id  # noqa: E402
 
 log = logging.getLogger("bench_store")
@@ -484,6 +485,7 @@ def main(argv: list[str] | None = None) -> int:
             "cpus": os.cpu_count(), "loadavg_start": " ".join(f"{x:.1f}" for x in os.getloadavg()),
             "argv": sys.argv[1:], "shared_machine_note": "load average shows other users' work on the same CPUs"}
     meta.update(prepare_data(args, workdir))
+    prov = provenance()  # once, at the start: the load average before the engines ran
     results = []
     for engine in args.engines.split(","):
         known = {**EDGE_PRESETS, **args.edge_presets}
@@ -506,13 +508,13 @@ def main(argv: list[str] | None = None) -> int:
                 shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
         if args.json:  # after every engine, so a long run that dies keeps what it measured
             meta["loadavg_end"] = " ".join(f"{x:.1f}" for x in os.getloadavg())
-            args.json.write_text(json.dumps({"meta": meta, "results": results}, indent=2))
+            write_json_report(args.json, {"meta": meta, "results": results, "provenance": prov})
     meta["loadavg_end"] = " ".join(f"{x:.1f}" for x in os.getloadavg())
     if args.workdir is None and not args.keep:
         shutil.rmtree(workdir, ignore_errors=True)
     print_table(results, meta)
     if args.json:
-        args.json.write_text(json.dumps({"meta": meta, "results": results}, indent=2))
+        write_json_report(args.json, {"meta": meta, "results": results, "provenance": prov})
         log.info("wrote %s", args.json)
     return 0 if all("error" not in r for r in results) else 1
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import glob
 import http.client
-import json
 import logging
 import os
 import socket
@@ -29,6 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bridge.provenance import write_json_report  # noqa: E402
 from query.serve.client import ServerError, request, search_body  # noqa: E402
 
 log = logging.getLogger("load_serve")
@@ -74,7 +74,7 @@ def main() -> int:
                   f"p50 {r['p50_ms']:7.1f} ms, p95 {r['p95_ms']:7.1f} ms, max {r['max_ms']:7.1f} ms "
                   f"({args.clients} clients, {args.seconds:.0f} s)")
         if args.json:
-            args.json.write_text(json.dumps(report, indent=2))
+            write_json_report(args.json, report)
             log.info("wrote %s", args.json)
     finally:
         if proc is not None:

@@ -10,14 +10,14 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-
-
 def shared_data(sub: str = "") -> Path:
-    """Path under ../shared/data, or skip the test with a clear message when it is absent."""
-    path = SHARED_DATA / sub
+    """Path under ../shared/data (query.eval.shared_data), or skip the test with a clear message when it is absent."""
+    from query.eval.shared_data import SHARED_DATA_ENV, shared_data_dir
+
+    path = shared_data_dir() / sub
     if not path.exists():
-        pytest.skip(f"needs real data at {path} (../shared/data is not present on this machine)")
+        pytest.skip(f"needs real data at {path} (../shared/data is not present on this machine; "
+                    f"set ${SHARED_DATA_ENV} to point elsewhere)")
     return path
 
 

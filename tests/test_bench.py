@@ -26,6 +26,9 @@ def test_bench_writes_the_pair_matrix_report(tmp_path):
             assert (p["top1"] is None) == (not name.endswith("->text"))
         assert pairs["audio->image"]["paired"] and not pairs["audio->depth"]["paired"]
     assert (tmp_path / "report.md").read_text().startswith("# Digits-world benchmark")
+    from tests.test_provenance import check_provenance
+
+    check_provenance(on_disk["provenance"])  # commit, versions, command, machine, date
     assert (tmp_path / "pair_matrix.png").stat().st_size > 10_000
     assert report["indexing"] and all(r["errors"] == 0 for r in report["indexing"])
     for png in ("delta.png", "pairs_bar.png"):
@@ -79,3 +82,16 @@ def test_choice_on_validation_keeps_paired_pairs_within_a_point_of_anchor():
     assert choose(trials, anchor_paired=0.80) == 2  # the best unpaired costs paired pairs 5 points
     assert choose(trials, anchor_paired=None) == 1
     assert choose([t(0.6, 0.5), t(0.6, 0.5)], anchor_paired=None) == 0  # ties: first in grid order
+
+
+def test_bench_config_defaults_are_the_command_line_defaults():
+    """`BenchConfig(out=...)` in Python runs what `ebridge bench` with no options runs."""
+    from query.cli import build_parser
+
+    args = build_parser().parse_args(["bench"])
+    cfg = BenchConfig(out=args.out)
+    assert (args.dataset, args.seeds, args.variants, args.preset, args.gallery, args.device) == \
+        (cfg.dataset, cfg.seeds, cfg.variants, cfg.preset, cfg.gallery, cfg.device)
+    assert args.data is None and cfg.scale == "sample"  # no data: the shipped sample, as the CLI says
+    assert BenchConfig(out=args.out, data="x").scale == "full"
+    assert cfg.max_queries == 300 and args.max_queries is None  # the CLI falls back to the config's

@@ -27,14 +27,7 @@ from bridge.features import FeatureCache
 from bridge.modalities import MODALITIES, depth_to_disparity, load_audio
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-
-
-def _shared(sub: str) -> Path:
-    path = SHARED_DATA / sub
-    if not path.exists():
-        pytest.skip(f"real data not found at {path} (the shared data folder sits beside the repo on CI)")
-    return path
+from tests.conftest import shared_data as _shared  # noqa: E402  (the one ../shared/data definition)
 
 
 def _canonical_items(rng: np.random.Generator) -> dict[str, list]:
@@ -316,13 +309,12 @@ def test_speech_embedding_spoken_digit_1nn_across_speakers():
 
 
 def _one_nn_accuracy(feats: np.ndarray, labels: np.ndarray, groups: np.ndarray | None = None) -> float:
-    """Cosine 1-NN; with `groups`, neighbours only from other groups (other speakers)."""
+    """Cosine 1-NN, leave-one-out; with `groups`, neighbours only from other groups (other speakers)."""
+    from bridge.validation import recall_at_1
+
     unit = feats / np.linalg.norm(feats, axis=1, keepdims=True)
-    sim = unit @ unit.T
-    np.fill_diagonal(sim, -np.inf)
-    if groups is not None:
-        sim[groups[:, None] == groups[None, :]] = -np.inf
-    return float((labels[sim.argmax(axis=1)] == labels).mean())
+    g = list(groups) if groups is not None else list(range(len(labels)))
+    return recall_at_1(unit, list(labels), unit, list(labels), query_groups=g, corpus_groups=g)
 
 
 # --------------------------------------------------------------------------- feature cache

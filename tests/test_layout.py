@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-ALLOWED = {"bridge": {"bridge"}, "indexer": {"bridge", "indexer"}, "query": {"bridge", "indexer", "query"}}
+ALLOWED = {"bridge": {"bridge"}, "indexer": {"bridge", "indexer"}, "query": {"bridge", "indexer", "query"},
+           # the distribution's own name: only re-exports the three packages' public names
+           "emergentbridge": {"bridge", "indexer", "query", "emergentbridge"}}
 
 
 def _our_imports(path: Path) -> list[tuple[int, str]]:
@@ -55,7 +57,33 @@ def test_public_names_at_each_package_top():
     assert out.stdout.strip() == "ok", out.stderr
 
 
+def test_from_bridge_import_train_is_the_function_even_after_its_module_loaded():
+    code = ("import bridge.train, indexer.index; from bridge import train; import bridge; "
+            "from bridge.train import validate; print(callable(train), train is bridge.train, train.__module__)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert out.stdout.split() == ["True", "True", "bridge.train"], out.stderr
+
+
 def test_importing_the_packages_is_light():
-    code = "import sys, bridge, indexer, query; print('torch' in sys.modules)"
+    code = "import sys, bridge, indexer, query, emergentbridge; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_one_version_everywhere():
+    """`ebridge --version`, `emergentbridge.__version__` and the package metadata all read bridge.__version__."""
+    import bridge
+    import emergentbridge
+
+    assert emergentbridge.__version__ == bridge.__version__
+    out = subprocess.run([sys.executable, "-m", "query.cli", "--version"], capture_output=True, text=True, cwd=REPO)
+    assert out.returncode == 0 and out.stdout.strip() == f"ebridge (emergentbridge) {bridge.__version__}", out
+    pyproject = (REPO / "pyproject.toml").read_text(encoding="utf-8")
+    assert 'dynamic = ["version"]' in pyproject and 'attr = "bridge.__version__"' in pyproject
+
+
+def test_the_distribution_name_exports_the_public_api():
+    code = ("import sys, emergentbridge as eb; print(eb.Bridge.__module__, eb.index_directory.__module__, "
+            "eb.Index.__module__, 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert out.stdout.split() == ["bridge.space", "indexer.index", "query.search", "False"], out.stderr

@@ -50,6 +50,20 @@ def test_exclude_self_drops_the_query_from_its_own_ranking():
     assert got["r1"] == pytest.approx(2 / 3)
 
 
+def test_nearest_neighbour_recall_at_1_is_the_ranked_r1():
+    """bridge.validation.recall_at_1 (validation, scripts) and the ranked metrics agree on R@1,
+    leave-one-out included: two computations of one definition."""
+    from bridge.validation import recall_at_1
+
+    rng = np.random.default_rng(4)
+    q, c = rng.normal(size=(40, 8)).astype(np.float32), rng.normal(size=(60, 8)).astype(np.float32)
+    ql, cl = list(rng.integers(0, 5, 40)), list(rng.integers(0, 5, 60))
+    assert recall_at_1(q, ql, c, cl) == pytest.approx(retrieval_metrics(q, ql, c, cl, ks=(1,))["r1"])
+    n = list(range(60))
+    assert recall_at_1(c, cl, c, cl, query_groups=n, corpus_groups=n) == pytest.approx(
+        retrieval_metrics(c, cl, c, cl, ks=(1,), exclude_self=True)["r1"])
+
+
 def test_zero_shot_matches_argmax_reference():
     rng = np.random.default_rng(1)
     q = rng.normal(size=(30, 6))

@@ -377,3 +377,25 @@ def test_indexer_reuses_the_training_feature_cache(tmp_path):
         Preset.encoder = original
     assert s.indexed == 16
     assert calls == [], f"encoders were built for {calls}: the training cache was not used"
+
+
+def test_the_python_train_records_the_feature_cache_as_the_cli_does(tmp_path):
+    """`train()` on a `training_set` writes the cache into the checkpoint, as `ebridge train` does."""
+    from bridge import Bridge, TrainConfig, read_manifest, train, training_set
+    from bridge.encoders import load_preset
+    from bridge.features import FeatureCache
+
+    data = tmp_path / "data"
+    (data / "img").mkdir(parents=True)
+    for i in range(6):
+        (data / "img" / f"{i}.png").write_bytes(png_bytes(i))
+    (data / "manifest.csv").write_text("modality,path,text,label,split\n" + "\n".join(
+        [f"image,img/{i}.png,,{i % 2},train" for i in range(6)] + ["text,,zero,0,train", "text,,one,1,train"]) + "\n")
+    preset = load_preset("tiny")
+    cache = FeatureCache(tmp_path / "my-cache")
+    features = training_set(read_manifest(data / "manifest.csv"), preset, cache)
+    cfg = TrainConfig(preset="tiny", dim=8, hidden=16, steps=3, proxy_steps=3, batch_size=8,
+                      diffusion_timesteps=20, diffusion_steps=2)
+    bridge, _ = train(cfg, features, preset_info=preset.info())
+    bridge.save(tmp_path / "ckpt")
+    assert Bridge.load(tmp_path / "ckpt").config["feature_cache"] == str(cache.directory.resolve())

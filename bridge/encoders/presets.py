@@ -24,6 +24,33 @@ DEFAULT_PRESET = "offline"
 ENCODER_CODE_VERSION = 2
 
 # What kind of input each modality hands its backbone.
+def shares_encoder(info: dict[str, Any], a: str, b: str, *, aligned: bool = True) -> bool:
+    """Do modalities `a` and `b` go through one encoder into one feature space? The one definition:
+    the raw-feature baseline, head starts and training's raw R@1 all ask it.
+
+    `info` is `Preset.info()` (training gets it as `preset_info`). True when both have the same
+    `encoder_key` (one network, one kind of input: image, depth and thermal through one CNN), or,
+    with `aligned`, when their encoders are joined by a pair the preset declares aligned (CLIP's
+    image and text towers: then depth, read by the image tower, meets text too). `aligned=False`
+    asks only the first question: can one head's map be copied to the other (same input statistics).
+
+    Example:
+        >>> info = {"backbones": {"image": "k1:pixels", "depth": "k1:pixels", "text": "k1:text"},
+        ...         "aligned": [["image", "text"]]}
+        >>> shares_encoder(info, "depth", "text"), shares_encoder(info, "depth", "text", aligned=False)
+        (True, False)
+    """
+    keys = info.get("backbones") or {}
+    key_a, key_b = keys.get(a), keys.get(b)
+    if key_a is None or key_b is None:  # a modality the preset lacks
+        return False
+    if key_a == key_b:
+        return True
+    if not aligned:
+        return False
+    return any({key_a, key_b} == {keys.get(x), keys.get(y)} for x, y in (info.get("aligned") or []))
+
+
 _INPUT_KIND = {"text": "text", "image": "pixels", "depth": "pixels", "thermal": "pixels", "video": "pixels", "audio": "audio"}
 
 
@@ -108,6 +135,15 @@ class Preset:
         """Equal for modalities whose features are comparable as they are: one network, one kind
         of input (depth and thermal through the image CNN; not text and audio through `tiny`)."""
         return f"{self.backbone_key(modality)}:{_INPUT_KIND[modality]}"
+
+    def shares_encoder(self, a: str, b: str, *, aligned: bool = True) -> bool:
+        """Whether the raw features of `a` and `b` can be compared as they are (see `shares_encoder`).
+
+        Example:
+            >>> load_preset("offline").shares_encoder("depth", "image")
+            True
+        """
+        return shares_encoder(self.info(), a, b, aligned=aligned)
 
     def info(self) -> dict[str, Any]:
         """What training records about the preset: name, fingerprint, aligned pairs, shared backbones.

@@ -53,13 +53,13 @@ class BenchConfig:
     out: Path
     dataset: str = "digits"
     data: Path | None = None  # the dataset folder (digits: ../shared/data; None = the shipped sample)
-    scale: str = "quick"  # digits world only
+    scale: str | None = None  # digits world only; None: "full" with --data, the shipped "sample" without
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     variants: list[str] = field(default_factory=lambda: list(VARIANTS))
     preset: str = "offline-small"
-    max_queries: int = 150  # per source modality, sampled once with a fixed seed
+    max_queries: int = 300  # per source modality, sampled once with a fixed seed
     train_overrides: dict[str, Any] = field(default_factory=dict)
-    device: str | None = None  # "auto", "cpu", "cuda", "mps"; None: torch's default (CPU)
+    device: str | None = "auto"  # "auto" (CUDA when available), "cpu", "cuda", "mps"; None: torch's default
     sweep: dict[str, list[Any]] = field(default_factory=lambda: dict(DEFAULT_SWEEP))
     unseen: list[str] | int | None = None  # classes held out of train and val (class-disjoint split)
     gallery: str = "test"  # "test", or "test+train": the test index also holds the training items
@@ -67,6 +67,11 @@ class BenchConfig:
     proxy: str | None = None
     max_k: int = 1000  # hits asked per query; relevant items beyond count as misses
     sweep_every_seed: bool = False  # False: the sweep runs on the first seed, later seeds reuse its choice
+
+    # The defaults above are `ebridge bench`'s: the CLI reads them from here (see add_parser).
+    def __post_init__(self) -> None:
+        if self.scale is None:
+            self.scale = "full" if self.data is not None else "sample"
 
 
 class StageTimer:
@@ -189,29 +194,12 @@ def evaluate_index(index: Any, points: dict[str, Any], routes: list[str], max_qu
 # ------------------------------------------------------------------------------ the raw-feature baseline
 
 
-def shares_encoder(preset: Any, a: str, b: str) -> bool:
-    """True when modalities `a` and `b` go through one encoder into one feature space: the same
-    backbone on the same kind of input (image/depth/thermal through one image backbone), one
-    CLIP model's image and text towers, or a pair the preset declares aligned."""
-    from bridge.encoders.presets import _INPUT_KIND
-
-    aligned = preset.spec.get("aligned") or []
-    if any({a, b} == set(p) for p in aligned):
-        return True
-    try:
-        same = preset._backbone(a) is preset._backbone(b)
-    except Exception:  # a modality the preset lacks
-        return False
-    kind_a, kind_b = _INPUT_KIND.get(a), _INPUT_KIND.get(b)
-    return same and (kind_a == kind_b or preset.spec["encoders"][a]["backbone"] == "open_clip")
-
-
 def raw_baseline(world: Any, preset: Any, cache: Any, splits: list[str], max_queries: int, *, relevance: str,
                  zero_shot: bool, unseen: set[str]) -> dict[str, dict[str, Any]]:
     """Exact search on the frozen encoders' own (normalised) features, for every ordered pair
     whose two sides share an encoder; the same queries, gallery and qrels as the routed runs."""
     mods = world.modalities("test")
-    pairs = [(s, t) for s in mods for t in mods if s != t and shares_encoder(preset, s, t)]
+    pairs = [(s, t) for s in mods for t in mods if s != t and preset.shares_encoder(s, t)]
     if not pairs:
         return {}
     keyed = keyed_features(world, preset, cache, splits, sorted({m for p in pairs for m in p}))
@@ -634,29 +622,31 @@ def _parse_sweep(items: list[str]) -> dict[str, list[Any]]:
     return out
 
 
+DEFAULTS = BenchConfig(out=Path("bench-out"))  # the CLI's defaults are the Python API's
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="train, index and query a dataset; report the pair matrix",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dataset", choices=DATASETS, default="digits",
+    p.add_argument("--dataset", choices=DATASETS, default=DEFAULTS.dataset,
                    help="digits (default), a standard dataset, or manifest (your own pairs manifest)")
     p.add_argument("--data", type=Path, default=None,
                    help="the dataset folder; digits: ../shared/data (default: the shipped sample); manifest: the CSV/Parquet")
-    p.add_argument("--out", type=Path, default=Path("bench-out"))
+    p.add_argument("--out", type=Path, default=DEFAULTS.out)
     p.add_argument("--quick", action="store_true", help="smaller world, shorter training, fewer queries")
     p.add_argument("--scale", choices=["sample", "quick", "full"], default=None, help="digits world size")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
-    p.add_argument("--preset", default="offline-small", help="encoder preset (default offline-small: offline at 128 px)")
+    p.add_argument("--seeds", type=int, nargs="+", default=DEFAULTS.seeds)
+    p.add_argument("--variants", nargs="+", choices=VARIANTS, default=DEFAULTS.variants)
+    p.add_argument("--preset", default=DEFAULTS.preset, help=f"encoder preset (default {DEFAULTS.preset}: offline at 128 px)")
     p.add_argument("--max-queries", type=int, default=None)
     p.add_argument("--sweep", action="append", default=None, metavar="SETTING=V1,V2",
                    help="settings chosen on validation (repeatable; default lambda_proxy=0.5,1,2,4)")
     p.add_argument("--no-sweep", action="store_true", help="train each variant once with the given settings")
     p.add_argument("--unseen", default=None,
                    help="class-disjoint split: N classes (seeded draw) or a comma list held out of train and val")
-    p.add_argument("--gallery", choices=["test", "test+train"], default="test",
+    p.add_argument("--gallery", choices=["test", "test+train"], default=DEFAULTS.gallery,
                    help="what the test index holds: the test split, or test + train (as a user's index would)")
-    from bridge.cli import config_options
-    from bridge.device import add_device_option
+    from bridge.cli import add_device_option, config_options
 
     add_device_option(p)
     config_options(p, skip=("variant", "seed", "preset"))
@@ -664,7 +654,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bridge.cli import given_options, set_threads
+    from bridge.cli import given_options
+    from bridge.device import set_threads
 
     set_threads(args.threads)
     overrides = given_options(args, skip=("variant", "seed", "preset", "anchor", "proxy"))
@@ -687,7 +678,7 @@ def run(args: argparse.Namespace) -> int:
         unseen = int(args.unseen) if args.unseen.isdigit() else [c.strip() for c in args.unseen.split(",") if c.strip()]
     cfg = BenchConfig(out=args.out, dataset=args.dataset, data=args.data, scale=scale, seeds=args.seeds,
                       variants=args.variants, preset=args.preset,
-                      max_queries=args.max_queries or (60 if args.quick else 300), train_overrides=overrides,
+                      max_queries=args.max_queries or (60 if args.quick else DEFAULTS.max_queries), train_overrides=overrides,
                       sweep=sweep, unseen=unseen, gallery=args.gallery,
                       anchor=getattr(args, "anchor", None), proxy=getattr(args, "proxy", None),
                       device=args.device)

@@ -37,7 +37,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bridge.cli import set_threads
+    from bridge.device import set_threads
     from bridge.encoders import load_preset
     from bridge.features import FeatureCache
     from bridge.pairs import in_split, read_manifest, training_set

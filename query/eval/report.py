@@ -21,7 +21,11 @@ PLOTS = {"pair_matrix.png": "R@1 pair matrix per variant", "delta.png": "emergen
 
 
 def write_report(report: dict[str, Any], out: Path) -> None:
-    """Write report.json, the PNGs (when matplotlib is installed) and report.md, which links them."""
+    """Write report.json (with where it came from: commit, versions, command, machine; see
+    bridge.provenance), the PNGs (when matplotlib is installed) and report.md, which links them."""
+    from bridge.provenance import provenance
+
+    report.setdefault("provenance", provenance())
     (out / "report.json").write_text(json.dumps(report, indent=2))
     made: list[str] = []
     try:

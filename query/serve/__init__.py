@@ -16,6 +16,8 @@ import logging
 import os
 from pathlib import Path
 
+from bridge.cli import add_threads_option
+
 log = logging.getLogger(__name__)
 
 
@@ -31,8 +33,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-k", type=int, default=100, help="largest k a request may ask for (default 100)")
     p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
                    help="threads that encode queries (default: cores, at most 4)")
-    p.add_argument("--threads", "--torch-threads", dest="torch_threads", type=int, default=1,
-                   help="torch threads per worker (default 1)")
+    add_threads_option(p, 1, "torch threads per encoding worker")
     p.add_argument("--no-warm", action="store_true", help="do not run the encoders once at start")
     p.add_argument("--text-cache", type=int, default=4096, help="text queries whose vectors are kept (0: none)")
     p.add_argument("--qdrant-url", help="serve a Qdrant server collection (the index folder holds its bridge)")
@@ -53,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
         log.warning("serving on %s without --api-key: anyone who reaches this address can search and "
                     "download the indexed files", args.host)
     settings = ServeSettings(api_key=args.api_key or None, max_upload_bytes=int(args.max_upload_mb * 2**20),
-                             max_k=args.max_k, workers=args.workers, torch_threads=args.torch_threads,
+                             max_k=args.max_k, workers=args.workers, torch_threads=args.threads,
                              warm=not args.no_warm, text_cache=args.text_cache)
     service = SearchService.open(args.index, settings, url=args.qdrant_url, collection=args.collection)
     app = create_app(service)

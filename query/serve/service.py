@@ -39,6 +39,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from bridge.device import set_threads
 from bridge.errors import InputError
 from bridge.modalities import MODALITIES, check_modality, detect_modality
 from indexer.lock import IndexLock
@@ -168,7 +169,7 @@ class SearchService:
         if lock is not None:
             lock.acquire()
         try:
-            _set_torch_threads(settings.torch_threads)
+            set_threads(max(1, settings.torch_threads))
             index = Index.open(index_dir, url=url, collection=collection, read_lock=False)
             service = cls(index, index_dir, settings, lock)
         except BaseException:
@@ -371,14 +372,6 @@ def _upload_modality(path: Path) -> str | None:
         except Exception:  # the loader reports what is wrong with the file
             pass
     return modality
-
-
-def _set_torch_threads(n: int) -> None:
-    try:
-        import torch
-    except ImportError:
-        return
-    torch.set_num_threads(max(1, n))
 
 
 def _safe_name(name: str | None) -> str:
