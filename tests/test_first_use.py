@@ -104,3 +104,98 @@ def test_role_hint_never_offers_the_refused_roles_and_stays_short():
     msg = str(err.value)
     assert "image rows share no pair key or label with the text rows" in msg
     assert "--anchor text --proxy audio" not in msg.split("It holds")[1] and len(msg.splitlines()) <= 2
+
+
+def test_bench_fused_order_is_the_served_fused_ranking(tmp_path):
+    """The bench chooses lambda on `fused_order`; users get `Index.search(route="fused")`: one fusion."""
+    from indexer.store.types import rrf_scores
+    from query.eval.bench import fused_order
+    from query.search import Index
+    from tests.conftest import tiny_digits_index
+
+    tiny_digits_index(tmp_path)
+    index = Index.open(tmp_path / "edge.index")
+    try:
+        points: dict[str, list] = {}
+        for rec in index.store.scroll(with_payload=True, with_vectors=["bridged", "proxy"]):
+            points.setdefault(rec.payload["modality"], []).append(rec)
+        gallery = points["depth"]
+        g_direct = np.stack([np.asarray(r.vectors["bridged"], np.float32) for r in gallery])
+        g_proxy = np.stack([np.asarray(r.vectors["proxy"], np.float32) for r in gallery])
+        compared = 0
+        for k in (5, len(gallery)):  # a short list, and the whole gallery (what the bench asks)
+            for rec in points["audio"][:6]:
+                q = np.asarray(rec.vectors["bridged"], np.float32)[None, :]
+                view = index.bridge.proxy_view(q)  # what Index.search computes for this query
+                served = index.search({"id": rec.id}, target="depth", k=k, route="fused")
+                ours = fused_order(q @ g_direct.T, view @ g_proxy.T, k, index.fusion)[0]
+                assert len(served) == len(ours) == k
+                ours_ids = [str(gallery[j].id) for j in ours]
+                served_ids = [str(h.id) for h in served]
+                # Equal fused scores (one side's rank r, the other's r') may come in either order: compare
+                # the ranking score by score, and the items wherever the score is not tied.
+                sides = [np.argsort(-s, axis=1, kind="stable")[:, :max(index.fusion.depth, k)]
+                         for s in (q @ g_direct.T, view @ g_proxy.T)]
+                score = dict(zip((str(r.id) for r in gallery), rrf_scores(sides, [1.0, 1.0], len(gallery))[0]))
+                assert [h.score for h in served] == pytest.approx([score[i] for i in served_ids], abs=1e-6)
+                assert [score[i] for i in ours_ids] == pytest.approx([score[i] for i in served_ids], abs=1e-9)
+                untied = [n for n, i in enumerate(ours_ids)
+                          if sum(abs(score[j] - score[i]) < 1e-9 for j in score) == 1]
+                assert [ours_ids[n] for n in untied] == [served_ids[n] for n in untied]
+                compared += len(untied)
+        assert compared > 20
+    finally:
+        index.close()
+
+
+BENCH_TINY = ["--preset", "tiny", "--seeds", "0", "--max-queries", "10", "--dim", "16", "--hidden", "32",
+              "--steps", "20", "--proxy-steps", "20", "--batch-size", "16", "--diffusion-timesteps", "50",
+              "--diffusion-steps", "2", "--threads", "1"]
+
+
+def test_two_modality_bench_runs_one_variant_and_classifies_against_prompts_of_other_splits(tmp_path, capsys):
+    """Audio + text, class prompts in train and val only: zero-shot still scores the test audio (the
+    classes come from the prompts of any split), and with nothing bound one variant runs, saying why."""
+    from query.cli import main
+
+    manifest = sounds_manifest(tmp_path)
+    rows = manifest.read_text().splitlines()
+    for c, (label, hz) in enumerate((("dog", 300.0), ("rain", 1200.0), ("bell", 2500.0))):
+        rows.append(f"text,,a sound of a {label},{label},val")
+        for i in range(2):
+            rows.append(f"audio,clips/{tone(tmp_path / 'clips' / f'{label}_t{i}.wav', hz * 1.01, 99 + c + i)},,"
+                        f"{label},test")
+    manifest.write_text("\n".join(rows) + "\n")
+    code = main(["bench", "--dataset", "manifest", "--data", str(manifest), "--out", str(tmp_path / "out"),
+                 *BENCH_TINY])
+    md = capsys.readouterr().out
+    assert code == 0
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert list(report["variants"]) == ["anchor"] and "nothing is bound" in report["variants_note"]
+    assert report["sweep"] == {}  # lambda_proxy cannot matter here: no sweep is claimed
+    assert "Sweep: none" in md and "lambda_proxy in" not in md and "nothing is bound" in md
+    pair = report["variants"]["anchor"]["pairs"]["audio->text"]
+    assert pair["top1"] is not None and 0.0 <= pair["r1"] <= 1.0
+    assert "zero-shot against class prompts: yes" in md
+
+
+def test_bench_with_nothing_to_score_says_why_and_exits_non_zero(tmp_path, capsys):
+    """Test rows of one modality, no text prompts anywhere: no pair can be scored."""
+    from query.cli import main
+
+    manifest = sounds_manifest(tmp_path)
+    rows = [r for r in manifest.read_text().splitlines() if not r.startswith("text,")]
+    from PIL import Image
+
+    for label in ("dog", "rain"):  # images in train and val only: the test split has audio alone
+        for split in ("train", "val"):
+            Image.new("RGB", (16, 16), (40 if label == "dog" else 200, 0, 0)).save(tmp_path / f"{label}_{split}.png")
+            rows.append(f"image,{label}_{split}.png,,{label},{split}")
+    rows.append(f"audio,clips/{tone(tmp_path / 'clips' / 'dog_t.wav', 300.0, 5)},,dog,test")
+    manifest.write_text("\n".join(rows) + "\n")
+    code = main(["bench", "--dataset", "manifest", "--data", str(manifest), "--out", str(tmp_path / "out"),
+                 "--anchor", "image", "--proxy", "audio", *BENCH_TINY])
+    err = capsys.readouterr().err
+    assert code != 0
+    assert "nothing to score" in err and "audio 1" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out" / "report.json").exists()
