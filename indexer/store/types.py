@@ -12,6 +12,8 @@ from typing import Any, Literal, NamedTuple, TypeAlias
 
 import numpy as np
 
+from bridge.errors import EmergentBridgeError
+
 PointId: TypeAlias = str | int
 """A UUID string (what the indexer passes, see :func:`point_id`) or an unsigned int."""
 VectorLike: TypeAlias = "Sequence[float] | np.ndarray"
@@ -22,6 +24,15 @@ FusionKind = Literal["rrf", "dbsf"]
 # Namespace for deterministic ids: one item identity always maps to the same point,
 # so re-indexing a folder never duplicates and an interrupted run resumes.
 ID_NAMESPACE = uuid.UUID("6f1c9d2e-5b8a-4c1e-9a57-0b6c2e8f4d31")
+
+class StoreDamagedError(EmergentBridgeError):
+    """The index's store holds unreadable or garbage points, or cannot be opened at all."""
+
+
+class StoreUnreadableError(StoreDamagedError):
+    """The store's own files (its description, WAL or segments) cannot be loaded: no point can be
+    read, so only a rebuild from the source files helps (`ebridge index` does it)."""
+
 
 # Qdrant's default RRF constant (both the engine and qdrant-client's local mode use 2).
 DEFAULT_RRF_K = 2
