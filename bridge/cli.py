@@ -103,6 +103,9 @@ def run(args: argparse.Namespace) -> int:
     # reuses these frozen features instead of encoding the same files again
     bridge, curves = train(cfg, data, val=val, preset_info=preset.info(), device=device)
     bridge.save(args.out, curves)
+    # Two figures, two names: each head's `val_r1` (what selection used: both directions, validation
+    # queries against validation + training items, as the user's index holds) and `val_only_r1`
+    # (per direction, validation items against validation items only).
     print(json.dumps({"checkpoint": str(args.out), "version": bridge.version, "base": bridge.config["base"],
-                      "heads": bridge.config["heads"], "val_r1": curves.get("val", {})}, indent=2))
+                      "heads": bridge.config["heads"], "val_only_r1": curves.get("val", {})}, indent=2))
     return 0

@@ -140,8 +140,10 @@ def check_roles(rows: list[Row], anchor: str, proxy: str, val_rows: list[Row] | 
                 source: str = "the manifest") -> None:
     """Fail before any encoder runs, with every problem at once and roles that would work.
 
-    Each modality must pair with the anchor (shared pair keys or labels); the proxy must be
-    present; a validation split, when there is one, must hold every trained modality.
+    Each modality must pair with the anchor (shared pair keys or labels) and the proxy must be
+    present. A validation split need not hold every modality: training judges a modality it
+    lacks on held-out training pairs, or against its training items (class prompts), with one
+    warning. `val_rows` is accepted for callers that pass it; it cannot make roles fail.
 
     Example:
         >>> rows = [Row("image", "/a.png", "cat", None, "train"), Row("text", "a cat", "cat", None, "train", True)]
@@ -149,26 +151,29 @@ def check_roles(rows: list[Row], anchor: str, proxy: str, val_rows: list[Row] | 
     """
     present = sorted({r.modality for r in rows})
     problems = [f"no {m} rows (the {role})" for m, role in ((anchor, "anchor"), (proxy, "proxy")) if m not in present]
+    if anchor == proxy:
+        problems.append("the anchor and the proxy must be two different modalities")
     if anchor in present:
         problems += [f"{m} rows share no pair key or label with the {anchor} rows (the anchor)"
                      for m in present if m != anchor and not pairable(rows, m, anchor)]
-    if val_rows:
-        in_val = {r.modality for r in val_rows}
-        problems += [f"the validation split has no {m} rows" for m in present if m not in in_val]
     if not problems:
         return
+    raise RoleError(f"{source} cannot train with --anchor {anchor} --proxy {proxy}: " + "; ".join(problems) +
+                    f".\nIt holds {', '.join(present)}; " + _role_hint(rows, present, (anchor, proxy)) + ".")
+
+
+def _role_hint(rows: list[Row], present: list[str], refused: tuple[str, str], most: int = 3) -> str:
+    """At most `most` anchor/proxy choices that pass the role rules, never the refused one."""
     working = []
     for a in present:
         partners = [m for m in present if m != a and pairable(rows, m, a)]
-        if partners and len(partners) == len(present) - 1:
-            proxies = sorted(partners, key=lambda m: (m != "text", m))
-            working.append(f"--anchor {a} --proxy {proxies[0]}" + (f" (or --proxy {', '.join(proxies[1:])})"
-                                                                   if len(proxies) > 1 else ""))
+        if len(partners) != len(present) - 1:  # every other modality must pair with the anchor
+            continue
+        for p in sorted(partners, key=lambda m: (m != "text", m)):
+            if (a, p) != refused:
+                working.append(f"--anchor {a} --proxy {p}")
     if working:
-        hint = "roles that would work here: " + "; ".join(working)
-    elif len(present) < 2:
-        hint = "a bridge needs items of at least two modalities, paired by pair keys or labels"
-    else:
-        hint = "no modality pairs with all the others: add pair keys or labels that link each modality to one anchor"
-    raise RoleError(f"{source} cannot train with --anchor {anchor} --proxy {proxy}: " + "; ".join(problems) +
-                    f". It holds {', '.join(present)}; {hint}.")
+        return "roles that would work here: " + "; ".join(working[:most]) + ("; ..." if len(working) > most else "")
+    if len(present) < 2:
+        return "a bridge needs items of at least two modalities, paired by pair keys or labels"
+    return "no modality pairs with all the others: add pair keys or labels that link each modality to one anchor"

@@ -268,12 +268,7 @@ def train(cfg: TrainConfig, data: TrainingSet, val: TrainingSet | None = None,
     caches = {d.feature_cache for d in data.values() if d.feature_cache}  # set by training_set
     frozen = frozen_modalities(cfg, preset_info, data)
     if val is None or not all(m in val for m in data):
-        missing = [m for m in data if not val or m not in val]
-        held_train, held_val = hold_out({m: data[m] for m in missing}, cfg.val_fraction, cfg.seed)
-        data = {**data, **held_train}
-        val = {**(val or {}), **held_val}
-        log.info("no validation items for %s: %.0f%% of their training pairs are held out to pick each head's "
-                 "best step", ", ".join(missing), 100 * cfg.val_fraction)
+        data, val = _complete_val(data, val, cfg)
     feature_dims = {m: int(d.features.shape[1]) for m, d in data.items()}
 
     def same_encoder(a: str, b: str) -> bool:
@@ -363,9 +358,9 @@ def train(cfg: TrainConfig, data: TrainingSet, val: TrainingSet | None = None,
         log.info("head %s: validation kept its label-space start; it stays that fixed map", m)
 
     def check_for(a: str, b: str) -> PairCheck | None:
-        if a not in val or b not in val:
+        if a not in val and b not in val:
             return None
-        check = PairCheck(a, b, data, val)
+        check = PairCheck(a, b, data, val)  # one side may be judged on its training items only
         return check if check.usable else None
 
     def head_params(*ms: str) -> list:
@@ -537,6 +532,25 @@ def _label_maps(cfg: TrainConfig, kinds: dict[str, str]) -> dict[str, dict[str, 
 
     # A modality read by the image backbone (depth, thermal, video) uses the image classifier's head.
     return label_maps(load_preset(cfg.preset), wanted)
+def _complete_val(data: TrainingSet, val: TrainingSet | None, cfg: TrainConfig) -> tuple[TrainingSet, TrainingSet]:
+    """Validation for every modality: where the user's split lacks one, a share of its training
+    pairs is held out (`hold_out`); what cannot be held out (class prompts: a few per class) stays
+    in training and is judged as the gallery the other side's validation items query. Returns
+    (training set, validation set). Never refuses: one log line says what was done."""
+    missing = [m for m in data if not val or m not in val]
+    held_train, held_val = hold_out({m: data[m] for m in missing}, cfg.val_fraction, cfg.seed)
+    out: TrainingSet = {**(val or {}), **held_val}
+    gallery_only = [m for m in missing if m not in out]
+    what = f"{', '.join(m for m in missing if m in out)}: {100 * cfg.val_fraction:.0f}% of the training pairs are " \
+           "held out to judge each head" if len(gallery_only) < len(missing) else ""
+    if gallery_only:
+        what += ("; " if what else "") + f"{', '.join(gallery_only)}: too few to hold out (e.g. class prompts), " \
+                "so the other modalities' validation items are judged against its training items"
+    if val is None:  # the user gave no validation split at all: the documented default
+        log.info("no validation split; %s", what)
+    else:
+        log.warning("the validation split has no %s items; %s", " or ".join(missing), what)
+    return {**data, **held_train}, out
 
 
 def _adopt_base(modules: BridgeModules, base: Bridge, config: dict[str, Any]) -> None:

@@ -39,40 +39,58 @@ def recall_at_1(queries: np.ndarray, query_keys: Sequence, corpus: np.ndarray, c
 
 
 class PairCheck:
-    """Validation R@1 of one pair, both directions averaged, against galleries that hold the
-    validation items *and* the training items, as the user's index will.
+    """Validation R@1 of one pair, averaged over the directions that have queries, against
+    galleries that hold the validation items *and* the training items, as the user's index will.
 
-    Relevance is the explicit pair key where the two modalities have them, else the label.
+    Relevance is the explicit pair key where the two modalities have them, else the label. A
+    modality with no validation items is still judged: the other side's validation items query
+    its training items (e.g. val audio against the training class prompts). Only queries with
+    at least one right answer in the gallery count (a val image whose thermal partner is not in
+    the gallery says nothing about the thermal head).
     """
 
     def __init__(self, a: str, b: str, train: TrainingSet, val: TrainingSet):
         self.a, self.b = a, b
-        va, vb, ta, tb = val[a], val[b], train[a], train[b]
-        keys_va, keys_vb, how = pair_keys(va, vb)
-        if how == "none":
-            keys_va, keys_vb, how = pair_keys(_joined(va, ta), _joined(vb, tb))
-            keys_va, keys_vb = keys_va[: len(va.ids)], keys_vb[: len(vb.ids)]
-        self.how = how
-        # Training items are in the gallery but can only be right answers where labels relate.
-        train_a = ta.labels if how == "label" else [None] * len(ta.ids)
-        train_b = tb.labels if how == "label" else [None] * len(tb.ids)
-        self.queries = {a: (va.features, list(keys_va)), b: (vb.features, list(keys_vb))}
-        self.gallery = {a: (np.concatenate([va.features, ta.features]), list(keys_va) + list(train_a)),
-                        b: (np.concatenate([vb.features, tb.features]), list(keys_vb) + list(train_b))}
-        self.usable = how != "none" and any(k is not None for k in keys_va) and any(k is not None for k in keys_vb)
+        ta, tb = train[a], train[b]
+        va, vb = val.get(a) or _empty(ta), val.get(b) or _empty(tb)
+        # Relevance as training pairs them (pair keys when the two share any, else labels), over
+        # validation and training items together: a held-out pair's partner may be a training item.
+        _, _, first = pair_keys(_joined(va, ta), _joined(vb, tb))
+        self.how, self.queries, self.gallery = "none", {}, {}
+        for how in [first, "label"] if first == "pair" else [first]:
+            if how == "none":
+                break
+            field = "pairs" if how == "pair" else "labels"
+            keys = {m: (list(getattr(v, field)), list(getattr(t, field))) for m, v, t in ((a, va, ta), (b, vb, tb))}
+            self.gallery = {m: (np.concatenate([v.features, t.features]), keys[m][0] + keys[m][1])
+                            for m, v, t in ((a, va, ta), (b, vb, tb))}
+            queries: dict[str, tuple[np.ndarray, list]] = {}
+            for s, t, v in ((a, b, va), (b, a, vb)):
+                answers = {k for k in self.gallery[t][1] if k is not None}
+                rows = [i for i, k in enumerate(keys[s][0]) if k is not None and k in answers]
+                if rows:
+                    queries[s] = (v.features[rows], [keys[s][0][i] for i in rows])
+            if queries:  # pair keys that reach no partner fall back to labels
+                self.how, self.queries = how, queries
+                break
+        self.usable = bool(self.queries)
 
     def score(self, embed: Callable[[str, np.ndarray], np.ndarray]) -> float:
-        """Mean R@1 of a->b and b->a, with `embed(modality, features)` giving unit vectors."""
+        """Mean R@1 over the directions with queries, `embed(modality, features)` giving unit vectors."""
         total = 0.0
-        for s, t in ((self.a, self.b), (self.b, self.a)):
-            q, q_keys = self.queries[s]
+        for s, (q, q_keys) in self.queries.items():
+            t = self.b if s == self.a else self.a
             g, g_keys = self.gallery[t]
             total += recall_at_1(embed(s, q), q_keys, embed(t, g), g_keys)
-        return total / 2
+        return total / max(len(self.queries), 1)
 
     def raw(self) -> float:
         """The same check on the raw frozen features, L2-normalised (no bridge at all)."""
         return self.score(lambda _m, x: x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12))
+
+
+def _empty(like: ModalityData) -> ModalityData:
+    return ModalityData(ids=[], features=np.zeros((0, like.features.shape[1]), np.float32))
 
 
 def _joined(a: ModalityData, b: ModalityData) -> ModalityData:

@@ -45,6 +45,7 @@ from indexer.scan import ShardSpec, scan_directory
 from indexer.record import INDEX_FORMAT, read_record, write_record
 from indexer.verify import StoreDamagedError, check_points, remove_points
 from indexer.store import ID_NAMESPACE, CollectionSpec, Point, Store, describe, open_store, point_id, resolve_location
+from indexer.store.types import StoreUnreadableError
 
 log = logging.getLogger(__name__)
 
@@ -180,7 +181,7 @@ def index_directory(
         crash_point("bridge")
         location = resolve_location(index_dir, qdrant_url, collection)
         where = describe(location)
-        store = open_store(index_dir, qdrant_url, collection, api_key=api_key, missing_ok=True)
+        store = _open_or_set_aside(index_dir, qdrant_url, collection, api_key, location)
         owned = location["kind"] != "client"  # a QdrantClient the caller passed stays the caller's
         manifest = Manifest(index_dir)
         try:
@@ -463,6 +464,25 @@ def raw_vectors(bridge: Any) -> dict[str, int]:
     modalities later never changes the collection's layout."""
     preset = bridge.preset
     return {f"raw_{m}": int(preset.dim(m)) for m in preset.modalities}
+def _open_or_set_aside(index_dir: Path, qdrant_url: Any, collection: str | None, api_key: str | None,
+                       location: dict[str, Any]) -> Store:
+    """Open the index's store; an embedded store the engine cannot load at all (a truncated
+    collection.json, a garbled WAL header, segment.json or id tracker) is moved aside, kept for
+    inspection, and a new one is built in its place: the source files are all still there, so this
+    run embeds every one of them again (the feature cache makes that cheap where it holds them)."""
+    try:
+        return open_store(index_dir, qdrant_url, collection, api_key=api_key, missing_ok=True)
+    except StoreUnreadableError as exc:
+        if location["kind"] != "embedded":
+            raise
+        from indexer.store.edge import set_aside
+
+        aside = index_dir / f"damaged-store-{time.strftime('%Y%m%d-%H%M%S')}"
+        set_aside(index_dir, aside)
+        fsync_dir(index_dir)
+        log.warning("index %s: the store is damaged (%s); it is moved aside to %s and rebuilt from the source "
+                    "files: every file is embedded again", index_dir, exc, aside)
+        return open_store(index_dir, qdrant_url, collection, api_key=api_key, missing_ok=True)
 
 
 def _prepare_store(store: Store, bridge: Any, manifest: Manifest, *, shards: int, replication: int,

@@ -22,9 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from bridge.errors import EmergentBridgeError
 from indexer.ledger import INDEXED, ManifestRow
 from indexer.store import Point, Record, Store
+from indexer.store.types import StoreDamagedError  # noqa: F401  (raised by readers; defined beside the store)
 
 log = logging.getLogger(__name__)
 
@@ -32,10 +32,6 @@ FULL_CHECK_LIMIT = 20_000  # up to this many points every point is checked; abov
 SAMPLE_SIZE = 4_096
 NORM_TOLERANCE = 1e-3
 _BATCH = 256
-
-
-class StoreDamagedError(EmergentBridgeError):
-    """The index's store holds unreadable or garbage points."""
 
 
 @dataclass

@@ -144,6 +144,8 @@ class Index:
             store = open_store(path, url=url, collection=collection)
         except FileNotFoundError as exc:
             raise QueryError(str(exc)) from None
+        except StoreDamagedError as exc:  # the engine cannot load the store at all: one sentence, the fix
+            raise StoreDamagedError(f"index {path} is damaged: {exc}; {_rebuild_hint(path)}") from None
         try:
             index = cls(store, bridge)
             root = (read_record(path) or {}).get("root", "DIR")
@@ -340,6 +342,16 @@ class Index:
         if any(not np.isfinite(h.score) for hits in results for h in hits):
             raise StoreDamagedError(f"the store holds garbage vectors (non-finite scores); {self.repair_hint}")
         return [[_hit(h, route) for h in hits] for hits in results]
+
+
+def _rebuild_hint(path: Path) -> str:
+    """What rebuilds a damaged index from its source files (the indexed folder, from its record)."""
+    try:
+        root = (read_record(path) or {}).get("root", "DIR")
+    except EmergentBridgeError:
+        root = "DIR"
+    return (f"run `ebridge index {root} --index {path}`: it moves the damaged store aside and rebuilds it "
+            "from the source files")
 
 
 def _check_query_file(path: Path) -> None:

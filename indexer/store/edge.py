@@ -20,7 +20,8 @@ from bridge.files import atomic_write_json
 from indexer.store.base import (Store, _as_vector, _batched, _match_values, _merge_metadata,
                                 _normalize_id, _search_params, _vectors_out)
 from indexer.store.types import (DEFAULT_RRF_K, CollectionSpec, Filter, FilterValue, FusionKind, Hit,
-                                 Point, PointId, Prefetch, Range, Record, StoreInfo, VectorLike)
+                                 Point, PointId, Prefetch, Range, Record, StoreInfo, StoreUnreadableError,
+                                 VectorLike)
 
 log = logging.getLogger(__name__)
 
@@ -86,11 +87,13 @@ class EdgeStore(Store):
             self._spec = CollectionSpec.from_json(data["spec"])
             self._meta = dict(data.get("metadata", {}))
         except (OSError, ValueError, KeyError, TypeError) as e:
-            raise RuntimeError(
-                f"{self._meta_path}: unreadable store description ({e}); restore it from a backup "
-                "or re-index into a fresh folder"
-            ) from e
-        self._shard = qe.EdgeShard.load(str(self._shard_path))
+            raise StoreUnreadableError(f"{self._meta_path}: unreadable store description ({e})") from e
+        try:
+            self._shard = qe.EdgeShard.load(str(self._shard_path))
+        except Exception as e:  # a garbled WAL header, segment.json or id tracker: the engine refuses the shard
+            text = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            text = text.replace("Service runtime error: ", "").replace(f"{self._shard_path}/", "")
+            raise StoreUnreadableError(f"{self._shard_path}: the engine cannot load it ({text[:300]})") from e
         log.info("opened embedded store %s (%d points)", self.path, self._shard.info().points_count)
 
     def _edge_config(self, spec: CollectionSpec) -> Any:
@@ -288,6 +291,20 @@ class EdgeStore(Store):
                                     filter=flt, params=params) for p in pfs],
         )
         return [_edge_hit(p) for p in self._live().query(req)]
+
+
+def set_aside(path: str | os.PathLike[str], dest: str | os.PathLike[str]) -> list[Path]:
+    """Move an embedded store's own files (its description and shard) from `path` into `dest`,
+    so a damaged store is kept for inspection while a new one is built in its place. Returns
+    the moved paths (at their new place); nothing else of the index folder is touched."""
+    moved = []
+    Path(dest).mkdir(parents=True, exist_ok=True)
+    for name in (EdgeStore.META_FILE, EdgeStore.SHARD_DIR):
+        src = Path(path) / name
+        if src.exists():
+            moved.append(Path(dest) / name)
+            os.replace(src, moved[-1])
+    return moved
 
 
 def _edge_memory(where: str | None) -> Any:

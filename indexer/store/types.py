@@ -12,6 +12,8 @@ from typing import Any, Literal, NamedTuple, TypeAlias
 
 import numpy as np
 
+from bridge.errors import EmergentBridgeError
+
 PointId: TypeAlias = str | int
 """A UUID string (what the indexer passes, see :func:`point_id`) or an unsigned int."""
 VectorLike: TypeAlias = "Sequence[float] | np.ndarray"
@@ -23,8 +25,43 @@ FusionKind = Literal["rrf", "dbsf"]
 # so re-indexing a folder never duplicates and an interrupted run resumes.
 ID_NAMESPACE = uuid.UUID("6f1c9d2e-5b8a-4c1e-9a57-0b6c2e8f4d31")
 
+class StoreDamagedError(EmergentBridgeError):
+    """The index's store holds unreadable or garbage points, or cannot be opened at all."""
+
+
+class StoreUnreadableError(StoreDamagedError):
+    """The store's own files (its description, WAL or segments) cannot be loaded: no point can be
+    read, so only a rebuild from the source files helps (`ebridge index` does it)."""
+
+
 # Qdrant's default RRF constant (both the engine and qdrant-client's local mode use 2).
 DEFAULT_RRF_K = 2
+
+
+def rrf_scores(rankings: Sequence[np.ndarray], weights: Sequence[float], n_items: int,
+               rrf_k: int = DEFAULT_RRF_K) -> np.ndarray:
+    """Weighted reciprocal-rank fusion as the engine computes a fused query (`Store.search_fused`):
+    a hit at 0-based rank r of a source with weight w scores 1 / ((r + 1) / w + rrf_k - 1), summed
+    over the sources. The one definition the benchmark's exact search uses too, so settings chosen
+    there are chosen on the fusion users get (tests/test_first_use.py checks both agree).
+
+    rankings: per source, a (queries, depth) array of item indices, best first (-1: none).
+    Returns (queries, n_items) fused scores; 0 for an item in no source's list.
+
+    Example:
+        >>> rrf_scores([np.array([[2, 0]]), np.array([[0, 1]])], [1.0, 1.0], 3).round(3).tolist()
+        [[0.833, 0.333, 0.5]]
+    """
+    out = np.zeros((rankings[0].shape[0], n_items), np.float64)
+    for ranks, w in zip(rankings, weights):
+        if w <= 0:
+            continue
+        ranks = np.asarray(ranks)
+        score = 1.0 / ((np.arange(ranks.shape[1]) + 1) / w + rrf_k - 1)
+        rows = np.broadcast_to(np.arange(ranks.shape[0])[:, None], ranks.shape)
+        ok = ranks >= 0
+        np.add.at(out, (rows[ok], ranks[ok]), np.broadcast_to(score, ranks.shape)[ok])
+    return out
 
 
 

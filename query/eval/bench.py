@@ -35,6 +35,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from bridge.config import VARIANTS
+from bridge.errors import EmergentBridgeError
 from query.eval.metrics import (qrels_by_key, ranked_list_metrics, search_metrics, zero_shot_accuracy,
                                 zero_shot_from_ranked, class_embeddings)
 from query.eval.tasks import DATASETS
@@ -259,22 +260,27 @@ def keyed_features(world: Any, preset: Any, cache: Any, splits: list[str], modal
     return out
 
 
-def _fused_order(direct: np.ndarray, proxy: np.ndarray, depth: int = 100, rrf_k: int = 2) -> np.ndarray:
-    """The fused route's ranking computed in numpy: weighted reciprocal-rank fusion of each
-    side's top `depth` (what the store's prefetch + RRF query does, weights 1 and 1)."""
-    fused = np.zeros(direct.shape, np.float64)
-    for scores in (direct, proxy):
-        order = np.argsort(-scores, axis=1, kind="stable")[:, :depth]
-        rows = np.arange(scores.shape[0])[:, None]
-        fused[rows, order] += 1.0 / (rrf_k + np.arange(1, order.shape[1] + 1))[None, :]
-    return np.argsort(-fused, axis=1, kind="stable")
+def fused_order(direct: np.ndarray, proxy: np.ndarray, k: int, fusion: Any = None) -> list[np.ndarray]:
+    """The fused route's ranking computed in numpy, as `Index.search(route="fused")` ranks it: each
+    side's top `max(fusion.depth, k)` by score, fused with the store's weighted RRF (`rrf_scores`,
+    `DEFAULT_RRF_K`, the weights of `FusionSettings`), the top `k` of the items either side found.
+    One row of item indices per query, best first."""
+    from indexer.store.types import DEFAULT_RRF_K, rrf_scores
+    from query.search import FusionSettings
+
+    f = fusion or FusionSettings()
+    depth = min(max(f.depth, k), direct.shape[1])
+    sides = [np.argsort(-scores, axis=1, kind="stable")[:, :depth] for scores in (direct, proxy)]
+    fused = rrf_scores(sides, [f.direct_weight, f.proxy_weight], direct.shape[1], DEFAULT_RRF_K)
+    order = np.argsort(-fused, axis=1, kind="stable")[:, :k]
+    return [row[fused[i, row] > 0] for i, row in enumerate(order)]
 
 
-def validate_exact(bridge: Any, val: dict[str, dict[str, Any]], max_queries: int, relevance: str = "auto"
-                   ) -> dict[str, dict[str, Any]]:
+def validate_exact(bridge: Any, val: dict[str, dict[str, Any]], max_queries: int, relevance: str = "auto",
+                   max_k: int = 1000) -> dict[str, dict[str, Any]]:
     """Validation R@1/mAP per pair and route by exact search in numpy on the validation
     features: the sweep's yardstick, so trying a setting costs no indexing. Same queries,
-    qrels and route definitions as `evaluate_index` (fused: RRF of the two top-100s)."""
+    qrels, depth (`max_k` hits) and route definitions as `evaluate_index` (fused: `fused_order`)."""
     emb = {m: bridge.embed_features(m, d["features"]) for m, d in val.items() if m in bridge.modalities}
     views = {m: bridge.proxy_view(z) for m, z in emb.items()}
     out: dict[str, dict[str, Any]] = {}
@@ -291,8 +297,9 @@ def validate_exact(bridge: Any, val: dict[str, dict[str, Any]], max_queries: int
             c = val[t]
             how, qrels = _relevant(relevance, q_keys, q_pairs, q_labels, c)
             direct, proxy = emb[s][rows] @ emb[t].T, views[s][rows] @ views[t].T
-            orders = {"direct": np.argsort(-direct, axis=1, kind="stable"),
-                      "proxy": np.argsort(-proxy, axis=1, kind="stable"), "fused": _fused_order(direct, proxy)}
+            k = min(len(c["keys"]), max_k)
+            orders = {"direct": np.argsort(-direct, axis=1, kind="stable")[:, :k],
+                      "proxy": np.argsort(-proxy, axis=1, kind="stable")[:, :k], "fused": fused_order(direct, proxy, k)}
             res: dict[str, Any] = {"paired": bool(bridge.is_paired(s, t)), "relevance": how}
             for route, order in orders.items():
                 res[route] = ranked_list_metrics(q_keys, [[c["keys"][j] for j in row] for row in order], qrels)
@@ -364,6 +371,47 @@ def _relevant(relevance: str, q_keys: list, q_pairs: list, q_labels: list, corpu
                              corpus["pairs"] if how == "pair" else corpus["labels"])
 
 
+class NothingToScore(EmergentBridgeError, ValueError):
+    """The benchmark's test split holds nothing that can be scored."""
+
+
+def check_something_to_score(world: Any, gallery: str = "test") -> None:
+    """Refuse, with the reason, a world whose test queries have nothing to find: at least one
+    ordered pair of modalities must have test queries and a gallery item relevant to one of them
+    (the same pair key, else the same label). Class prompts of any split count: they are added to
+    the test gallery (`query.eval.tasks`)."""
+    splits = {"test", "train"} if gallery == "test+train" else {"test"}
+    test = [it for it in world.items if it.split == "test"]
+    shown = [it for it in world.items if it.split in splits]
+    mods = sorted({it.modality for it in test})
+    for s in mods:
+        q = [it for it in test if it.modality == s]
+        for t in {it.modality for it in shown} - {s}:
+            c = [it for it in shown if it.modality == t]
+            how = relevance_of(world.spec.relevance, [it.pair for it in q], [it.pair for it in c])
+            key = (lambda it: it.pair) if how == "pair" else (lambda it: it.label)  # noqa: E731
+            if {key(it) for it in q if key(it)} & {key(it) for it in c if key(it)}:
+                return
+    counts = ", ".join(f"{m} {n}" for m, n in world.counts()["test"].items() if n) or "none"
+    what = "the gallery holds one modality only" if len({it.modality for it in shown}) < 2 else \
+        "no test query shares a label or pair key with a gallery item of another modality"
+    raise NothingToScore(f"{world.spec.title}: nothing to score: {what} (test items: {counts}). Add test rows of a "
+                         "second modality sharing labels or pair keys with them, or labelled text rows (class "
+                         "prompts, in any split) for zero-shot")
+
+
+def variants_to_run(asked: list[str], bound: bool, modalities: list[str]) -> tuple[list[str], str | None]:
+    """The variants worth training, and why others are not: they differ only in how stage 3 binds
+    modalities beyond the anchor and proxy, so with nothing to bind they are one model."""
+    if bound or len(asked) < 2:
+        return list(asked), None
+    keep = ["anchor"] if "anchor" in asked else asked[:1]
+    note = (f"only `{keep[0]}` runs: the data holds {' and '.join(modalities)} only (the anchor and the proxy), "
+            f"so nothing is bound in stage 3 and {', '.join(asked)} would be one and the same model")
+    log.warning("%s", note)
+    return keep, note
+
+
 def run_bench(cfg: BenchConfig) -> dict[str, Any]:
     """Run the benchmark described by `cfg`; returns the report (also written to `cfg.out`)."""
     from bridge.encoders import load_preset
@@ -381,6 +429,7 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
         world = prepare_world(cfg.dataset, cfg.data, cfg.out, scale=cfg.scale, unseen=cfg.unseen,
                               anchor=cfg.anchor, proxy=cfg.proxy)
     spec, unseen = world.spec, set(world.unseen)
+    check_something_to_score(world, cfg.gallery)  # before any encoder loads
     if cfg.device is not None:
         from bridge.device import resolve_device
 
@@ -397,18 +446,20 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
         val_set = training_set(val_rows, preset, cache) if val_rows else None
     mods = world.modalities()
     bound = any(m not in (spec.anchor, spec.proxy) for m in train_set)
+    variants, variants_note = variants_to_run(cfg.variants, bound, sorted(train_set))
+    sweep = {k: v for k, v in cfg.sweep.items() if bound or k in BASE_KEYS}  # what is really swept
     gallery_splits = ["test", "train"] if cfg.gallery == "test+train" else ["test"]
     with timer("encode"):  # the raw features' own search is counted with encoding: no bridge involved
         raw = raw_baseline(world, preset, cache, gallery_splits, cfg.max_queries, relevance=spec.relevance,
                            zero_shot=spec.zero_shot, unseen=unseen)
 
     eval_opts = {"relevance": spec.relevance, "zero_shot": spec.zero_shot, "unseen": unseen, "max_k": cfg.max_k}
-    runs: dict[str, dict[int, Any]] = {v: {} for v in cfg.variants}
-    selection: dict[str, dict[int, Any]] = {v: {} for v in cfg.variants}
+    runs: dict[str, dict[int, Any]] = {v: {} for v in variants}
+    selection: dict[str, dict[int, Any]] = {v: {} for v in variants}
     indexing: list[dict[str, Any]] = []
     lat: dict[str, Any] = {}
     settings: dict[str, Any] = {}
-    order = sorted(cfg.variants, key=lambda v: v != "anchor")  # anchor trains the shared base
+    order = sorted(variants, key=lambda v: v != "anchor")  # anchor trains the shared base
 
     def build_index(bridge: Any, name: str, split: str) -> Any:
         from indexer.index import index_directory
@@ -439,7 +490,7 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
         anchor_paired: float | None = None
         for variant in order:
             sweeping = seed_no == 0 or cfg.sweep_every_seed or variant not in chosen_settings
-            candidates = sweep_candidates(cfg.sweep, variant, BASE_KEYS, bound) if sweeping \
+            candidates = sweep_candidates(sweep, variant, BASE_KEYS, bound) if sweeping \
                 else [chosen_settings[variant]]
             trials = []
             for setting in candidates:
@@ -450,7 +501,8 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
                                            base=bases.get(base_key), device=cfg.device)
                 bases.setdefault(base_key, bridge)
                 with timer("query"):
-                    val = validate_exact(bridge, val_feats, cfg.max_queries, spec.relevance) if val_feats else {}
+                    val = validate_exact(bridge, val_feats, cfg.max_queries, spec.relevance, cfg.max_k) \
+                        if val_feats else {}
                 trials.append({"setting": setting, "val": validation_score(val), "bridge": bridge, "config": tc,
                                "curves": curves})
                 log.info("%s seed %d %s: validation %s", variant, seed, setting or "(defaults)", trials[-1]["val"])
@@ -499,19 +551,22 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
             "unseen_classes": sorted(unseen), "gallery": cfg.gallery, "items": world.counts(),
         },
         "world": {"scale": cfg.scale, "data": str(cfg.data) if cfg.data else "shipped sample", "items": world.counts()},
-        "preset": cfg.preset, "seeds": cfg.seeds, "settings": settings, "sweep": cfg.sweep,
+        "preset": cfg.preset, "seeds": cfg.seeds, "settings": settings, "sweep": sweep,
         "sweep_every_seed": cfg.sweep_every_seed,
         "selection": selection, "max_queries": cfg.max_queries, "max_k": cfg.max_k,
         "raw": raw,
-        "variants": {v: aggregate(runs[v]) for v in cfg.variants},
-        "routes_per_seed": {v: {s: r["routes"] for s, r in runs[v].items()} for v in cfg.variants},
+        "variants": {v: aggregate(runs[v]) for v in variants}, "variants_note": variants_note,
+        "routes_per_seed": {v: {s: r["routes"] for s, r in runs[v].items()} for v in variants},
         "per_seed": {v: {s: {p: {"r1": m["auto"]["r1"], "paired": m["paired"]} for p, m in r["pairs"].items()}
-                         for s, r in runs[v].items()} for v in cfg.variants},
+                         for s, r in runs[v].items()} for v in variants},
         "indexing": indexing, "latency_ms": lat, "stages_s": timer.report(),
         "seconds": round(time.perf_counter() - t_start, 1),
     }
-    if "anchor" in report["variants"]:
+    if "anchor" in report["variants"] and len(report["variants"]) > 1:
         report["deltas_vs_anchor"] = deltas(report["variants"])
+    if not any(p for v in runs.values() for r in v.values() for p in r["pairs"].values()):
+        raise NothingToScore(f"{spec.title}: no test query found a gallery to score against; "
+                             "the test split needs items of two modalities that share labels or pair keys")
     write_report(report, cfg.out)
     return report
 

@@ -46,6 +46,14 @@ def _pairs(report: dict[str, Any]) -> list[str]:
     return list(next(iter(report["variants"].values()))["pairs"])
 
 
+def _zero_shot(report: dict[str, Any]) -> str:
+    """"yes" only where some pair was really classified against class prompts."""
+    scored = any(m.get("top1") is not None for v in report["variants"].values() for m in v["pairs"].values())
+    if not report["dataset"]["zero_shot"]:
+        return "no"
+    return "yes" if scored else "no (labelled text rows, but no test query could be classified against them)"
+
+
 def markdown(report: dict[str, Any], plots_made: list[str] = ()) -> str:
     ds = report["dataset"]
     variants = report["variants"]
@@ -60,7 +68,7 @@ def markdown(report: dict[str, Any], plots_made: list[str] = ()) -> str:
               "- never paired: " + (", ".join(f"{a}<->{b}" for a, b in ds["never_paired"]) or "none"),
               f"- splits: {ds['splits']}",
               f"- relevance: {ds['relevance']} (per pair in the tables: label = same class, pair = same pair key)",
-              f"- zero-shot against class prompts: {'yes' if ds['zero_shot'] else 'no'}",
+              f"- zero-shot against class prompts: {_zero_shot(report)}",
               f"- gallery: {ds['gallery']}; up to {report['max_queries']} queries per source modality, "
               f"top {report['max_k']} hits per query",
               "- unseen classes (held out of train and val): " + (", ".join(ds["unseen_classes"]) or "none"),
@@ -68,6 +76,8 @@ def markdown(report: dict[str, Any], plots_made: list[str] = ()) -> str:
                                       for s, c in ds["items"].items())]
     if ds.get("notes"):
         lines.append(f"- notes: {ds['notes']}")
+    if report.get("variants_note"):
+        lines.append(f"- variants: {report['variants_note']}")
     lines.append("")
     for png in plots_made:
         lines.append(f"![{PLOTS.get(png, png)}]({png})")
@@ -86,7 +96,7 @@ def markdown(report: dict[str, Any], plots_made: list[str] = ()) -> str:
     for v in names:
         s = variants[v]["summary"]
         lines.append(f"| {v} | {_pct(s['unpaired_mean_r1'])} | {_pct(s['paired_mean_r1'])} |")
-    if "deltas_vs_anchor" in report:
+    if report.get("deltas_vs_anchor"):
         lines += ["", "## Against `anchor` (R@1 points)", "",
                   "| variant | unpaired mean | relative gain | unpaired worst | paired worst |", "|---|---|---|---|---|"]
         for v, d in report["deltas_vs_anchor"].items():

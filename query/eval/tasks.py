@@ -235,6 +235,25 @@ def carve_val(items: list[SourceItem], fraction: float = 0.1) -> list[SourceItem
             if it.split == "train" and group(it) in chosen else it for it in items]
 
 
+def prompts_for_test(items: list[SourceItem]) -> list[SourceItem]:
+    """Zero-shot classes come from the class prompts of any split: when the test split has labelled
+    items but no class prompts (labelled text rows without a pair key), each class's prompts of val
+    (the evaluation wording), else of train, are copied into the test gallery. Returns the copies."""
+    prompts = [it for it in items if it.modality == "text" and it.label is not None and it.pair is None]
+    labelled = {it.label for it in items if it.split == "test" and it.modality != "text" and it.label is not None}
+    if not prompts or not labelled or any(it.split == "test" for it in prompts):
+        return []
+    chosen: dict[str, list[SourceItem]] = {}
+    for split in ("val", "train"):
+        for it in prompts:
+            if it.split == split and (it.label not in chosen or chosen[it.label][0].split == split):
+                chosen.setdefault(it.label, []).append(it)
+    out = [SourceItem(it.modality, it.path, it.text, it.label, None, "test") for its in chosen.values() for it in its]
+    log.info("the test split has no class prompts: the %d prompts of %d classes from val/train are its zero-shot "
+             "gallery", len(out), len(chosen))
+    return out
+
+
 def manifest_items(path: Path, anchor: str | None, proxy: str | None) -> tuple[DatasetSpec, list[SourceItem]]:
     """The user's pairs manifest: rows with no split train; a missing val split is carved from train."""
     from bridge.pairs import read_manifest
@@ -249,6 +268,7 @@ def manifest_items(path: Path, anchor: str | None, proxy: str | None) -> tuple[D
         raise ValueError(f"{path}: no rows with split=test; the benchmark scores the test split")
     if not any(it.split == "val" for it in items):
         items = carve_val(items)
+    items = items + prompts_for_test(items)
     mods = {it.modality for it in items}
     if anchor is None or proxy is None:
         if {"image", "text"} <= mods:
