@@ -193,12 +193,14 @@ class Bridge:
         return directory
 
     @classmethod
-    def from_preset(cls, preset: str | Path | Any = "offline") -> "Bridge":
+    def from_preset(cls, preset: str | Path | Any = "offline", extra: Sequence[str] = ()) -> "Bridge":
         """The preset's pretrained space, with no training: the modalities its encoders already align
         (CLIP's image and text towers; offline, images and texts through the image classifier's label
         space, see `bridge.labelspace`), frozen, plus video when its frames go through the aligned
         image encoder. No G: every pair is searched directly. Other modalities are bound to this very
-        space later with `ebridge train --preset NAME`.
+        space later with `ebridge train --preset NAME`. `extra` places more modalities read by the
+        aligned image network (depth, thermal) through it as they are: the zero-training baseline a
+        bound head must beat, not a space to index them in.
 
         Example:
             >>> space = Bridge.from_preset("offline")                       # doctest: +SKIP
@@ -210,6 +212,10 @@ class Bridge:
 
         p = preset if isinstance(preset, Preset) else load_preset(preset)
         placed = placeable_modalities(p)
+        for m in extra:
+            if "image" not in placed or p.backbone_key(m) != p.backbone_key("image"):
+                raise ValueError(f"preset {p.name!r}: {m} is not read by the aligned image network")
+        placed = [m for m in p.modalities if m in placed or m in extra]
         if not placed:
             raise ValueError(
                 f"preset {p.name!r} aligns no two modalities, so it has no pretrained space to search with no "

@@ -444,11 +444,16 @@ def train(cfg: TrainConfig, data: TrainingSet, val: TrainingSet | None = None,
         check = checks[0] if checks else None
         head.train()
 
-        def bind_loss(_: int, d=d, head=head, scale_m=scale_m, sampler=sampler) -> "torch.Tensor":
+        own_pairs = _oracle_pairs(m, d, data, modules, rng, cfg.anchor) if cfg.variant == "oracle" else []
+
+        def bind_loss(_: int, d=d, head=head, scale_m=scale_m, sampler=sampler, own_pairs=own_pairs) -> "torch.Tensor":
             rows, cols, pos = sampler.batch(cfg.batch_size)
             z_new, u = head(_tensor(d, rows)), z_anchor_all[cols]
             loss = info_nce(z_new, u, scale_m.exp().clamp(max=100), pos)
-            if cfg.variant != "anchor" and cfg.lambda_proxy > 0:
+            for other_sampler, z_other in own_pairs:  # oracle: this modality's own pairs with the others
+                rows_o, cols_o, pos_o = other_sampler.batch(cfg.batch_size)
+                loss = loss + info_nce(head(_tensor(d, rows_o)), z_other[cols_o], scale_m.exp().clamp(max=100), pos_o)
+            if cfg.variant not in ("anchor", "oracle") and cfg.lambda_proxy > 0:
                 p = bank[torch.as_tensor(cols), torch.randint(0, cfg.proxy_bank, (len(cols),))]
                 loss = loss + cfg.lambda_proxy * proxy_loss(z_new, p, u if cfg.variant == "emergentbridge" else None)
             return loss
@@ -520,6 +525,23 @@ def _loo_r1(vectors: np.ndarray, labels: np.ndarray, n_queries: int) -> float:
         hits.append((labels[start:start + len(q)] == labels[top]) & (labels[start:start + len(q)] != ""))
     labelled = labels[:n_queries] != ""
     return float(np.concatenate(hits)[labelled].mean())
+
+
+def _oracle_pairs(m: str, d: ModalityData, data: TrainingSet, modules: BridgeModules,
+                  rng: np.random.Generator, anchor: str) -> list[tuple[PairSampler, "torch.Tensor"]]:
+    """For the `oracle` ceiling: samplers of m's pairs with every other placed modality (not the anchor,
+    which binding already pairs it with), with that modality's fixed vectors."""
+    out = []
+    for o, other in data.items():
+        if o in (m, anchor) or modules.heads[o].training:
+            continue  # m itself, the anchor (binding pairs them already), or not placed yet (trains later)
+        try:
+            sampler = PairSampler(d, other, rng, f"{m}<->{o}")
+        except ValueError:  # no shared labels or pair keys: nothing to be an oracle with
+            continue
+        with torch.no_grad():
+            out.append((sampler, modules.heads[o](torch.as_tensor(other.features))))
+    return out
 
 
 def _label_maps(cfg: TrainConfig, kinds: dict[str, str]) -> dict[str, dict[str, Any]]:

@@ -100,18 +100,20 @@ def index_points(store: Any, prefix: str = "") -> dict[str, dict[str, Any]]:
     """All points of a store by modality, sorted by key (`prefix` + the payload path, i.e. the
     item's path in the world): keys, labels, pair keys, bridged vectors."""
     by_mod: dict[str, dict[str, Any]] = {}
-    for rec in store.scroll(with_payload=True, with_vectors=["bridged"]):
+    for rec in store.scroll(with_payload=True, with_vectors=True):
         p = rec.payload
-        d = by_mod.setdefault(p["modality"], {"keys": [], "labels": [], "pairs": [], "vectors": []})
+        d = by_mod.setdefault(p["modality"], {"keys": [], "labels": [], "pairs": [], "vectors": [], "raw": []})
         d["keys"].append(prefix + p["path"])
         d["labels"].append(p.get("label") or None)
         d["pairs"].append(p.get("pair") or None)
         d["vectors"].append(np.asarray(rec.vectors["bridged"], dtype=np.float32))
+        d["raw"].append(rec.vectors.get(f"raw_{p['modality']}"))  # the raw route's query (search by example)
     for d in by_mod.values():
         order = np.argsort(d["keys"])
         for k in ("keys", "labels", "pairs"):
             d[k] = [d[k][i] for i in order]
         d["vectors"] = np.stack(d["vectors"])[order]
+        d["raw"] = None if any(r is None for r in d["raw"]) else np.stack(d["raw"]).astype(np.float32)[order]
     return by_mod
 
 
@@ -167,10 +169,10 @@ def evaluate_index(index: Any, points: dict[str, Any], routes: list[str], max_qu
         q_keys = [points[s]["keys"][i] for i in rows]
         q_labels = [points[s]["labels"][i] for i in rows]
         q_pairs = [points[s]["pairs"][i] for i in rows]
-        views = index.bridge.proxy_view(q)  # once per source, not once per pair and route
+        views = index.bridge.proxy_view(q) if index.bridge.has_proxy else None  # once per source
         for t in mods:
             if s == t:
-                continue
+                continue  # search by example: `evaluate_same_modality`
             c = points[t]
             how, qrels = _relevant(relevance, q_keys, q_pairs, q_labels, c)
             zs = zero_shot and t == "text" and any(q_labels) and any(c["labels"])
@@ -178,6 +180,8 @@ def evaluate_index(index: Any, points: dict[str, Any], routes: list[str], max_qu
                                                 "queries": len(q_keys), "gallery": len(c["keys"])})
             k = min(len(c["keys"]), max_k)
             for route in routes:
+                if route in ("proxy", "fused") and views is None:
+                    continue  # a zero-training space has no G
                 hits = index.search_vectors(s, q, target=t, k=k, route=route, views=views)
                 ranked = [[prefix + str(h.path) for h in hs] for hs in hits]
                 ranked_labels = [[h.label or None for h in hs] for hs in hits]
@@ -190,6 +194,50 @@ def evaluate_index(index: Any, points: dict[str, Any], routes: list[str], max_qu
                     m["route"] = hits[0][0].route if hits and hits[0] else None
                 pair[route] = m
     return out
+
+
+SAME_MODALITY_ROUTES = ("direct", "raw")
+
+
+def evaluate_same_modality(index: Any, points: dict[str, Any], routes: list[str], max_queries: int, *,
+                           split: str = "test", unseen: set[str] = frozenset(), max_k: int = 1000,
+                           prefix: str = "") -> dict[str, dict[str, Any]]:
+    """Search by example, m -> m for every labelled modality: through the space (`direct`) and
+    through the encoder's own features (`raw`, the zero-training baseline), relevance by label,
+    each query's own item left out of its hits. Kept apart from the cross-modal pairs' means."""
+    out: dict[str, dict[str, Any]] = {}
+    for m, d in points.items():
+        rows = query_rows(d["keys"], split, max_queries)
+        if rows.size and any(d["labels"][i] for i in rows):
+            _same_modality(index, m, rows, d, routes, max_k, unseen, out, prefix)
+    return out
+
+
+def _same_modality(index: Any, m: str, rows: np.ndarray, d: dict[str, Any], routes: list[str], max_k: int,
+                   unseen: set[str], out: dict[str, dict[str, Any]], prefix: str) -> None:
+    q_keys = [d["keys"][i] for i in rows]
+    q_labels = [d["labels"][i] for i in rows]
+    qrels = qrels_by_key(q_keys, q_labels, d["keys"], d["labels"])
+    qrels = {q: set(rel) - {q} for q, rel in qrels.items()}
+    k = min(len(d["keys"]) - 1, max_k)
+    if k < 1:
+        return
+    pair = out.setdefault(f"{m}->{m}", {"relevance": "label", "queries": len(q_keys), "gallery": len(d["keys"]) - 1})
+    features = d["raw"][rows] if d.get("raw") is not None else None
+    wanted = [r for r in routes if r in (*SAME_MODALITY_ROUTES, "auto")] or list(SAME_MODALITY_ROUTES)
+    for route in wanted:
+        if route == "raw" and features is None:
+            continue  # an index without raw vectors
+        hits = index.search_vectors(m, d["vectors"][rows], target=m, k=k + 1, route=route, features=features)
+        ranked = [[key for key in (prefix + str(h.path) for h in hs) if key != q][:k] for hs, q in zip(hits, q_keys)]
+        no_labels = [[None]] * len(q_keys)
+        metrics = _score(q_keys, ranked, no_labels, qrels, q_labels, False)
+        for name, sub in _subsets(q_labels, unseen).items():
+            metrics[name] = _score([q_keys[i] for i in sub], [ranked[i] for i in sub], [[None]] * len(sub), qrels,
+                                   [q_labels[i] for i in sub], False) if sub.size else None
+        if route == "auto":
+            metrics["route"] = hits[0][0].route if hits and hits[0] else None
+        pair[route] = metrics
 
 
 # ------------------------------------------------------------------------------ the raw-feature baseline
@@ -308,10 +356,14 @@ def validate_exact(bridge: Any, val: dict[str, dict[str, Any]], max_queries: int
 
 
 def calibrate_routes(val_metrics: dict[str, dict[str, Any]]) -> dict[str, str]:
-    """Best route per pair by validation R@1 (then mAP); ties keep the simpler route."""
+    """Best route per pair by validation R@1 (then mAP); ties keep the simpler route (for search
+    by example, the encoder's own features: never below the zero-training baseline on a tie)."""
     table = {}
     for pair, res in val_metrics.items():
-        table[pair] = max(ROUTES, key=lambda r: (round(res[r]["r1"], 6), round(res[r]["map"], 6), -ROUTES.index(r)))
+        candidates = [r for r in (*ROUTES, "raw") if isinstance(res.get(r), dict)]
+        preference = ["raw", *ROUTES]
+        table[pair] = max(candidates, key=lambda r: (round(res[r]["r1"], 6), round(res[r]["map"], 6),
+                                                     -preference.index(r)))
     return table
 
 
@@ -482,6 +534,23 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
     def prefix_of(split: str) -> str:  # the test index of a test+train gallery is the world folder itself
         return "" if split == "test" and cfg.gallery == "test+train" else f"{split}/"
 
+    zero_training = None
+    if preset.aligned_pairs:  # the preset's pretrained space alone, nothing bound: the zero-training row
+        from bridge.space import Bridge
+
+        zb = Bridge.from_preset(preset, extra=[m for m in ("depth", "thermal") if m in mods])
+        zb.feature_cache = cache
+        index = build_index(zb, "zero-training-test", "test")
+        points = index_points(index.store, prefix_of("test"))
+        with timer("query"):
+            zero_training = {
+                "modalities": zb.modalities,
+                "pairs": evaluate_index(index, points, ["auto"], cfg.max_queries, split="test",
+                                        prefix=prefix_of("test"), **eval_opts),
+                "same_modality": evaluate_same_modality(index, points, [*SAME_MODALITY_ROUTES, "auto"],
+                                                        cfg.max_queries, split="test", prefix=prefix_of("test"),
+                                                        unseen=unseen, max_k=cfg.max_k)}
+        index.close()
     with timer("encode"):
         val_feats = keyed_features(world, preset, cache, ["val"])
     chosen_settings: dict[str, dict[str, Any]] = {}
@@ -521,10 +590,18 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
             with timer("query"):
                 val_routed = evaluate_index(index, index_points(index.store, prefix_of("val")), list(ROUTES),
                                             cfg.max_queries, split="val", prefix=prefix_of("val"), **eval_opts)
+            with timer("query"):
+                val_same = evaluate_same_modality(index, index_points(index.store, prefix_of("val")),
+                                                  list(SAME_MODALITY_ROUTES), cfg.max_queries, split="val",
+                                                  prefix=prefix_of("val"), max_k=cfg.max_k)
             index.close()
             routes = calibrate_routes(val_routed)
+            same_routes = calibrate_routes(val_same)
+            routes.update(same_routes)
             selection[variant][seed] = {
                 "chosen": chosen["setting"], "swept": sweeping, "routes": routes,
+                "same_modality_val": {p: {r: round(res[r]["r1"], 4) for r in SAME_MODALITY_ROUTES if r in res}
+                                      for p, res in val_same.items()},
                 "val_routed": validation_score(val_routed),
                 "trials": [{"setting": t["setting"], **t["val"], "chosen": i == pick} for i, t in enumerate(trials)]}
             index = build_index(bridge, f"{variant}-s{seed}-test", "test")
@@ -533,7 +610,10 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
             with timer("query"):
                 result = evaluate_index(index, points, [*ROUTES, "auto"], cfg.max_queries, split="test",
                                         prefix=prefix_of("test"), **eval_opts)
-            runs[variant][seed] = {"pairs": result, "routes": routes, "version": bridge.version}
+            with timer("query"):
+                same = evaluate_same_modality(index, points, [*SAME_MODALITY_ROUTES, "auto"], cfg.max_queries,
+                                              split="test", prefix=prefix_of("test"), unseen=unseen, max_k=cfg.max_k)
+            runs[variant][seed] = {"pairs": result, "routes": routes, "version": bridge.version, "same": same}
             if not lat:
                 lat = latency(index, points)
             index.close()
@@ -562,8 +642,13 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
         "indexing": indexing, "latency_ms": lat, "stages_s": timer.report(),
         "seconds": round(time.perf_counter() - t_start, 1),
     }
+    report["same_modality"] = {v: aggregate_same(runs[v]) for v in variants}
+    if zero_training is not None:
+        report["zero_training"] = summarise_zero_training(zero_training, spec.never_paired(mods))
     if "anchor" in report["variants"] and len(report["variants"]) > 1:
         report["deltas_vs_anchor"] = deltas(report["variants"])
+    if {"anchor", "oracle"} <= set(report["variants"]):
+        report["gap_closed"] = gap_closed(report["variants"])
     if not any(p for v in runs.values() for r in v.values() for p in r["pairs"].values()):
         raise NothingToScore(f"{spec.title}: no test query found a gallery to score against; "
                              "the test split needs items of two modalities that share labels or pair keys")
@@ -637,6 +722,46 @@ def aggregate(per_seed: dict[int, Any]) -> dict[str, Any]:
     return {"pairs": pairs, "routes": routes,
             "summary": {"unpaired_mean_r1": round(float(np.mean(unpaired)), 4) if unpaired else None,
                         "paired_mean_r1": round(float(np.mean(paired)), 4) if paired else None}}
+
+
+def aggregate_same(per_seed: dict[int, Any]) -> dict[str, Any]:
+    """Search by example per modality: mean R@1 over seeds through the space, the raw features and
+    the calibrated route, with the routes chosen."""
+    seeds = sorted(per_seed)
+    out: dict[str, Any] = {}
+    for pair in per_seed[seeds[0]].get("same", {}):
+        runs = [per_seed[s]["same"][pair] for s in seeds]
+        out[pair] = {r: _mean_std([x[r]["r1"] for x in runs if isinstance(x.get(r), dict)])[0]
+                     for r in (*SAME_MODALITY_ROUTES, "auto")}
+        out[pair]["route"] = [per_seed[s]["routes"].get(pair, "direct") for s in seeds]
+    return out
+
+
+def summarise_zero_training(zero: dict[str, Any], never_paired: list[tuple[str, str]]) -> dict[str, Any]:
+    """The zero-training row: per pair R@1 where the pretrained space places both sides, and the
+    never-paired mean over the pairs it can score (it places no audio without an aligned tower)."""
+    pairs = {p: {"r1": m["auto"]["r1"], "top1": m["auto"].get("top1"), "route": m["auto"].get("route")}
+             for p, m in zero["pairs"].items()}
+    never = {f"{a}->{b}" for a, b in never_paired} | {f"{b}->{a}" for a, b in never_paired}
+    scored = [pairs[p]["r1"] for p in pairs if p in never]
+    return {"modalities": zero["modalities"], "pairs": pairs,
+            "never_paired_scored": sorted(p for p in pairs if p in never),
+            "never_paired_mean_r1": round(float(np.mean(scored)), 4) if scored else None,
+            "same_modality": {p: {r: m[r]["r1"] for r in (*SAME_MODALITY_ROUTES, "auto") if isinstance(m.get(r), dict)}
+                              for p, m in zero["same_modality"].items()}}
+
+
+def gap_closed(variants: dict[str, Any]) -> dict[str, Any]:
+    """How much of the gap between `anchor` (binding only) and `oracle` (every pair trained with its
+    own pairs) each variant closes on the never-paired pairs' mean R@1: the figure that matters."""
+    lo, hi = (variants[v]["summary"]["unpaired_mean_r1"] for v in ("anchor", "oracle"))
+    out: dict[str, Any] = {"anchor": lo, "oracle": hi}
+    for v, res in variants.items():
+        if v in ("anchor", "oracle") or lo is None or hi is None:
+            continue
+        mean = res["summary"]["unpaired_mean_r1"]
+        out[v] = {"unpaired_mean_r1": mean, "gap_closed": round((mean - lo) / (hi - lo), 4) if hi != lo else None}
+    return out
 
 
 def deltas(variants: dict[str, Any]) -> dict[str, Any]:

@@ -105,6 +105,38 @@ def markdown(report: dict[str, Any], plots_made: list[str] = ()) -> str:
             lines.append(f"| {v} | {f(d['unpaired_mean_points'])} | {rel} | {f(d['unpaired_worst_points'])} | "
                          f"{f(d['paired_worst_points'])} |")
 
+    if report.get("gap_closed"):
+        g = report["gap_closed"]
+        lines += ["", "## Never-paired pairs: the gap between `anchor` and `oracle` each variant closes", "",
+                  f"`anchor` (binding only) {_pct(g['anchor'])}, `oracle` (every pair trained with its own pairs) "
+                  f"{_pct(g['oracle'])} mean R@1 over the never-paired pairs.", "",
+                  "| variant | never-paired mean R@1 | gap closed |", "|---|---|---|"]
+        for v, d in g.items():
+            if isinstance(d, dict):
+                closed = "–" if d["gap_closed"] is None else f"{100 * d['gap_closed']:+.0f}%"
+                lines.append(f"| {v} | {_pct(d['unpaired_mean_r1'])} | {closed} |")
+    if report.get("zero_training"):
+        z = report["zero_training"]
+        lines += ["", "## Zero training: the preset's pretrained space alone, nothing bound", "",
+                  f"It places {', '.join(z['modalities'])}; never-paired mean R@1 over the pairs it can score "
+                  f"({', '.join(z['never_paired_scored']) or 'none'}): {_pct(z['never_paired_mean_r1'])}.", "",
+                  "| pair | R@1 | zero-shot top-1 |", "|---|---|---|"]
+        for pair, m in z["pairs"].items():
+            lines.append(f"| {pair} | {_pct(m['r1'])} | {_pct(m.get('top1'))} |")
+    if report.get("same_modality"):
+        lines += ["", "## Search by example (same modality, by label, the query itself left out): R@1", "",
+                  "`direct` = through the space, `raw` = the encoder's own features (the zero-training baseline), "
+                  "`chosen` = the route the table calibrated on validation picked.", "",
+                  "| variant | pair | direct | raw | chosen (route) |", "|---|---|---|---|---|"]
+        rows = [(v, pairs) for v, pairs in report["same_modality"].items()]
+        if report.get("zero_training"):
+            rows.append(("zero-training", {p: {**m, "route": ["raw"]} for p, m in
+                                           report["zero_training"]["same_modality"].items()}))
+        for v, pairs in rows:
+            for pair, m in pairs.items():
+                lines.append(f"| {v} | {pair} | {_pct(m.get('direct'))} | {_pct(m.get('raw'))} | {_pct(m.get('auto'))} "
+                             f"({', '.join(sorted(set(m.get('route') or [])))}) |")
+
     lines += ["", "## All metrics (calibrated route; raw = frozen features, exact search)", "",
               "| pair | run | R@1 | R@5 | R@10 | mAP | MRR@10 | nDCG@10 | zero-shot top-1 | top-5 |",
               "|---|---|---|---|---|---|---|---|---|---|"]
