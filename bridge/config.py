@@ -56,6 +56,10 @@ class TrainConfig:
     # pulled back towards that start by `start_decay`; "random": MLP heads from scratch (ablation).
     head_init: str = "encoder"
     start_decay: float = 0.01
+    # Weight of a term that keeps each trained head's neighbourhoods: within a batch, who is near whom
+    # through the head should stay as it is through the frozen features (KL of the two softmaxes over
+    # the batch). Against heads that pull items onto their classes and lose what tells them apart.
+    keep_neighbours: float = 0.0
     select: bool = True  # keep each head's best validation step (the start included)
     eval_every: int = 50  # steps between validation checks for selection
     patience: int = 6  # stop a stage after this many checks without a better validation R@1

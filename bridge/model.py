@@ -270,7 +270,7 @@ class DiffusionPrior(nn.Module):
 
 
 PROXY_MODELS = {"diffusion": DiffusionPrior, "mlp": ProxyMLP}
-__all__ = ["VARIANTS", "PROXY_MODELS", "HEAD_KINDS", "LabelMap", "Head", "init_pca", "init_copy", "init_ridge", "ProxyMLP", "DiffusionPrior", "info_nce", "proxy_loss", "BridgeModules",
+__all__ = ["VARIANTS", "PROXY_MODELS", "HEAD_KINDS", "LabelMap", "Head", "init_pca", "init_copy", "init_ridge", "ProxyMLP", "DiffusionPrior", "info_nce", "neighbour_loss", "proxy_loss", "BridgeModules",
            "build_modules"]
 
 
@@ -298,6 +298,26 @@ def info_nce(a: torch.Tensor, b: torch.Tensor, logit_scale: torch.Tensor,
     loss_ab = -(pos / pos.sum(1, keepdim=True) * F.log_softmax(logits, dim=1)).sum(1).mean()
     loss_ba = -(pos.T / pos.T.sum(1, keepdim=True) * F.log_softmax(logits.T, dim=1)).sum(1).mean()
     return (loss_ab + loss_ba) / 2
+
+
+def neighbour_loss(z: torch.Tensor, features: torch.Tensor, temperature: float = 0.05) -> torch.Tensor:
+    """KL(raw || head) between each row's softmax over the batch's other rows, by cosine through the
+    frozen features and through the head: zero when the head keeps every item's neighbours as the
+    encoder has them.
+
+    Example:
+        >>> x = torch.randn(6, 8)
+        >>> float(neighbour_loss(F.normalize(x, dim=-1), x)) < 1e-6
+        True
+    """
+    n = z.shape[0]
+    if n < 3:
+        return z.sum() * 0.0
+    off = ~torch.eye(n, dtype=torch.bool, device=z.device)
+    raw = F.normalize(features, dim=-1)
+    s_raw = (raw @ raw.T)[off].view(n, n - 1) / temperature
+    s_z = (z @ z.T)[off].view(n, n - 1) / temperature
+    return F.kl_div(F.log_softmax(s_z, dim=1), F.log_softmax(s_raw, dim=1), log_target=True, reduction="batchmean")
 
 
 def project_out(x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:

@@ -33,7 +33,8 @@ import numpy as np
 
 from bridge.config import TrainConfig
 from bridge.deps import require
-from bridge.model import BridgeModules, build_modules, info_nce, init_copy, init_pca, init_ridge, proxy_loss
+from bridge.model import (BridgeModules, build_modules, info_nce, init_copy, init_pca, init_ridge, neighbour_loss,
+                          proxy_loss)
 from bridge.pairs import ModalityData, TrainingSet, pair_keys
 from bridge.validation import PairCheck, hold_out, recall_at_1
 from bridge.space import Bridge
@@ -179,7 +180,7 @@ def _tensor(data: ModalityData, rows: np.ndarray) -> "torch.Tensor":
 BASE_KEYS = ("preset", "base", "dim", "anchor", "proxy", "proxy_model", "proxy_sigma", "diffusion_steps",
              "diffusion_timesteps", "diffusion_depth", "hidden", "dropout", "batch_size", "steps", "proxy_steps", "lr",
              "weight_decay", "temperature", "head_init", "start_decay", "select", "eval_every", "patience",
-             "val_fraction", "seed")
+             "val_fraction", "seed", "keep_neighbours")
 
 
 def frozen_modalities(cfg: TrainConfig, preset_info: dict[str, Any], data: TrainingSet) -> set[str]:
@@ -373,7 +374,14 @@ def train(cfg: TrainConfig, data: TrainingSet, val: TrainingSet | None = None,
 
     def base_loss(_: int) -> "torch.Tensor":
         rows, cols, pos = pairs_ap.batch(cfg.batch_size)
-        return info_nce(h_a(_tensor(anchor, rows)), h_p(_tensor(proxy_data, cols)), scale.exp().clamp(max=100), pos)
+        x_a, x_p = _tensor(anchor, rows), _tensor(proxy_data, cols)
+        z_a, z_p = h_a(x_a), h_p(x_p)
+        loss = info_nce(z_a, z_p, scale.exp().clamp(max=100), pos)
+        if cfg.keep_neighbours > 0:
+            for head, z, x in ((h_a, z_a, x_a), (h_p, z_p, x_p)):
+                if not head.fixed:
+                    loss = loss + cfg.keep_neighbours * neighbour_loss(z, x)
+        return loss
 
     if base is not None:
         _adopt_base(modules, base, config)
@@ -448,8 +456,11 @@ def train(cfg: TrainConfig, data: TrainingSet, val: TrainingSet | None = None,
 
         def bind_loss(_: int, d=d, head=head, scale_m=scale_m, sampler=sampler, own_pairs=own_pairs) -> "torch.Tensor":
             rows, cols, pos = sampler.batch(cfg.batch_size)
-            z_new, u = head(_tensor(d, rows)), z_anchor_all[cols]
+            x = _tensor(d, rows)
+            z_new, u = head(x), z_anchor_all[cols]
             loss = info_nce(z_new, u, scale_m.exp().clamp(max=100), pos)
+            if cfg.keep_neighbours > 0:
+                loss = loss + cfg.keep_neighbours * neighbour_loss(z_new, x)
             for other_sampler, z_other in own_pairs:  # oracle: this modality's own pairs with the others
                 rows_o, cols_o, pos_o = other_sampler.batch(cfg.batch_size)
                 loss = loss + info_nce(head(_tensor(d, rows_o)), z_other[cols_o], scale_m.exp().clamp(max=100), pos_o)

@@ -167,3 +167,19 @@ def test_a_collapsing_head_sends_search_by_example_through_raw(tmp_path):
     routes = choose_same_modality_routes(bridge, data)
     assert routes["audio->audio"]["route"] == "raw"
     assert routes["audio->audio"]["raw_r1"] > routes["audio->audio"]["bridge_r1"]
+
+
+def test_keep_neighbours_term_trains_and_is_recorded():
+    """The neighbourhood term runs in binding and is saved with the checkpoint's settings."""
+    rng = np.random.default_rng(0)
+    n = 40
+    labels = [f"c{i % 4}" for i in range(n)]
+    x = rng.standard_normal((n, 64)).astype(np.float32)
+    data = {"image": ModalityData(ids=[f"i{i}" for i in range(n)], features=x, labels=labels, pairs=[None] * n),
+            "text": ModalityData(ids=["c0", "c1", "c2", "c3"], features=x[:4], labels=["c0", "c1", "c2", "c3"],
+                                 pairs=[None] * 4),
+            "audio": ModalityData(ids=[f"a{i}" for i in range(n)], features=x + 0.1, labels=labels, pairs=[None] * n)}
+    cfg = TrainConfig(preset="tiny", steps=20, proxy_steps=10, eval_every=10, batch_size=16, dim=16,
+                      keep_neighbours=1.0)
+    bridge, curves = train(cfg, data, preset_info=load_preset("tiny").info())
+    assert bridge.config["keep_neighbours"] == 1.0 and curves["bind/audio-image"]
