@@ -84,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
     from bridge.device import resolve_device, set_threads
     from bridge.encoders import load_preset
     from bridge.features import FeatureCache
+    from bridge.labelspace import supplies_proxy
     from bridge.pairs import check_roles, in_split, read_manifest, training_set
     from bridge.train import train
 
@@ -93,9 +94,10 @@ def run(args: argparse.Namespace) -> int:
     train_rows, val_rows = in_split(rows, args.train_split, include_unsplit=True), in_split(rows, args.val_split)
     if not train_rows:
         raise ValueError(f"{args.manifest}: no rows in split {args.train_split!r}")
-    check_roles(train_rows, cfg.anchor, cfg.proxy, val_rows, source=str(args.manifest))  # before any encoder loads
+    preset = load_preset(cfg.preset).to(device)  # reads the preset only: no encoder loads before the checks
+    check_roles(train_rows, cfg.anchor, cfg.proxy, val_rows, source=str(args.manifest),
+                proxy_from_preset=supplies_proxy(preset.info(), cfg.anchor, cfg.proxy, cfg.base))
     set_threads(args.threads)
-    preset = load_preset(cfg.preset).to(device)
     cache = FeatureCache(args.cache or args.manifest.parent / ".ebridge-cache")
     data = training_set(train_rows, preset, cache)
     val = training_set(val_rows, preset, cache) if val_rows else None

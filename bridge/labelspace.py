@@ -153,3 +153,22 @@ def to_label_space(logits: np.ndarray) -> np.ndarray:
     p = np.exp(z)
     p /= p.sum(axis=1, keepdims=True)
     return np.sqrt(p).astype(np.float32)
+
+
+def supplies_proxy(preset_info: dict[str, Any], anchor: str, proxy: str, base: str = "auto") -> bool:
+    """Whether a manifest may leave out the proxy's rows: a label-space preset brings its own text
+    side (the class prompts), so images can be bound to with no text at all (thermal-image, depth-image
+    or audio-image pairs bind to the pretrained space as they come)."""
+    return bool(preset_info.get("label_space")) and (anchor, proxy) == ("image", "text") and base != "trained"
+
+
+def class_prompt_items(preset: Any) -> Any:
+    """The label space's class prompts as the proxy's training items (text features, one per class,
+    labelled with the class name): what G learns to predict from images when the manifest has no text."""
+    from bridge.pairs import ModalityData
+
+    spec = LabelSpaceSpec.from_preset(preset.spec["label_space"])
+    names = spec.class_names()
+    matrix = class_prompt_matrix(spec, preset.encoder("text"), preset.modality_fingerprint("text"))
+    return ModalityData(ids=[f"class prompt: {n}" for n in names], features=matrix, labels=names,
+                        pairs=[None] * len(names))

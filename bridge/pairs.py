@@ -137,7 +137,7 @@ def pairable(rows: list[Row], a: str, b: str) -> bool:
 
 
 def check_roles(rows: list[Row], anchor: str, proxy: str, val_rows: list[Row] | None = None,
-                source: str = "the manifest") -> None:
+                source: str = "the manifest", proxy_from_preset: bool = False) -> None:
     """Fail before any encoder runs, with every problem at once and roles that would work.
 
     Each modality must pair with the anchor (shared pair keys or labels) and the proxy must be
@@ -150,7 +150,9 @@ def check_roles(rows: list[Row], anchor: str, proxy: str, val_rows: list[Row] | 
         >>> check_roles(rows, "image", "text")
     """
     present = sorted({r.modality for r in rows})
-    problems = [f"no {m} rows (the {role})" for m, role in ((anchor, "anchor"), (proxy, "proxy")) if m not in present]
+    # A label-space preset brings the proxy's side itself (its class prompts): `proxy_from_preset`.
+    problems = [f"no {m} rows (the {role})" for m, role in ((anchor, "anchor"), (proxy, "proxy"))
+                if m not in present and not (role == "proxy" and proxy_from_preset)]
     if anchor == proxy:
         problems.append("the anchor and the proxy must be two different modalities")
     if anchor in present:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import logging
 import math
 import time
@@ -82,6 +83,21 @@ class PairSampler:
         has_key = self.code_b >= 0
         sums.index_add_(0, torch.as_tensor(self.code_b[has_key]), z_b[torch.as_tensor(np.flatnonzero(has_key))])
         return self.rows, F.normalize(sums[torch.as_tensor(self.code_a[self.rows])], dim=-1)
+
+
+class TopClassPairs:
+    """G's training pairs when the proxy is the label space's class prompts: each anchor item with
+    the prompt of its most probable class (the largest coordinate of its label-space vector)."""
+
+    def __init__(self, head: nn.Module, anchor: ModalityData, rng: np.random.Generator):
+        with torch.no_grad():
+            self.top = head(torch.as_tensor(anchor.features)).argmax(1).cpu().numpy()
+        self.rng = rng
+
+    def batch(self, size: int) -> tuple[np.ndarray, np.ndarray, "torch.Tensor"]:
+        rows = self.rng.choice(len(self.top), size=min(size, len(self.top)), replace=False)
+        cols = self.top[rows]
+        return rows, cols, torch.as_tensor(cols[:, None] == cols[None, :])
 
 
 # ------------------------------------------------------------------------------ optimisation
@@ -260,6 +276,17 @@ def train(cfg: TrainConfig, data: TrainingSet, val: TrainingSet | None = None,
             bridge, curves = train(cfg, data, val=val, preset_info=preset_info, base=base)
         bridge.device = dev
         return bridge, curves
+    from bridge.labelspace import supplies_proxy
+
+    prompts_as_proxy = cfg.proxy not in data and supplies_proxy(preset_info or {}, cfg.anchor, cfg.proxy, cfg.base)
+    if prompts_as_proxy:  # no text rows: the label space's class prompts are the proxy, the base stays frozen
+        from bridge.encoders import load_preset
+        from bridge.labelspace import class_prompt_items
+
+        data = {**data, cfg.proxy: class_prompt_items(load_preset(cfg.preset))}
+        cfg = dataclasses.replace(cfg, base="frozen")
+        log.info("no %s rows: the preset's class prompts stand for them; the base stays the pretrained space and G "
+                 "learns each %s's top class prompt", cfg.proxy, cfg.anchor)
     for role in (cfg.anchor, cfg.proxy):
         if role not in data:
             raise ValueError(f"the training data has no {role!r} items (needed as the {role} role)")
@@ -369,7 +396,8 @@ def train(cfg: TrainConfig, data: TrainingSet, val: TrainingSet | None = None,
 
     # Stage 1: the base space, anchor <-> proxy.
     proxy_data = data[cfg.proxy]
-    pairs_ap = PairSampler(anchor, proxy_data, rng, f"{cfg.anchor}<->{cfg.proxy}")
+    pairs_ap = TopClassPairs(modules.heads[cfg.anchor], anchor, rng) if prompts_as_proxy else \
+        PairSampler(anchor, proxy_data, rng, f"{cfg.anchor}<->{cfg.proxy}")
     h_p, scale = modules.heads[cfg.proxy], modules.logit_scales[cfg.proxy]
 
     def base_loss(_: int) -> "torch.Tensor":

@@ -2,6 +2,7 @@
 modalities, extension by a bound bridge (bit for bit), and the raw route for search by example."""
 from __future__ import annotations
 
+import json
 import wave
 
 import numpy as np
@@ -111,22 +112,21 @@ def test_binding_a_modality_extends_the_index_bit_for_bit(tmp_path):
     with Index.open(tmp_path / "idx") as index:
         before = {r.id: r.vectors for r in index.store.retrieve(
             [p.id for p in index.store.scroll()], with_vectors=True)}
-    # A bridge that binds audio to the same space (frozen base), from a few labelled pairs.
+    # A bridge that binds audio to the same space from audio-image pairs alone (no text rows: the
+    # label space's class prompts stand for the proxy), with the default base setting.
     rng = np.random.default_rng(1)
     preset = load_preset(PRESET)
-    words = ["zero", "one", "two", "three"]
     imgs = rng.standard_normal((40, 64)).astype(np.float32)
-    labels = [words[i % 4] for i in range(40)]
+    pairs = [f"p{i}" for i in range(40)]
     data = {
-        "image": ModalityData(ids=[f"i{i}" for i in range(40)], features=imgs, labels=labels, pairs=[None] * 40),
-        "text": ModalityData(ids=words, features=preset.encoder("text").encode(words), labels=words,
-                             pairs=[None] * 4),
+        "image": ModalityData(ids=[f"i{i}" for i in range(40)], features=imgs, labels=[None] * 40, pairs=pairs),
         "audio": ModalityData(ids=[f"a{i}" for i in range(40)], features=imgs + 0.1 * rng.standard_normal((40, 64))
-                              .astype(np.float32), labels=labels, pairs=[None] * 40),
+                              .astype(np.float32), labels=[None] * 40, pairs=pairs),
     }
-    cfg = TrainConfig(preset=PRESET, base="frozen", steps=20, proxy_steps=20, eval_every=10, batch_size=16)
+    cfg = TrainConfig(preset=PRESET, steps=20, proxy_steps=20, eval_every=10, batch_size=16)
     bound, _ = train(cfg, data, preset_info=preset.info())
     assert bound.config["head_kinds"]["image"] == "labelspace" and bound.dim == 10
+    assert bound.config["base"] == "frozen" and {"text", "video"} <= set(bound.modalities)
     ckpt = bound.save(tmp_path / "bound")
     summary = index_directory(root, tmp_path / "idx", bridge=ckpt, progress=False)
     assert summary.by_modality == {"audio": 2} and not summary.skipped
@@ -137,6 +137,7 @@ def test_binding_a_modality_extends_the_index_bit_for_bit(tmp_path):
             assert "proxy" in after[pid]  # G's view, computed from the stored vector
         assert index.store.count() == 11
         assert index.search("zero", target="audio", k=2)[0].modality == "audio"
+        assert index.search("zero", target="image", k=2)[0].route == "direct"
 
 
 def test_a_collapsing_head_sends_search_by_example_through_raw(tmp_path):
@@ -183,3 +184,43 @@ def test_keep_neighbours_term_trains_and_is_recorded():
                       keep_neighbours=1.0)
     bridge, curves = train(cfg, data, preset_info=load_preset("tiny").info())
     assert bridge.config["keep_neighbours"] == 1.0 and curves["bind/audio-image"]
+
+
+def test_cli_story_index_photos_then_bind_thermal_from_image_pairs_only(tmp_path, capsys):
+    """As a user would: `ebridge index` a folder with no training (thermal frames skipped), bind
+    thermal with `ebridge train` from thermal-image pairs (no text rows), `ebridge index` again:
+    the photos keep their vectors and the thermal frames are added."""
+    from query.cli import main
+
+    rng = np.random.default_rng(3)
+    data = tmp_path / "data"
+    (data / "photos").mkdir(parents=True)
+    (data / "thermal").mkdir()
+    rows = ["modality,path,pair,split"]
+    for i in range(12):
+        img = rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)
+        Image.fromarray(img).save(data / "photos" / f"p{i}.png")
+        Image.fromarray(img.mean(2).astype(np.uint8)).save(data / "thermal" / f"p{i}_ir.png")
+        split = "val" if i >= 9 else "train"
+        rows += [f"image,data/photos/p{i}.png,k{i},{split}", f"thermal,data/thermal/p{i}_ir.png,k{i},{split}"]
+    (tmp_path / "pairs.csv").write_text("\n".join(rows) + "\n")
+    idx = tmp_path / "idx"
+    assert main(["index", str(data), "--index", str(idx), "--preset", PRESET, "--json"]) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert first["by_modality"] == {"image": 12} and first["skipped"] == {"thermal": 12}
+    with Index.open(idx) as index:
+        before = {r.payload["path"]: r.vectors["bridged"] for r in index.store.scroll(with_vectors=True)}
+    assert main(["train", str(tmp_path / "pairs.csv"), "--out", str(tmp_path / "bound"), "--preset", PRESET,
+                 "--steps", "20", "--proxy-steps", "20", "--eval-every", "10", "--batch-size", "8",
+                 "--threads", "1"]) == 0
+    capsys.readouterr()
+    assert main(["index", str(data), "--index", str(idx), "--bridge", str(tmp_path / "bound"), "--json"]) == 0
+    second = json.loads(capsys.readouterr().out)
+    assert second["by_modality"] == {"thermal": 12} and not second["skipped"] and second["points"] == 24
+    with Index.open(idx) as index:
+        after = {r.payload["path"]: r.vectors["bridged"] for r in index.store.scroll(with_vectors=True)
+                 if r.payload["modality"] == "image"}
+        assert after.keys() == before.keys()
+        assert all(np.array_equal(after[p], before[p]) for p in before)  # bit for bit
+        hits = index.search(data / "thermal" / "p0_ir.png", target="image", k=3)
+        assert hits and hits[0].modality == "image"
