@@ -48,7 +48,7 @@ class Batcher:
 
     Example::
 
-        z, view = Batcher(bridge, "text", threads=2).submit("seven", need_view=True).result()
+        z, view, features = Batcher(bridge, "text", threads=2).submit("seven", need_view=True).result()
     """
 
     def __init__(self, bridge: Any, modality: str, threads: int = 2, max_batch: int = 32):
@@ -60,7 +60,7 @@ class Batcher:
             t.start()
 
     def submit(self, item: Any, need_view: bool) -> Future:
-        """Future of (bridged vector, its proxy view or None) for one canonical item."""
+        """Future of (bridged vector, its proxy view or None, encoder features) for one canonical item."""
         fut: Future = Future()
         self.queue.put((item, need_view, fut))
         return fut
@@ -93,7 +93,7 @@ class Batcher:
         if not live:
             return
         try:
-            z, views = self._embed([b[0] for b in live], any(b[1] for b in live))
+            z, views, feats = self._embed([b[0] for b in live], any(b[1] for b in live))
         except Exception:
             if len(live) > 1:  # find the culprit: each query on its own, each gets its own answer
                 for one in live:
@@ -102,18 +102,20 @@ class Batcher:
             live[0][2].set_exception(as_api_error(sys.exc_info()[1]))
             return
         for j, (_, need_view, fut) in enumerate(live):
-            fut.set_result((z[j], views[j] if views is not None and need_view else None))
+            fut.set_result((z[j], views[j] if views is not None and need_view else None, feats[j]))
 
     def _run_one(self, one: tuple[Any, bool, Future]) -> None:
         try:
-            z, views = self._embed([one[0]], one[1])
-            one[2].set_result((z[0], views[0] if views is not None else None))
+            z, views, feats = self._embed([one[0]], one[1])
+            one[2].set_result((z[0], views[0] if views is not None else None, feats[0]))
         except Exception as exc:
             one[2].set_exception(as_api_error(exc))
 
-    def _embed(self, items: list[Any], need_view: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    def _embed(self, items: list[Any], need_view: bool) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+        """(bridged vectors, their proxy views if needed, the encoder's features: the raw route's query)."""
         b = self.bridge
-        z = b.embed_features(self.modality, b.encode(self.modality, items))
-        return z, (b.proxy_view(z) if need_view else None)
+        features = b.encode(self.modality, items)
+        z = b.embed_features(self.modality, features)
+        return z, (b.proxy_view(z) if need_view and b.has_proxy else None), features
 
 

@@ -208,7 +208,8 @@ class SearchService:
         for modality in bridge.modalities:
             try:
                 z = bridge.embed_features(modality, bridge.encode(modality, [samples[modality]]))
-                bridge.proxy_view(z)
+                if bridge.has_proxy:
+                    bridge.proxy_view(z)
             except Exception as exc:  # a modality that cannot warm still serves the others
                 log.warning("could not warm the %s encoder (%s); its first query will be slow or fail", modality, exc)
         log.info("warmed %s in %.1fs", ", ".join(bridge.modalities), time.perf_counter() - t0)
@@ -267,33 +268,34 @@ class SearchService:
     async def search(self, req: SearchRequest, upload: Path | None, upload_name: str | None) -> dict[str, Any]:
         """Decode (pool) -> embed with whatever else is waiting (batcher) -> store search (pool)."""
         t0 = time.perf_counter()
-        source, item, z, query = await self.run(self._prepare, req, upload, upload_name)
+        source, item, z, features, query = await self.run(self._prepare, req, upload, upload_name)
         view = None
         if z is None:
             need_view = req.route in ("proxy", "fused") or (req.route == "auto" and any(
-                self.index.route_for(source, t) != "direct" for t in (req.target or MODALITIES)))
+                self.index.route_for(source, t) in ("proxy", "fused") for t in (req.target or MODALITIES)))
             cached = self.text_cache.get(item) if source == "text" else None
             if cached is not None and (cached[1] is not None or not need_view):
-                z, view = cached
+                z, view, features = cached
                 query["cached"] = True
             else:
-                z, view = await asyncio.wrap_future(self._batcher(source).submit(item, need_view))
+                z, view, features = await asyncio.wrap_future(self._batcher(source).submit(item, need_view))
                 if source == "text":
-                    self.text_cache.put(item, (z, view))
-        hits = await self.run(self._search_vector, source, z, view, req)
+                    self.text_cache.put(item, (z, view, features))
+        hits = await self.run(self._search_vector, source, z, view, req, features)
         return {"query": query, "hits": [{**h.to_json(), **_links(h.id, h.modality)} for h in hits],
                 "took_ms": round(1000 * (time.perf_counter() - t0), 3)}
 
     def _prepare(self, req: SearchRequest, upload: Path | None,
-                 upload_name: str | None) -> tuple[str, Any, np.ndarray | None, dict[str, Any]]:
-        """(query modality, canonical item to encode or None, stored vector or None, query description)."""
+                 upload_name: str | None) -> tuple[str, Any, np.ndarray | None, np.ndarray | None, dict[str, Any]]:
+        """(query modality, canonical item to encode or None, stored vector and raw features or None,
+        query description)."""
         from bridge.modalities import load
 
         bridge = self.index.bridge
         if req.id is not None:
             self.record(req.id)  # 404 before anything else
-            source, z = self.index.embed_query({"id": req.id})
-            return source, None, z, {"kind": "id", "id": req.id, "modality": source}
+            source, z, features = self.index.embed_query_features({"id": req.id})
+            return source, None, z, features, {"kind": "id", "id": req.id, "modality": source}
         if upload is not None:
             source = req.source or _upload_modality(upload)
             if source is None:
@@ -312,12 +314,13 @@ class SearchService:
             source, query = "text", {"kind": "text", "text": item, "modality": "text"}
         if source not in bridge.modalities:
             raise ApiError(400, f"this index's bridge has no {source} head (it knows {', '.join(bridge.modalities)})")
-        return source, item, None, query
+        return source, item, None, None, query
 
-    def _search_vector(self, source: str, z: np.ndarray, view: np.ndarray | None, req: SearchRequest) -> list[Any]:
+    def _search_vector(self, source: str, z: np.ndarray, view: np.ndarray | None, req: SearchRequest,
+                       features: np.ndarray | None = None) -> list[Any]:
         views = None if view is None else view[None, :]
         return self.index.search_vectors(source, z[None, :], req.target, req.k, req.filter or None, req.route,
-                                         views=views)[0]
+                                         views=views, features=None if features is None else features[None, :])[0]
 
     def _batcher(self, modality: str) -> "Batcher":
         with self._batchers_lock:
