@@ -192,3 +192,27 @@ def test_a_modality_with_one_training_item_still_gets_unit_vectors():
     bridge, _ = train(TrainConfig(**dict(SMALL, steps=5, proxy_steps=5)), data, val=data, preset_info=info)
     for m, f in feats.items():
         assert np.linalg.norm(bridge.embed_features(m, f), axis=1) == pytest.approx(1.0, abs=1e-5), m
+
+
+def test_zero_training_space_of_a_clip_preset_is_open_clips_own(tiny_clip, tmp_path):
+    """`Bridge.from_preset` on a CLIP preset: no training, image and text are open_clip's own
+    normalised embeddings (video frames through the same tower), no G, search by example raw."""
+    from PIL import Image
+
+    from bridge.space import Bridge
+
+    bridge = Bridge.from_preset(tiny_clip["preset"])
+    assert bridge.config["variant"] == "zero-training" and not bridge.has_proxy
+    assert set(bridge.modalities) >= {"image", "text"} and bridge.config["routes"]["image->image"] == "raw"
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 255, (40, 40, 3), dtype=np.uint8) for _ in range(3)]
+    texts = ["a red square", "a photo of a lighthouse at night"]
+    model, preprocess = tiny_clip["model"], tiny_clip["preprocess"]
+    with torch.inference_mode():
+        ref_img = torch.nn.functional.normalize(
+            model.encode_image(torch.stack([preprocess(Image.fromarray(i)) for i in images])), dim=-1).numpy()
+        ref_txt = torch.nn.functional.normalize(model.encode_text(tiny_clip["tokenizer"](texts)), dim=-1).numpy()
+    np.testing.assert_allclose(bridge.embed("image", images), ref_img, atol=1e-5)
+    np.testing.assert_allclose(bridge.embed("text", texts), ref_txt, atol=1e-6)
+    with pytest.raises(ValueError, match="no proxy synthesizer"):
+        bridge.proxy_view(bridge.embed("text", texts))
