@@ -4,6 +4,7 @@ training and checkpoints. It imports nothing else of this project.
     bridge/modalities.py   file loaders and each modality's canonical form
     bridge/encoders/       frozen encoders as presets (registry, preprocessing, one module per backbone)
     bridge/features.py     the frozen-feature cache shared by training and indexing
+    bridge/labelspace.py   the offline pretrained space: images and texts through the classifier's classes
     bridge/pairs.py        the pairs manifest and the training set built from it
     bridge/config.py       TrainConfig, every setting of a run
     bridge/model.py        heads, G, the losses: the method on one screen
