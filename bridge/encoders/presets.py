@@ -46,8 +46,8 @@ def shares_encoder(info: dict[str, Any], a: str, b: str, *, aligned: bool = True
         return False
     if key_a == key_b:
         return True
-    if not aligned:
-        return False
+    if not aligned or info.get("label_space"):  # label-space alignment joins the two through the classes,
+        return False  # not one feature space: image and text features stay incomparable as they are
     return any({key_a, key_b} == {keys.get(x), keys.get(y)} for x, y in (info.get("aligned") or []))
 
 
