@@ -101,7 +101,9 @@ class Preset:
         Example:
             >>> load_preset("clip-vit-b-32").aligned_pairs
             [('image', 'text')]
-            >>> load_preset("offline").aligned_pairs
+            >>> load_preset("offline").aligned_pairs   # through the image classifier's label space
+            [('image', 'text')]
+            >>> load_preset("tiny").aligned_pairs
             []
         """
         return [(str(a), str(b)) for a, b in self.spec.get("aligned", [])]
@@ -193,6 +195,7 @@ def load_preset(name_or_path: str | Path = DEFAULT_PRESET) -> Preset:
     Relative `weights` / `arch_config` paths are read from the preset file's folder.
 
     Example:
+        >>> import numpy as np
         >>> load_preset("tiny").encoder("audio").encode([np.zeros(16000, np.float32)]).shape
         (1, 64)
     """
