@@ -36,7 +36,9 @@ from bridge.errors import InputError
 MODALITIES: tuple[str, ...] = ("text", "image", "audio", "depth", "thermal", "video")
 SAMPLE_RATE = 16_000
 MAX_IMAGE_PIXELS = 50_000_000  # refuse decompression bombs well before they eat memory
-MAX_TEXT_BYTES = 16 * 2**20  # a text item is embedded from its first few hundred tokens anyway
+# What is read of a text file: far more than any text encoder takes (MiniLM 256 tokens, CLIP 77), so a
+# longer file (a book, a transcript, a log) is embedded from this first part; the index's payload says so.
+MAX_TEXT_BYTES = 256 * 2**10
 MAX_AUDIO_SECONDS = 20 * 60  # longer recordings are embedded from their first 20 minutes
 AUDIO_RATES = (1_000, 384_000)  # sample rates outside this range are header damage, not audio
 MAX_ARRAY_ELEMENTS = MAX_IMAGE_PIXELS  # a .npy map is a picture: the same bound
@@ -136,11 +138,13 @@ def load(modality: str, source: Any) -> Any:
 def load_text(source: str | Path) -> str:
     if isinstance(source, Path) or (isinstance(source, str) and _looks_like_text_file(source)):
         path = Path(source)
-        raw = _read_bytes(path, limit=MAX_TEXT_BYTES)
+        raw, size = _read_head(path, MAX_TEXT_BYTES)
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise InputError(path, f"not UTF-8 text (byte {exc.start})") from None
+            if not (size > len(raw) and exc.start >= len(raw) - 3 and exc.reason == "unexpected end of data"):
+                raise InputError(path, f"not UTF-8 text (byte {exc.start})") from None
+            text = raw[: exc.start].decode("utf-8")  # the first part ended inside a character: drop its bytes
         name = path
     else:
         text, name = str(source), "<text>"
@@ -516,6 +520,32 @@ def _read_bytes(path: Path, only_check: bool = False, limit: int | None = None) 
         raise InputError(path, "permission denied") from None
     except OSError as exc:
         raise InputError(path, f"cannot read ({exc.strerror or exc})") from None
+
+
+def _read_head(path: Path, limit: int) -> tuple[bytes, int]:
+    """The first `limit` bytes of a file and its whole size (a long text is embedded from its start)."""
+    _read_bytes(path, only_check=True)  # the same refusals as every loader: missing, special, empty
+    try:
+        with open(path, "rb") as f:
+            return f.read(limit), os.fstat(f.fileno()).st_size
+    except PermissionError:
+        raise InputError(path, "permission denied") from None
+    except OSError as exc:
+        raise InputError(path, f"cannot read ({exc.strerror or exc})") from None
+
+
+def text_part(size: int) -> str | None:
+    """What of a text file of `size` bytes is embedded, when not all of it: for the index's payload.
+
+    Example:
+        >>> text_part(100) is None
+        True
+        >>> text_part(50 * 2**20)
+        'first part: the first 262144 of 52428800 bytes (a text encoder reads only its first tokens)'
+    """
+    if size <= MAX_TEXT_BYTES:
+        return None
+    return f"first part: the first {MAX_TEXT_BYTES} of {size} bytes (a text encoder reads only its first tokens)"
 
 
 def _open_picture(path: Path):

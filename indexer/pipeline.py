@@ -37,10 +37,10 @@ import numpy as np
 
 from bridge.device import set_threads
 from bridge.errors import EmergentBridgeError, InputError
-from bridge.modalities import file_kind, load
+from bridge.modalities import file_kind, load, text_part
 from indexer.faults import crash_point
 from indexer.ledger import ERROR, INDEXED, Manifest, ManifestRow
-from indexer.scan import FileEntry
+from indexer.scan import FileEntry, display_path
 from indexer.store import Point, Store, point_id
 
 log = logging.getLogger(__name__)
@@ -452,7 +452,7 @@ def payload_for(r: ReadResult, bridge_version: str) -> dict[str, Any]:
     payload: dict[str, Any] = dict(e.meta)  # sidecar fields first, so ours win on a clash
     payload.update({
         "path": e.rel_path,
-        "abs_path": str(e.abs_path),
+        "abs_path": display_path(str(e.abs_path)),  # a name that is not UTF-8 shows its odd bytes as \xNN
         "folder": e.folder,
         "modality": e.modality,
         "content_hash": r.content_hash,
@@ -463,8 +463,13 @@ def payload_for(r: ReadResult, bridge_version: str) -> dict[str, Any]:
     })
     if e.label is not None:
         payload["label"] = e.label
+    if payload["abs_path"] != str(e.abs_path):
+        payload["name_escaped"] = True  # the file's real name has bytes that are not UTF-8
     if e.modality == "text" and isinstance(r.item, str):
         payload["text"] = r.item[:TEXT_PAYLOAD_CHARS]
+        part = text_part(r.size)
+        if part:  # a long document: say which part the vector stands for
+            payload["text_embedded"] = part
     return payload
 
 

@@ -163,11 +163,10 @@ def scan_directory(
             if name.startswith(".") or _excluded(rel, patterns):
                 continue
             if not _utf8(rel):
-                # The run's identity, the store and the reports are UTF-8: such a name cannot be a
-                # point. It is reported (with its bytes escaped), never allowed to stop the run.
-                shown = os.fsencode(rel).decode("utf-8", "backslashreplace")
-                unreadable.append((shown, "file name is not valid UTF-8; rename the file (e.g. with convmv)"))
-                continue
+                # Names are bytes on Linux: a file named in Latin-1 is as valid as any. The run's identity,
+                # the store and the reports are UTF-8, so it is known by its name with the odd bytes shown
+                # as \xNN (`display_path`); the file itself is still read by its real name.
+                rel = display_path(rel)
             try:
                 entry = _entry(path, rel, root, name, patterns, skip_abs, shard, side, modality, label_from_folder,
                                ignored)
@@ -233,6 +232,18 @@ def _resolved(path: Path) -> Path | None:
         return path.resolve()
     except (OSError, RuntimeError):  # a symlink loop: not one of the folders to skip
         return None
+
+
+def display_path(text: str) -> str:
+    """A path as valid UTF-8 text: unchanged when it is, else with each byte that is not UTF-8
+    written as \\xNN (what Python's `backslashreplace` gives; `os.fsdecode` names hold them as
+    surrogates, which JSON, Parquet and the store refuse).
+
+    Example:
+        >>> display_path(os.fsdecode(b"caf\\xe9.txt"))
+        'caf\\\\xe9.txt'
+    """
+    return text if _utf8(text) else os.fsencode(text).decode("utf-8", "backslashreplace")
 
 
 def _utf8(text: str) -> bool:

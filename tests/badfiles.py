@@ -240,7 +240,7 @@ def make_corpus(root: str | Path) -> dict[str, Case]:
     bad_name = os.fsdecode(b"names/latin1-\xe9t\xe9.png")
     (root / "names").mkdir(exist_ok=True)
     (root / bad_name).write_bytes(png_bytes(15))
-    cases["name-not-utf8"] = Case("names/latin1-\\xe9t\\xe9.png", "error", "not valid utf-8")
+    cases["name-not-utf8"] = Case("names/latin1-\\xe9t\\xe9.png", "indexed", modality="image")  # shown escaped
     if os.geteuid() != 0:  # root reads anything
         put("no-permission", "bad/secret.png", png_bytes(16), "error", "permission denied")
         os.chmod(root / "bad" / "secret.png", 0)
