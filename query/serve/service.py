@@ -4,7 +4,9 @@ search, item, media and preview requests, plus the web page at `/`.
 Sharing an embedded index: the server takes the index folder's lock (`index.lock`, the one
 `ebridge index` takes) with role "server" for as long as it runs, so an indexer started meanwhile
 stops at once with "in use by a server (pid N)" instead of a WAL traceback, and the server never
-sees a half-written store. To re-index: stop the server, index, start it again.
+sees a half-written store. To re-index: stop the server, index, start it again, or start it with
+`watch=DIR` (`--watch DIR`): the server is then the index's writer and keeps it up to date with DIR
+in a background thread (indexer/watch.py), through its own open store, while it answers searches.
 
 Concurrency: one event loop takes the requests; decoding uploads, store calls and previews run in
 a thread pool, and queries are embedded by a batcher per modality (`workers` threads, torch at
@@ -140,6 +142,8 @@ class SearchService:
 
     def __init__(self, index: Index, index_dir: Path, settings: ServeSettings, lock: IndexLock | None = None):
         self.index = index
+        self.watcher: Any = None  # an indexer.watch.FolderWatcher when serving with --watch
+        self.last_request = 0.0  # time.monotonic() of the last search: the watcher builds graphs when quiet
         self.index_dir = index_dir
         self.settings = settings
         self.lock = lock
@@ -154,17 +158,22 @@ class SearchService:
 
     @classmethod
     def open(cls, index_dir: str | Path, settings: ServeSettings | None = None, *, url: str | None = None,
-             collection: str | None = None) -> "SearchService":
-        """Lock the index folder for this server, open it and warm its encoders.
+             collection: str | None = None, watch: str | Path | None = None,
+             watch_settings: Any = None) -> "SearchService":
+        """Lock the index folder for this server, open it and warm its encoders; with `watch`, start
+        keeping the index up to date with that folder (a catch-up run, then its changes) in the background.
 
         Raises IndexLockedError (an indexer runs there) or IndexBusyError (another process has the store)."""
         settings = settings or ServeSettings()
         index_dir = Path(index_dir).resolve()
         if url is None and not index_dir.is_dir():
             raise QueryError(f"index {index_dir} not found; build it with `ebridge index DIR --index {index_dir}`")
+        watch = Path(watch).resolve() if watch is not None else None
         # The embedded store is one process's at a time: hold the folder's lock so an indexer is told
-        # so. A Qdrant server collection takes concurrent writes itself: no lock, the indexer may run.
-        lock = IndexLock(index_dir, role="server") if url is None and store_in_folder(index_dir) else None
+        # so. A Qdrant server collection takes concurrent writes itself: no lock, the indexer may run,
+        # unless this server writes (watch): the manifest in the index folder has one writer.
+        locked = watch is not None or (url is None and store_in_folder(index_dir))
+        lock = IndexLock(index_dir, role="server", watch=str(watch) if watch else None) if locked else None
         if lock is not None:
             lock.acquire()
         try:
@@ -177,9 +186,25 @@ class SearchService:
             raise
         if settings.warm:
             service.warm()
+        if watch is not None:
+            from indexer.watch import FolderWatcher
+
+            watcher = FolderWatcher(watch, index_dir, store=index.store, bridge=index.bridge, settings=watch_settings,
+                                    last_request=lambda: service.last_request, qdrant_url=url, collection=collection)
+            try:
+                watcher.start()
+            except BaseException:
+                service.close()
+                raise
+            service.watcher = watcher
+            if service.root is None:
+                service.root = watch
         return service
 
     def close(self) -> None:
+        if self.watcher is not None:  # first: its run writes to the store closed below
+            self.watcher.stop()
+            self.watcher = None
         with self._batchers_lock:
             for batcher in self._batchers.values():
                 batcher.close()
@@ -266,6 +291,7 @@ class SearchService:
     async def search(self, req: SearchRequest, upload: Path | None, upload_name: str | None) -> dict[str, Any]:
         """Decode (pool) -> embed with whatever else is waiting (batcher) -> store search (pool)."""
         t0 = time.perf_counter()
+        self.last_request = time.monotonic()
         source, item, z, query = await self.run(self._prepare, req, upload, upload_name)
         view = None
         if z is None:
@@ -337,6 +363,8 @@ class SearchService:
             "route_overrides": self.index.routes,
             "uptime_s": round(time.time() - self.started, 1),
             "limits": {"max_k": self.settings.max_k, "max_upload_bytes": self.settings.max_upload_bytes},
+            # queued, done, errors, last_error... of the folder this server keeps indexed (--watch)
+            "indexing": self.watcher.status() if self.watcher is not None else None,
         }
 
 
