@@ -85,6 +85,9 @@ class SearchRequest(BaseModel):
     filter: dict[str, str] = Field(default_factory=dict, description="payload filter, e.g. {'label': 'seven'}")
     route: Literal["auto", "direct", "proxy", "fused"] = "auto"
     source: str | None = Field(None, description="an uploaded file's modality, when its name does not tell")
+    group_by: Literal["modality"] | None = Field(
+        None, description="'modality': one ranked list of k hits per target modality in `groups` (each list on one "
+                          "route, so its scores compare); default: one list, ranked across routes by rank")
 
     @field_validator("target", mode="before")
     @classmethod
@@ -106,20 +109,39 @@ class SearchRequest(BaseModel):
         return check_modality(value) if value else None
 
 
+# What a hit's score means, by the route that found it: cosine similarity (-1..1) for a nearest-
+# neighbour search, reciprocal-rank fusion (sum of weight / (rrf_k + rank), ranks only) for `fused`.
+# Scores on different scales must not be sorted together: the page shows one row per modality.
+SCORE_KINDS = {"fused": "rrf"}
+
+
+def score_kind(route: str) -> str:
+    """The scale a route's scores are on: "rrf" for fused, "cosine" for every single-vector route."""
+    return SCORE_KINDS.get(route, "cosine")
+
+
 class HitOut(BaseModel):
     id: str
     path: str | None
     modality: str
     score: float
+    score_kind: Literal["cosine", "rrf"] = Field(description="the score's scale: cosine similarity, or RRF fusion")
     route: str
     label: str | None
     media: str
     preview: str | None
 
 
+class GroupOut(BaseModel):
+    route: str
+    score_kind: Literal["cosine", "rrf"]
+    hits: list[HitOut]
+
+
 class SearchResponse(BaseModel):
     query: dict[str, Any]
-    hits: list[HitOut]
+    hits: list[HitOut] = Field(description="the ranked hits; with group_by, every group's hits, group after group")
+    groups: dict[str, GroupOut] | None = Field(None, description="with group_by=modality: modality -> its ranked hits")
     took_ms: float
 
 
@@ -305,8 +327,12 @@ class SearchService:
                 z, view = await asyncio.wrap_future(self._batcher(source).submit(item, need_view))
                 if source == "text":
                     self.text_cache.put(item, (z, view))
+        if req.group_by == "modality":
+            groups = await self.run(self._search_groups, source, z, view, req)
+            return {"query": query, "hits": [h for g in groups.values() for h in g["hits"]], "groups": groups,
+                    "took_ms": round(1000 * (time.perf_counter() - t0), 3)}
         hits = await self.run(self._search_vector, source, z, view, req)
-        return {"query": query, "hits": [{**h.to_json(), **_links(h.id, h.modality)} for h in hits],
+        return {"query": query, "hits": [_hit_json(h) for h in hits],
                 "took_ms": round(1000 * (time.perf_counter() - t0), 3)}
 
     def _prepare(self, req: SearchRequest, upload: Path | None,
@@ -344,6 +370,20 @@ class SearchService:
         return self.index.search_vectors(source, z[None, :], req.target, req.k, req.filter or None, req.route,
                                          views=views)[0]
 
+    def _search_groups(self, source: str, z: np.ndarray, view: np.ndarray | None,
+                       req: SearchRequest) -> dict[str, dict[str, Any]]:
+        """One ranked list per target modality (each on its own route and score scale); empty ones left out."""
+        targets = req.target or [m for m in MODALITIES if m in self.index.bridge.modalities]
+        views = None if view is None else view[None, :]
+        groups = {}
+        for target in targets:
+            hits = self.index.search_vectors(source, z[None, :], [target], req.k, req.filter or None, req.route,
+                                             views=views)[0]
+            if hits:
+                route = hits[0].route
+                groups[target] = {"route": route, "score_kind": score_kind(route), "hits": [_hit_json(h) for h in hits]}
+        return groups
+
     def _batcher(self, modality: str) -> "Batcher":
         with self._batchers_lock:
             if modality not in self._batchers:
@@ -367,6 +407,10 @@ class SearchService:
             "indexing": self.watcher.status() if self.watcher is not None else None,
         }
 
+
+
+def _hit_json(hit: Any) -> dict[str, Any]:
+    return {**hit.to_json(), "score_kind": score_kind(hit.route), **_links(hit.id, hit.modality)}
 
 
 def _links(item_id: str, modality: str) -> dict[str, Any]:
