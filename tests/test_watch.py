@@ -266,3 +266,47 @@ def test_a_kill_during_a_watched_batch_loses_nothing_and_the_next_start_resumes(
     rows = Manifest(idx).rows
     assert set(rows) == files and all(r.status == INDEXED for r in rows.values())
     assert (idx / "errors.jsonl").read_text() == ""  # nothing half-read was reported as broken
+
+
+# ------------------------------------------------------------------------------ Qdrant server mode
+
+QDRANT_URL = os.environ.get("QDRANT_URL")
+
+
+@pytest.mark.parametrize("kind", ["client", pytest.param("server", marks=pytest.mark.skipif(
+    not QDRANT_URL, reason="set QDRANT_URL=http://host:6333 to run the watch test against a real Qdrant server"))])
+def test_watch_on_a_qdrant_collection_while_other_servers_serve_it(tmp_path, bridge_dir, kind):
+    import uuid
+
+    from qdrant_client import QdrantClient
+
+    src, idx = tmp_path / "src", tmp_path / "idx"
+    make_corpus(src, images=3, sounds=0, texts=1)
+    # qdrant-client's local mode makes the calls a server gets; a real server when QDRANT_URL is set
+    url = QdrantClient(":memory:") if kind == "client" else QDRANT_URL
+    collection = f"eb-watch-{uuid.uuid4().hex[:10]}"
+    run_index(src, idx, bridge=bridge_dir, qdrant_url=url, collection=collection)
+    writer = SearchService.open(idx, ServeSettings(warm=False, workers=1), url=url, collection=collection,
+                                watch=src, watch_settings=WatchSettings(**FAST))
+    readers = []
+    try:
+        if kind == "server":  # another server on the same collection, not watching: it only reads
+            readers.append(SearchService.open(idx, ServeSettings(warm=False, workers=1), url=url,
+                                              collection=collection))
+        assert writer.watcher.wait_idle(60)
+        with TestClient(create_app(writer)) as client, Hammer(client) as hammer:
+            write_png(src / "cat" / "late.png", 33)
+            assert settle({"watcher": writer.watcher})["indexed"] == 1
+            (src / "notes" / "0.txt").unlink()
+            settle({"watcher": writer.watcher})
+            assert "cat/late.png" in found(client, "image") and found(client, "text") == []
+            for service in (writer, *readers):
+                assert service.index.store.count() == len(on_disk(src))
+            with pytest.raises(IndexLockedError, match="indexing .* already"):
+                index_directory(src, idx, qdrant_url=url, collection=collection, progress=False)
+        assert set(hammer.codes) == {200}  # (leaving the client closed the app and the writer with it)
+    finally:
+        for service in (writer, *readers):
+            service.close()
+        if kind == "server":
+            QdrantClient(QDRANT_URL).delete_collection(collection)
