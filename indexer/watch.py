@@ -63,7 +63,12 @@ class WatchSettings:
     settle_s: float = 1.0  # a file's mtime must be this old (and no writer hold it) before it is read
     debounce_s: float = 0.3  # a run starts once events have been quiet this long
     rescan_s: float = 30.0  # full rescan: events inotify missed, or the only way without inotify
-    batch_size: int = 16  # files per pipeline batch (each batch is flushed and journaled)
+    # files per pipeline batch. Each batch ends in a store flush, and the engine holds the GIL through its
+    # fsyncs (~150 ms on a busy disk): searches wait that long, so fewer, larger batches serve better.
+    batch_size: int = 32
+    # While searches come in (one in the last second), indexing takes at most this share of the time:
+    # after each batch it pauses (1/share - 1) times as long as the batch took. 1: never pause.
+    busy_share: float = 0.5
     workers: int = 2  # reader threads (threads, not processes: the server runs threads already)
     open_write_max_s: float = 600.0  # a writer that never closes: index its file after this anyway
     quiet_s: float = 10.0  # build the HNSW graph only after this long without a request
@@ -104,6 +109,7 @@ class FolderWatcher:
             "removed": 0, "moved": 0, "errors": 0, "deferred": 0, "runs": 0, "last_error": None, "last_run": None,
             "graph_pending": False,
         }
+        self._batch_started = time.monotonic()
         self._planned = 0  # files the current run planned to read...
         self._committed = 0  # ...and those of them already durable
 
@@ -167,6 +173,7 @@ class FolderWatcher:
 
     def _main(self) -> None:
         s = self.settings
+        _lower_priority()
         self._start_observer()  # first, so that a change made during the catch-up run is seen
         self._run_once("catching up")
         rescan_s = s.rescan_s if self._observer is not None else min(s.rescan_s, 5.0)
@@ -247,6 +254,7 @@ class FolderWatcher:
                      summary.indexed, summary.removed, summary.moved, summary.errors, summary.deferred)
 
     def _on_plan(self, plan: Plan) -> None:
+        self._batch_started = time.monotonic()
         with self._lock:
             self._planned = len(plan.todo)
             self._status["deferred"] = 0
@@ -264,6 +272,18 @@ class FolderWatcher:
                                     "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
         if self._stop.is_set():
             raise WatchStopped("the server is stopping")
+        self._yield_to_searches()
+
+    def _yield_to_searches(self) -> None:
+        """Pause between batches while searches come in, so they keep most of the machine (and the GIL:
+        decoding, encoding and the store's flush all hold it part of the time)."""
+        share = self.settings.busy_share
+        now = time.monotonic()
+        spent, self._batch_started = now - self._batch_started, now
+        if share >= 1 or now - self.last_request() > 1.0:
+            return
+        self._stop.wait(min(spent * (1 / max(share, 0.05) - 1), 10.0))
+        self._batch_started = time.monotonic()
 
     def _defer(self, entry: Any) -> bool:
         """Whether a file is still being written: leave it for a later run."""
@@ -351,6 +371,17 @@ class FolderWatcher:
     def _set(self, **fields: Any) -> None:
         with self._lock:
             self._status.update(fields)
+
+
+def _lower_priority(nice: int = 10) -> None:
+    """Run this thread, and the reader and writer threads it starts (Linux threads inherit it), at a
+    lower CPU priority than the threads that answer searches: indexing takes the spare cycles."""
+    import os
+
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
+    except (AttributeError, OSError) as exc:  # not Linux, or not allowed: indexing at normal priority
+        log.debug("could not lower the watcher's priority (%s)", exc)
 
 
 def settings_dict(settings: WatchSettings) -> dict[str, Any]:

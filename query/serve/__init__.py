@@ -47,7 +47,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="with --watch: seconds a file must stay unchanged before it is indexed (default 1)")
     p.add_argument("--rescan", type=float, default=30.0,
                    help="with --watch: seconds between full rescans, the fallback for missed events (default 30)")
-    p.add_argument("--watch-batch", type=int, default=16, help="with --watch: files per indexed batch (default 16)")
+    p.add_argument("--watch-batch", type=int, default=32, help="with --watch: files per indexed batch (default 32)")
     p.add_argument("--label-from-folder", action="store_true",
                    help="with --watch: label items by their parent folder's name, as `ebridge index` does")
     p.add_argument("--exclude", action="append", default=[], metavar="GLOB",
