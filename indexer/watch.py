@@ -201,8 +201,7 @@ class FolderWatcher:
             if dirty or now >= next_rescan or (self._recheck_at is not None and now >= self._recheck_at):
                 self._run_once("indexing")
                 next_rescan = time.monotonic() + rescan_s
-            else:
-                self._maybe_build_graph()
+            self._maybe_build_graph()
 
     def _run_once(self, state: str) -> None:
         """One indexing run over the whole folder (the plan finds what changed)."""
@@ -242,7 +241,8 @@ class FolderWatcher:
             st["done"] += summary.removed + summary.moved
             st["deferred"] = summary.deferred
             st["runs"] += 1
-            st["graph_pending"] = summary.indexed + summary.removed + summary.moved > 0 or st["graph_pending"]
+            # the run leaves the record's `optimized` false when it changed points (or found it so)
+            st["graph_pending"] = (read_record(self.index_dir) or {}).get("optimized") is False
             st["last_run"] = {"at": time.strftime("%Y-%m-%dT%H:%M:%S"), "seconds": round(time.perf_counter() - t0, 3),
                               "indexed": summary.indexed, "removed": summary.removed, "moved": summary.moved,
                               "errors": summary.errors, "deferred": summary.deferred, "points": summary.points}

@@ -30,6 +30,7 @@ from indexer.index import index_directory  # noqa: E402
 from indexer.ledger import INDEXED, Manifest  # noqa: E402
 from indexer.lock import IndexLockedError  # noqa: E402
 from indexer.pipeline import hash_file  # noqa: E402
+from indexer.record import read_record  # noqa: E402
 from indexer.store import point_id  # noqa: E402
 from indexer.watch import WatchSettings  # noqa: E402
 from query.serve.app import create_app  # noqa: E402
@@ -181,15 +182,14 @@ def test_without_inotify_the_rescan_finds_changes(tmp_path, bridge_dir):
     src, idx = tmp_path / "src", tmp_path / "idx"
     make_corpus(src, images=2, sounds=0, texts=0)
     run_index(src, idx, bridge=bridge_dir)
-    service = SearchService.open(idx, ServeSettings(warm=False, workers=1), watch=src,
-                                 watch_settings=WatchSettings(**{**FAST, "rescan_s": 0.5, "use_inotify": False}))
+    service = SearchService.open(idx, ServeSettings(warm=False, workers=1), watch=src, watch_settings=WatchSettings(
+        **{**FAST, "rescan_s": 0.5, "use_inotify": False, "quiet_s": 0.5}))
     try:
-        assert service.watcher.status()["mode"] is None or "rescan" in service.watcher.status()["mode"]
         write_png(src / "late.png", 5)
-        deadline = time.monotonic() + 30
-        while service.index.store.count() != 3 and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert service.index.store.count() == 3 and "rescan" in service.watcher.status()["mode"]
+        assert _wait(lambda: service.index.store.count() == 3, 30)
+        assert "rescan" in service.watcher.status()["mode"]
+        # no request for quiet_s: the server builds the search graph of the new point and records it
+        assert _wait(lambda: read_record(idx)["optimized"] is True and not service.watcher.status()["graph_pending"], 30)
     finally:
         service.close()
 
