@@ -165,3 +165,39 @@ def test_errors_show_in_the_page_not_as_a_crash(browser, server):
     page.wait_for_function("document.querySelector('#status').classList.contains('error')")
     assert page.locator("#status").inner_text() == "broken.png: unknown or corrupt image format"
     page.close()
+
+
+def test_the_page_shows_a_watching_servers_progress(browser, tmp_path_factory):
+    """A server started with a watched folder: the page's status line follows a file dropped into it."""
+    from indexer.index import index_directory
+    from indexer.watch import WatchSettings
+    from query.serve.app import create_app
+    from query.serve.service import SearchService, ServeSettings
+    from tests.serve_support import RunningServer, small_index
+
+    _, data = small_index(tmp_path_factory)
+    root = tmp_path_factory.mktemp("watched")
+    src = root / "src"
+    for sub in ("image", "text"):
+        (src / sub).mkdir(parents=True)
+        for f in sorted((data / sub).iterdir())[:3]:
+            shutil.copy(f, src / sub / f.name)
+    index_directory(src, root / "idx", bridge=data.parents[1] / "bridge", progress=False)
+    service = SearchService.open(root / "idx", ServeSettings(warm=False, workers=1), watch=src,
+                                 watch_settings=WatchSettings(settle_s=0.3, debounce_s=0.1, quiet_s=3600))
+    try:
+        with RunningServer(create_app(service)) as url:
+            page = browser.new_page()
+            page.goto(url + "/")
+            page.wait_for_selector("#indexing:not([hidden])")
+            page.wait_for_function("document.querySelector('#indexing').textContent.includes(': watching')")
+            shutil.copy(sorted((data / "image").iterdir())[5], src / "image" / "dropped.png")
+            (src / "image" / "broken.png").write_bytes(b"not a png")
+            page.wait_for_function("['1 errors', '0 queued', ': watching'].every(w => "
+                                   "document.querySelector('#indexing').textContent.includes(w))", timeout=60_000)
+            line = page.locator("#indexing").inner_text()
+            assert "0 queued" in line and "2 done" in line and "broken.png: unknown or corrupt image format" in line
+            assert "7 items" in page.locator("#stats").inner_text()
+            page.close()
+    finally:
+        service.close()

@@ -310,3 +310,20 @@ def test_watch_on_a_qdrant_collection_while_other_servers_serve_it(tmp_path, bri
             service.close()
         if kind == "server":
             QdrantClient(QDRANT_URL).delete_collection(collection)
+
+
+def test_a_plain_index_run_also_keeps_the_vectors_of_a_renamed_file(tmp_path, bridge_dir):
+    src, idx = tmp_path / "src", tmp_path / "idx"
+    make_corpus(src, images=2, sounds=1, texts=1)
+    run_index(src, idx, bridge=bridge_dir)
+    before = stored(idx)
+    (src / "archive").mkdir()
+    os.rename(src / "sounds" / "0.wav", src / "archive" / "kept.wav")
+    os.rename(src / "notes" / "0.txt", src / "archive" / "kept.txt")
+    s = run_index(src, idx)
+    assert (s.indexed, s.moved, s.removed) == (0, 2, 0)
+    after = stored(idx)
+    assert set(after) == on_disk(src) and after["archive/kept.txt"]["text"] == before["notes/0.txt"]["text"]
+    assert after["archive/kept.wav"]["_id"] == point_id("archive/kept.wav")
+    rows = Manifest(idx).rows
+    assert rows["archive/kept.wav"].content_hash == before["sounds/0.wav"]["content_hash"]
