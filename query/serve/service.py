@@ -13,7 +13,10 @@ a thread pool, and queries are embedded by a batcher per modality (`workers` thr
 `torch_threads` each) that encodes whatever queries are waiting in one pass of encoder, head and
 G: on a small machine a crowd of queries costs little more than one. qdrant-edge's shard answers
 reads from many threads at once (checked: 8 threads x 1000 queries gave the serial answers), and
-the server never writes, so the store needs no lock of ours.
+also while the watcher's thread upserts (serve --watch; checked: concurrent upserts and queries in
+one process, no errors), so the store needs no lock of ours. What does stall requests is the
+engine's flush and HNSW build holding the GIL: see indexer/watch.py for how the watcher keeps
+them short or waits for a quiet moment.
 
 Example:
     >>> from query.serve.app import create_app
