@@ -36,7 +36,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -383,7 +383,3 @@ def _lower_priority(nice: int = 10) -> None:
     except (AttributeError, OSError) as exc:  # not Linux, or not allowed: indexing at normal priority
         log.debug("could not lower the watcher's priority (%s)", exc)
 
-
-def settings_dict(settings: WatchSettings) -> dict[str, Any]:
-    """The settings as JSON (for /stats)."""
-    return asdict(settings)
