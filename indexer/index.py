@@ -22,6 +22,7 @@ in run order, so the crash-safety argument can be read top to bottom.)
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -38,9 +39,11 @@ from bridge.device import torch_threads as torch_threads_for_run
 from bridge.errors import BridgeMismatchError, CheckpointError, EmergentBridgeError
 from bridge.files import fsync_dir
 from indexer.faults import crash_point
+from indexer.hooks import RunHooks
 from indexer.lock import IndexLock
 from indexer.ledger import ERRORS_FILE, INDEXED, Manifest, ManifestRow, write_errors_report
 from indexer.pipeline import Pipeline
+from indexer.renames import carry_renames
 from indexer.scan import ShardSpec, scan_directory
 from indexer.record import INDEX_FORMAT, read_record, write_record
 from indexer.verify import StoreDamagedError, check_points, remove_points
@@ -68,6 +71,8 @@ class IndexSummary:
     errors: int = 0
     ignored: int = 0  # files no modality reads (not errors)
     repaired: int = 0  # damaged points found in the store and embedded again (all of them after a rebuild)
+    moved: int = 0  # renamed or moved files whose points were carried over (same bytes: nothing embedded)
+    deferred: int = 0  # files left for a later run (a server's watcher: still being written)
     points: int = 0  # points in the collection after the run
     seconds: float = 0.0
     items_per_s: float = 0.0  # indexed items per second of the read/embed/write pipeline
@@ -112,6 +117,7 @@ def index_directory(
     progress: bool = True,
     feature_cache: str | Path | None = None,
     preset: str | None = None,
+    hooks: RunHooks | None = None,
 ) -> IndexSummary:
     """Index (or bring up to date) `directory` into the index at `index_path`.
 
@@ -140,6 +146,8 @@ def index_directory(
     `IndexRootError` unless `replace=True`, which drops the old folder's points first.
     `feature_cache` is a `bridge.features.FeatureCache` folder whose frozen features are
     reused (default: the cache the bridge was trained with, recorded by `ebridge train`).
+    `hooks` (indexer.hooks.RunHooks) lets a serving process that holds the index lock run this in
+    its own store, bridge and progress callbacks (`ebridge serve --watch`).
 
     Example:
         >>> s = index_directory("data/digits", "runs/digits-index", bridge="runs/bridge")  # doctest: +SKIP
@@ -172,17 +180,26 @@ def index_directory(
             "instead, or give another --index folder. An index holds one folder (several roots are not "
             "supported): to search several folders together, index their common parent.")
 
-    with IndexLock(index_dir, reader_wait_s=wait_for_readers), torch_threads_for_run(torch_threads):
+    lock = contextlib.nullcontext() if hooks is not None else IndexLock(index_dir, reader_wait_s=wait_for_readers)
+    with lock, torch_threads_for_run(torch_threads):  # a serving process (hooks) holds the lock already
         crash_point("lock")
-        the_bridge, extended = resolve_bridge(index_dir, bridge, reembed=reembed, preset=preset)
+        extended = None
+        if hooks is not None and hooks.bridge is not None:
+            the_bridge = _lent_bridge(index_dir, hooks.bridge)
+        else:
+            the_bridge, extended = resolve_bridge(index_dir, bridge, reembed=reembed, preset=preset)
         if device is not None:
             the_bridge.to(device)
-        _attach_feature_cache(the_bridge, feature_cache)
+        if hooks is None or hooks.bridge is None:  # a lent bridge also embeds queries: they need no cache
+            _attach_feature_cache(the_bridge, feature_cache)
         crash_point("bridge")
         location = resolve_location(index_dir, qdrant_url, collection)
         where = describe(location)
-        store = _open_or_set_aside(index_dir, qdrant_url, collection, api_key, location)
-        owned = location["kind"] != "client"  # a QdrantClient the caller passed stays the caller's
+        if hooks is not None and hooks.store is not None:
+            store, owned = hooks.store, False  # the server's open store: the engine allows one handle
+        else:
+            store = _open_or_set_aside(index_dir, qdrant_url, collection, api_key, location)
+            owned = location["kind"] != "client"  # a QdrantClient the caller passed stays the caller's
         manifest = Manifest(index_dir)
         try:
             created = _prepare_store(store, the_bridge, manifest, shards=shards, replication=replication,
@@ -204,11 +221,17 @@ def index_directory(
             scan = scan_directory(root, exclude=exclude, modality=modality, shard=shard, sidecar=sidecar,
                                   label_from_folder=label_from_folder, skip=[index_dir])
             plan = manifest.plan(scan.files, shard=shard, reembed=reembed, bridge_version=the_bridge.version)
+            deferred = 0
+            if hooks is not None and hooks.defer is not None:
+                kept = [f for f in plan.todo if not hooks.defer(f)]
+                deferred = hooks.deferred = len(plan.todo) - len(kept)
+                plan.todo = kept
             summary = IndexSummary(index=str(index_dir), store=where, bridge_version=the_bridge.version,
                                    shard=str(shard) if shard else None, ignored=len(scan.ignored),
                                    errors_report=str(index_dir / ERRORS_FILE))
             summary.unchanged = len(plan.unchanged)
             summary.repaired = repaired
+            summary.deferred = deferred
             log.info("plan: %d to read, %d unchanged, %d deleted", len(plan.todo), len(plan.unchanged),
                      len(plan.deleted))
 
@@ -220,12 +243,17 @@ def index_directory(
                              last_run=old_record.get("last_run"), optimized=False)
                 graph_pending = True
 
+            if not reembed:
+                summary.moved = carry_renames(store, manifest, plan, the_bridge.version)
+            if hooks is not None and hooks.on_plan is not None:
+                hooks.on_plan(plan)
             summary.removed = _remove_deleted(store, manifest, plan.deleted)
             _record_unreadable(manifest, scan.unreadable, the_bridge.version)
             summary.errors += len(scan.unreadable)
 
             pipe = Pipeline(the_bridge, store, manifest, batch_size=batch_size, workers=workers,
-                            progress=progress, reuse_known=not reembed, decode=decode)
+                            progress=progress, reuse_known=not reembed, decode=decode,
+                            on_commit=hooks.on_commit if hooks is not None else None)
             t_pipe = time.perf_counter()
             counts = pipe.run(plan.todo)
             pipe_seconds = time.perf_counter() - t_pipe
@@ -377,6 +405,15 @@ def _extended(copy: Path, given: Any) -> Any:
         if a.keys() != b.keys() or any(not bool((a[k] == b[k]).all()) for k in a):
             return None
     return old
+
+
+def _lent_bridge(index_dir: Path, bridge: Any) -> Any:
+    """A serving process's loaded bridge, used as it is when it is the index copy's version."""
+    version = _copy_version(index_dir / BRIDGE_DIR)
+    if version != bridge.version:
+        raise BridgeMismatchError(f"{index_dir}: the server's bridge is {bridge.version} but the index's copy is "
+                                  f"{version}; restart the server so it loads the index's bridge")
+    return bridge
 
 
 def _copy_version(copy: Path) -> str | None:

@@ -11,6 +11,8 @@ indexer writes it damages the writer's files (its payload-index journals fail to
   two), up to `reader_wait_s`, then refuses with `IndexLockedError`; it never runs beside one;
 * `ebridge serve` holds the lock exclusively with role "server" for as long as it runs (it
   keeps the store open): indexers and cold searches are told to stop it or to search through it.
+  A server started with `--watch DIR` is itself the index's writer (indexer/watch.py); an indexer
+  is told that the server indexes DIR already.
 
 The lock belongs to the open file description, so the kernel drops it when the
 process dies in any way (SIGKILL included): a lock is never stale, and there is no
@@ -52,9 +54,11 @@ class IndexLock:
         True
     """
 
-    def __init__(self, index_dir: str | Path, *, reader_wait_s: float = 30.0, role: str = "indexer"):
+    def __init__(self, index_dir: str | Path, *, reader_wait_s: float = 30.0, role: str = "indexer",
+                 watch: str | None = None):
         self.index_dir = Path(index_dir)
         self.role = role  # "indexer" or "server": the refusal message tells the next comer which
+        self.watch = watch  # a server that keeps a folder indexed (serve --watch) names it here
         self.path = self.index_dir / LOCK_FILE
         self.reader_wait_s = reader_wait_s
         self._fd: int | None = None
@@ -100,6 +104,8 @@ class IndexLock:
         self._fd = fd
         info = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%dT%H:%M:%S"),
                 "role": self.role}
+        if self.watch is not None:
+            info["watch"] = self.watch
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(info).encode(), 0)
         log.debug("locked %s", self.path)
@@ -221,6 +227,9 @@ def _holder(info: dict) -> str:
 
 
 def _locked_message(index_dir: Path, info: dict) -> str:
+    if info.get("role") == "server" and info.get("watch"):
+        return (f"{index_dir} is kept up to date by a server that is indexing {info['watch']} already "
+                f"(ebridge serve --watch, {_holder(info)}): add, change or remove files there and it indexes them.")
     if info.get("role") == "server":
         return (f"{index_dir} is in use by a server (ebridge serve, {_holder(info)}); stop that server to index, then "
                 "start it again (meanwhile search through it: ebridge search --server URL). "

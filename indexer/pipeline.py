@@ -247,7 +247,8 @@ class Pipeline:
     """
 
     def __init__(self, bridge: Any, store: Store, manifest: Manifest, *, batch_size: int = 64, workers: int = 4,
-                 prefetch: int = 2, progress: bool = True, reuse_known: bool = True, decode: str = "auto"):
+                 prefetch: int = 2, progress: bool = True, reuse_known: bool = True, decode: str = "auto",
+                 on_commit: Any = None):
         if batch_size < 1 or workers < 1:
             raise ValueError("batch_size and workers must be >= 1")
         self.bridge = bridge
@@ -263,6 +264,7 @@ class Pipeline:
         self.reuse_known = reuse_known  # False for --reembed: equal bytes are embedded again anyway
         self.counts = RunCounts()
         self._bar: Any = None
+        self.on_commit = on_commit  # called with each batch's rows once they are durable (a server's progress)
 
     # ----------------------------------------------------------------- the run
 
@@ -442,6 +444,8 @@ class Pipeline:
             self.store.flush()
         self.manifest.commit(rows)
         crash_point("batch")
+        if self.on_commit is not None:
+            self.on_commit(rows)  # may raise to stop the run here: everything so far is durable
         if self._bar is not None:
             self._bar.update(sum(len(b.results) for b in batches))
 

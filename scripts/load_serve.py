@@ -9,6 +9,15 @@ cache answers most), text queries never seen before (each runs the encoder and G
 
 With --index the script starts the server itself (a subprocess, as `ebridge serve` would run) and
 waits for it to be warm; with --url it uses one already running.
+
+With --watch DIR --index-images N (a server started with `--watch DIR`, or by the script with
+--index), a last phase compares query latency idle and while the server indexes: uncached text
+queries for --seconds on an idle server, then N images copied into a new folder under DIR and the
+same queries until the server has indexed them all; then the folder is removed again (and its
+points with it). It prints both p50/p95, their ratio, the indexing rate and the load average.
+
+    python scripts/load_serve.py --index idx --watch data/test --index-images 1000 \
+        --images '../shared/data/cifar10/test/*/*.jpg' --json load-watch.json
 """
 from __future__ import annotations
 
@@ -25,6 +34,7 @@ import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -48,13 +58,18 @@ def main() -> int:
     ap.add_argument("--api-key", default=os.environ.get("EBRIDGE_API_KEY"))
     ap.add_argument("--server-workers", type=int, default=None, help="with --index: the server's --workers")
     ap.add_argument("--json", type=Path, help="also write the figures here")
+    ap.add_argument("--watch", type=Path, help="the folder the server keeps indexed (serve --watch DIR)")
+    ap.add_argument("--index-images", type=int, default=0,
+                    help="with --watch: measure queries while the server indexes this many copied images")
+    ap.add_argument("--images", help="with --index-images: glob of images to copy (default: those under --watch)")
+    ap.add_argument("--only-indexing", action="store_true", help="skip the text/file phases")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
 
     proc = None
     url = args.url
     if args.index is not None:
-        proc, url = start_server(args.index, args.api_key, args.server_workers)
+        proc, url = start_server(args.index, args.api_key, args.server_workers, args.watch)
     try:
         stats = request(url, "/stats", api_key=args.api_key)
         files = sorted(glob.glob(args.files)) if args.files else indexed_files(url, args.api_key)
@@ -66,13 +81,18 @@ def main() -> int:
         # never seen before, so never in the server's text cache: every one runs the encoder and G
         unique = [search_body(text=f"{WORDS[n % len(WORDS)]} #{n}", k=args.k) for n in range(100_000)]
         uploads = [search_body(file=f, k=args.k) for f in files]
-        for phase, bodies in (("text", texts), ("text_uncached", unique), ("file", uploads)):
+        phases = () if args.only_indexing else (("text", texts), ("text_uncached", unique), ("file", uploads))
+        for phase, bodies in phases:
             run_phase(url, bodies[-1:], 1, 1.0, args.api_key)  # warm this path (the unique texts: one not measured)
             report[phase] = run_phase(url, bodies, args.clients, args.seconds, args.api_key)
             r = report[phase]
             print(f"{phase:>13}: {r['requests']:>6} requests, {r['failed']} failed, {r['rps']:7.1f} req/s, "
                   f"p50 {r['p50_ms']:7.1f} ms, p95 {r['p95_ms']:7.1f} ms, max {r['max_ms']:7.1f} ms "
                   f"({args.clients} clients, {args.seconds:.0f} s)")
+        if args.index_images:
+            if args.watch is None:
+                raise SystemExit("--index-images needs --watch DIR: the folder the server keeps indexed")
+            report["indexing"] = indexing_phase(url, args, unique[50_000:])
         if args.json:
             write_json_report(args.json, report)
             log.info("wrote %s", args.json)
@@ -83,18 +103,92 @@ def main() -> int:
     return 0
 
 
+def indexing_phase(url: str, args: argparse.Namespace, bodies: list[tuple[bytes, str]]) -> dict:
+    """Uncached text queries idle, then while the server indexes `--index-images` copied images."""
+    import shutil
+
+    watch = args.watch.resolve()
+    pattern = args.images or str(watch / "**" / "*")
+    sources = [p for p in sorted(glob.glob(pattern, recursive=True))
+               if Path(p).suffix.lower() in (".png", ".jpg", ".jpeg") and "load-serve-" not in p]
+    if not sources:
+        raise SystemExit(f"no images match {pattern}; pass --images GLOB")
+    n = args.index_images
+    before = request(url, "/stats", api_key=args.api_key)
+    if (before.get("indexing") or {}).get("folder") is None:
+        raise SystemExit(f"{url} does not watch a folder; start it with `ebridge serve --index IDX --watch {watch}`")
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:  # the server's catch-up run first: idle means idle
+        ix = before.get("indexing") or {}
+        if ix.get("state") == "watching" and ix.get("queued") == 0:
+            break
+        time.sleep(1)
+        before = request(url, "/stats", api_key=args.api_key)
+    out: dict = {"images": n, "clients": args.clients, "points_before": before["points"]}
+    out["load_before"] = os.getloadavg()
+    out["idle"] = run_phase(url, bodies[:25_000], args.clients, args.seconds, args.api_key)
+    out["idle"]["loadavg"] = os.getloadavg()
+    folder = watch / f"load-serve-{os.getpid()}"
+    folder.mkdir()
+    t0 = time.perf_counter()
+    for i in range(n):
+        src = Path(sources[i % len(sources)])
+        shutil.copyfile(src, folder / f"{i:05d}-{src.parent.name}-{src.name}")
+    log.info("copied %d images into %s in %.1fs; measuring queries until they are indexed", n, folder,
+             time.perf_counter() - t0)
+    target = before["points"] + n
+
+    def indexed() -> bool:
+        s = request(url, "/stats", api_key=args.api_key)
+        ix = s.get("indexing") or {}
+        return s["points"] >= target and ix.get("queued") == 0 and ix.get("state") == "watching"
+
+    out["during"] = run_phase(url, bodies[25_000:], args.clients, 3600.0, args.api_key, until=indexed)
+    out["during"]["loadavg"] = os.getloadavg()
+    out["index_seconds"] = round(time.perf_counter() - t0, 2)
+    out["images_per_s"] = round(n / out["index_seconds"], 1)
+    out["p50_ratio"] = round(out["during"]["p50_ms"] / out["idle"]["p50_ms"], 2)
+    out["p95_ratio"] = round(out["during"]["p95_ms"] / out["idle"]["p95_ms"], 2)
+    stats = request(url, "/stats", api_key=args.api_key)
+    out["points_after"], out["indexing_errors"] = stats["points"], stats["indexing"]["errors"]
+    shutil.rmtree(folder)  # and the server removes their points again
+    deadline = time.monotonic() + 300
+    while request(url, "/stats", api_key=args.api_key)["points"] != before["points"] and time.monotonic() < deadline:
+        time.sleep(0.5)
+    for phase in ("idle", "during"):
+        r = out[phase]
+        print(f"{'indexing:' + phase:>16}: {r['requests']:>6} requests, {r['failed']} failed, p50 {r['p50_ms']:7.1f} ms, "
+              f"p95 {r['p95_ms']:7.1f} ms, max {r['max_ms']:7.1f} ms, load average {r['loadavg'][0]:.2f}")
+    print(f"indexing {n} images took {out['index_seconds']:.1f} s ({out['images_per_s']} images/s); "
+          f"p50 while indexing / idle = {out['p50_ratio']}x (goal <= 2x), p95 {out['p95_ratio']}x; "
+          f"{out['indexing_errors']} indexing errors")
+    return out
+
+
 def run_phase(url: str, bodies: list[tuple[bytes, str]], clients: int, seconds: float,
-              api_key: str | None) -> dict:
+              api_key: str | None, until: Any = None) -> dict:
+    """`clients` connections posting `bodies` for `seconds`, or until `until()` is true (checked twice a second)."""
     parsed = urllib.parse.urlsplit(url)
     latencies: list[list[float]] = [[] for _ in range(clients)]
     failures = [0] * clients
     errors: list[str] = []
     stop = time.perf_counter() + seconds
+    done = threading.Event()
+
+    def monitor() -> None:
+        while not done.is_set() and time.perf_counter() < stop:
+            if until():
+                done.set()
+                return
+            time.sleep(0.5)
+
+    if until is not None:
+        threading.Thread(target=monitor, daemon=True).start()
 
     def client(i: int) -> None:
         conn = http.client.HTTPConnection(parsed.hostname, parsed.port or 80, timeout=120)
         n = i
-        while time.perf_counter() < stop:
+        while time.perf_counter() < stop and not done.is_set():
             body, kind = bodies[n % len(bodies)]
             n += clients
             headers = {"Content-Type": kind, "Content-Length": str(len(body))}
@@ -124,6 +218,7 @@ def run_phase(url: str, bodies: list[tuple[bytes, str]], clients: int, seconds: 
         t.start()
     for t in threads:
         t.join()
+    done.set()
     wall = time.perf_counter() - t_start
     lat = sorted(x for per in latencies for x in per)
     for e in errors:
@@ -153,11 +248,14 @@ def indexed_files(url: str, api_key: str | None) -> list[str]:
     return files
 
 
-def start_server(index: Path, api_key: str | None, workers: int | None) -> tuple[subprocess.Popen, str]:
+def start_server(index: Path, api_key: str | None, workers: int | None,
+                 watch: Path | None = None) -> tuple[subprocess.Popen, str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     cmd = [sys.executable, "-m", "query.cli", "serve", "--index", str(index), "--port", str(port)]
+    if watch is not None:
+        cmd += ["--watch", str(watch)]
     if workers:
         cmd += ["--workers", str(workers)]
     env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))

@@ -61,6 +61,30 @@ def modalities(page) -> set[str]:
     return set(cards(page).evaluate_all("els => els.map(e => e.dataset.modality)"))
 
 
+def rows(page) -> list[dict]:
+    """Each result row: its modality, score scale, and its cards' modalities, routes and scores, in order."""
+    return page.locator("#results section.group").evaluate_all("""els => els.map(r => ({
+        modality: r.dataset.modality, kind: r.dataset.scoreKind, heading: r.querySelector('h2').textContent,
+        cards: [...r.querySelectorAll('article.card')].map(c => ({
+            modality: c.dataset.modality, route: c.querySelector('.route').textContent,
+            score: c.querySelector('.score').textContent}))}))""")
+
+
+def check_rows(page, expected: set[str], per_row: int | None = None) -> list[dict]:
+    """One row per target modality; in each, only that modality, one route, one score scale, best first."""
+    out = rows(page)
+    assert {r["modality"] for r in out} == expected and len(out) == len(expected)
+    for r in out:
+        assert r["kind"] in ("cosine", "rrf") and ("rank fusion" if r["kind"] == "rrf" else "cosine") in r["heading"]
+        assert {c["modality"] for c in r["cards"]} == {r["modality"]} and len({c["route"] for c in r["cards"]}) == 1
+        assert r["cards"][0]["route"] == ("fused" if r["kind"] == "rrf" else r["cards"][0]["route"])
+        scores = [float(c["score"].split()[1]) for c in r["cards"]]
+        assert all(c["score"].startswith(r["kind"] + " ") for c in r["cards"]) and scores == sorted(scores, reverse=True)
+        if per_row is not None:
+            assert len(r["cards"]) == per_row, r["modality"]
+    return out
+
+
 def test_search_drop_and_more_like_this(browser, server, tmp_path):
     url, data = server
     page = browser.new_page(viewport={"width": 1100, "height": 900})
@@ -76,13 +100,13 @@ def test_search_drop_and_more_like_this(browser, server, tmp_path):
     page.get_by_label("Hits (k)").fill("50")
     page.get_by_label("Search text").fill("seven")
     page.get_by_label("Search text").press("Enter")
-    page.wait_for_function("document.querySelectorAll('#results article.card').length == 50")
-    assert modalities(page) == {"audio", "depth"}
+    page.wait_for_function("document.querySelectorAll('#results section.group').length == 2")
+    check_rows(page, {"audio", "depth"})
     assert page.locator("#results audio").count() >= 1
     first_depth = page.locator("#results article[data-modality=depth] img").first
     first_depth.scroll_into_view_if_needed()
     page.wait_for_function("[...document.querySelectorAll('#results img')].every(i => i.complete && i.naturalWidth > 0)")
-    assert "score" in cards(page).first.inner_text() and "fused" in cards(page).first.inner_text()
+    assert any(r["kind"] == "rrf" for r in rows(page))  # text -> depth is never paired: fused, on its own scale
 
     # Screenshot of the text search, with every chip ticked again, for the README.
     for m in ("image", "text", "thermal"):
@@ -90,10 +114,11 @@ def test_search_drop_and_more_like_this(browser, server, tmp_path):
     page.get_by_label("Hits (k)").fill("12")
     page.get_by_label("Search text").fill("a spoken seven")
     page.get_by_role("button", name="Search", exact=True).click()
-    page.wait_for_function("document.querySelector('#status').textContent.includes('12 hits')")
+    page.wait_for_function("document.querySelector('#status').textContent.includes('rows, one per modality')")
     page.wait_for_function("[...document.querySelectorAll('#results img')].every(i => i.complete && i.naturalWidth > 0)")
     page.wait_for_function("[...document.querySelectorAll('#results blockquote')].every(q => q.textContent != '…')")
-    assert len(modalities(page)) >= 3
+    both = check_rows(page, {"audio", "depth", "image", "text", "thermal"}, per_row=12)
+    assert {r["kind"] for r in both} == {"cosine", "rrf"}  # the scales that were once sorted into one list
     page.screenshot(path=str(tmp_path / "text-search.png"), full_page=True)
 
     # Drop an audio file: choosing it in the drop zone searches by file at once.
@@ -102,7 +127,7 @@ def test_search_drop_and_more_like_this(browser, server, tmp_path):
     page.locator("#file").set_input_files(str(wav))
     page.wait_for_function(f"document.querySelector('#status').textContent.includes('hits for {wav.name}')")
     assert "audio query" in page.locator("#status").inner_text()
-    assert cards(page).count() == 12
+    check_rows(page, {"audio", "depth", "image", "text", "thermal"}, per_row=12)
     page.wait_for_function("[...document.querySelectorAll('#results img')].every(i => i.complete && i.naturalWidth > 0)")
     page.screenshot(path=str(tmp_path / "file-search.png"), full_page=True)
     if os.environ.get("EBRIDGE_WRITE_SCREENSHOT"):  # refresh the README's picture: EBRIDGE_WRITE_SCREENSHOT=1 pytest ...
@@ -124,7 +149,8 @@ def test_search_drop_and_more_like_this(browser, server, tmp_path):
     page.keyboard.press("Enter")
     page.wait_for_function("document.querySelector('#status').textContent.includes('hits for like ')")
     top = cards(page).first
-    assert top.get_attribute("data-id") == target_id and "score 1.000" in top.inner_text()
+    assert top.get_attribute("data-id") == target_id and "cosine 1.000" in top.inner_text()
+    check_rows(page, {"image"})
     page.screenshot(path=str(tmp_path / "more-like-this.png"), full_page=True)
     assert not errors, errors
     page.close()
@@ -139,3 +165,39 @@ def test_errors_show_in_the_page_not_as_a_crash(browser, server):
     page.wait_for_function("document.querySelector('#status').classList.contains('error')")
     assert page.locator("#status").inner_text() == "broken.png: unknown or corrupt image format"
     page.close()
+
+
+def test_the_page_shows_a_watching_servers_progress(browser, tmp_path_factory):
+    """A server started with a watched folder: the page's status line follows a file dropped into it."""
+    from indexer.index import index_directory
+    from indexer.watch import WatchSettings
+    from query.serve.app import create_app
+    from query.serve.service import SearchService, ServeSettings
+    from tests.serve_support import RunningServer, small_index
+
+    _, data = small_index(tmp_path_factory)
+    root = tmp_path_factory.mktemp("watched")
+    src = root / "src"
+    for sub in ("image", "text"):
+        (src / sub).mkdir(parents=True)
+        for f in sorted((data / sub).iterdir())[:3]:
+            shutil.copy(f, src / sub / f.name)
+    index_directory(src, root / "idx", bridge=data.parents[1] / "bridge", progress=False)
+    service = SearchService.open(root / "idx", ServeSettings(warm=False, workers=1), watch=src,
+                                 watch_settings=WatchSettings(settle_s=0.3, debounce_s=0.1, quiet_s=3600))
+    try:
+        with RunningServer(create_app(service)) as url:
+            page = browser.new_page()
+            page.goto(url + "/")
+            page.wait_for_selector("#indexing:not([hidden])")
+            page.wait_for_function("document.querySelector('#indexing').textContent.includes(': watching')")
+            shutil.copy(sorted((data / "image").iterdir())[5], src / "image" / "dropped.png")
+            (src / "image" / "broken.png").write_bytes(b"not a png")
+            page.wait_for_function("['1 errors', '0 queued', ': watching'].every(w => "
+                                   "document.querySelector('#indexing').textContent.includes(w))", timeout=60_000)
+            line = page.locator("#indexing").inner_text()
+            assert "0 queued" in line and "2 done" in line and "broken.png: unknown or corrupt image format" in line
+            assert "7 items" in page.locator("#stats").inner_text()
+            page.close()
+    finally:
+        service.close()

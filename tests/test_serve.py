@@ -365,3 +365,24 @@ def test_a_qdrant_server_collection_is_served_while_an_indexer_writes_to_it(serv
             assert len(hits) == 3 and {h["modality"] for h in hits} == {"image"}
     finally:
         service.close()
+
+
+def test_group_by_modality_gives_one_ranked_list_per_target_each_on_one_scale(client, served):
+    body = client.post("/search", json={"text": "three", "group_by": "modality", "k": 4}).json()
+    groups = body["groups"]
+    assert set(groups) == set(client.get("/stats").json()["by_modality"])
+    assert {g["score_kind"] for g in groups.values()} == {"cosine", "rrf"}  # both scales, never in one list
+    for modality, group in groups.items():
+        assert_same_ranking(group["hits"], served["service"].index.search("three", target=modality, k=4))
+        assert group["score_kind"] == ("rrf" if group["route"] == "fused" else "cosine")
+        assert all((h["modality"], h["route"], h["score_kind"]) == (modality, group["route"], group["score_kind"])
+                   for h in group["hits"])
+    assert body["hits"] == [h for g in groups.values() for h in g["hits"]]
+    flat = client.post("/search", json={"text": "three", "k": 10}).json()  # ungrouped: each hit names its scale
+    assert "groups" not in flat or flat["groups"] is None
+    assert all(h["score_kind"] == ("rrf" if h["route"] == "fused" else "cosine") for h in flat["hits"])
+    wav = first(served["data"], "audio")
+    form = client.post("/search", files={"file": (wav.name, wav.read_bytes(), "audio/wav")},
+                       data={"group_by": "modality", "target": "image,audio", "k": "3"}).json()
+    assert set(form["groups"]) == {"image", "audio"} and all(len(g["hits"]) == 3 for g in form["groups"].values())
+    assert "group_by" in error_of(client.post("/search", json={"text": "x", "group_by": "label"}), 422)

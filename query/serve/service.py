@@ -4,14 +4,19 @@ search, item, media and preview requests, plus the web page at `/`.
 Sharing an embedded index: the server takes the index folder's lock (`index.lock`, the one
 `ebridge index` takes) with role "server" for as long as it runs, so an indexer started meanwhile
 stops at once with "in use by a server (pid N)" instead of a WAL traceback, and the server never
-sees a half-written store. To re-index: stop the server, index, start it again.
+sees a half-written store. To re-index: stop the server, index, start it again, or start it with
+`watch=DIR` (`--watch DIR`): the server is then the index's writer and keeps it up to date with DIR
+in a background thread (indexer/watch.py), through its own open store, while it answers searches.
 
 Concurrency: one event loop takes the requests; decoding uploads, store calls and previews run in
 a thread pool, and queries are embedded by a batcher per modality (`workers` threads, torch at
 `torch_threads` each) that encodes whatever queries are waiting in one pass of encoder, head and
 G: on a small machine a crowd of queries costs little more than one. qdrant-edge's shard answers
 reads from many threads at once (checked: 8 threads x 1000 queries gave the serial answers), and
-the server never writes, so the store needs no lock of ours.
+also while the watcher's thread upserts (serve --watch; checked: concurrent upserts and queries in
+one process, no errors), so the store needs no lock of ours. What does stall requests is the
+engine's flush and HNSW build holding the GIL: see indexer/watch.py for how the watcher keeps
+them short or waits for a quiet moment.
 
 Example:
     >>> from query.serve.app import create_app
@@ -84,6 +89,9 @@ class SearchRequest(BaseModel):
     filter: dict[str, str] = Field(default_factory=dict, description="payload filter, e.g. {'label': 'seven'}")
     route: Literal["auto", "direct", "proxy", "fused"] = "auto"
     source: str | None = Field(None, description="an uploaded file's modality, when its name does not tell")
+    group_by: Literal["modality"] | None = Field(
+        None, description="'modality': one ranked list of k hits per target modality in `groups` (each list on one "
+                          "route, so its scores compare); default: one list, ranked across routes by rank")
 
     @field_validator("target", mode="before")
     @classmethod
@@ -105,20 +113,39 @@ class SearchRequest(BaseModel):
         return check_modality(value) if value else None
 
 
+# What a hit's score means, by the route that found it: cosine similarity (-1..1) for a nearest-
+# neighbour search, reciprocal-rank fusion (sum of weight / (rrf_k + rank), ranks only) for `fused`.
+# Scores on different scales must not be sorted together: the page shows one row per modality.
+SCORE_KINDS = {"fused": "rrf"}
+
+
+def score_kind(route: str) -> str:
+    """The scale a route's scores are on: "rrf" for fused, "cosine" for every single-vector route."""
+    return SCORE_KINDS.get(route, "cosine")
+
+
 class HitOut(BaseModel):
     id: str
     path: str | None
     modality: str
     score: float
+    score_kind: Literal["cosine", "rrf"] = Field(description="the score's scale: cosine similarity, or RRF fusion")
     route: str
     label: str | None
     media: str
     preview: str | None
 
 
+class GroupOut(BaseModel):
+    route: str
+    score_kind: Literal["cosine", "rrf"]
+    hits: list[HitOut]
+
+
 class SearchResponse(BaseModel):
     query: dict[str, Any]
-    hits: list[HitOut]
+    hits: list[HitOut] = Field(description="the ranked hits; with group_by, every group's hits, group after group")
+    groups: dict[str, GroupOut] | None = Field(None, description="with group_by=modality: modality -> its ranked hits")
     took_ms: float
 
 
@@ -141,6 +168,8 @@ class SearchService:
 
     def __init__(self, index: Index, index_dir: Path, settings: ServeSettings, lock: IndexLock | None = None):
         self.index = index
+        self.watcher: Any = None  # an indexer.watch.FolderWatcher when serving with --watch
+        self.last_request = 0.0  # time.monotonic() of the last search: the watcher builds graphs when quiet
         self.index_dir = index_dir
         self.settings = settings
         self.lock = lock
@@ -155,17 +184,22 @@ class SearchService:
 
     @classmethod
     def open(cls, index_dir: str | Path, settings: ServeSettings | None = None, *, url: str | None = None,
-             collection: str | None = None) -> "SearchService":
-        """Lock the index folder for this server, open it and warm its encoders.
+             collection: str | None = None, watch: str | Path | None = None,
+             watch_settings: Any = None) -> "SearchService":
+        """Lock the index folder for this server, open it and warm its encoders; with `watch`, start
+        keeping the index up to date with that folder (a catch-up run, then its changes) in the background.
 
         Raises IndexLockedError (an indexer runs there) or IndexBusyError (another process has the store)."""
         settings = settings or ServeSettings()
         index_dir = Path(index_dir).resolve()
         if url is None and not index_dir.is_dir():
             raise QueryError(f"index {index_dir} not found; build it with `ebridge index DIR --index {index_dir}`")
+        watch = Path(watch).resolve() if watch is not None else None
         # The embedded store is one process's at a time: hold the folder's lock so an indexer is told
-        # so. A Qdrant server collection takes concurrent writes itself: no lock, the indexer may run.
-        lock = IndexLock(index_dir, role="server") if url is None and store_in_folder(index_dir) else None
+        # so. A Qdrant server collection takes concurrent writes itself: no lock, the indexer may run,
+        # unless this server writes (watch): the manifest in the index folder has one writer.
+        locked = watch is not None or (url is None and store_in_folder(index_dir))
+        lock = IndexLock(index_dir, role="server", watch=str(watch) if watch else None) if locked else None
         if lock is not None:
             lock.acquire()
         try:
@@ -178,9 +212,25 @@ class SearchService:
             raise
         if settings.warm:
             service.warm()
+        if watch is not None:
+            from indexer.watch import FolderWatcher
+
+            watcher = FolderWatcher(watch, index_dir, store=index.store, bridge=index.bridge, settings=watch_settings,
+                                    last_request=lambda: service.last_request, qdrant_url=url, collection=collection)
+            try:
+                watcher.start()
+            except BaseException:
+                service.close()
+                raise
+            service.watcher = watcher
+            if service.root is None:
+                service.root = watch
         return service
 
     def close(self) -> None:
+        if self.watcher is not None:  # first: its run writes to the store closed below
+            self.watcher.stop()
+            self.watcher = None
         with self._batchers_lock:
             for batcher in self._batchers.values():
                 batcher.close()
@@ -268,6 +318,7 @@ class SearchService:
     async def search(self, req: SearchRequest, upload: Path | None, upload_name: str | None) -> dict[str, Any]:
         """Decode (pool) -> embed with whatever else is waiting (batcher) -> store search (pool)."""
         t0 = time.perf_counter()
+        self.last_request = time.monotonic()
         source, item, z, features, query = await self.run(self._prepare, req, upload, upload_name)
         view = None
         if z is None:
@@ -281,8 +332,12 @@ class SearchService:
                 z, view, features = await asyncio.wrap_future(self._batcher(source).submit(item, need_view))
                 if source == "text":
                     self.text_cache.put(item, (z, view, features))
+        if req.group_by == "modality":
+            groups = await self.run(self._search_groups, source, z, view, req, features)
+            return {"query": query, "hits": [h for g in groups.values() for h in g["hits"]], "groups": groups,
+                    "took_ms": round(1000 * (time.perf_counter() - t0), 3)}
         hits = await self.run(self._search_vector, source, z, view, req, features)
-        return {"query": query, "hits": [{**h.to_json(), **_links(h.id, h.modality)} for h in hits],
+        return {"query": query, "hits": [_hit_json(h) for h in hits],
                 "took_ms": round(1000 * (time.perf_counter() - t0), 3)}
 
     def _prepare(self, req: SearchRequest, upload: Path | None,
@@ -322,6 +377,21 @@ class SearchService:
         return self.index.search_vectors(source, z[None, :], req.target, req.k, req.filter or None, req.route,
                                          views=views, features=None if features is None else features[None, :])[0]
 
+    def _search_groups(self, source: str, z: np.ndarray, view: np.ndarray | None, req: SearchRequest,
+                       features: np.ndarray | None = None) -> dict[str, dict[str, Any]]:
+        """One ranked list per target modality (each on its own route and score scale); empty ones left out."""
+        targets = req.target or [m for m in MODALITIES if m in self.index.bridge.modalities]
+        views = None if view is None else view[None, :]
+        feats = None if features is None else features[None, :]
+        groups = {}
+        for target in targets:
+            hits = self.index.search_vectors(source, z[None, :], [target], req.k, req.filter or None, req.route,
+                                             views=views, features=feats)[0]
+            if hits:
+                route = hits[0].route
+                groups[target] = {"route": route, "score_kind": score_kind(route), "hits": [_hit_json(h) for h in hits]}
+        return groups
+
     def _batcher(self, modality: str) -> "Batcher":
         with self._batchers_lock:
             if modality not in self._batchers:
@@ -341,8 +411,14 @@ class SearchService:
             "route_overrides": self.index.routes,
             "uptime_s": round(time.time() - self.started, 1),
             "limits": {"max_k": self.settings.max_k, "max_upload_bytes": self.settings.max_upload_bytes},
+            # queued, done, errors, last_error... of the folder this server keeps indexed (--watch)
+            "indexing": self.watcher.status() if self.watcher is not None else None,
         }
 
+
+
+def _hit_json(hit: Any) -> dict[str, Any]:
+    return {**hit.to_json(), "score_kind": score_kind(hit.route), **_links(hit.id, hit.modality)}
 
 
 def _links(item_id: str, modality: str) -> dict[str, Any]:

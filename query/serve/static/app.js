@@ -42,14 +42,22 @@ function selectedTargets() {
 
 function controls() {
   const k = parseInt($("#k").value, 10) || 10;
-  return { k, route: $("#route").value, target: selectedTargets() };
+  // One ranked row per modality: each row comes from one route, so its scores are on one scale
+  // (cosine or RRF); rows are never merged into one list.
+  return { k, route: $("#route").value, target: selectedTargets(), group_by: "modality" };
 }
+
+const SCALES = {
+  cosine: "cosine similarity (−1…1)",
+  rrf: "rank fusion (RRF: a sum of 1/(k+rank) over the direct and proxy lists; ranks, not a similarity)",
+};
 
 async function loadStats() {
   try {
     const s = await api("/stats");
     const counts = Object.entries(s.by_modality).map(([m, n]) => `${n} ${m}`).join(", ");
     $("#stats").textContent = `${s.points} items (${counts}) · bridge ${s.bridge_version}`;
+    showIndexing(s.indexing);
     const box = $("#targets");
     box.querySelectorAll("label").forEach((l) => l.remove());
     for (const m of Object.keys(s.by_modality)) {
@@ -84,29 +92,68 @@ async function search(payload, what) {
   }
 }
 
+function showIndexing(ix) {
+  const line = $("#indexing");
+  if (!ix) { line.hidden = true; return; }
+  line.hidden = false;
+  let text = `watching ${ix.folder}: ${ix.state} · ${ix.queued} queued · ${ix.done} done · ${ix.errors} errors`;
+  if (ix.last_error) text += ` · last error: ${ix.last_error.path ? ix.last_error.path + ": " : ""}${ix.last_error.reason}`;
+  line.textContent = text;
+  line.classList.toggle("error", ix.state === "failed");
+  clearTimeout(showIndexing.timer);
+  showIndexing.timer = setTimeout(refreshIndexing, ix.queued || ix.state !== "watching" ? 1000 : 5000);
+}
+
+async function refreshIndexing() {
+  try {
+    const s = await api("/stats");
+    const counts = Object.entries(s.by_modality).map(([m, n]) => `${n} ${m}`).join(", ");
+    $("#stats").textContent = `${s.points} items (${counts}) · bridge ${s.bridge_version}`;
+    showIndexing(s.indexing);
+  } catch (err) { /* the next search says what is wrong */ }
+}
+
 function show(out, what) {
   results.replaceChildren();
-  const tpl = $("#card");
-  for (const [i, h] of out.hits.entries()) {
-    const card = tpl.content.firstElementChild.cloneNode(true);
-    card.dataset.modality = h.modality;
-    card.dataset.id = h.id;
-    card.setAttribute("aria-label", `hit ${i + 1}: ${h.modality} ${h.label || ""}`);
-    card.querySelector(".modality").textContent = h.modality;
-    card.querySelector(".score").textContent = `score ${h.score.toFixed(3)}`;
-    card.querySelector(".route").textContent = h.route;
-    card.querySelector(".label").textContent = h.label || "";
-    card.querySelector(".path").textContent = h.path || "";
-    fillMedia(card.querySelector(".media"), h);
-    const more = card.querySelector(".more");
-    more.setAttribute("aria-label", `More like this ${h.modality} ${h.label || ""} (${h.path || h.id})`);
-    more.addEventListener("click", () => {
-      search(Object.assign({ id: h.id }, controls()), `like ${h.path || h.id}`);
-    });
-    results.appendChild(card);
+  const groups = out.groups || { all: { route: "mixed", score_kind: null, hits: out.hits } };
+  let total = 0;
+  for (const [modality, g] of Object.entries(groups)) {
+    const row = $("#row").content.firstElementChild.cloneNode(true);
+    row.dataset.modality = modality;
+    row.dataset.scoreKind = g.score_kind || "";
+    row.setAttribute("aria-label", `${modality} results`);
+    row.querySelector(".row-title").textContent = `${modality} · ${g.hits.length} hits`;
+    row.querySelector(".row-scale").textContent =
+      `route ${g.route} · scores: ${SCALES[g.score_kind] || "per hit"}`;
+    const strip = row.querySelector(".strip");
+    for (const [i, h] of g.hits.entries()) strip.appendChild(makeCard(h, i));
+    results.appendChild(row);
+    total += g.hits.length;
   }
   const q = out.query;
-  say(`${out.hits.length} hits for ${what} (${q.modality} query, ${out.took_ms.toFixed(1)} ms on the server)`);
+  const rows = Object.keys(groups).length;
+  say(`${total} hits for ${what} in ${rows} ${rows === 1 ? "row" : "rows"}, one per modality ` +
+      `(${q.modality} query, ${out.took_ms.toFixed(1)} ms on the server)`);
+}
+
+function makeCard(h, i) {
+  const card = $("#card").content.firstElementChild.cloneNode(true);
+  card.dataset.modality = h.modality;
+  card.dataset.id = h.id;
+  card.setAttribute("aria-label", `hit ${i + 1}: ${h.modality} ${h.label || ""}`);
+  card.querySelector(".modality").textContent = h.modality;
+  card.querySelector(".score").textContent = `${h.score_kind} ${h.score.toFixed(3)}`;
+  card.querySelector(".score").title = SCALES[h.score_kind] || "";
+  card.querySelector(".route").textContent = h.route;
+  card.querySelector(".label").textContent = h.label || "";
+  card.querySelector(".path").textContent = h.path || "";
+  fillMedia(card.querySelector(".media"), h);
+  const more = card.querySelector(".more");
+  more.setAttribute("aria-label", `More like this ${h.modality} ${h.label || ""} (${h.path || h.id})`);
+  more.addEventListener("click", () => {
+    search(Object.assign({ id: h.id }, controls()), `like ${h.path || h.id}`);
+  });
+  return card;
 }
 
 function fillMedia(box, h) {
@@ -146,6 +193,7 @@ function searchFile(file) {
   data.append("file", file, file.name);
   data.append("k", String(c.k));
   data.append("route", c.route);
+  data.append("group_by", c.group_by);
   for (const t of c.target) data.append("target", t);
   $("#file-name").textContent = `query file: ${file.name}`;
   $("#q").value = "";
