@@ -19,6 +19,7 @@ import time
 from indexer.ledger import INDEXED, Manifest, ManifestRow, Plan
 from indexer.pipeline import ReadResult, hash_file, payload_for
 from indexer.store import Point, Store, point_id
+from indexer.verify import point_vectors
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,7 @@ def carry_renames(store: Store, manifest: Manifest, plan: Plan, bridge_version: 
     points, rows, moved_from, carried = [], [], [], set()
     for entry, old, st, digest in pairs:
         rec = records.get(str(old.point_id))
-        if rec is None or not rec.vectors or set(rec.vectors) != {"bridged", "proxy"}:
+        if rec is None or not rec.vectors or not set(point_vectors(store, entry.modality)) <= set(rec.vectors):
             continue  # no usable stored vectors: the pipeline embeds the file
         result = ReadResult(entry, size=st.st_size, mtime_ns=st.st_mtime_ns, content_hash=digest)
         payload = payload_for(result, bridge_version)

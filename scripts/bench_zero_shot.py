@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         prompts = class_prompt_matrix(LabelSpaceSpec(templates=templates), text_enc,
                                       preset.modality_fingerprint("text"))
         q_cos = queries @ prompts.T
-        for t_img, t_txt in itertools.product((0.5, 0.75, 1.0, 1.5, 2.0), (0.005, 0.01, 0.02, 0.05, 0.1)):
+        for t_img, t_txt in itertools.product((0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0), (0.0025, 0.005, 0.01, 0.02, 0.05, 0.1)):
             img = np.sqrt(softmax(logits / t_img))
             txt = np.sqrt(softmax(q_cos / t_txt))
             candidates.append(({"form": "labelspace", "templates": templates, "image_temperature": t_img,
