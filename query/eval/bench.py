@@ -392,9 +392,11 @@ def choose(trials: list[dict[str, Any]], anchor_paired: float | None) -> int:
 
 def sweep_candidates(sweep: dict[str, list[Any]], variant: str, base_keys: tuple[str, ...],
                      bound_modalities: bool) -> list[dict[str, Any]]:
-    """The settings to try for one variant: `anchor` sweeps only base settings (lambda does not
-    touch it), and nothing is swept that cannot matter (no modality bound in stage 3)."""
-    keys = [k for k in sweep if (variant != "anchor" or k in base_keys) and (bound_modalities or k in base_keys)]
+    """The settings to try for one variant: `anchor` and `oracle` sweep only base settings (they
+    have no proxy term for lambda to weigh), and nothing is swept that cannot matter (no modality
+    bound in stage 3)."""
+    keys = [k for k in sweep if (variant not in ("anchor", "oracle") or k in base_keys)
+            and (bound_modalities or k in base_keys)]
     combos = [dict(zip(keys, values)) for values in itertools.product(*(sweep[k] for k in keys))]
     if len(combos) > MAX_SWEEP:
         raise ValueError(f"the sweep has {len(combos)} settings per variant; keep it to {MAX_SWEEP} or fewer")
