@@ -224,3 +224,16 @@ def test_cli_story_index_photos_then_bind_thermal_from_image_pairs_only(tmp_path
         assert all(np.array_equal(after[p], before[p]) for p in before)  # bit for bit
         hits = index.search(data / "thermal" / "p0_ir.png", target="image", k=3)
         assert hits and hits[0].modality == "image"
+
+
+def test_search_by_example_keeps_the_encoder_unless_the_space_clearly_wins():
+    """The bench's route table for a same-modality pair: `direct` only on a clear sign-test win
+    over the raw features; a tie or a small edge keeps `raw`."""
+    from query.eval.bench import calibrate_routes, clearly_better
+
+    assert not clearly_better(0, 0) and not clearly_better(6, 3) and clearly_better(30, 5)
+    val = {"audio->audio": {"direct": {"r1": 0.97, "map": 0.9}, "raw": {"r1": 0.96, "map": 0.9},
+                            "direct_only": 6, "raw_only": 3},
+           "image->image": {"direct": {"r1": 0.90, "map": 0.8}, "raw": {"r1": 0.60, "map": 0.5},
+                            "direct_only": 40, "raw_only": 4}}
+    assert calibrate_routes(val) == {"audio->audio": "raw", "image->image": "direct"}

@@ -225,6 +225,7 @@ def _same_modality(index: Any, m: str, rows: np.ndarray, d: dict[str, Any], rout
     pair = out.setdefault(f"{m}->{m}", {"relevance": "label", "queries": len(q_keys), "gallery": len(d["keys"]) - 1})
     features = d["raw"][rows] if d.get("raw") is not None else None
     wanted = [r for r in routes if r in (*SAME_MODALITY_ROUTES, "auto")] or list(SAME_MODALITY_ROUTES)
+    first: dict[str, list[bool]] = {}  # per route: was each query's first hit relevant
     for route in wanted:
         if route == "raw" and features is None:
             continue  # an index without raw vectors
@@ -238,6 +239,21 @@ def _same_modality(index: Any, m: str, rows: np.ndarray, d: dict[str, Any], rout
         if route == "auto":
             metrics["route"] = hits[0][0].route if hits and hits[0] else None
         pair[route] = metrics
+        first[route] = [bool(r) and r[0] in qrels.get(q, ()) for r, q in zip(ranked, q_keys)]
+    if "direct" in first and "raw" in first:
+        pair["direct_only"], pair["raw_only"] = discordant(first["direct"], first["raw"])
+
+
+def discordant(a: list[bool], b: list[bool]) -> tuple[int, int]:
+    """(queries only `a` gets right at rank 1, queries only `b` gets right): what a sign test reads."""
+    return sum(x and not y for x, y in zip(a, b)), sum(y and not x for x, y in zip(a, b))
+
+
+def clearly_better(wins: int, losses: int) -> bool:
+    """A sign test at about two standard errors: the space replaces the encoder's own features for
+    search by example only where it wins clearly, never on a tie or on noise (a validation split
+    cannot see the classes a head will collapse later, so the encoder is the safe side)."""
+    return wins + losses > 0 and wins - losses > 2 * (wins + losses) ** 0.5
 
 
 # ------------------------------------------------------------------------------ the raw-feature baseline
@@ -360,6 +376,9 @@ def calibrate_routes(val_metrics: dict[str, dict[str, Any]]) -> dict[str, str]:
     by example, the encoder's own features: never below the zero-training baseline on a tie)."""
     table = {}
     for pair, res in val_metrics.items():
+        if "direct_only" in res:  # search by example: the space only where it clearly beats the encoder
+            table[pair] = "direct" if clearly_better(res["direct_only"], res["raw_only"]) else "raw"
+            continue
         candidates = [r for r in (*ROUTES, "raw") if isinstance(res.get(r), dict)]
         preference = ["raw", *ROUTES]
         table[pair] = max(candidates, key=lambda r: (round(res[r]["r1"], 6), round(res[r]["map"], 6),
@@ -735,7 +754,7 @@ def aggregate_same(per_seed: dict[int, Any]) -> dict[str, Any]:
         runs = [per_seed[s]["same"][pair] for s in seeds]
         out[pair] = {r: _mean_std([x[r]["r1"] for x in runs if isinstance(x.get(r), dict)])[0]
                      for r in (*SAME_MODALITY_ROUTES, "auto")}
-        out[pair]["route"] = [per_seed[s]["routes"].get(pair, "direct") for s in seeds]
+        out[pair]["route"] = [(per_seed[s]["same"][pair].get("auto") or {}).get("route") or "?" for s in seeds]
     return out
 
 
