@@ -19,6 +19,8 @@ from indexer.store import (
     CollectionSpec,
     EdgeStore,
     Filter,
+    PartitionedEdgeStore,
+    PartitionedServerStore,
     Hit,
     Point,
     Prefetch,
@@ -93,20 +95,38 @@ def corpus() -> Corpus:
 
 
 def _make(kind: str, tmp_path, spec: CollectionSpec = SPEC) -> Store:
+    """`kind`: edge / local / server (one shard or collection for every modality, the layout before
+    issue 22), or the same with "-pm" (one per modality, what new indexes get)."""
     if kind == "edge":
         store: Store = EdgeStore(tmp_path / f"edge-{uuid.uuid4().hex[:8]}")
+    elif kind == "edge-pm":
+        store = PartitionedEdgeStore(tmp_path / f"edge-pm-{uuid.uuid4().hex[:8]}")
     elif kind == "local":
         store = ServerStore.memory()
+    elif kind == "local-pm":
+        store = PartitionedServerStore.memory()
     elif kind == "server":
         store = ServerStore(QDRANT_URL, f"eb-test-{uuid.uuid4().hex[:12]}")  # type: ignore[arg-type]
+    elif kind == "server-pm":
+        store = PartitionedServerStore(QDRANT_URL, f"eb-test-{uuid.uuid4().hex[:12]}")  # type: ignore[arg-type]
     else:  # pragma: no cover
         raise ValueError(kind)
     store.create(spec)
     return store
 
 
-BACKENDS = ["edge", "local", pytest.param("server", marks=needs_server)]
-OTHERS = ["local", pytest.param("server", marks=needs_server)]
+def _drop(kind: str, store: Store) -> None:
+    if kind == "server":
+        store.client.delete_collection(store.collection)  # type: ignore[attr-defined]
+    elif kind == "server-pm":
+        store.drop()  # type: ignore[attr-defined]
+
+
+BACKENDS = ["edge", "edge-pm", "local", "local-pm", pytest.param("server", marks=needs_server),
+            pytest.param("server-pm", marks=needs_server)]
+# Compared with the per-modality embedded store (what new indexes get): every other backend and layout.
+OTHERS = ["edge", "local", "local-pm", pytest.param("server", marks=needs_server),
+          pytest.param("server-pm", marks=needs_server)]
 
 
 @pytest.fixture(params=BACKENDS)
@@ -114,20 +134,18 @@ def store(request, tmp_path, corpus) -> Iterator[Store]:
     s = _make(request.param, tmp_path)
     s.upsert(corpus.points(), batch=97)  # odd batch size: the last batch is partial
     yield s
-    if request.param == "server":
-        s.client.delete_collection(s.collection)  # type: ignore[attr-defined]
+    _drop(request.param, s)
     s.close()
 
 
 @pytest.fixture(params=OTHERS)
 def pair(request, tmp_path, corpus) -> Iterator[tuple[Store, Store]]:
-    """The embedded store and one client-backed store holding the same points."""
-    edge, other = _make("edge", tmp_path), _make(request.param, tmp_path)
+    """The per-modality embedded store and another backend or layout holding the same points."""
+    edge, other = _make("edge-pm", tmp_path), _make(request.param, tmp_path)
     for s in (edge, other):
         s.upsert(corpus.points(), batch=128)
     yield edge, other
-    if request.param == "server":
-        other.client.delete_collection(other.collection)  # type: ignore[attr-defined]
+    _drop(request.param, other)
     edge.close()
     other.close()
 
@@ -334,7 +352,8 @@ def test_edge_reload_from_disk(tmp_path, corpus: Corpus) -> None:
         s.upsert(corpus.points())
         s.update_metadata({"routes": {"audio->depth": "proxy"}})
         before = s.search_batch("bridged", corpus.queries, k=11, exact=True)
-    assert sorted(p.name for p in path.iterdir()) == ["collection.json", "shard"]
+    assert sorted(p.name for p in path.iterdir()) == ["collection.json", "modalities"]
+    assert sorted(p.name for p in (path / "modalities").iterdir()) == sorted(MODALITIES)
     with open_store(path) as s:
         assert s.count() == N
         assert s.metadata["routes"] == {"audio->depth": "proxy"}

@@ -178,9 +178,10 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def retrieve(
-        self, ids: Sequence[PointId], *, with_vectors: bool | Sequence[str] = False
+        self, ids: Sequence[PointId], *, with_vectors: bool | Sequence[str] = False, with_payload: bool = True
     ) -> list[Record]:
-        """Points by id, in the order asked; missing ids are left out."""
+        """Points by id, in the order asked; missing ids are left out. ``with_payload=False`` reads no
+        payload (records get ``{}``), which works even where a payload page is garbled."""
 
     @abc.abstractmethod
     def count(self, filter: Filter | None = None) -> int:
@@ -264,6 +265,13 @@ class Store(abc.ABC):
 
             store.search_fused([("bridged", q, 50, 1.0), ("proxy", g_q, 50, 0.5)], k=10)
         """
+
+    def prefetch_batch(self, prefetches: Sequence[Prefetch], filter: Filter | None = None, *, exact: bool = False,
+                       ef: int | None = None, with_payload: bool = True) -> list[list[Hit]]:
+        """Each prefetch's own nearest ``limit`` points, unfused (what a partitioned store fuses
+        across partitions). Backends answer in one batched call; this fallback makes one per prefetch."""
+        return [self.search(p.vector_name, p.vector, p.limit, filter, exact=exact, ef=ef, with_payload=with_payload)
+                for p in prefetches]
 
     # -- shared helpers ----------------------------------------------------------
 

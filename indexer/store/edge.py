@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from bridge.files import atomic_write_json
+from indexer.store.partitioned import LAYOUT, PartitionedStore
 from indexer.store.base import (Store, _as_vector, _batched, _match_values, _merge_metadata,
                                 _normalize_id, _search_params, _vectors_out)
 from indexer.store.types import (DEFAULT_RRF_K, CollectionSpec, Filter, FilterValue, FusionKind, Hit,
@@ -215,10 +216,11 @@ class EdgeStore(Store):
         if id_list:
             self._live().update(qe.UpdateOperation.delete_points(id_list))
 
-    def retrieve(self, ids: Sequence[PointId], *, with_vectors: bool | Sequence[str] = False) -> list[Record]:
+    def retrieve(self, ids: Sequence[PointId], *, with_vectors: bool | Sequence[str] = False,
+                 with_payload: bool = True) -> list[Record]:
         norm = [_normalize_id(i) for i in ids]
         wv = with_vectors if isinstance(with_vectors, bool) else list(with_vectors)
-        recs = self._live().retrieve(norm, True, wv)
+        recs = self._live().retrieve(norm, with_payload, wv)
         return self._order_records(norm, [_edge_record(r) for r in recs])
 
     def count(self, filter: Filter | None = None) -> int:
@@ -273,6 +275,19 @@ class EdgeStore(Store):
         res = self._live().query_batch(qe.QueryBatchRequest(reqs))
         return [[_edge_hit(p) for p in r] for r in res]
 
+    def prefetch_batch(self, prefetches: Sequence[Prefetch], filter: Filter | None = None, *, exact: bool = False,
+                       ef: int | None = None, with_payload: bool = True) -> list[list[Hit]]:
+        qe = _edge()
+        if not prefetches:
+            return []
+        flt = _edge_filter(filter)
+        params = self._params(exact, ef)
+        reqs = [qe.QueryRequest(limit=p.limit, query=qe.Query.Nearest(_as_vector(p.vector).tolist(), using=p.vector_name),
+                                filter=flt, params=params, with_payload=with_payload, with_vector=False)
+                for p in prefetches]
+        res = self._live().query_batch(qe.QueryBatchRequest(reqs))
+        return [[_edge_hit(p) for p in r] for r in res]
+
     def search_fused(self, prefetches: Sequence[Prefetch | tuple[str, VectorLike, int, float]], k: int = 10,
                      filter: Filter | None = None, *, fusion: FusionKind = "rrf", rrf_k: int = DEFAULT_RRF_K,
                      exact: bool = False, ef: int | None = None, with_payload: bool = True) -> list[Hit]:
@@ -288,6 +303,78 @@ class EdgeStore(Store):
                                     filter=flt, params=params) for p in pfs],
         )
         return [_edge_hit(p) for p in self._live().query(req)]
+
+
+class PartitionedEdgeStore(PartitionedStore):
+    """The embedded store, one shard (one HNSW graph) per modality, persisted under ``path``.
+
+    Layout: ``<path>/collection.json`` (the manifest: spec, metadata, partitions) and
+    ``<path>/modalities/<modality>/`` (an `EdgeStore` each: ``shard/`` + its own ``collection.json``).
+    Partitions open on first use, so opening the index reads one small file.
+
+    Example::
+
+        with PartitionedEdgeStore("my-index") as store:
+            if not store.exists():
+                store.create(CollectionSpec(vectors={"bridged": 256}))
+            store.upsert(points)            # routed by payload["modality"]
+            store.search("bridged", q, filter=Filter(must={"modality": "audio"}))  # the audio graph only
+    """
+
+    META_FILE = EdgeStore.META_FILE
+    PARTS_DIR = "modalities"
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self._init_partitions()
+
+    def __repr__(self) -> str:
+        return f"PartitionedEdgeStore({str(self.path)!r})"
+
+    def _read_manifest(self) -> dict[str, Any] | None:
+        meta = self.path / self.META_FILE
+        if not meta.is_file():
+            return None
+        try:
+            data = json.loads(meta.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise RuntimeError(f"{meta}: unreadable store description ({e}); restore it from a backup "
+                               "or re-index into a fresh folder") from e
+        if not isinstance(data, dict) or data.get("layout") != LAYOUT:
+            raise RuntimeError(f"{meta}: not a per-modality store (layout {data.get('layout') if isinstance(data, dict) else None!r}); "
+                               "open it with indexer.store.open_store, which reads either layout")
+        return data
+
+    def _write_manifest(self, manifest: dict[str, Any]) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(self.path / self.META_FILE, manifest)
+
+    def _part_store(self, name: str) -> Store:
+        return EdgeStore(self.path / self.PARTS_DIR / name)
+
+    def _drop_storage(self) -> None:
+        import shutil
+
+        shutil.rmtree(self.path / self.PARTS_DIR, ignore_errors=True)
+        shutil.rmtree(self.path / EdgeStore.SHARD_DIR, ignore_errors=True)  # a single-shard store it replaces
+        (self.path / self.META_FILE).unlink(missing_ok=True)
+
+    def engine_config(self) -> dict[str, dict[str, Any]]:
+        """Each partition's engine config (``shard/edge_config.json``), for checks and reports."""
+        return {name: store.engine_config() for name, store in self._open_parts()}  # type: ignore[attr-defined]
+
+
+def is_single_shard(path: str | os.PathLike[str]) -> bool:
+    """Whether `path` holds a store of the layout before issue 22: one shard for every modality
+    (``shard/`` beside a ``collection.json`` without a ``layout``). Such a store is read as it is."""
+    path = Path(path)
+    meta = path / EdgeStore.META_FILE
+    if not (path / EdgeStore.SHARD_DIR / "edge_config.json").is_file() or not meta.is_file():
+        return False
+    try:
+        return json.loads(meta.read_text(encoding="utf-8")).get("layout") is None
+    except (OSError, ValueError, AttributeError):
+        return True  # EdgeStore's own loader names the problem
 
 
 def _edge_memory(where: str | None) -> Any:
