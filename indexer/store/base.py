@@ -140,6 +140,15 @@ class Store(abc.ABC):
     def optimize(self) -> None:
         """Merge segments and build HNSW graphs; call once at the end of an indexing run."""
 
+    def pending(self) -> int:
+        """Points written since the optimizer last ran here (0 where the backend optimizes on its own)."""
+        return 0
+
+    def optimize_pending(self) -> None:
+        """Index what was written since the optimizer last ran, as one bounded chunk (no merge pass);
+        a no-op where the backend optimizes on its own (a server)."""
+        return None
+
     def __enter__(self) -> Self:
         return self
 

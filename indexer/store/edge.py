@@ -185,12 +185,45 @@ class EdgeStore(Store):
             self._shard.close()
             self._shard = None
 
-    def optimize(self) -> None:
+    def pending(self) -> int:
+        return self._since_optimize
+
+    def optimize_pending(self) -> None:
         t0 = time.perf_counter()
         changed = self._live().optimize()
         self._shard.flush()
         self._since_optimize = 0
         log.info("optimized %s in %.1fs (changed=%s)", self.path, time.perf_counter() - t0, changed)
+
+    def optimize(self) -> None:
+        """Index what is pending, then (``spec.merge_segments_kb``) the final merge pass."""
+        self.optimize_pending()
+        spec = self._require_spec()
+        if spec.merge_segments_kb is not None and (self._live().info().segments_count or 0) > 2:
+            self.merge_segments(spec.merge_segments_kb)
+
+    def merge_segments(self, max_segment_size_kb: int) -> None:
+        """Merge the segments into as few as fit `max_segment_size_kb` each (the final merge pass of
+        a bounded build), then put the spec's own cap back so later runs stay bounded.
+
+        The engine reads its optimizer settings from the shard's config, which only `load` may
+        change: reload with the larger cap, optimize, reload with the spec's."""
+        qe = _edge()
+        spec = self._require_spec()
+        t0 = time.perf_counter()
+        before = self._live().info().segments_count
+        merged = dataclasses.replace(spec, max_segment_size_kb=max_segment_size_kb, default_segment_number=1)
+        self._shard.flush()
+        self._shard.close()
+        self._shard = qe.EdgeShard.load(str(self._shard_path), self._edge_config(merged))
+        try:
+            self._shard.optimize()
+            self._shard.flush()
+        finally:
+            self._shard.close()
+            self._shard = qe.EdgeShard.load(str(self._shard_path), self._edge_config(spec))
+        log.info("merged %s: %s -> %s segments in %.1fs", self.path, before, self._shard.info().segments_count,
+                 time.perf_counter() - t0)
 
     def upsert(self, points: Iterable[Point], batch: int = 256) -> int:
         """Write points in calls of `batch`; with ``spec.optimize_every`` set, run the optimizer
@@ -207,7 +240,7 @@ class EdgeStore(Store):
             self._since_optimize += len(chunk)
             if every is not None and self._since_optimize >= every:
                 log.info("%s: %d points since the last optimizer run; optimizing", self.path, self._since_optimize)
-                self.optimize()
+                self.optimize_pending()
         return n
 
     def delete(self, ids: Iterable[PointId]) -> None:

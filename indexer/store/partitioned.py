@@ -103,6 +103,7 @@ class PartitionedStore(Store):
         self._parts = {}
         self._manifest = {}
         self._warned_unindexed = set()
+        self._since_optimize = 0  # points upserted (all partitions) since the optimizer last ran
         manifest = self._read_manifest()
         if manifest is not None:
             self._adopt(manifest)
@@ -150,7 +151,10 @@ class PartitionedStore(Store):
         if name not in known or not store.exists():
             spec = self._require_spec()
             vectors = partition_vectors(spec.vectors, name)
-            store.create(dataclasses.replace(spec, vectors=vectors, metadata={"partition": name}), recreate=True)
+            # The partitions do not count chunks themselves: this store counts points across them
+            # (spec.optimize_every), so the unindexed points of all partitions together stay one chunk.
+            store.create(dataclasses.replace(spec, vectors=vectors, optimize_every=None, metadata={"partition": name}),
+                         recreate=True)
             self._manifest["partitions"][name] = {"vectors": vectors}
             self._write_manifest(self._manifest)
             log.info("%r: new partition %r (vectors %s)", self, name, vectors)
@@ -175,9 +179,22 @@ class PartitionedStore(Store):
     def close(self) -> None:
         self._close_parts()
 
+    def pending(self) -> int:
+        return self._since_optimize
+
+    def optimize_pending(self) -> None:
+        """Index every partition's pending points (one bounded chunk in all)."""
+        log.info("%r: %d points since the last optimizer run; optimizing", self, self._since_optimize)
+        for _, store in list(self._parts.items()):
+            if store.pending():
+                store.optimize_pending()
+        self._since_optimize = 0
+
     def optimize(self) -> None:
+        """Index what is pending, then each partition's final merge pass (``spec.merge_segments_kb``)."""
         for _, store in self._open_parts():
             store.optimize()
+        self._since_optimize = 0
 
     # -- metadata ----------------------------------------------------------------
 
@@ -232,7 +249,11 @@ class PartitionedStore(Store):
                 self._check_part_vectors(name, part, pts)
                 n += part.upsert(pts, batch=batch)
                 self._evict(name, pts)
+                self._since_optimize += len(pts)
             groups.clear()
+            every = spec.optimize_every
+            if every is not None and self._since_optimize >= every:
+                self.optimize_pending()
 
         pending = 0
         for p in points:
