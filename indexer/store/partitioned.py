@@ -144,24 +144,34 @@ class PartitionedStore(Store):
         if store is not None:
             return store
         known = self._manifest.get("partitions", {})
+        if name not in known:
+            self._refresh_partitions()  # another writer (a server's other indexer pods) may have made it
+            known = self._manifest.get("partitions", {})
         if name not in known and not create:
             return None
         t0 = time.perf_counter()
         store = self._part_store(name)
-        if name not in known or not store.exists():
+        if not store.exists():
             spec = self._require_spec()
             vectors = partition_vectors(spec.vectors, name)
             # The partitions do not count chunks themselves: this store counts points across them
             # (spec.optimize_every), so the unindexed points of all partitions together stay one chunk.
-            store.create(dataclasses.replace(spec, vectors=vectors, optimize_every=None, metadata={"partition": name}),
-                         recreate=True)
-            self._manifest["partitions"][name] = {"vectors": vectors}
+            try:
+                store.create(dataclasses.replace(spec, vectors=vectors, optimize_every=None,
+                                                 metadata={"partition": name}))
+                log.info("%r: new partition %r (vectors %s)", self, name, vectors)
+            except FileExistsError:  # created by another writer meanwhile: use theirs
+                store = self._part_store(name)
+        if name not in known:
+            self._manifest["partitions"][name] = {"vectors": dict(store.spec.vectors)}
             self._write_manifest(self._manifest)
-            log.info("%r: new partition %r (vectors %s)", self, name, vectors)
-        else:
-            log.debug("%r: opened partition %r in %.3fs", self, name, time.perf_counter() - t0)
+        log.debug("%r: opened partition %r in %.3fs", self, name, time.perf_counter() - t0)
         self._parts[name] = store
         return store
+
+    def _refresh_partitions(self) -> None:
+        """Learn partitions other writers added (a server store re-reads its manifest; a folder has one writer)."""
+        return None
 
     def _open_parts(self, names: Iterable[str] | None = None) -> list[tuple[str, Store]]:
         wanted = self.partitions() if names is None else sorted(set(names) & set(self.partitions()))

@@ -412,10 +412,19 @@ class PartitionedServerStore(PartitionedStore):
             # The manifest collection holds no point; its spec is the store's, so a reader sees the same.
             self._base.create(CollectionSpec.from_json(manifest["spec"]))
         old = dict(self.client.get_collection(self.collection).config.metadata or {})
+        # Several indexer pods write one store: keep the partitions the others recorded.
+        theirs = old.get(_LAYOUT_KEY, {}).get("partitions", {}) if isinstance(old.get(_LAYOUT_KEY), dict) else {}
+        for name, part in theirs.items():
+            manifest.setdefault("partitions", {}).setdefault(name, part)
         layout = {k: v for k, v in manifest.items() if k not in ("spec", "metadata")}
         new = {**manifest["metadata"], _SPEC_KEY: manifest["spec"], _LAYOUT_KEY: layout}
         patch = {**{k: None for k in old if k not in new}, **new}  # the server merges: None removes a key
         self._base._call(self.client.update_collection, self.collection, metadata=patch)
+
+    def _refresh_partitions(self) -> None:
+        manifest = self._read_manifest()
+        for name, part in (manifest or {}).get("partitions", {}).items():
+            self._manifest.setdefault("partitions", {}).setdefault(name, part)
 
     @property
     def metadata(self) -> dict[str, Any]:
