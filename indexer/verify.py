@@ -24,7 +24,7 @@ import numpy as np
 
 from bridge.errors import EmergentBridgeError
 from indexer.ledger import INDEXED, ManifestRow
-from indexer.store import Point, Record, Store
+from indexer.store import Point, Record, Store, StoreInUseError
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +124,8 @@ def check_page(store: Store, limit: int = 256) -> StoreCheck:
             records.append(rec)
             if len(records) >= limit:
                 break
+    except StoreInUseError:
+        raise  # another process holds it (a per-modality store opens its partitions as it reads): not damage
     except Exception as exc:
         check.damaged["?"] = f"unreadable ({_first_line(exc)})"
         return check

@@ -32,7 +32,8 @@ from typing import Any
 from bridge.errors import EmergentBridgeError
 from indexer.record import read_record
 from indexer.store.base import Store
-from indexer.store.edge import EdgeStore, PartitionedEdgeStore, is_single_shard
+from indexer.store.edge import (EdgeStore, PartitionedEdgeStore, StoreInUseError, in_use_error, is_single_shard,
+                                store_holders)
 from indexer.store.partitioned import PartitionedStore, partition_vectors
 from indexer.store.server import PartitionedServerStore, ServerStore, is_partitioned_collection
 from indexer.store.types import (BUILD_SETTINGS, DEFAULT_RRF_K, ID_NAMESPACE, CollectionSpec, Filter, Hit, Point,
@@ -46,49 +47,18 @@ __all__ = ["Store", "EdgeStore", "ServerStore", "PartitionedStore", "Partitioned
 DEFAULT_COLLECTION = "emergentbridge"
 
 
-class StoreInUseError(EmergentBridgeError):
-    """Another process has the embedded store open (the engine allows one process per store)."""
-
-
 def open_edge(index_dir: str | os.PathLike[str]) -> Store:
     """The embedded store of an index folder: per modality (`PartitionedEdgeStore`, what new
-    indexes get), or one shard for every modality (`EdgeStore`) for a store built before issue 22,
-    which is read as it is. The engine's "failed to open WAL ... WouldBlock" (another process holds
-    the store) becomes one sentence that says who and what to do."""
-    try:
-        if is_single_shard(index_dir):
-            return EdgeStore(index_dir)
-        store = PartitionedEdgeStore(index_dir)
-        # Partitions open lazily; open them here so a store held by another process is reported
-        # now, by name, and not from the first search.
-        store._open_parts()
-        return store
-    except Exception as exc:  # noqa: BLE001 - the engine raises plain Exception
-        if "WouldBlock" not in str(exc):
-            raise
-        holders = store_holders(index_dir)
-        who = f"pid {', '.join(map(str, holders))}" if holders else "pid unknown"
-        raise StoreInUseError(
-            f"index {index_dir} is in use by another process ({who}): an `ebridge index`, `ebridge search`, "
-            "`ebridge serve` or a Python session with Index.open. The embedded store opens in one process "
-            "at a time: wait for it to finish or close it, then retry (serve the index with `ebridge serve` "
-            "to search it from several clients).") from None
-
-
-def store_holders(index_dir: str | os.PathLike[str]) -> list[int]:
-    """Pids of this user's processes with a file of the embedded store of `index_dir` open
-    (its `shard/` or `modalities/` folder; Linux /proc; empty elsewhere)."""
-    root = Path(index_dir).resolve()
-    prefixes = tuple(str(root / d) + "/" for d in (EdgeStore.SHARD_DIR, PartitionedEdgeStore.PARTS_DIR))
-    me, found = os.getpid(), []
-    for proc in Path("/proc").glob("[0-9]*"):
+    indexes get; its partitions open on first use), or one shard for every modality (`EdgeStore`)
+    for a store built before issue 22, which is read as it is. The engine's "failed to open WAL ...
+    WouldBlock" (another process holds the store) becomes a `StoreInUseError` that says who and
+    what to do."""
+    if is_single_shard(index_dir):
         try:
-            pid = int(proc.name)
-            if pid != me and any(os.readlink(fd).startswith(prefixes) for fd in (proc / "fd").iterdir()):
-                found.append(pid)
-        except (OSError, ValueError):
-            continue
-    return sorted(found)
+            return EdgeStore(index_dir)
+        except Exception as exc:  # noqa: BLE001 - the engine raises plain Exception
+            raise in_use_error(index_dir, exc) from None
+    return PartitionedEdgeStore(index_dir)
 
 
 def _server_layout(base: ServerStore) -> Store:

@@ -205,7 +205,8 @@ class Store(abc.ABC):
         with_vectors: bool | Sequence[str] = False,
         page: int = 1024,
     ) -> Iterator[Record]:
-        """Iterate over all (matching) points, ``page`` at a time, in id order."""
+        """Iterate over all (matching) points, ``page`` at a time, in id order (a per-modality
+        store: partition by partition, id order within each)."""
 
     @abc.abstractmethod
     def info(self) -> StoreInfo:

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from bridge.errors import EmergentBridgeError
 from bridge.files import atomic_write_json
 from indexer.store.partitioned import LAYOUT, PartitionedStore
 from indexer.store.base import (Store, _as_vector, _batched, _match_values, _merge_metadata,
@@ -338,6 +339,40 @@ class EdgeStore(Store):
         return [_edge_hit(p) for p in self._live().query(req)]
 
 
+class StoreInUseError(EmergentBridgeError):
+    """Another process has the embedded store open (the engine allows one process per store)."""
+
+
+def store_holders(index_dir: str | os.PathLike[str]) -> list[int]:
+    """Pids of this user's processes with a file of the embedded store of `index_dir` open
+    (its `shard/` or `modalities/` folder; Linux /proc; empty elsewhere)."""
+    root = Path(index_dir).resolve()
+    prefixes = tuple(str(root / d) + "/" for d in (EdgeStore.SHARD_DIR, PartitionedEdgeStore.PARTS_DIR))
+    me, found = os.getpid(), []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            pid = int(proc.name)
+            if pid != me and any(os.readlink(fd).startswith(prefixes) for fd in (proc / "fd").iterdir()):
+                found.append(pid)
+        except (OSError, ValueError):
+            continue
+    return sorted(found)
+
+
+def in_use_error(index_dir: str | os.PathLike[str], exc: Exception) -> Exception:
+    """The engine's "failed to open WAL ... WouldBlock" as one sentence naming the holder; any
+    other error as it is."""
+    if "WouldBlock" not in str(exc):
+        return exc
+    holders = store_holders(index_dir)
+    who = f"pid {', '.join(map(str, holders))}" if holders else "pid unknown"
+    return StoreInUseError(
+        f"index {index_dir} is in use by another process ({who}): an `ebridge index`, `ebridge search`, "
+        "`ebridge serve` or a Python session with Index.open. The embedded store opens in one process "
+        "at a time: wait for it to finish or close it, then retry (serve the index with `ebridge serve` "
+        "to search it from several clients).")
+
+
 class PartitionedEdgeStore(PartitionedStore):
     """The embedded store, one shard (one HNSW graph) per modality, persisted under ``path``.
 
@@ -383,7 +418,10 @@ class PartitionedEdgeStore(PartitionedStore):
         atomic_write_json(self.path / self.META_FILE, manifest)
 
     def _part_store(self, name: str) -> Store:
-        return EdgeStore(self.path / self.PARTS_DIR / name)
+        try:
+            return EdgeStore(self.path / self.PARTS_DIR / name)
+        except Exception as exc:  # noqa: BLE001 - the engine raises plain Exception
+            raise in_use_error(self.path, exc) from None
 
     def _drop_storage(self) -> None:
         import shutil

@@ -61,11 +61,6 @@ def partition_vectors(spec_vectors: Mapping[str, int], partition: str) -> dict[s
             if not name.startswith(RAW_PREFIX) or name == RAW_PREFIX + partition}
 
 
-def _sort_key(pid: PointId) -> tuple[int, Any]:
-    """The engine's id order: integer ids first, then UUIDs (whose canonical strings sort as their numbers)."""
-    return (0, pid) if isinstance(pid, int) else (1, pid)
-
-
 class PartitionedStore(Store):
     """A store whose points are split by ``payload["modality"]`` into one sub-store per value.
 
@@ -365,13 +360,16 @@ class PartitionedStore(Store):
 
     def scroll(self, filter: Filter | None = None, *, with_payload: bool = True,
                with_vectors: bool | Sequence[str] = False, page: int = 1024) -> Iterator[Record]:
-        """Every (matching) point, in id order across partitions (a k-way merge of their scrolls)."""
+        """Every (matching) point: partition by partition (in name order), id order within each.
+        Each partition opens only when the scroll reaches it, so reading a first page (what a reader
+        checks when it opens an index) opens one partition, not all."""
         self._warn_unindexed(filter)
         parts, rest = self._targets(filter)
-        streams = [store.scroll(rest, with_payload=with_payload,
-                                with_vectors=self._part_with_vectors(store, with_vectors), page=page)
-                   for _, store in self._open_parts(parts)]
-        yield from heapq.merge(*streams, key=lambda r: _sort_key(r.id))
+        for name in parts:
+            store = self._part(name)
+            if store is not None:
+                yield from store.scroll(rest, with_payload=with_payload,
+                                        with_vectors=self._part_with_vectors(store, with_vectors), page=page)
 
     def info(self) -> StoreInfo:
         points = indexed = segments = 0
