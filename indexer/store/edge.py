@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import time
+import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -501,5 +502,7 @@ def _edge_record(r: Any) -> Record:
 
 
 def _edge_hit(p: Any) -> Hit:
-    return Hit(_normalize_id(p.id), float(p.score), dict(p.payload or {}), _vectors_out(p.vector))
+    pid = p.id  # the engine answers uuid.UUID or int: already valid, only the UUID needs its string
+    return Hit(str(pid) if isinstance(pid, uuid.UUID) else _normalize_id(pid), float(p.score), dict(p.payload or {}),
+               _vectors_out(p.vector))
 

@@ -169,8 +169,9 @@ class PartitionedStore(Store):
         return None
 
     def _open_parts(self, names: Iterable[str] | None = None) -> list[tuple[str, Store]]:
-        wanted = self.partitions() if names is None else sorted(set(names) & set(self.partitions()))
-        return [(n, s) for n in wanted if (s := self._part(n)) is not None]
+        known = self._manifest.get("partitions", {})
+        wanted = sorted(known) if names is None else [n for n in names if n in known]
+        return [(n, s) for n in wanted if (s := self._parts.get(n) or self._part(n)) is not None]
 
     def _close_parts(self) -> None:
         parts, self._parts = self._parts, {}
@@ -290,7 +291,7 @@ class PartitionedStore(Store):
                     store.delete(stale)
 
     def _check_part_vectors(self, name: str, part: Store, points: list[Point]) -> None:
-        have = part.spec.vectors
+        have = _spec_vectors(part)
         for p in points:
             for vname in p.vectors:
                 if vname not in have:
@@ -326,7 +327,7 @@ class PartitionedStore(Store):
     def _part_with_vectors(self, store: Store, with_vectors: bool | Sequence[str]) -> bool | list[str]:
         if isinstance(with_vectors, bool):
             return with_vectors
-        return [v for v in with_vectors if v in store.spec.vectors]
+        return [v for v in with_vectors if v in _spec_vectors(store)]
 
     def _targets(self, filter: Filter | None) -> tuple[list[str], Filter | None]:
         """The partitions a filter can match, and the filter each of them still needs (the
@@ -398,7 +399,7 @@ class PartitionedStore(Store):
         parts, rest = self._targets(filter)
         per_part = [store.search_batch(vector_name, vectors, k, rest, exact=exact, ef=ef, with_payload=with_payload,
                                        with_vectors=self._part_with_vectors(store, with_vectors))
-                    for _, store in self._open_parts(parts) if vector_name in store.spec.vectors]
+                    for _, store in self._open_parts(parts) if vector_name in _spec_vectors(store)]
         if len(per_part) == 1:
             return per_part[0]
         if not per_part:
@@ -411,19 +412,24 @@ class PartitionedStore(Store):
         pfs, weights = self._fused_prefetches(prefetches, filter, fusion)
         parts, rest = self._targets(filter)
         stores = [s for _, s in self._open_parts(parts)]
-        if len(stores) == 1 and all(p.vector_name in stores[0].spec.vectors for p in pfs):
+        if len(stores) == 1 and all(p.vector_name in _spec_vectors(stores[0]) for p in pfs):
             return stores[0].search_fused(pfs, k, rest, fusion=fusion, rrf_k=rrf_k, exact=exact, ef=ef,
                                           with_payload=with_payload)
         # Several partitions: one batched call per partition holds every prefetch; the merged lists
         # are each prefetch's global top `limit`, fused here as the engine would fuse them.
         lists: list[list[list[Hit]]] = [[] for _ in pfs]
         for store in stores:
-            mine = [i for i, p in enumerate(pfs) if p.vector_name in store.spec.vectors]
+            mine = [i for i, p in enumerate(pfs) if p.vector_name in _spec_vectors(store)]
             answer = store.prefetch_batch([pfs[i] for i in mine], rest, exact=exact, ef=ef, with_payload=with_payload)
             for i, hits in zip(mine, answer):
                 lists[i].append(hits)
         merged = [_merge_by_score(parts_of_one, p.limit) if parts_of_one else [] for parts_of_one, p in zip(lists, pfs)]
         return fuse(merged, k, fusion=fusion, rrf_k=rrf_k, weights=weights)
+
+
+def _spec_vectors(store: Store) -> Mapping[str, int]:
+    """A partition's named vectors, without `Store.spec`'s copy of the metadata (this is on every search's path)."""
+    return store._require_spec().vectors
 
 
 def _check_partition_name(name: str) -> str:
