@@ -596,3 +596,22 @@ def test_bounded_build_then_merge_pass(tmp_path, corpus: Corpus) -> None:
                 assert store.engine_config()["image"]["optimizers"]["max_segment_size"] == 1  # the cap is back
             hits = store.search("bridged", c.queries[0], k=10, ef=64, filter=Filter(must={"modality": "audio"}))
             assert len(hits) == 10 and all(h.payload["modality"] == "audio" for h in hits)
+
+
+def test_old_index_migrates_once_to_one_graph_per_modality(tmp_path) -> None:
+    from indexer.store import is_single_shard, migrate_to_per_modality
+
+    idx = _old_index(tmp_path)
+    with open_store(idx) as old:
+        probes = [(r.payload["modality"], r.vectors["bridged"]) for r in old.scroll(with_vectors=["bridged"])]
+        before = [old.search("bridged", v, k=4, exact=True, filter=Filter(must={"modality": m})) for m, v in probes]
+        meta, n = old.metadata, old.count()
+    migrate_to_per_modality(idx).close()
+    assert not is_single_shard(idx) and not (idx / "shard").exists() and not (idx / ".migrate.tmp").exists()
+    with open_store(idx) as new:
+        assert isinstance(new, PartitionedEdgeStore) and new.partitions() == ["audio", "image", "text"]
+        assert new.count() == n and new.metadata == meta
+        for (m, v), hits in zip(probes, before):
+            assert_same_hits(new.search("bridged", v, k=4, exact=True, filter=Filter(must={"modality": m})), hits)
+    with pytest.raises(ValueError, match="nothing to migrate"):
+        migrate_to_per_modality(idx)

@@ -40,7 +40,7 @@ from indexer.store.types import (BUILD_SETTINGS, DEFAULT_RRF_K, ID_NAMESPACE, Co
                                  PointId, Prefetch, Range, Record, StoreInfo, point_id)
 
 __all__ = ["Store", "EdgeStore", "ServerStore", "PartitionedStore", "PartitionedEdgeStore", "PartitionedServerStore",
-           "partition_vectors", "CollectionSpec", "Filter", "Hit", "Point", "PointId", "Prefetch",
+           "partition_vectors", "migrate_to_per_modality", "is_single_shard", "CollectionSpec", "Filter", "Hit", "Point", "PointId", "Prefetch",
            "Range", "Record", "StoreInfo", "point_id", "open_store", "open_edge", "resolve_location", "store_in_folder", "store_location", "ID_NAMESPACE",
            "DEFAULT_RRF_K", "StoreInUseError", "BUILD_SETTINGS"]
 
@@ -59,6 +59,43 @@ def open_edge(index_dir: str | os.PathLike[str]) -> Store:
         except Exception as exc:  # noqa: BLE001 - the engine raises plain Exception
             raise in_use_error(index_dir, exc) from None
     return PartitionedEdgeStore(index_dir)
+
+
+def migrate_to_per_modality(index_dir: str | os.PathLike[str], batch: int = 1024) -> PartitionedEdgeStore:
+    """Rewrite an embedded store of the one-shard layout (before issue 22) as one shard per modality,
+    in place; returns the new store, open. The points, vectors, payloads, spec and metadata are copied
+    (the graphs are built anew), then swapped in: the new layout takes effect when its manifest
+    replaces `collection.json`, so a run killed before that leaves the old store as it was (and is
+    simply started over), and one killed after leaves the new store. Needs room for a second copy.
+
+    Example::
+
+        if is_single_shard("my-index"):
+            migrate_to_per_modality("my-index").close()
+    """
+    import shutil
+
+    root = Path(index_dir)
+    if not is_single_shard(root):
+        raise ValueError(f"{root}: not an embedded store of the one-shard layout; nothing to migrate")
+    tmp = root / ".migrate.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.rmtree(root / PartitionedEdgeStore.PARTS_DIR, ignore_errors=True)  # left by a killed migration
+    with EdgeStore(root) as old:
+        spec = old.spec
+        with PartitionedEdgeStore(tmp) as new:
+            new.create(spec)
+            new.upsert((Point(r.id, r.vectors or {}, r.payload) for r in old.scroll(with_vectors=True, page=batch)),
+                       batch=batch)
+            new.optimize()
+            count = new.count()
+        if count != old.count():
+            raise RuntimeError(f"{root}: migration copied {count} of {old.count()} points; the old store is untouched")
+    (tmp / PartitionedEdgeStore.PARTS_DIR).rename(root / PartitionedEdgeStore.PARTS_DIR)
+    os.replace(tmp / EdgeStore.META_FILE, root / EdgeStore.META_FILE)  # the switch
+    shutil.rmtree(root / EdgeStore.SHARD_DIR, ignore_errors=True)
+    shutil.rmtree(tmp, ignore_errors=True)
+    return PartitionedEdgeStore(root)
 
 
 def _server_layout(base: ServerStore) -> Store:
