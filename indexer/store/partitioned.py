@@ -332,11 +332,17 @@ class PartitionedStore(Store):
     def _targets(self, filter: Filter | None) -> tuple[list[str], Filter | None]:
         """The partitions a filter can match, and the filter each of them still needs (the
         modality condition dropped: within a partition every point matches it)."""
+        value = None if filter is None else filter.must.get(PARTITION_KEY)
+        asked = [value] if isinstance(value, str) else value
+        known = self._manifest.get("partitions", {})
+        if not isinstance(asked, (list, tuple)) or any(n not in known for n in asked):
+            # Every partition, or one this reader has not seen: another writer (an indexer beside a
+            # served server index) may have added it since. A no-op for a folder (one writer).
+            self._refresh_partitions()
         parts = self.partitions()
         if filter is None:
             return parts, None
         must, must_not = dict(filter.must), dict(filter.must_not)
-        value = must.get(PARTITION_KEY)
         names = [value] if isinstance(value, str) else value
         if isinstance(names, (list, tuple)) and names and all(isinstance(v, str) for v in names):
             parts = [p for p in parts if p in names]
