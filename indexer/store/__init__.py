@@ -29,7 +29,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-from bridge.errors import EmergentBridgeError
 from indexer.record import read_record
 from indexer.store.base import Store
 from indexer.store.edge import (EdgeStore, PartitionedEdgeStore, StoreInUseError, in_use_error, is_single_shard,
@@ -40,7 +39,7 @@ from indexer.store.types import (BUILD_SETTINGS, DEFAULT_RRF_K, ID_NAMESPACE, Co
                                  PointId, Prefetch, Range, Record, StoreInfo, point_id)
 
 __all__ = ["Store", "EdgeStore", "ServerStore", "PartitionedStore", "PartitionedEdgeStore", "PartitionedServerStore",
-           "partition_vectors", "migrate_to_per_modality", "is_single_shard", "CollectionSpec", "Filter", "Hit", "Point", "PointId", "Prefetch",
+           "partition_vectors", "migrate_to_per_modality", "is_single_shard", "store_holders", "CollectionSpec", "Filter", "Hit", "Point", "PointId", "Prefetch",
            "Range", "Record", "StoreInfo", "point_id", "open_store", "open_edge", "resolve_location", "store_in_folder", "store_location", "ID_NAMESPACE",
            "DEFAULT_RRF_K", "StoreInUseError", "BUILD_SETTINGS"]
 

@@ -461,7 +461,7 @@ def fuse(lists: Sequence[list[Hit]], k: int, *, fusion: FusionKind = "rrf", rrf_
     Example:
         >>> a, b = Hit(1, 0.9, {}), Hit(2, 0.8, {})
         >>> [(h.id, round(h.score, 3)) for h in fuse([[a, b], [b]], 2)]
-        [(2, 1.5), (1, 1.0)]
+        [(2, 0.833), (1, 0.5)]
     """
     scores: dict[PointId, float] = {}
     first: dict[PointId, Hit] = {}
