@@ -2,7 +2,9 @@
 
 An index folder holds everything needed to search it later:
 
-    <index>/shard/, collection.json   the embedded Qdrant store (EdgeStore), unless on a server
+    <index>/modalities/, collection.json   the embedded Qdrant store, one shard (HNSW graph) per
+                                      modality (PartitionedEdgeStore), unless on a server; an index
+                                      built before that has <index>/shard/ instead (read as it is)
     <index>/bridge/                   a copy of the bridge checkpoint that made the vectors
     <index>/manifest.parquet          one row per file (+ manifest.journal.jsonl during a run)
     <index>/errors.jsonl              inputs that could not be indexed, with reasons

@@ -85,9 +85,9 @@ class IndexLock:
                 if not _only_readers(fd):
                     raise IndexLockedError(_locked_message(self.index_dir, _read_info(fd)))
                 if time.monotonic() >= deadline:
-                    from indexer.store import EdgeStore, store_holders
+                    from indexer.store import store_holders
 
-                    pids = store_holders(self.index_dir / EdgeStore.SHARD_DIR)
+                    pids = store_holders(self.index_dir)
                     who = f"pid {', '.join(map(str, pids))}" if pids else "pid unknown"
                     raise IndexLockedError(
                         f"{self.index_dir} is held open by a reader ({who}: an `ebridge search`, or a Python session "

@@ -51,7 +51,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bridge.provenance import provenance, write_json_report  # noqa: E402
-from indexer.store import CollectionSpec, EdgeStore, Filter, Point, point_id  # noqa: E402
+from indexer.store import (CollectionSpec, EdgeStore, Filter, PartitionedEdgeStore, Point, Store,  # noqa: E402
+                           point_id)
 
 log = logging.getLogger("bench_store")
 MODALITIES = ("image", "audio", "depth", "thermal", "text")
@@ -114,9 +115,15 @@ BENCH_SITE = Path(__file__).resolve().parents[1] / ".bench-site"  # optional pri
 # Settings of the project's store to compare. "default" is whatever CollectionSpec defaults to
 # (what the indexer gets); "old" is the spec before the build bounds existed (engine defaults:
 # payload links on every indexed field, no segment cap, one optimizer run at the end).
+# "layout": "single" is one shard for every modality (every store before issue 22); without it the
+# store is per modality (PartitionedEdgeStore, what new indexes get).
 EDGE_PRESETS: dict[str, dict[str, Any]] = {
     "default": {},
-    "old": {"payload_m": None, "hnsw_payload_fields": None, "max_segment_size_kb": None,
+    "single": {"layout": "single"},
+    # the bounded build without / with the final merge pass (issue 22)
+    "nomerge": {"merge_segments_kb": None},
+    "merge": {"merge_segments_kb": 1_000_000},
+    "old": {"layout": "single", "payload_m": None, "hnsw_payload_fields": None, "max_segment_size_kb": None,
             "default_segment_number": None, "optimize_every": None, "acorn_max_selectivity": None,
             "vectors_memory": None},
     # payload_m links for modality only, no ACORN: the other way to keep modality filters correct
@@ -138,9 +145,17 @@ def id_of(i: int) -> str:
 
 
 def dir_bytes(path: Path) -> int:
+    """Apparent size of the files (the engine's chunk files are sparse: see dir_allocated_bytes)."""
     if path.is_file():
         return path.stat().st_size
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def dir_allocated_bytes(path: Path) -> int:
+    """Bytes the files take on disk (allocated blocks: holes in sparse files are free)."""
+    if path.is_file():
+        return path.stat().st_blocks * 512
+    return sum(f.stat().st_blocks * 512 for f in path.rglob("*") if f.is_file())
 
 
 def peak_rss_bytes() -> int:
@@ -194,8 +209,21 @@ def _import_peer(name: str) -> Any:
         raise ImportError(f"engine needs {pip}: pip install -e '.[bench]' (or pip install {pip})") from e
 
 
+def edge_layout(args: argparse.Namespace, preset: str) -> str:
+    return dict({**EDGE_PRESETS, **args.edge_presets}[preset]).get("layout", "per-modality")
+
+
+def open_edge_store(args: argparse.Namespace, preset: str, out: Path) -> Store:
+    """The preset's store at `out`, as `open_store` opens it: a per-modality store reads its
+    manifest here and opens each partition on first use (see serve_engine's cold figures)."""
+    if edge_layout(args, preset) == "single":
+        return EdgeStore(out)
+    return PartitionedEdgeStore(out)
+
+
 def edge_spec(args: argparse.Namespace, preset: str) -> CollectionSpec:
     over = dict({**EDGE_PRESETS, **args.edge_presets}[preset])
+    over.pop("layout", None)
     spec = CollectionSpec(
         vectors={"bridged": args.dim},
         payload_indexes={"modality": "keyword", "label": "keyword", "path": "prefix"},
@@ -214,9 +242,11 @@ def build_engine(engine: str, args: argparse.Namespace, data: Path, out: Path) -
     res: dict[str, Any] = {"build_baseline_rss_bytes": proc_status().get("VmRSS", 0)}  # interpreter + imports
     t0 = time.perf_counter()
     if engine.startswith("edge:"):
-        spec = edge_spec(args, engine.split(":", 1)[1])
+        preset = engine.split(":", 1)[1]
+        spec = edge_spec(args, preset)
         res["spec"] = spec.to_json()
-        store = EdgeStore(out)
+        res["layout"] = edge_layout(args, preset)
+        store: Store = EdgeStore(out) if res["layout"] == "single" else PartitionedEdgeStore(out)
         store.create(spec)
         for lo, rows in read_chunks(data, args.n, args.dim, args.batch):
             vecs = rows.tolist()
@@ -228,7 +258,9 @@ def build_engine(engine: str, args: argparse.Namespace, data: Path, out: Path) -
         res["optimize_s"] = time.perf_counter() - t1
         info = store.info()
         res.update(segments=info.segments, indexed_vectors=info.indexed_vectors)
-        res["engine_config"] = store.engine_config()
+        res["engine_config"] = store.engine_config()  # type: ignore[attr-defined]
+        if isinstance(store, PartitionedEdgeStore):
+            res["partition_segments"] = {name: pi.segments for name, pi in store.partition_info().items()}
         store.close()
     elif engine in ("faiss-hnsw", "faiss-sq8"):
         faiss = _import_peer("faiss")
@@ -245,6 +277,38 @@ def build_engine(engine: str, args: argparse.Namespace, data: Path, out: Path) -
         for _, rows in read_chunks(data, args.n, args.dim, args.batch):
             index.add(rows)
         faiss.write_index(index, str(out))
+    elif engine in ("faiss-hnsw-pm", "hnswlib-pm"):
+        # What a user of theirs builds for searches by modality: one index per modality (rows i % 5),
+        # each keeping the global row numbers (FAISS: an IDMap) so hits are comparable.
+        out.mkdir(parents=True, exist_ok=True)
+        per = {m: [] for m in range(len(MODALITIES))}
+        if engine == "faiss-hnsw-pm":
+            faiss = _import_peer("faiss")
+            faiss.omp_set_num_threads(args.threads)
+            for m in per:
+                per[m] = faiss.IndexIDMap(faiss.IndexHNSWFlat(args.dim, args.m, faiss.METRIC_INNER_PRODUCT))
+                faiss.downcast_index(per[m].index).hnsw.efConstruction = args.ef_construct
+            for lo, rows in read_chunks(data, args.n, args.dim, args.batch):
+                ids = np.arange(lo, lo + len(rows))
+                for m in per:
+                    sel = ids % 5 == m
+                    per[m].add_with_ids(np.ascontiguousarray(rows[sel]), ids[sel])
+            for m, index in per.items():
+                faiss.write_index(index, str(out / f"{MODALITIES[m]}.faiss"))
+        else:
+            hnswlib = _import_peer("hnswlib")
+            for m in per:
+                per[m] = hnswlib.Index(space="ip", dim=args.dim)
+                per[m].init_index(max_elements=(args.n + 4) // 5, M=args.m, ef_construction=args.ef_construct,
+                                  random_seed=0)
+                per[m].set_num_threads(args.threads)
+            for lo, rows in read_chunks(data, args.n, args.dim, args.batch):
+                ids = np.arange(lo, lo + len(rows))
+                for m in per:
+                    sel = ids % 5 == m
+                    per[m].add_items(rows[sel], ids[sel], num_threads=args.threads)
+            for m, index in per.items():
+                index.save_index(str(out / f"{MODALITIES[m]}.hnsw"))
     elif engine == "hnswlib":
         hnswlib = _import_peer("hnswlib")
         index = hnswlib.Index(space="ip", dim=args.dim)
@@ -264,6 +328,7 @@ def build_engine(engine: str, args: argparse.Namespace, data: Path, out: Path) -
     res["build_s"] = time.perf_counter() - t0
     res["build_peak_rss_bytes"] = peak_rss_bytes()
     res["disk_bytes"] = dir_bytes(out)
+    res["disk_allocated_bytes"] = dir_allocated_bytes(out)
     return res
 
 
@@ -274,13 +339,44 @@ def open_engine(engine: str, args: argparse.Namespace, out: Path
                 ) -> tuple[Callable[[np.ndarray, int, bool], list[Any]], Callable[[], None]]:
     """Open a built engine; returns search(q, ef, filtered) -> hit keys, and close()."""
     if engine.startswith("edge:"):
-        store = EdgeStore(out)
+        store = open_edge_store(args, engine.split(":", 1)[1], out)
         flt = Filter(must={"modality": FILTER_MODALITY})
 
         def search(q: np.ndarray, ef: int, filtered: bool) -> list[Any]:
             return [h.id for h in store.search("bridged", q, k=10, ef=ef, with_payload=False,
                                                filter=flt if filtered else None)]
         return search, store.close
+    if engine in ("faiss-hnsw-pm", "hnswlib-pm"):
+        # Unfiltered: every modality's index, merged by score; filtered: the depth index alone.
+        if engine == "faiss-hnsw-pm":
+            faiss = _import_peer("faiss")
+            faiss.omp_set_num_threads(args.threads)
+            indexes = [faiss.read_index(str(out / f"{m}.faiss")) for m in MODALITIES]
+
+            def one(i: int, q: np.ndarray, ef: int) -> tuple[np.ndarray, np.ndarray]:
+                d, idx = indexes[i].search(q[None, :], 10, params=faiss.SearchParametersHNSW(efSearch=ef))
+                return d[0], idx[0]
+        else:
+            hnswlib = _import_peer("hnswlib")
+            indexes = []
+            for m in MODALITIES:
+                index = hnswlib.Index(space="ip", dim=args.dim)
+                index.load_index(str(out / f"{m}.hnsw"))
+                index.set_num_threads(args.threads)
+                indexes.append(index)
+
+            def one(i: int, q: np.ndarray, ef: int) -> tuple[np.ndarray, np.ndarray]:
+                indexes[i].set_ef(ef)
+                labels, dist = indexes[i].knn_query(q, k=10, num_threads=1)
+                return 1.0 - dist[0], labels[0]  # ip space: distance = 1 - dot
+
+        def search(q: np.ndarray, ef: int, filtered: bool) -> list[Any]:
+            if filtered:
+                return one(FILTER_REM, q, ef)[1].tolist()
+            scores, ids = zip(*(one(i, q, ef) for i in range(len(MODALITIES))))
+            s, i = np.concatenate(scores), np.concatenate(ids)
+            return i[np.argsort(-s)[:10]].tolist()
+        return search, lambda: None
     if engine.startswith("faiss"):
         faiss = _import_peer("faiss")
         faiss.omp_set_num_threads(args.threads)
@@ -328,10 +424,16 @@ def serve_engine(engine: str, args: argparse.Namespace, workdir: Path, out: Path
     rss_before_open = proc_status().get("VmRSS", 0)
     t0 = time.perf_counter()
     search, close = open_engine(engine, args, out)
-    open_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
+    open_lazy_s = time.perf_counter() - t0
+    # A cold search of one modality: what a user waits for after opening (a per-modality store
+    # opens that modality's partition now); then the first search of all modalities (every partition).
+    t1 = time.perf_counter()
+    search(queries[0], args.ef[0], True)
+    cold_filtered_ms = (time.perf_counter() - t1) * 1e3
+    t1 = time.perf_counter()
     search(queries[0], args.ef[0], False)
-    first_query_ms = (time.perf_counter() - t0) * 1e3
+    first_query_ms = (time.perf_counter() - t1) * 1e3
+    open_s = time.perf_counter() - t0  # everything loaded: comparable across layouts and engines
     # Our store answers with point ids (UUIDs of the paths); the peers with row numbers.
     key: Callable[[int], Any] = id_of if engine.startswith("edge:") else int
     exact_ef = [args.ef[0]] if engine == "numpy" else args.ef  # ef means nothing to exact search
@@ -353,7 +455,8 @@ def serve_engine(engine: str, args: argparse.Namespace, workdir: Path, out: Path
                          "recall_at_10": found / (10 * len(queries))})
     st = proc_status()
     close()
-    return {"open_s": open_s, "first_query_ms": first_query_ms, "search": rows,
+    return {"open_s": open_s, "open_lazy_s": open_lazy_s, "cold_filtered_ms": cold_filtered_ms,
+            "first_query_ms": first_query_ms, "search": rows,
             "serve_rss_bytes": st.get("VmRSS", 0) - rss_before_open, "serve_anon_bytes": st.get("RssAnon", 0),
             "serve_peak_rss_bytes": peak_rss_bytes(), "serve_process_rss_bytes": st.get("VmRSS", 0),
             "serve_baseline_rss_bytes": rss_before_open}
@@ -445,6 +548,61 @@ def print_table(results: list[dict[str, Any]], meta: dict[str, Any]) -> None:
           "serve = RSS the opened index adds while answering queries")
 
 
+def at_recall(rows: list[dict[str, Any]], target: float) -> dict[str, Any]:
+    """Per case (plain / filtered): the smallest swept ef whose recall@10 reaches `target`, with its
+    p50 (None when no ef does: then the best recall's row, marked)."""
+    out: dict[str, Any] = {}
+    for filtered in (False, True):
+        cand = sorted((r for r in rows if r["filtered"] == filtered), key=lambda r: (r["ef"] or 0))
+        hit = next((r for r in cand if r["recall_at_10"] >= target), None)
+        best = hit or max(cand, key=lambda r: r["recall_at_10"], default=None)
+        out["filtered" if filtered else "plain"] = None if best is None else {
+            "ef": best["ef"], "p50_ms": best["p50_ms"], "p95_ms": best["p95_ms"],
+            "recall_at_10": best["recall_at_10"], "reached": hit is not None}
+    return out
+
+
+def print_equal_recall(results: list[dict[str, Any]], meta: dict[str, Any]) -> None:
+    target = meta["target_recall"]
+    print(f"\nat equal recall: the smallest ef with recall@10 >= {target} ('*' = not reached: best recall shown)")
+    print(f"{'engine':<17} {'plain ef':>8} {'p50 ms':>7} {'R@10':>6}   {'filt ef':>7} {'p50 ms':>7} {'R@10':>6}  "
+          f"{'filt/plain':>10}")
+    for r in results:
+        eq = r.get("at_target_recall")
+        if not eq or not eq["plain"] or not eq["filtered"]:
+            continue
+        p, f = eq["plain"], eq["filtered"]
+        mark = {True: " ", False: "*"}
+        print(f"{r['engine']:<17} {str(p['ef']):>8} {p['p50_ms']:>7.2f} {p['recall_at_10']:>6.3f}{mark[p['reached']]}  "
+              f"{str(f['ef']):>7} {f['p50_ms']:>7.2f} {f['recall_at_10']:>6.3f}{mark[f['reached']]} "
+              f"{f['p50_ms'] / p['p50_ms']:>10.2f}")
+
+
+def _git_commit() -> str | None:
+    import subprocess
+
+    try:
+        root = Path(__file__).resolve().parents[1]
+        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True).stdout.strip()
+        return out.stdout.strip() + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def _versions() -> dict[str, str | None]:
+    from importlib import metadata
+
+    out: dict[str, str | None] = {}
+    for dist in ("qdrant-edge-py", "qdrant-client", "numpy", "faiss-cpu", "hnswlib"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = None
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=100_000, help="points in the store")
@@ -456,10 +614,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--queries", type=int, default=1000, help="held-out queries")
     ap.add_argument("--m", type=int, default=16, help="HNSW m (every engine)")
     ap.add_argument("--ef-construct", type=int, default=100, help="HNSW ef_construct (every engine)")
-    ap.add_argument("--ef", type=lambda s: [int(x) for x in s.split(",")], default=[64, 128],
+    ap.add_argument("--ef", type=lambda s: [int(x) for x in s.split(",")], default=[16, 32, 64, 128],
                     help="comma-separated search ef values to sweep")
-    ap.add_argument("--engines", default="edge:default,edge:old,faiss-hnsw,faiss-sq8,hnswlib,numpy",
-                    help="comma-separated: edge:<preset>, faiss-hnsw, faiss-sq8, hnswlib, numpy")
+    ap.add_argument("--engines", default="edge:default,edge:single,faiss-hnsw,faiss-hnsw-pm,hnswlib,hnswlib-pm",
+                    help="comma-separated: edge:<preset>, faiss-hnsw, faiss-sq8, hnswlib, numpy, and "
+                         "faiss-hnsw-pm / hnswlib-pm (one index per modality)")
+    ap.add_argument("--target-recall", type=float, default=0.98,
+                    help="the summary compares engines at the smallest swept ef reaching this recall@10")
     ap.add_argument("--edge-custom", action="append", default=[], metavar="NAME=JSON",
                     help="an extra edge preset: CollectionSpec fields over the defaults, "
                          "e.g. 'cap50={\"max_segment_size_kb\": 50000}'; run it as edge:NAME")
@@ -483,7 +644,10 @@ def main(argv: list[str] | None = None) -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     meta = {"n": args.n, "dim": args.dim, "m": args.m, "ef_construct": args.ef_construct, "threads": args.threads,
             "cpus": os.cpu_count(), "loadavg_start": " ".join(f"{x:.1f}" for x in os.getloadavg()),
-            "argv": sys.argv[1:], "shared_machine_note": "load average shows other users' work on the same CPUs"}
+            "argv": sys.argv[1:], "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+            "shared_machine_note": "load average shows other users' work on the same CPUs",
+            "commit": _git_commit(), "versions": _versions(), "python": platform.python_version(),
+            "target_recall": args.target_recall}
     meta.update(prepare_data(args, workdir))
     prov = provenance()  # once, at the start: the load average before the engines ran
     results = []
@@ -494,11 +658,16 @@ def main(argv: list[str] | None = None) -> int:
         out = engine_path(workdir, engine)
         shutil.rmtree(out, ignore_errors=True)
         log.info("building %s", engine)
+        load_before = " ".join(f"{x:.1f}" for x in os.getloadavg())
         try:
-            res = {"engine": engine, **run_child("build", engine, args, workdir, out)}
+            res = {"engine": engine, "loadavg_build_start": load_before,
+                   **run_child("build", engine, args, workdir, out)}
             log.info("built %s in %.1fs (peak %.0f MiB); serving", engine, res["build_s"],
                      res["build_peak_rss_bytes"] / 2 ** 20)
+            res["loadavg_serve_start"] = " ".join(f"{x:.1f}" for x in os.getloadavg())
             res.update(run_child("serve", engine, args, workdir, out))
+            res["loadavg_end"] = " ".join(f"{x:.1f}" for x in os.getloadavg())
+            res["at_target_recall"] = at_recall(res["search"], args.target_recall)
         except (RuntimeError, ImportError) as e:
             log.error("%s failed: %s", engine, e)
             res = {"engine": engine, "error": str(e)}
@@ -513,6 +682,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.workdir is None and not args.keep:
         shutil.rmtree(workdir, ignore_errors=True)
     print_table(results, meta)
+    print_equal_recall(results, meta)
     if args.json:
         write_json_report(args.json, {"meta": meta, "results": results, "provenance": prov})
         log.info("wrote %s", args.json)

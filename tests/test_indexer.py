@@ -24,7 +24,7 @@ from indexer.lock import IndexLock, IndexLockedError
 from indexer.ledger import INDEXED, JOURNAL_FILE, Manifest, ManifestRow
 from indexer.ledger import read_errors_report
 from indexer.scan import ShardSpec, scan_directory, shard_of
-from indexer.store import EdgeStore, Filter, ServerStore, point_id
+from indexer.store import Filter, open_store, point_id
 from tests.conftest import slow_indexer_script
 
 REPO = Path(__file__).resolve().parents[1]
@@ -104,7 +104,7 @@ def png_bomb(path: Path, side: int = 60_000) -> Path:
 
 def stored(index: Path) -> dict[str, dict]:
     """path -> payload of every point in an embedded index (opened read-only, then closed)."""
-    with EdgeStore(index) as store:
+    with open_store(index) as store:
         return {r.payload["path"]: {**r.payload, "_id": r.id} for r in store.scroll()}
 
 
@@ -197,7 +197,7 @@ def test_index_points_payload_vectors_and_metadata(tmp_path, bridge_dir):
     assert (idx / "bridge" / "config.json").is_file() and (idx / "manifest.parquet").is_file()
 
     bridge = Bridge.load(bridge_dir)
-    with EdgeStore(idx) as store:
+    with open_store(idx) as store:
         meta = store.metadata
         assert meta["bridge_version"] == bridge.version and meta["preset"] == "tiny"
         assert meta["roles"] == {"anchor": "image", "proxy": "text"} and meta["routes"] == {}
@@ -291,7 +291,7 @@ def test_decoding_in_processes_gives_the_same_points_and_errors(tmp_path, bridge
     for mode in ("threads", "processes"):
         s = run_index(src, tmp_path / mode, bridge=bridge_dir, decode=mode)
         assert (s.indexed, s.errors) == (len(rels), 1)
-        with EdgeStore(tmp_path / mode) as store:
+        with open_store(tmp_path / mode) as store:
             by_mode[mode] = {r.payload["path"]: r.vectors["bridged"] for r in store.scroll(with_vectors=True)}
         assert [e["path"] for e in read_errors_report(s.errors_report)] == ["bad.wav"]
     assert by_mode["threads"].keys() == by_mode["processes"].keys()
@@ -375,7 +375,7 @@ def test_sigkill_mid_run_then_rerun_gives_one_point_per_valid_file(tmp_path, bri
     points = stored(idx)
     assert set(points) == set(rels)
     assert {p["_id"] for p in points.values()} == {point_id(r) for r in rels}
-    with EdgeStore(idx) as store:
+    with open_store(idx) as store:
         assert store.count() == len(rels)
     again = run_index(src, idx)
     assert (again.indexed, again.unchanged) == (0, len(rels))
@@ -403,7 +403,7 @@ def test_shard_runs_in_any_order_end_with_the_union(tmp_path, bridge_dir):
     assert s.removed == 0
     s = run_index(src, tmp_path / "idx1", shard="1/3", **kw)
     assert s.removed == 1
-    store = ServerStore(client, "digits")
+    store = open_store(tmp_path / "idx1", url=client, collection="digits")
     assert sorted(r.payload["path"] for r in store.scroll()) == sorted(set(rels) - {victim})
     assert store.spec.quantization == "int8" and store.metadata["bridge_version"] == s.bridge_version
 

@@ -22,7 +22,7 @@ from bridge.modalities import detect_modality, load_audio, names_a_file
 from indexer.ledger import JOURNAL_FILE, read_errors_report
 from indexer.lock import IndexBusyError, IndexLock, IndexLockedError, ReadLock
 from indexer.scan import scan_directory
-from indexer.store import EdgeStore, point_id
+from indexer.store import open_store, point_id
 from indexer.verify import StoreDamagedError
 from tests.conftest import slow_indexer_script
 from tests.test_indexer import REPO, bridge_dir, make_corpus, run_index, stored, write_png, write_wav  # noqa: F401
@@ -131,10 +131,11 @@ def test_a_reader_is_refused_while_an_indexer_holds_the_index(tmp_path, bridge_d
 
 
 def _garble(idx: Path, part: str, offset: int = 0, size: int = 2048) -> Path:
-    """Overwrite bytes of the embedded shard's vector chunk or payload page (qdrant-edge 0.9 layout)."""
+    """Overwrite bytes of the image partition's vector chunk or payload page (qdrant-edge 0.9 layout)."""
     pattern = {"vectors": "vector_storage-bridged/vectors/chunk_0.mmap", "payloads": "payload_storage/page_0.dat"}[part]
-    files = glob.glob(str(idx / "shard" / "segments" / "*" / pattern))
-    assert len(files) == 1, f"expected one {pattern} under {idx}/shard (engine layout changed?)"
+    shard = idx / "modalities" / "image" / "shard"
+    files = glob.glob(str(shard / "segments" / "*" / pattern))
+    assert len(files) == 1, f"expected one {pattern} under {shard} (engine layout changed?)"
     with open(files[0], "r+b") as f:
         f.seek(offset)
         f.write(b"\xff" * size)
@@ -157,7 +158,7 @@ def test_garbled_store_is_reported_to_readers_and_repaired_by_the_next_run(tmp_p
     s = run_index(src, idx)  # was: exit 0, everything "unchanged"
     assert s.repaired > 0 and s.indexed == s.repaired and s.unchanged == len(rels) - s.repaired
     assert s.points == len(rels)
-    with EdgeStore(idx) as store:
+    with open_store(idx) as store:
         recs = list(store.scroll(with_vectors=True))
     assert sorted(rec.payload["path"] for rec in recs) == rels
     for rec in recs:

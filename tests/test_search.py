@@ -7,7 +7,7 @@ import pytest
 pytest.importorskip("torch")
 
 from indexer.index import index_directory  # noqa: E402
-from indexer.store import ServerStore  # noqa: E402
+from indexer.store import open_store  # noqa: E402
 from query.search import CROSS_ROUTES as ROUTES, Index, QueryError  # noqa: E402
 from tests.conftest import tiny_digits_index  # noqa: E402
 
@@ -28,7 +28,8 @@ def index(world, request):
     if request.param == "edge":
         ix = Index.open(world["root"] / "edge.index")
     else:
-        ix = Index(ServerStore(world["client"], "digits"), Index.open(world["root"] / "edge.index").bridge)
+        store = open_store(world["root"] / "server.index", url=world["client"], collection="digits")
+        ix = Index(store, Index.open(world["root"] / "edge.index").bridge)
     yield ix
     if request.param == "edge":
         ix.close()

@@ -8,8 +8,10 @@ checked against a brute-force numpy reference, so "congruent" cannot mean "equal
 from __future__ import annotations
 
 import os
+import tarfile
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,6 +21,9 @@ from indexer.store import (
     CollectionSpec,
     EdgeStore,
     Filter,
+    PartitionedEdgeStore,
+    PartitionedServerStore,
+    PartitionedStore,
     Hit,
     Point,
     Prefetch,
@@ -93,20 +98,38 @@ def corpus() -> Corpus:
 
 
 def _make(kind: str, tmp_path, spec: CollectionSpec = SPEC) -> Store:
+    """`kind`: edge / local / server (one shard or collection for every modality, the layout before
+    issue 22), or the same with "-pm" (one per modality, what new indexes get)."""
     if kind == "edge":
         store: Store = EdgeStore(tmp_path / f"edge-{uuid.uuid4().hex[:8]}")
+    elif kind == "edge-pm":
+        store = PartitionedEdgeStore(tmp_path / f"edge-pm-{uuid.uuid4().hex[:8]}")
     elif kind == "local":
         store = ServerStore.memory()
+    elif kind == "local-pm":
+        store = PartitionedServerStore.memory()
     elif kind == "server":
         store = ServerStore(QDRANT_URL, f"eb-test-{uuid.uuid4().hex[:12]}")  # type: ignore[arg-type]
+    elif kind == "server-pm":
+        store = PartitionedServerStore(QDRANT_URL, f"eb-test-{uuid.uuid4().hex[:12]}")  # type: ignore[arg-type]
     else:  # pragma: no cover
         raise ValueError(kind)
     store.create(spec)
     return store
 
 
-BACKENDS = ["edge", "local", pytest.param("server", marks=needs_server)]
-OTHERS = ["local", pytest.param("server", marks=needs_server)]
+def _drop(kind: str, store: Store) -> None:
+    if kind == "server":
+        store.client.delete_collection(store.collection)  # type: ignore[attr-defined]
+    elif kind == "server-pm":
+        store.drop()  # type: ignore[attr-defined]
+
+
+BACKENDS = ["edge", "edge-pm", "local", "local-pm", pytest.param("server", marks=needs_server),
+            pytest.param("server-pm", marks=needs_server)]
+# Compared with the per-modality embedded store (what new indexes get): every other backend and layout.
+OTHERS = ["edge", "local", "local-pm", pytest.param("server", marks=needs_server),
+          pytest.param("server-pm", marks=needs_server)]
 
 
 @pytest.fixture(params=BACKENDS)
@@ -114,20 +137,18 @@ def store(request, tmp_path, corpus) -> Iterator[Store]:
     s = _make(request.param, tmp_path)
     s.upsert(corpus.points(), batch=97)  # odd batch size: the last batch is partial
     yield s
-    if request.param == "server":
-        s.client.delete_collection(s.collection)  # type: ignore[attr-defined]
+    _drop(request.param, s)
     s.close()
 
 
 @pytest.fixture(params=OTHERS)
 def pair(request, tmp_path, corpus) -> Iterator[tuple[Store, Store]]:
-    """The embedded store and one client-backed store holding the same points."""
-    edge, other = _make("edge", tmp_path), _make(request.param, tmp_path)
+    """The per-modality embedded store and another backend or layout holding the same points."""
+    edge, other = _make("edge-pm", tmp_path), _make(request.param, tmp_path)
     for s in (edge, other):
         s.upsert(corpus.points(), batch=128)
     yield edge, other
-    if request.param == "server":
-        other.client.delete_collection(other.collection)  # type: ignore[attr-defined]
+    _drop(request.param, other)
     edge.close()
     other.close()
 
@@ -334,7 +355,8 @@ def test_edge_reload_from_disk(tmp_path, corpus: Corpus) -> None:
         s.upsert(corpus.points())
         s.update_metadata({"routes": {"audio->depth": "proxy"}})
         before = s.search_batch("bridged", corpus.queries, k=11, exact=True)
-    assert sorted(p.name for p in path.iterdir()) == ["collection.json", "shard"]
+    assert sorted(p.name for p in path.iterdir()) == ["collection.json", "modalities"]
+    assert sorted(p.name for p in (path / "modalities").iterdir()) == sorted(MODALITIES)
     with open_store(path) as s:
         assert s.count() == N
         assert s.metadata["routes"] == {"audio->depth": "proxy"}
@@ -467,3 +489,129 @@ def test_spec_rejects_bad_build_settings() -> None:
         CollectionSpec(vectors={"bridged": DIM}, acorn_max_selectivity=1.5)
     with pytest.raises(ValueError, match="hnsw_memory"):
         CollectionSpec(vectors={"bridged": DIM}, hnsw_memory="disk")  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------------------
+# One graph per modality (issue 22)
+# ---------------------------------------------------------------------------
+
+OLD_INDEX = Path(__file__).parent / "assets" / "index-v1-single-shard.tar.gz"
+
+
+def _old_index(tmp_path) -> Path:
+    """The committed index built by the code before issue 22 (one shard for every modality): 6 images,
+    3 sounds and 2 texts indexed with a tiny 16-d bridge. Its chunk files are sparse; tarfile keeps them so."""
+    with tarfile.open(OLD_INDEX) as tar:
+        tar.extractall(tmp_path, filter="data")
+    return tmp_path / "old.index"
+
+
+def test_old_single_shard_index_opens_and_searches_as_it_is(tmp_path) -> None:
+    from query.search import Index
+
+    idx = _old_index(tmp_path)
+    with open_store(idx) as store:
+        assert isinstance(store, EdgeStore) and not isinstance(store, PartitionedStore)
+        assert store.count() == 11 and store.count(Filter(must={"modality": "image"})) == 6
+        rec = next(iter(store.scroll(Filter(must={"modality": "audio"}), with_vectors=["bridged"])))
+        hits = store.search("bridged", rec.vectors["bridged"], k=3, filter=Filter(must={"modality": "audio"}))
+        assert hits[0].id == rec.id and hits[0].score == pytest.approx(1.0, abs=1e-5)
+    with Index.open(idx) as index:
+        hits = index.search("a spoken seven", target="image", k=4)
+        assert len(hits) == 4 and {h.modality for h in hits} == {"image"}
+        both = index.search("a spoken seven", target=["image", "audio"], k=9)
+        assert len(both) == 9 and {h.modality for h in both} == {"image", "audio"}
+    assert sorted(p.name for p in idx.iterdir() if p.name in ("shard", "modalities")) == ["shard"]  # untouched
+
+
+def test_each_modality_has_its_own_graph_and_raw_vectors(tmp_path, corpus: Corpus) -> None:
+    """raw_<modality> vectors are declared only in that modality's partition; points may lack a
+    declared named vector; a modality first seen later gets its partition then."""
+    spec = CollectionSpec(vectors={"bridged": DIM, "proxy": DIM, "raw_image": 12})
+    rng = np.random.default_rng(3)
+    raw = _unit(rng.standard_normal((N, 12)))
+    first = [Point(p.id, {**p.vectors, **({"raw_image": raw[i]} if corpus.payloads[i]["modality"] == "image" else {})},
+                   p.payload) for i, p in enumerate(corpus.points()) if corpus.payloads[i]["modality"] != "audio"]
+    with PartitionedEdgeStore(tmp_path / "pm") as store:
+        store.create(spec)
+        store.upsert(first)
+        assert store.partitions() == ["depth", "image", "text", "thermal"]
+        assert store.engine_config()["image"]["vectors"].keys() == {"bridged", "proxy", "raw_image"}
+        assert store.engine_config()["depth"]["vectors"].keys() == {"bridged", "proxy"}
+        # raw_image search: only image points carry it, whatever the filter says
+        hits = store.search("raw_image", raw[0], k=5, exact=True)
+        assert hits[0].id == corpus.ids[0] and all(h.payload["modality"] == "image" for h in hits)
+        with pytest.raises(KeyError, match="not declared in the 'depth' partition"):
+            store.upsert([Point(corpus.ids[2], {"bridged": corpus.bridged[2], "raw_image": raw[2]}, corpus.payloads[2])])
+        # a bridge that binds audio later: declare its raw vector, then its points make the partition
+        store.add_vectors({"raw_audio": 7})
+        audio = [i for i in range(N) if corpus.payloads[i]["modality"] == "audio"]
+        store.upsert([Point(corpus.ids[i], {"bridged": corpus.bridged[i], "raw_audio": np.ones(7, np.float32)},
+                            corpus.payloads[i]) for i in audio])
+        assert store.engine_config()["audio"]["vectors"].keys() == {"bridged", "proxy", "raw_audio"}
+        with pytest.raises(ValueError, match="built without it"):
+            store.add_vectors({"raw_depth": 4})
+        assert store.count() == N and store.count(Filter(must={"modality": "audio"})) == len(audio)
+    with open_store(tmp_path / "pm") as store:  # reopened: same partitions, spec and answers
+        assert isinstance(store, PartitionedEdgeStore) and "raw_audio" in store.spec.vectors
+        q = corpus.queries[0]
+        ids, _ = corpus.exact_top(q, 10, corpus.mask(lambda p: p["modality"] in ("audio", "depth")))
+        hits = store.search("bridged", q, k=10, exact=True, filter=Filter(must={"modality": ["audio", "depth"]}))
+        assert [h.id for h in hits] == ids
+
+
+def test_a_point_changing_modality_moves_and_one_without_stays(tmp_path, corpus: Corpus) -> None:
+    with PartitionedEdgeStore(tmp_path / "pm") as store:
+        store.create(SPEC)
+        store.upsert(corpus.points())
+        pid, payload = corpus.ids[0], dict(corpus.payloads[0])
+        assert payload["modality"] == "image"
+        store.upsert([Point(pid, {"bridged": corpus.bridged[0]}, {**payload, "modality": "depth"})])
+        assert store.count() == N and [r.payload["modality"] for r in store.retrieve([pid])] == ["depth"]
+        # an overwrite without a modality (what repairing a damaged point writes) stays where the point is
+        store.upsert([Point(pid, {"bridged": corpus.bridged[0]}, {"damaged": True})])
+        assert store.count() == N and "_none" not in store.partitions()
+        assert store.count(Filter(must={"modality": "depth"})) == N // 5 + 1
+        store.delete([pid])
+        assert store.count() == N - 1
+
+
+def test_bounded_build_then_merge_pass(tmp_path, corpus: Corpus) -> None:
+    """optimize_every counts points across partitions (each chunk makes one small segment per
+    partition); optimize() then merges each partition's segments (merge_segments_kb)."""
+    kw = dict(full_scan_threshold_kb=1, indexing_threshold_kb=1, max_segment_size_kb=1, optimize_every=100)
+    c = Corpus(seed=2, n=1000)
+    for merge, most in ((None, None), (10_000, 2)):
+        spec = CollectionSpec(vectors={"bridged": DIM, "proxy": DIM}, merge_segments_kb=merge, **kw)
+        with PartitionedEdgeStore(tmp_path / f"m{merge}") as store:
+            store.create(spec)
+            store.upsert(c.points(), batch=100)
+            before = {name: inf.segments for name, inf in store.partition_info().items()}
+            # ~10 chunks of ~20 points per partition; the engine's optimizer keeps a few segments of them
+            assert all(n >= 3 for n in before.values()), before
+            store.optimize()
+            after = {name: inf.segments for name, inf in store.partition_info().items()}
+            if most is not None:
+                assert all(n <= most < before[name] for name, n in after.items()), (before, after)
+                assert store.engine_config()["image"]["optimizers"]["max_segment_size"] == 1  # the cap is back
+            hits = store.search("bridged", c.queries[0], k=10, ef=64, filter=Filter(must={"modality": "audio"}))
+            assert len(hits) == 10 and all(h.payload["modality"] == "audio" for h in hits)
+
+
+def test_old_index_migrates_once_to_one_graph_per_modality(tmp_path) -> None:
+    from indexer.store import is_single_shard, migrate_to_per_modality
+
+    idx = _old_index(tmp_path)
+    with open_store(idx) as old:
+        probes = [(r.payload["modality"], r.vectors["bridged"]) for r in old.scroll(with_vectors=["bridged"])]
+        before = [old.search("bridged", v, k=4, exact=True, filter=Filter(must={"modality": m})) for m, v in probes]
+        meta, n = old.metadata, old.count()
+    migrate_to_per_modality(idx).close()
+    assert not is_single_shard(idx) and not (idx / "shard").exists() and not (idx / ".migrate.tmp").exists()
+    with open_store(idx) as new:
+        assert isinstance(new, PartitionedEdgeStore) and new.partitions() == ["audio", "image", "text"]
+        assert new.count() == n and new.metadata == meta
+        for (m, v), hits in zip(probes, before):
+            assert_same_hits(new.search("bridged", v, k=4, exact=True, filter=Filter(must={"modality": m})), hits)
+    with pytest.raises(ValueError, match="nothing to migrate"):
+        migrate_to_per_modality(idx)

@@ -4,6 +4,10 @@
   qdrant-edge-py, persisted under the index folder.
 * `ServerStore` (`server.py`): a Qdrant server or cluster through qdrant-client; its local mode
   (`:memory:` or a folder) makes the same client calls a server gets.
+* `PartitionedEdgeStore` / `PartitionedServerStore` (`partitioned.py`): what new indexes get, one
+  of the above per modality (one HNSW graph each) behind the same interface, so a search of one
+  modality walks that modality's graph only (issue 22). Stores built before keep their one-shard /
+  one-collection layout and are read as they are.
 
 `open_store` is the one way in: given an index folder it opens the store the index's own record
 (`index.json`) says its points are in, so an index built on a server or in local mode is searched
@@ -25,54 +29,80 @@ import os
 from pathlib import Path
 from typing import Any
 
-from bridge.errors import EmergentBridgeError
 from indexer.record import read_record
 from indexer.store.base import Store
-from indexer.store.edge import EdgeStore
-from indexer.store.server import ServerStore
+from indexer.store.edge import (EdgeStore, PartitionedEdgeStore, StoreInUseError, in_use_error, is_single_shard,
+                                store_holders)
+from indexer.store.partitioned import PartitionedStore, partition_vectors
+from indexer.store.server import PartitionedServerStore, ServerStore, is_partitioned_collection
 from indexer.store.types import (BUILD_SETTINGS, DEFAULT_RRF_K, ID_NAMESPACE, CollectionSpec, Filter, Hit, Point,
                                  PointId, Prefetch, Range, Record, StoreInfo, point_id)
 
-__all__ = ["Store", "EdgeStore", "ServerStore", "CollectionSpec", "Filter", "Hit", "Point", "PointId", "Prefetch",
+__all__ = ["Store", "EdgeStore", "ServerStore", "PartitionedStore", "PartitionedEdgeStore", "PartitionedServerStore",
+           "partition_vectors", "migrate_to_per_modality", "is_single_shard", "store_holders", "CollectionSpec", "Filter", "Hit", "Point", "PointId", "Prefetch",
            "Range", "Record", "StoreInfo", "point_id", "open_store", "open_edge", "resolve_location", "store_in_folder", "store_location", "ID_NAMESPACE",
            "DEFAULT_RRF_K", "StoreInUseError", "BUILD_SETTINGS"]
 
 DEFAULT_COLLECTION = "emergentbridge"
 
 
-class StoreInUseError(EmergentBridgeError):
-    """Another process has the embedded store open (the engine allows one process per store)."""
-
-
-def open_edge(index_dir: str | os.PathLike[str]) -> EdgeStore:
-    """`EdgeStore(index_dir)`, with the engine's "failed to open WAL ... WouldBlock" (another
-    process holds the store) turned into one sentence that says who and what to do."""
-    try:
-        return EdgeStore(index_dir)
-    except Exception as exc:  # noqa: BLE001 - the engine raises plain Exception
-        if "WouldBlock" not in str(exc):
-            raise
-        holders = store_holders(Path(index_dir) / EdgeStore.SHARD_DIR)
-        who = f"pid {', '.join(map(str, holders))}" if holders else "pid unknown"
-        raise StoreInUseError(
-            f"index {index_dir} is in use by another process ({who}): an `ebridge index`, `ebridge search`, "
-            "`ebridge serve` or a Python session with Index.open. The embedded store opens in one process "
-            "at a time: wait for it to finish or close it, then retry (serve the index with `ebridge serve` "
-            "to search it from several clients).") from None
-
-
-def store_holders(shard: Path) -> list[int]:
-    """Pids of this user's processes with a file of `shard` (an embedded store's folder) open
-    (Linux /proc; empty elsewhere)."""
-    prefix, me, found = str(shard.resolve()) + "/", os.getpid(), []
-    for proc in Path("/proc").glob("[0-9]*"):
+def open_edge(index_dir: str | os.PathLike[str]) -> Store:
+    """The embedded store of an index folder: per modality (`PartitionedEdgeStore`, what new
+    indexes get; its partitions open on first use), or one shard for every modality (`EdgeStore`)
+    for a store built before issue 22, which is read as it is. The engine's "failed to open WAL ...
+    WouldBlock" (another process holds the store) becomes a `StoreInUseError` that says who and
+    what to do."""
+    if is_single_shard(index_dir):
         try:
-            pid = int(proc.name)
-            if pid != me and any(os.readlink(fd).startswith(prefix) for fd in (proc / "fd").iterdir()):
-                found.append(pid)
-        except (OSError, ValueError):
-            continue
-    return sorted(found)
+            return EdgeStore(index_dir)
+        except Exception as exc:  # noqa: BLE001 - the engine raises plain Exception
+            raise in_use_error(index_dir, exc) from None
+    return PartitionedEdgeStore(index_dir)
+
+
+def migrate_to_per_modality(index_dir: str | os.PathLike[str], batch: int = 1024) -> PartitionedEdgeStore:
+    """Rewrite an embedded store of the one-shard layout (before issue 22) as one shard per modality,
+    in place; returns the new store, open. The points, vectors, payloads, spec and metadata are copied
+    (the graphs are built anew), then swapped in: the new layout takes effect when its manifest
+    replaces `collection.json`, so a run killed before that leaves the old store as it was (and is
+    simply started over), and one killed after leaves the new store. Needs room for a second copy.
+
+    Example::
+
+        if is_single_shard("my-index"):
+            migrate_to_per_modality("my-index").close()
+    """
+    import shutil
+
+    root = Path(index_dir)
+    if not is_single_shard(root):
+        raise ValueError(f"{root}: not an embedded store of the one-shard layout; nothing to migrate")
+    tmp = root / ".migrate.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.rmtree(root / PartitionedEdgeStore.PARTS_DIR, ignore_errors=True)  # left by a killed migration
+    with EdgeStore(root) as old:
+        spec = old.spec
+        with PartitionedEdgeStore(tmp) as new:
+            new.create(spec)
+            new.upsert((Point(r.id, r.vectors or {}, r.payload) for r in old.scroll(with_vectors=True, page=batch)),
+                       batch=batch)
+            new.optimize()
+            count = new.count()
+        if count != old.count():
+            raise RuntimeError(f"{root}: migration copied {count} of {old.count()} points; the old store is untouched")
+    (tmp / PartitionedEdgeStore.PARTS_DIR).rename(root / PartitionedEdgeStore.PARTS_DIR)
+    os.replace(tmp / EdgeStore.META_FILE, root / EdgeStore.META_FILE)  # the switch
+    shutil.rmtree(root / EdgeStore.SHARD_DIR, ignore_errors=True)
+    shutil.rmtree(tmp, ignore_errors=True)
+    return PartitionedEdgeStore(root)
+
+
+def _server_layout(base: ServerStore) -> Store:
+    """The store whose manifest (or only) collection is `base`: a collection per modality, unless
+    `base` is a one-collection store built before issue 22 (read as it is)."""
+    if base.exists() and not is_partitioned_collection(base):
+        return base
+    return PartitionedServerStore(base.client, base.collection)
 
 
 def store_location(url: Any = None, collection: str | None = None) -> dict[str, Any]:
@@ -146,13 +176,13 @@ def open_store(index_dir: str | os.PathLike[str], url: Any = None, collection: s
     if kind == "server":
         if api_key is None and url is None:  # a recorded server: the key is never written down
             api_key = os.environ.get("QDRANT_API_KEY")
-        store = ServerStore(location["url"], collection, api_key=api_key)
+        store = _server_layout(ServerStore(location["url"], collection, api_key=api_key))
     elif kind == "memory":
-        store = ServerStore.memory(collection)
+        store = _server_layout(ServerStore.memory(collection))
     elif kind == "local":
-        store = ServerStore.local(location["path"], collection)
+        store = _server_layout(ServerStore.local(location["path"], collection))
     elif kind == "client" and url is not None:
-        store = ServerStore(url, collection)
+        store = _server_layout(ServerStore(url, collection))
     else:  # embedded (a recorded client object cannot be reopened: look for an embedded store)
         store = open_edge(index_dir)
     where = f"{index_dir}" if kind == "embedded" or url is None and kind == "client" else describe(location)

@@ -140,6 +140,15 @@ class Store(abc.ABC):
     def optimize(self) -> None:
         """Merge segments and build HNSW graphs; call once at the end of an indexing run."""
 
+    def pending(self) -> int:
+        """Points written since the optimizer last ran here (0 where the backend optimizes on its own)."""
+        return 0
+
+    def optimize_pending(self) -> None:
+        """Index what was written since the optimizer last ran, as one bounded chunk (no merge pass);
+        a no-op where the backend optimizes on its own (a server)."""
+        return None
+
     def __enter__(self) -> Self:
         return self
 
@@ -178,9 +187,10 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def retrieve(
-        self, ids: Sequence[PointId], *, with_vectors: bool | Sequence[str] = False
+        self, ids: Sequence[PointId], *, with_vectors: bool | Sequence[str] = False, with_payload: bool = True
     ) -> list[Record]:
-        """Points by id, in the order asked; missing ids are left out."""
+        """Points by id, in the order asked; missing ids are left out. ``with_payload=False`` reads no
+        payload (records get ``{}``), which works even where a payload page is garbled."""
 
     @abc.abstractmethod
     def count(self, filter: Filter | None = None) -> int:
@@ -195,7 +205,8 @@ class Store(abc.ABC):
         with_vectors: bool | Sequence[str] = False,
         page: int = 1024,
     ) -> Iterator[Record]:
-        """Iterate over all (matching) points, ``page`` at a time, in id order."""
+        """Iterate over all (matching) points, ``page`` at a time, in id order (a per-modality
+        store: partition by partition, id order within each)."""
 
     @abc.abstractmethod
     def info(self) -> StoreInfo:
@@ -264,6 +275,13 @@ class Store(abc.ABC):
 
             store.search_fused([("bridged", q, 50, 1.0), ("proxy", g_q, 50, 0.5)], k=10)
         """
+
+    def prefetch_batch(self, prefetches: Sequence[Prefetch], filter: Filter | None = None, *, exact: bool = False,
+                       ef: int | None = None, with_payload: bool = True) -> list[list[Hit]]:
+        """Each prefetch's own nearest ``limit`` points, unfused (what a partitioned store fuses
+        across partitions). Backends answer in one batched call; this fallback makes one per prefetch."""
+        return [self.search(p.vector_name, p.vector, p.limit, filter, exact=exact, ef=ef, with_payload=with_payload)
+                for p in prefetches]
 
     # -- shared helpers ----------------------------------------------------------
 

@@ -10,13 +10,16 @@ import json
 import logging
 import os
 import time
+import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from bridge.errors import EmergentBridgeError
 from bridge.files import atomic_write_json
+from indexer.store.partitioned import LAYOUT, PartitionedStore
 from indexer.store.base import (Store, _as_vector, _batched, _match_values, _merge_metadata,
                                 _normalize_id, _search_params, _vectors_out)
 from indexer.store.types import (DEFAULT_RRF_K, CollectionSpec, Filter, FilterValue, FusionKind, Hit,
@@ -187,12 +190,45 @@ class EdgeStore(Store):
             self._shard.close()
             self._shard = None
 
-    def optimize(self) -> None:
+    def pending(self) -> int:
+        return self._since_optimize
+
+    def optimize_pending(self) -> None:
         t0 = time.perf_counter()
         changed = self._live().optimize()
         self._shard.flush()
         self._since_optimize = 0
         log.info("optimized %s in %.1fs (changed=%s)", self.path, time.perf_counter() - t0, changed)
+
+    def optimize(self) -> None:
+        """Index what is pending, then (``spec.merge_segments_kb``) the final merge pass."""
+        self.optimize_pending()
+        spec = self._require_spec()
+        if spec.merge_segments_kb is not None and (self._live().info().segments_count or 0) > 2:
+            self.merge_segments(spec.merge_segments_kb)
+
+    def merge_segments(self, max_segment_size_kb: int) -> None:
+        """Merge the segments into as few as fit `max_segment_size_kb` each (the final merge pass of
+        a bounded build), then put the spec's own cap back so later runs stay bounded.
+
+        The engine reads its optimizer settings from the shard's config, which only `load` may
+        change: reload with the larger cap, optimize, reload with the spec's."""
+        qe = _edge()
+        spec = self._require_spec()
+        t0 = time.perf_counter()
+        before = self._live().info().segments_count
+        merged = dataclasses.replace(spec, max_segment_size_kb=max_segment_size_kb, default_segment_number=1)
+        self._shard.flush()
+        self._shard.close()
+        self._shard = qe.EdgeShard.load(str(self._shard_path), self._edge_config(merged))
+        try:
+            self._shard.optimize()
+            self._shard.flush()
+        finally:
+            self._shard.close()
+            self._shard = qe.EdgeShard.load(str(self._shard_path), self._edge_config(spec))
+        log.info("merged %s: %s -> %s segments in %.1fs", self.path, before, self._shard.info().segments_count,
+                 time.perf_counter() - t0)
 
     def upsert(self, points: Iterable[Point], batch: int = 256) -> int:
         """Write points in calls of `batch`; with ``spec.optimize_every`` set, run the optimizer
@@ -209,7 +245,7 @@ class EdgeStore(Store):
             self._since_optimize += len(chunk)
             if every is not None and self._since_optimize >= every:
                 log.info("%s: %d points since the last optimizer run; optimizing", self.path, self._since_optimize)
-                self.optimize()
+                self.optimize_pending()
         return n
 
     def delete(self, ids: Iterable[PointId]) -> None:
@@ -218,10 +254,11 @@ class EdgeStore(Store):
         if id_list:
             self._live().update(qe.UpdateOperation.delete_points(id_list))
 
-    def retrieve(self, ids: Sequence[PointId], *, with_vectors: bool | Sequence[str] = False) -> list[Record]:
+    def retrieve(self, ids: Sequence[PointId], *, with_vectors: bool | Sequence[str] = False,
+                 with_payload: bool = True) -> list[Record]:
         norm = [_normalize_id(i) for i in ids]
         wv = with_vectors if isinstance(with_vectors, bool) else list(with_vectors)
-        recs = self._live().retrieve(norm, True, wv)
+        recs = self._live().retrieve(norm, with_payload, wv)
         return self._order_records(norm, [_edge_record(r) for r in recs])
 
     def count(self, filter: Filter | None = None) -> int:
@@ -276,6 +313,19 @@ class EdgeStore(Store):
         res = self._live().query_batch(qe.QueryBatchRequest(reqs))
         return [[_edge_hit(p) for p in r] for r in res]
 
+    def prefetch_batch(self, prefetches: Sequence[Prefetch], filter: Filter | None = None, *, exact: bool = False,
+                       ef: int | None = None, with_payload: bool = True) -> list[list[Hit]]:
+        qe = _edge()
+        if not prefetches:
+            return []
+        flt = _edge_filter(filter)
+        params = self._params(exact, ef)
+        reqs = [qe.QueryRequest(limit=p.limit, query=qe.Query.Nearest(_as_vector(p.vector).tolist(), using=p.vector_name),
+                                filter=flt, params=params, with_payload=with_payload, with_vector=False)
+                for p in prefetches]
+        res = self._live().query_batch(qe.QueryBatchRequest(reqs))
+        return [[_edge_hit(p) for p in r] for r in res]
+
     def search_fused(self, prefetches: Sequence[Prefetch | tuple[str, VectorLike, int, float]], k: int = 10,
                      filter: Filter | None = None, *, fusion: FusionKind = "rrf", rrf_k: int = DEFAULT_RRF_K,
                      exact: bool = False, ef: int | None = None, with_payload: bool = True) -> list[Hit]:
@@ -299,12 +349,121 @@ def set_aside(path: str | os.PathLike[str], dest: str | os.PathLike[str]) -> lis
     the moved paths (at their new place); nothing else of the index folder is touched."""
     moved = []
     Path(dest).mkdir(parents=True, exist_ok=True)
-    for name in (EdgeStore.META_FILE, EdgeStore.SHARD_DIR):
+    for name in (EdgeStore.META_FILE, EdgeStore.SHARD_DIR, PartitionedEdgeStore.PARTS_DIR):
         src = Path(path) / name
         if src.exists():
             moved.append(Path(dest) / name)
             os.replace(src, moved[-1])
     return moved
+
+
+class StoreInUseError(EmergentBridgeError):
+    """Another process has the embedded store open (the engine allows one process per store)."""
+
+
+def store_holders(index_dir: str | os.PathLike[str]) -> list[int]:
+    """Pids of this user's processes with a file of the embedded store of `index_dir` open
+    (its `shard/` or `modalities/` folder; Linux /proc; empty elsewhere)."""
+    root = Path(index_dir).resolve()
+    prefixes = tuple(str(root / d) + "/" for d in (EdgeStore.SHARD_DIR, PartitionedEdgeStore.PARTS_DIR))
+    me, found = os.getpid(), []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            pid = int(proc.name)
+            if pid != me and any(os.readlink(fd).startswith(prefixes) for fd in (proc / "fd").iterdir()):
+                found.append(pid)
+        except (OSError, ValueError):
+            continue
+    return sorted(found)
+
+
+def in_use_error(index_dir: str | os.PathLike[str], exc: Exception) -> Exception:
+    """The engine's "failed to open WAL ... WouldBlock" as one sentence naming the holder; any
+    other error as it is."""
+    if "WouldBlock" not in str(exc):
+        return exc
+    holders = store_holders(index_dir)
+    who = f"pid {', '.join(map(str, holders))}" if holders else "pid unknown"
+    return StoreInUseError(
+        f"index {index_dir} is in use by another process ({who}): an `ebridge index`, `ebridge search`, "
+        "`ebridge serve` or a Python session with Index.open. The embedded store opens in one process "
+        "at a time: wait for it to finish or close it, then retry (serve the index with `ebridge serve` "
+        "to search it from several clients).")
+
+
+class PartitionedEdgeStore(PartitionedStore):
+    """The embedded store, one shard (one HNSW graph) per modality, persisted under ``path``.
+
+    Layout: ``<path>/collection.json`` (the manifest: spec, metadata, partitions) and
+    ``<path>/modalities/<modality>/`` (an `EdgeStore` each: ``shard/`` + its own ``collection.json``).
+    Partitions open on first use, so opening the index reads one small file.
+
+    Example::
+
+        with PartitionedEdgeStore("my-index") as store:
+            if not store.exists():
+                store.create(CollectionSpec(vectors={"bridged": 256}))
+            store.upsert(points)            # routed by payload["modality"]
+            store.search("bridged", q, filter=Filter(must={"modality": "audio"}))  # the audio graph only
+    """
+
+    META_FILE = EdgeStore.META_FILE
+    PARTS_DIR = "modalities"
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self._init_partitions()
+
+    def __repr__(self) -> str:
+        return f"PartitionedEdgeStore({str(self.path)!r})"
+
+    def _read_manifest(self) -> dict[str, Any] | None:
+        meta = self.path / self.META_FILE
+        if not meta.is_file():
+            return None
+        try:
+            data = json.loads(meta.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise RuntimeError(f"{meta}: unreadable store description ({e}); restore it from a backup "
+                               "or re-index into a fresh folder") from e
+        if not isinstance(data, dict) or data.get("layout") != LAYOUT:
+            raise RuntimeError(f"{meta}: not a per-modality store (layout {data.get('layout') if isinstance(data, dict) else None!r}); "
+                               "open it with indexer.store.open_store, which reads either layout")
+        return data
+
+    def _write_manifest(self, manifest: dict[str, Any]) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(self.path / self.META_FILE, manifest)
+
+    def _part_store(self, name: str) -> Store:
+        try:
+            return EdgeStore(self.path / self.PARTS_DIR / name)
+        except Exception as exc:  # noqa: BLE001 - the engine raises plain Exception
+            raise in_use_error(self.path, exc) from None
+
+    def _drop_storage(self) -> None:
+        import shutil
+
+        shutil.rmtree(self.path / self.PARTS_DIR, ignore_errors=True)
+        shutil.rmtree(self.path / EdgeStore.SHARD_DIR, ignore_errors=True)  # a single-shard store it replaces
+        (self.path / self.META_FILE).unlink(missing_ok=True)
+
+    def engine_config(self) -> dict[str, dict[str, Any]]:
+        """Each partition's engine config (``shard/edge_config.json``), for checks and reports."""
+        return {name: store.engine_config() for name, store in self._open_parts()}  # type: ignore[attr-defined]
+
+
+def is_single_shard(path: str | os.PathLike[str]) -> bool:
+    """Whether `path` holds a store of the layout before issue 22: one shard for every modality
+    (``shard/`` beside a ``collection.json`` without a ``layout``). Such a store is read as it is."""
+    path = Path(path)
+    meta = path / EdgeStore.META_FILE
+    if not (path / EdgeStore.SHARD_DIR / "edge_config.json").is_file() or not meta.is_file():
+        return False
+    try:
+        return json.loads(meta.read_text(encoding="utf-8")).get("layout") is None
+    except (OSError, ValueError, AttributeError):
+        return True  # EdgeStore's own loader names the problem
 
 
 def _edge_memory(where: str | None) -> Any:
@@ -360,5 +519,7 @@ def _edge_record(r: Any) -> Record:
 
 
 def _edge_hit(p: Any) -> Hit:
-    return Hit(_normalize_id(p.id), float(p.score), dict(p.payload or {}), _vectors_out(p.vector))
+    pid = p.id  # the engine answers uuid.UUID or int: already valid, only the UUID needs its string
+    return Hit(str(pid) if isinstance(pid, uuid.UUID) else _normalize_id(pid), float(p.score), dict(p.payload or {}),
+               _vectors_out(p.vector))
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from indexer.store.partitioned import LAYOUT, PartitionedStore
 from indexer.store.base import (Store, _as_vector, _batched, _match_values, _merge_metadata,
                                 _normalize_id, _search_params, _vectors_out)
 from indexer.store.types import (DEFAULT_RRF_K, CollectionSpec, Filter, FilterValue, FusionKind, Hit,
@@ -117,7 +118,7 @@ class ServerStore(Store):
                 "metadata); pick another collection name"
             )
         self._spec = CollectionSpec.from_json(raw)
-        self._meta_cache = {k: v for k, v in meta.items() if k != _SPEC_KEY}
+        self._meta_cache = {k: v for k, v in meta.items() if not k.startswith("__emergentbridge_")}
 
     def create(self, spec: CollectionSpec, *, recreate: bool = False) -> None:
         m = _client_models()
@@ -211,10 +212,11 @@ class ServerStore(Store):
             self._call(self.client.delete, self.collection,
                        points_selector=m.PointIdsList(points=id_list), wait=True)
 
-    def retrieve(self, ids: Sequence[PointId], *, with_vectors: bool | Sequence[str] = False) -> list[Record]:
+    def retrieve(self, ids: Sequence[PointId], *, with_vectors: bool | Sequence[str] = False,
+                 with_payload: bool = True) -> list[Record]:
         norm = [_normalize_id(i) for i in ids]
         wv = with_vectors if isinstance(with_vectors, bool) else list(with_vectors)
-        recs = self._call(self.client.retrieve, self.collection, norm, with_payload=True, with_vectors=wv)
+        recs = self._call(self.client.retrieve, self.collection, norm, with_payload=with_payload, with_vectors=wv)
         return self._order_records(norm, [_client_record(r) for r in recs])
 
     def count(self, filter: Filter | None = None) -> int:
@@ -267,6 +269,18 @@ class ServerStore(Store):
             return [[_client_hit(p) for p in res.points]]
         reqs = [m.QueryRequest(query=v, using=vector_name, limit=k, filter=flt, params=params,
                                with_payload=with_payload, with_vector=wv) for v in vecs]
+        res = self._call(self.client.query_batch_points, self.collection, requests=reqs)
+        return [[_client_hit(p) for p in r.points] for r in res]
+
+    def prefetch_batch(self, prefetches: Sequence[Prefetch], filter: Filter | None = None, *, exact: bool = False,
+                       ef: int | None = None, with_payload: bool = True) -> list[list[Hit]]:
+        m = _client_models()
+        if not prefetches:
+            return []
+        flt = _client_filter(filter)
+        params = self._params(exact, ef)
+        reqs = [m.QueryRequest(query=_as_vector(p.vector).tolist(), using=p.vector_name, limit=p.limit, filter=flt,
+                               params=params, with_payload=with_payload) for p in prefetches]
         res = self._call(self.client.query_batch_points, self.collection, requests=reqs)
         return [[_client_hit(p) for p in r.points] for r in res]
 
@@ -338,3 +352,120 @@ def _client_record(r: Any) -> Record:
 def _client_hit(p: Any) -> Hit:
     return Hit(_normalize_id(p.id), float(p.score), dict(p.payload or {}), _vectors_out(p.vector))
 
+
+
+# Key of the base collection's metadata that marks the per-modality layout and lists its partitions.
+_LAYOUT_KEY = "__emergentbridge_layout__"
+
+
+class PartitionedServerStore(PartitionedStore):
+    """A store on a Qdrant server (or qdrant-client local mode) with a collection per modality.
+
+    ``<collection>`` is the manifest: a collection with the spec's vectors that holds no point and
+    keeps the spec, the metadata and the list of partitions in its metadata; ``<collection>-<modality>``
+    holds that modality's points (each with the spec's shards and replication). A search of one
+    modality is one request to one collection. All collections share one client.
+
+    Example::
+
+        store = PartitionedServerStore("http://qdrant:6333", "emergentbridge")
+        store.create(CollectionSpec(vectors={"bridged": 256}, shards=4, replication=2))
+    """
+
+    def __init__(self, client: str | QdrantClient, collection: str = "emergentbridge", *,
+                 api_key: str | None = None, timeout: int | None = None, prefer_grpc: bool = False) -> None:
+        self._base = ServerStore(client, collection, api_key=api_key, timeout=timeout, prefer_grpc=prefer_grpc)
+        self.client = self._base.client
+        self.collection = collection
+        self._init_partitions()
+
+    @classmethod
+    def memory(cls, collection: str = "emergentbridge") -> PartitionedServerStore:
+        """A store in qdrant-client's in-memory local mode (tests)."""
+        from qdrant_client import QdrantClient
+
+        return cls(QdrantClient(":memory:"), collection)
+
+    def __repr__(self) -> str:
+        return f"PartitionedServerStore({self.collection!r})"
+
+    def part_collection(self, name: str) -> str:
+        """The collection that holds partition `name`."""
+        return f"{self.collection}-{name}"
+
+    def _read_manifest(self) -> dict[str, Any] | None:
+        if not self.client.collection_exists(self.collection):
+            return None
+        meta = dict(self.client.get_collection(self.collection).config.metadata or {})
+        layout = meta.pop(_LAYOUT_KEY, None)
+        spec = meta.pop(_SPEC_KEY, None)
+        if spec is None:
+            raise RuntimeError(f"collection {self.collection!r} was not created by EmergentBridge (no {_SPEC_KEY} in its "
+                               "metadata); pick another collection name")
+        if not isinstance(layout, dict) or layout.get("layout") != LAYOUT:
+            raise RuntimeError(f"collection {self.collection!r} holds a one-collection store; open it with "
+                               "indexer.store.open_store, which reads either layout")
+        return {**layout, "spec": spec, "metadata": meta}
+
+    def _write_manifest(self, manifest: dict[str, Any]) -> None:
+        if not self.client.collection_exists(self.collection):
+            # The manifest collection holds no point; its spec is the store's, so a reader sees the same.
+            self._base.create(CollectionSpec.from_json(manifest["spec"]))
+        old = dict(self.client.get_collection(self.collection).config.metadata or {})
+        # Several indexer pods write one store: keep the partitions the others recorded.
+        theirs = old.get(_LAYOUT_KEY, {}).get("partitions", {}) if isinstance(old.get(_LAYOUT_KEY), dict) else {}
+        for name, part in theirs.items():
+            manifest.setdefault("partitions", {}).setdefault(name, part)
+        layout = {k: v for k, v in manifest.items() if k not in ("spec", "metadata")}
+        new = {**manifest["metadata"], _SPEC_KEY: manifest["spec"], _LAYOUT_KEY: layout}
+        patch = {**{k: None for k in old if k not in new}, **new}  # the server merges: None removes a key
+        self._base._call(self.client.update_collection, self.collection, metadata=patch)
+
+    def _refresh_partitions(self) -> None:
+        manifest = self._read_manifest()
+        for name, part in (manifest or {}).get("partitions", {}).items():
+            self._manifest.setdefault("partitions", {}).setdefault(name, part)
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        # Read through on every call: on a server another process may have updated it.
+        manifest = self._read_manifest()
+        if manifest is not None:
+            self._manifest["metadata"] = manifest["metadata"]
+            for name, part in manifest.get("partitions", {}).items():  # partitions another writer added
+                self._manifest.setdefault("partitions", {}).setdefault(name, part)
+        return super().metadata
+
+    def _part_store(self, name: str) -> Store:
+        return ServerStore(self.client, self.part_collection(name))
+
+    def _close_part(self, store: Store) -> None:
+        return None  # the partitions share this store's client, closed in close()
+
+    def _drop_storage(self) -> None:
+        names = set(self._manifest.get("partitions", {}))
+        manifest = self._read_manifest() if self.client.collection_exists(self.collection) else None
+        names |= set((manifest or {}).get("partitions", {}))
+        for name in sorted(names):
+            if self.client.collection_exists(self.part_collection(name)):
+                self.client.delete_collection(self.part_collection(name))
+        if self.client.collection_exists(self.collection):
+            self.client.delete_collection(self.collection)
+
+    def close(self) -> None:
+        super().close()
+        self.client.close()
+
+    def drop(self) -> None:
+        """Delete every collection of this store (tests, and `recreate`)."""
+        self._close_parts()
+        self._drop_storage()
+        self._manifest = {}
+        self._spec = None
+
+
+def is_partitioned_collection(store: ServerStore) -> bool:
+    """Whether `store`'s collection is the manifest of a per-modality store (not a one-collection store)."""
+    meta = dict(store.client.get_collection(store.collection).config.metadata or {})
+    layout = meta.get(_LAYOUT_KEY)
+    return isinstance(layout, dict) and layout.get("layout") == LAYOUT

@@ -69,7 +69,7 @@ def rrf_scores(rankings: Sequence[np.ndarray], weights: Sequence[float], n_items
 # recorded before they existed gets None for each: "the engine's default", which is what it was built with.
 BUILD_SETTINGS = ("payload_m", "hnsw_payload_fields", "max_segment_size_kb", "default_segment_number",
                   "optimize_every", "acorn_max_selectivity", "payload_index_memory", "hnsw_memory",
-                  "indexing_threads", "search_threads")
+                  "indexing_threads", "search_threads", "merge_segments_kb")
 
 
 def point_id(identity: str) -> str:
@@ -149,10 +149,19 @@ class CollectionSpec:
     acorn_max_selectivity: float | None = 0.4
     # Embedded store: where each payload index of an optimized segment lives, per field ("cold" =
     # mmap, read on use); fields not named stay in RAM. Measured at 30k: the path prefix index
-    # alone holds ~0.9 KB per point in RAM, more than the 256-d vector itself.
-    payload_index_memory: dict[str, Literal["ram", "cold", "cached"]] = field(default_factory=dict)
+    # alone holds ~0.9 KB per point in RAM, more than the 256-d vector itself. Default: path, label
+    # and folder cold (issue 22: loading them was the largest part of opening an index, profiled
+    # with py-spy: 100k per modality, partitions load in 0.5 s instead of 1.1 s; modality filters
+    # are answered by the per-modality layout, not these indexes).
+    payload_index_memory: dict[str, Literal["ram", "cold", "cached"]] = field(
+        default_factory=lambda: {"path": "cold", "label": "cold", "folder": "cold"})
     # Where the HNSW graph lives (embedded store), as vectors_memory; None = the engine default.
     hnsw_memory: Literal["ram", "cold", "cached"] | None = None
+    # Embedded store: the final merge pass. optimize() (the end of an indexing run) merges the
+    # chunk-sized segments the bounded build left into segments of up to this many KB of vectors,
+    # then restores max_segment_size_kb so later incremental runs stay bounded. None = no merge pass.
+    # Chosen from the table in docs/store-benchmark.md (issue 22).
+    merge_segments_kb: int | None = None
     # Threads for one graph build (0 = one per CPU) and the search pool (None = per CPU).
     indexing_threads: int = 0
     search_threads: int | None = None
@@ -172,7 +181,7 @@ class CollectionSpec:
         if self.quantization not in (None, "int8"):
             raise ValueError(f"quantization {self.quantization!r} is not supported; use 'int8' or None")
         for name in ("payload_m", "max_segment_size_kb", "default_segment_number", "optimize_every",
-                     "indexing_threads", "search_threads"):
+                     "indexing_threads", "search_threads", "merge_segments_kb"):
             value = getattr(self, name)
             if value is not None and value < 0:
                 raise ValueError(f"CollectionSpec.{name} must be >= 0 (or None), got {value}")
