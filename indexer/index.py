@@ -510,7 +510,10 @@ def _open_or_set_aside(index_dir: Path, qdrant_url: Any, collection: str | None,
     inspection, and a new one is built in its place: the source files are all still there, so this
     run embeds every one of them again (the feature cache makes that cheap where it holds them)."""
     try:
-        return open_store(index_dir, qdrant_url, collection, api_key=api_key, missing_ok=True)
+        store = open_store(index_dir, qdrant_url, collection, api_key=api_key, missing_ok=True)
+        if location["kind"] == "embedded" and hasattr(store, "_open_parts") and store.exists():
+            store._open_parts()  # a per-modality store opens its partitions lazily: load each now, to see damage
+        return store
     except StoreUnreadableError as exc:
         if location["kind"] != "embedded":
             raise

@@ -24,7 +24,7 @@ import numpy as np
 
 from indexer.ledger import INDEXED, ManifestRow
 from indexer.store import Point, Record, Store, StoreInUseError
-from indexer.store.types import StoreDamagedError  # noqa: F401  (raised by readers; defined beside the store)
+from indexer.store.types import StoreDamagedError, StoreUnreadableError  # noqa: F401  (raised by readers)
 
 log = logging.getLogger(__name__)
 
@@ -130,8 +130,8 @@ def check_page(store: Store, limit: int = 256) -> StoreCheck:
             records.append(rec)
             if len(records) >= limit:
                 break
-    except StoreInUseError:
-        raise  # another process holds it (a per-modality store opens its partitions as it reads): not damage
+    except (StoreInUseError, StoreUnreadableError):
+        raise  # in use by another process (not damage), or a store the engine cannot load: its own sentence
     except Exception as exc:
         check.damaged["?"] = f"unreadable ({_first_line(exc)})"
         return check

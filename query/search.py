@@ -32,6 +32,7 @@ from bridge.modalities import MODALITIES, check_modality, detect_modality, file_
 from indexer.lock import IndexBusyError, ReadLock  # noqa: F401  (IndexBusyError: part of this API)
 from indexer.record import read_record
 from indexer.store import Filter, Prefetch, Range, Store, open_store, store_in_folder
+from indexer.store.types import StoreUnreadableError
 from indexer.verify import StoreDamagedError, check_page
 
 log = logging.getLogger(__name__)
@@ -151,7 +152,10 @@ class Index:
             root = (read_record(path) or {}).get("root", "DIR")
             index.repair_hint = (f"run `ebridge index {root} --index {path}`: it checks every point and embeds the "
                                  "damaged ones again")
-            check = check_page(store)
+            try:
+                check = check_page(store)
+            except StoreUnreadableError as exc:  # a partition the engine cannot load (opened as it is read)
+                raise StoreDamagedError(f"index {path} is damaged: {exc}; {_rebuild_hint(path)}") from None
             if not check.ok:
                 raise StoreDamagedError(f"index {path}: its store is damaged ({check.summary()}); {index.repair_hint}")
             return index

@@ -424,8 +424,7 @@ class PartitionedEdgeStore(PartitionedStore):
         try:
             data = json.loads(meta.read_text(encoding="utf-8"))
         except (OSError, ValueError) as e:
-            raise RuntimeError(f"{meta}: unreadable store description ({e}); restore it from a backup "
-                               "or re-index into a fresh folder") from e
+            raise StoreUnreadableError(f"{meta}: unreadable store description ({e})") from e
         if not isinstance(data, dict) or data.get("layout") != LAYOUT:
             raise RuntimeError(f"{meta}: not a per-modality store (layout {data.get('layout') if isinstance(data, dict) else None!r}); "
                                "open it with indexer.store.open_store, which reads either layout")
