@@ -16,7 +16,12 @@ def test_bench_writes_the_pair_matrix_report(tmp_path):
                                        "diffusion_timesteps": 100, "diffusion_steps": 4})
     report = run_bench(cfg)
     on_disk = json.loads((tmp_path / "report.json").read_text())
-    assert on_disk["variants"].keys() == {"anchor", "naive-proxy", "emergentbridge"}
+    assert on_disk["variants"].keys() == {"anchor", "naive-proxy", "emergentbridge", "oracle"}
+    # the share of the anchor-to-oracle gap each proxy variant closes, and search by example per modality
+    assert {"naive-proxy", "emergentbridge"} <= on_disk["gap_closed"].keys()
+    for same in on_disk["same_modality"].values():
+        assert {"audio->audio", "image->image"} <= same.keys()
+        assert all(0.0 <= m["raw"] <= 1.0 and m["route"] for m in same.values())
     for variant in on_disk["variants"].values():
         pairs = variant["pairs"]
         assert len(pairs) == 20  # every ordered pair of image, text, audio, depth, thermal
@@ -36,8 +41,9 @@ def test_bench_writes_the_pair_matrix_report(tmp_path):
     assert set(report["stages_s"]) >= {"encode", "train", "index", "query"}
     # lambda chosen on validation from the sweep; the anchor variant has nothing to sweep
     trials = report["selection"]["emergentbridge"][0]["trials"]
-    assert [t["setting"]["lambda_proxy"] for t in trials] == [0.5, 1.0, 2.0, 4.0] and sum(t["chosen"] for t in trials) == 1
-    assert report["selection"]["anchor"][0]["chosen"] == {}
+    assert [t["setting"]["lambda_proxy"] for t in trials] == [1.0, 2.0, 4.0, 8.0, 16.0]
+    assert sum(t["chosen"] for t in trials) == 1
+    assert report["selection"]["anchor"][0]["chosen"] == {} == report["selection"]["oracle"][0]["chosen"]
     # the sweep's exact-search yardstick agrees with the router on validation (the same queries and qrels)
     chosen = next(t for t in trials if t["chosen"])
     assert chosen["unpaired_r1"] == pytest.approx(report["selection"]["emergentbridge"][0]["val_routed"]["unpaired_r1"],

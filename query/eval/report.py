@@ -165,6 +165,11 @@ def markdown(report: dict[str, Any], plots_made: list[str] = ()) -> str:
               + ". The route table is then calibrated through the real index on validation. Other settings: "
               + ", ".join(f"{k}={v}" for k, v in sorted(report["settings"].items()) if k not in report["sweep"]), "",
               "| variant | seed | setting | val unpaired R@1 | val paired R@1 | chosen |", "|---|---|---|---|---|---|"]
+    edges = sorted({e for per_seed in report["selection"].values() for sel in per_seed.values()
+                    for e in sel.get("at_grid_edge", [])})
+    if edges:
+        lines += ["", f"**Chosen at the edge of its grid: {', '.join(edges)}.** The best value may lie beyond it: "
+                  "extend `--sweep` past it before comparing the variants.", ""]
     for v, per_seed in report["selection"].items():
         for seed, sel in per_seed.items():
             for t in sel["trials"]:
