@@ -766,6 +766,11 @@ def aggregate_same(per_seed: dict[int, Any]) -> dict[str, Any]:
         runs = [per_seed[s]["same"][pair] for s in seeds]
         out[pair] = {r: _mean_std([x[r]["r1"] for x in runs if isinstance(x.get(r), dict)])[0]
                      for r in (*SAME_MODALITY_ROUTES, "auto")}
+        for part in ("seen", "unseen"):  # classes held out of training (--unseen) apart
+            if any(isinstance((x.get("auto") or {}).get(part), dict) for x in runs):
+                out[pair][part] = {r: _mean_std([x[r][part]["r1"] for x in runs
+                                                 if isinstance((x.get(r) or {}).get(part), dict)])[0]
+                                   for r in (*SAME_MODALITY_ROUTES, "auto")}
         out[pair]["route"] = [(per_seed[s]["same"][pair].get("auto") or {}).get("route") or "?" for s in seeds]
     return out
 
