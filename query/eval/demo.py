@@ -96,9 +96,13 @@ PHOTO_QUERIES = ["a photo of a cat", "a ship at sea", "a red sports car", "a sma
 def search_photos_untrained(preset: str, out: Path) -> None:
     """Index the shipped photos into the preset's pretrained space (no pairs, no training) and search
     them by text, then by example (the raw route: the image encoder's own features)."""
+    from bridge.encoders import load_preset
     from indexer.index import index_directory
     from query.search import Index
 
+    if not load_preset(preset).aligned_pairs:
+        print(f"\n(preset {preset} has no pretrained space, so the no-training photo search is skipped)")
+        return
     index_path = out / "photos-index"
     summary = index_directory(PHOTOS, index_path, preset=preset, label_from_folder=True, exclude=["*.md"],
                               progress=False)
