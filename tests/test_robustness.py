@@ -292,12 +292,11 @@ def test_second_folder_is_refused_unless_replace(tmp_path, bridge6):
     assert read_record(idx)["root"] == str(b.resolve())
 
 
-def test_index_without_bridge_creates_nothing(tmp_path):
+def test_index_without_bridge_uses_the_pretrained_space_and_a_bad_bridge_creates_nothing(tmp_path):
     src, idx = tmp_path / "src", tmp_path / "idx"
     make_corpus(src, images=1, sounds=0, texts=0)
-    r = cli("index", str(src), "--index", str(idx), "--no-progress")
-    assert r.returncode == 2 and "--bridge" in r.stderr
-    assert not idx.exists()
+    r = cli("index", str(src), "--index", str(tmp_path / "zero"), "--preset", "tiny-labels", "--no-progress")
+    assert r.returncode == 0 and "zero-training" in r.stdout  # no training needed: the preset's own space
     r = cli("index", str(src), "--index", str(idx), "--bridge", str(tmp_path / "nope"), "--no-progress")
     assert r.returncode == 2 and "not a bridge checkpoint" in r.stderr and not idx.exists()
 
