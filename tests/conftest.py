@@ -87,3 +87,13 @@ def tiny_config():
 
     return TrainConfig(preset="tiny", dim=16, hidden=32, batch_size=16, steps=40, proxy_steps=40,
                        diffusion_timesteps=100, diffusion_steps=4, seed=3)
+
+
+def tiny_bridge(folder: Path) -> Path:
+    """A tiny bridge (image, text and audio heads on the tiny preset's 64-d features), saved in `folder`."""
+    from bridge.train import TrainConfig, train
+
+    cfg = TrainConfig(preset="tiny", dim=16, hidden=32, batch_size=16, steps=15, proxy_steps=15,
+                      diffusion_timesteps=50, diffusion_steps=2, seed=3)
+    bridge, _ = train(cfg, synthetic_set(dims={"image": 64, "text": 64, "audio": 64}, n_per_class=6))
+    return bridge.save(folder)

@@ -35,14 +35,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def bridge_dir(tmp_path_factory) -> Path:
-    """A tiny bridge (image, text, audio heads on the tiny preset's 64-d features)."""
-    from bridge.train import TrainConfig, train
-    from tests.conftest import synthetic_set
+    from tests.conftest import tiny_bridge
 
-    cfg = TrainConfig(preset="tiny", dim=16, hidden=32, batch_size=16, steps=15, proxy_steps=15,
-                      diffusion_timesteps=50, diffusion_steps=2, seed=3)
-    bridge, _ = train(cfg, synthetic_set(dims={"image": 64, "text": 64, "audio": 64}, n_per_class=6))
-    return bridge.save(tmp_path_factory.mktemp("bridge"))
+    return tiny_bridge(tmp_path_factory.mktemp("bridge"))
 
 
 @pytest.fixture(scope="module")
