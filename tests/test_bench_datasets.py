@@ -32,7 +32,7 @@ def bench(tmp_path: Path, dataset: str, data: Path, **kw) -> dict:
     assert on_disk["dataset"]["name"] == dataset
     bound = set(on_disk["dataset"]["items"]["train"]) - {on_disk["dataset"]["anchor"], on_disk["dataset"]["proxy"]}
     # With nothing bound in stage 3 the variants are one model: only `anchor` runs, and the report says why.
-    assert set(on_disk["variants"]) == ({"anchor", "naive-proxy", "emergentbridge"} if bound else {"anchor"})
+    assert set(on_disk["variants"]) == ({"anchor", "naive-proxy", "emergentbridge", "oracle"} if bound else {"anchor"})
     assert bool(on_disk["variants_note"]) != bool(bound)
     assert (cfg.out / "report.md").read_text().startswith(f"# {SPECS.get(dataset, SPECS['digits']).title}"
                                                           if dataset in SPECS else "# Manifest")

