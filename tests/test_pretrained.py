@@ -95,6 +95,10 @@ def test_zero_training_index_holds_the_presets_own_vectors(tmp_path, caplog):
             np.testing.assert_allclose(rec.vectors["bridged"], expect, atol=1e-6)
             feats = space.encode("image", [load("image", root / h.path)])[0]
             np.testing.assert_allclose(rec.vectors["raw_image"], feats / np.linalg.norm(feats), atol=1e-6)
+        for h in index.search("a dog", target="text", k=3):
+            rec = index.store.retrieve([h.id], with_vectors=True)[0]
+            expect = space.embed("text", [(root / h.path).read_text()])[0]
+            np.testing.assert_allclose(rec.vectors["bridged"], expect, atol=1e-6)
         # Search by example takes the encoder's own features on a zero-training space.
         assert index.route_for("image", "image") == "raw"
         by_example = index.search({"id": hits[0].id}, target="image", k=6)
