@@ -97,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     from bridge.modalities import load
     from bridge.provenance import provenance
 
+    prov = provenance()  # at the start: the code that runs
     preset = load_preset(args.preset)
     classes = sorted(p.name for p in args.data.iterdir() if p.is_dir())
     files = [f for c in classes for f in sorted((args.data / c).glob("*.jpg"))[:args.limit]]
@@ -164,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         "query": QUERY, "chosen_on_validation": {k: v for k, v in best.items() if k != "val"},
         "chosen": chosen, "best_of_each_form": report_rows, "every_candidate_on_validation": rows,
         "image_to_image_test": same_modality, "encode_seconds": round(encode_s, 1),
-        "provenance": provenance(),
+        "provenance": prov,
     }
     print(f"preset {args.preset}: chosen on validation {report['chosen_on_validation']}")
     for form, r in report_rows.items():

@@ -503,6 +503,9 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
     from query.eval.tasks import prepare_world
 
     from bridge.train import BASE_KEYS
+    from bridge.provenance import provenance
+
+    prov = provenance()  # at the start: the code that runs is the checkout as it is now, not when it ends
     t_start = time.perf_counter()
     timer = StageTimer()
     cfg.out.mkdir(parents=True, exist_ok=True)
@@ -673,7 +676,7 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
         "per_seed": {v: {s: {p: {"r1": m["auto"]["r1"], "paired": m["paired"]} for p, m in r["pairs"].items()}
                          for s, r in runs[v].items()} for v in variants},
         "indexing": indexing, "latency_ms": lat, "stages_s": timer.report(),
-        "seconds": round(time.perf_counter() - t_start, 1),
+        "seconds": round(time.perf_counter() - t_start, 1), "provenance": prov,
     }
     report["same_modality"] = {v: aggregate_same(runs[v]) for v in variants}
     if zero_training is not None:
