@@ -241,3 +241,26 @@ def test_search_by_example_keeps_the_encoder_unless_the_space_clearly_wins():
            "image->image": {"direct": {"r1": 0.90, "map": 0.8}, "raw": {"r1": 0.60, "map": 0.5},
                             "direct_only": 40, "raw_only": 4}}
     assert calibrate_routes(val) == {"audio->audio": "raw", "image->image": "direct"}
+
+
+def test_a_zero_training_index_is_served_and_more_like_this_takes_the_raw_route(tmp_path):
+    """`ebridge serve` on an index built with no training: it warms (no G), answers text queries
+    directly, and "More like this" (search by id, grouped by modality) goes through the raw features."""
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from query.serve.app import create_app
+    from query.serve.service import SearchService, ServeSettings
+
+    root = _folder(tmp_path / "data")
+    index_directory(root, tmp_path / "idx", preset=PRESET, progress=False)
+    service = SearchService.open(tmp_path / "idx", ServeSettings(workers=1))
+    with TestClient(create_app(service)) as client:
+        text = client.post("/search", json={"text": "a photo of a cat", "target": ["image"], "k": 3}).json()
+        assert [h["route"] for h in text["hits"]] == ["direct"] * 3
+        like = client.post("/search", json={"id": text["hits"][0]["id"], "k": 3, "group_by": "modality"}).json()
+        assert like["groups"]["image"]["route"] == "raw" and like["groups"]["image"]["score_kind"] == "cosine"
+        assert like["groups"]["image"]["hits"][0]["id"] == text["hits"][0]["id"]
+        raw = client.post("/search", json={"id": text["hits"][0]["id"], "k": 3, "route": "raw",
+                                           "group_by": "modality"}).json()
+        assert set(raw["groups"]) == {"image"}  # the raw route compares a modality with itself only
