@@ -37,7 +37,7 @@ from bridge.deps import require
 from bridge.model import (BridgeModules, build_modules, info_nce, init_copy, init_pca, init_ridge, neighbour_loss,
                           proxy_loss)
 from bridge.pairs import ModalityData, TrainingSet, pair_keys
-from bridge.validation import PairCheck, hold_out, recall_at_1
+from bridge.validation import PairCheck, clearly_better, hits_at_1, hold_out, recall_at_1
 from bridge.space import Bridge
 
 torch = require("torch", "training")
@@ -537,38 +537,28 @@ def choose_same_modality_routes(bridge: Bridge, data: TrainingSet, val: Training
             ids=held.ids + data[m].ids, features=np.concatenate([held.features, data[m].features]),
             labels=list(held.labels) + list(data[m].labels), pairs=list(held.pairs) + list(data[m].pairs))
         n_queries = len(gallery.ids) if held is None else len(held.ids)
-        labels = np.array([x if x is not None else "" for x in gallery.labels], dtype=object)
+        labels = list(gallery.labels)
         pair = f"{m}->{m}"
-        if n_queries < 2 or not any(labels[:n_queries]):
+        labelled = np.array([x is not None for x in labels[:n_queries]])
+        if n_queries < 2 or not labelled.any():
             out[pair] = {"route": "raw", "why": "no labelled items to judge by: the encoder's own features"}
             continue
         raw = gallery.features / np.maximum(np.linalg.norm(gallery.features, axis=1, keepdims=True), 1e-12)
-        hit_bridge = _loo_hits(bridge.embed_features(m, gallery.features), labels, n_queries)
-        hit_raw = _loo_hits(raw, labels, n_queries)
+
+        def loo_hits(vectors: np.ndarray) -> np.ndarray:  # each labelled query's own row left out
+            return hits_at_1(vectors[:n_queries], labels[:n_queries], vectors, labels,
+                             query_groups=range(n_queries), corpus_groups=range(len(labels)))[labelled]
+
+        hit_bridge, hit_raw = loo_hits(bridge.embed_features(m, gallery.features)), loo_hits(raw)
         scores = {"bridge_r1": float(hit_bridge.mean()), "raw_r1": float(hit_raw.mean())}
         wins, losses = int((hit_bridge & ~hit_raw).sum()), int((hit_raw & ~hit_bridge).sum())
-        # The space only where it clearly wins (a sign test at ~2 standard errors): validation cannot
-        # see the classes a head will collapse later, so on a tie or on noise the encoder is kept.
-        route = "direct" if wins + losses > 0 and wins - losses > 2 * (wins + losses) ** 0.5 else "raw"
+        route = "direct" if clearly_better(wins, losses) else "raw"
         out[pair] = {"route": route, **{k: round(v, 4) for k, v in scores.items()}, "queries": int(len(hit_raw)),
                      "space_only": wins, "raw_only": losses,
                      "on": "validation" if held is not None else "training items"}
         log.info("search by example %-8s R@1 through the space %.3f, raw features %.3f -> route %s", m,
                  scores["bridge_r1"], scores["raw_r1"], route)
     return out
-
-
-def _loo_hits(vectors: np.ndarray, labels: np.ndarray, n_queries: int) -> np.ndarray:
-    """Per labelled query among the first `n_queries` rows: is its nearest other row of its label?"""
-    hits = []
-    for start in range(0, n_queries, 1024):
-        q = vectors[start:min(n_queries, start + 1024)]
-        sim = q @ vectors.T
-        sim[np.arange(len(q)), np.arange(start, start + len(q))] = -np.inf
-        top = sim.argmax(1)
-        hits.append((labels[start:start + len(q)] == labels[top]) & (labels[start:start + len(q)] != ""))
-    labelled = labels[:n_queries] != ""
-    return np.concatenate(hits)[labelled]
 
 
 def _oracle_pairs(m: str, d: ModalityData, data: TrainingSet, modules: BridgeModules,

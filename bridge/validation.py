@@ -11,6 +11,32 @@ import numpy as np
 from bridge.pairs import ModalityData, TrainingSet, pair_keys
 
 
+def hits_at_1(queries: np.ndarray, query_keys: Sequence, corpus: np.ndarray, corpus_keys: Sequence, *,
+              query_groups: Sequence | None = None, corpus_groups: Sequence | None = None) -> np.ndarray:
+    """Per query: does its nearest corpus item share its key? (`recall_at_1` is their mean.)"""
+    scores = np.asarray(queries, np.float32) @ np.asarray(corpus, np.float32).T
+    if query_groups is not None or corpus_groups is not None:
+        if query_groups is None or corpus_groups is None:
+            raise ValueError("give both query_groups and corpus_groups, or neither")
+        same = np.asarray(list(query_groups))[:, None] == np.asarray(list(corpus_groups))[None, :]
+        scores = np.where(same, -np.inf, scores)
+    top = np.argmax(scores, axis=1)
+    return np.array([query_keys[i] is not None and query_keys[i] == corpus_keys[j] for i, j in enumerate(top)], bool)
+
+
+def clearly_better(wins: int, losses: int) -> bool:
+    """A sign test at about two standard errors on the queries only one of two routes gets right:
+    the trained space replaces the encoder's own features for search by example only where it wins
+    clearly, never on a tie or on noise (validation cannot see the classes a head will collapse
+    later, so the encoder is the safe side).
+
+    Example:
+        >>> clearly_better(30, 5), clearly_better(6, 3), clearly_better(0, 0)
+        (True, False, False)
+    """
+    return wins + losses > 0 and wins - losses > 2 * (wins + losses) ** 0.5
+
+
 def recall_at_1(queries: np.ndarray, query_keys: Sequence, corpus: np.ndarray, corpus_keys: Sequence, *,
                 query_groups: Sequence | None = None, corpus_groups: Sequence | None = None) -> float:
     """Top-1 recall: the fraction of queries whose nearest corpus item (by dot product: cosine for
@@ -28,14 +54,8 @@ def recall_at_1(queries: np.ndarray, query_keys: Sequence, corpus: np.ndarray, c
         >>> recall_at_1(e, ["a", "a", "b"], e, ["a", "a", "b"], query_groups=range(3), corpus_groups=range(3))
         0.6666666666666666
     """
-    scores = np.asarray(queries, np.float32) @ np.asarray(corpus, np.float32).T
-    if query_groups is not None or corpus_groups is not None:
-        if query_groups is None or corpus_groups is None:
-            raise ValueError("give both query_groups and corpus_groups, or neither")
-        same = np.asarray(list(query_groups))[:, None] == np.asarray(list(corpus_groups))[None, :]
-        scores = np.where(same, -np.inf, scores)
-    top = np.argmax(scores, axis=1)
-    return float(np.mean([query_keys[i] is not None and query_keys[i] == corpus_keys[j] for i, j in enumerate(top)]))
+    return float(np.mean(hits_at_1(queries, query_keys, corpus, corpus_keys, query_groups=query_groups,
+                                   corpus_groups=corpus_groups)))
 
 
 class PairCheck:

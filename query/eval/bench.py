@@ -36,6 +36,7 @@ import numpy as np
 
 from bridge.config import VARIANTS
 from bridge.errors import EmergentBridgeError
+from bridge.validation import clearly_better
 from query.eval.metrics import (qrels_by_key, ranked_list_metrics, search_metrics, zero_shot_accuracy,
                                 zero_shot_from_ranked, class_embeddings)
 from query.eval.tasks import DATASETS
@@ -249,13 +250,6 @@ def _same_modality(index: Any, m: str, rows: np.ndarray, d: dict[str, Any], rout
 def discordant(a: list[bool], b: list[bool]) -> tuple[int, int]:
     """(queries only `a` gets right at rank 1, queries only `b` gets right): what a sign test reads."""
     return sum(x and not y for x, y in zip(a, b)), sum(y and not x for x, y in zip(a, b))
-
-
-def clearly_better(wins: int, losses: int) -> bool:
-    """A sign test at about two standard errors: the space replaces the encoder's own features for
-    search by example only where it wins clearly, never on a tie or on noise (a validation split
-    cannot see the classes a head will collapse later, so the encoder is the safe side)."""
-    return wins + losses > 0 and wins - losses > 2 * (wins + losses) ** 0.5
 
 
 # ------------------------------------------------------------------------------ the raw-feature baseline
