@@ -478,15 +478,15 @@ def _adopt_extension(store: Store, manifest: Manifest, old: Any, new: Any) -> No
             and r.bridge_version == old.version]
     for start in range(0, len(todo), 512):
         rows = todo[start:start + 512]
-        records = store.retrieve([r.point_id for r in rows], with_vectors=True)
+        records = [rec for rec in store.retrieve([r.point_id for r in rows], with_vectors=True)
+                   if "bridged" in (rec.vectors or {})]
+        views = new.proxy_view(np.stack([np.asarray(rec.vectors["bridged"], np.float32) for rec in records])) \
+            if new.has_proxy and records else None  # one G pass for the whole batch
         points = []
-        for rec in records:
-            vectors = dict(rec.vectors or {})
-            if "bridged" not in vectors:
-                continue
-            vectors.pop("proxy", None)
-            if new.has_proxy:
-                vectors["proxy"] = new.proxy_view(np.asarray(vectors["bridged"], np.float32)[None, :])[0]
+        for i, rec in enumerate(records):
+            vectors = {k: v for k, v in rec.vectors.items() if k != "proxy"}
+            if views is not None:
+                vectors["proxy"] = views[i]
             points.append(Point(rec.id, vectors, {**rec.payload, "bridge_version": new.version}))
         store.upsert(points)
         store.flush()
