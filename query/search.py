@@ -40,6 +40,12 @@ log = logging.getLogger(__name__)
 CROSS_ROUTES = ("direct", "proxy", "fused")  # what a search between two modalities can take
 ROUTES = (*CROSS_ROUTES, "raw")
 SCORE_KINDS = {"direct": "cosine", "proxy": "cosine", "raw": "cosine", "fused": "rrf"}
+
+
+def score_kind(route: str) -> str:
+    """The scale a route's scores are on: "rrf" for fused ranks, "cosine" for every single-vector route.
+    Scores on two scales are never compared (the page and `group_by` keep one route per list)."""
+    return SCORE_KINDS.get(route, "cosine")
 BRIDGE_DIR = "bridge"
 
 
@@ -60,7 +66,7 @@ class SearchHit:
     @property
     def score_kind(self) -> str:
         """The scale of `score`: "cosine" (direct, proxy, raw) or "rrf" (fused ranks): never compare across."""
-        return SCORE_KINDS.get(self.route, "cosine")
+        return score_kind(self.route)
 
     def to_json(self) -> dict[str, Any]:
         return {"id": str(self.id), "path": self.path, "modality": self.modality, "score": round(self.score, 6),
@@ -146,7 +152,7 @@ class Index:
         except FileNotFoundError as exc:
             raise QueryError(str(exc)) from None
         except StoreDamagedError as exc:  # the engine cannot load the store at all: one sentence, the fix
-            raise StoreDamagedError(f"index {path} is damaged: {exc}; {_rebuild_hint(path)}") from None
+            raise _unloadable(path, exc) from None
         try:
             index = cls(store, bridge)
             root = (read_record(path) or {}).get("root", "DIR")
@@ -155,7 +161,7 @@ class Index:
             try:
                 check = check_page(store)
             except StoreUnreadableError as exc:  # a partition the engine cannot load (opened as it is read)
-                raise StoreDamagedError(f"index {path} is damaged: {exc}; {_rebuild_hint(path)}") from None
+                raise _unloadable(path, exc) from None
             if not check.ok:
                 raise StoreDamagedError(f"index {path}: its store is damaged ({check.summary()}); {index.repair_hint}")
             return index
@@ -346,6 +352,11 @@ class Index:
         if any(not np.isfinite(h.score) for hits in results for h in hits):
             raise StoreDamagedError(f"the store holds garbage vectors (non-finite scores); {self.repair_hint}")
         return [[_hit(h, route) for h in hits] for hits in results]
+
+
+def _unloadable(path: Path, exc: Exception) -> StoreDamagedError:
+    """A store the engine cannot load, as one sentence with the command that rebuilds it."""
+    return StoreDamagedError(f"index {path} is damaged: {exc}; {_rebuild_hint(path)}")
 
 
 def _rebuild_hint(path: Path) -> str:

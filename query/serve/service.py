@@ -49,7 +49,7 @@ from bridge.errors import InputError
 from bridge.modalities import MODALITIES, check_modality, detect_modality
 from indexer.lock import IndexLock
 from indexer.store import Filter, store_in_folder
-from query.search import Index, QueryError
+from query.search import Index, QueryError, score_kind
 
 from query.serve.batching import Batcher, LruCache
 from query.serve.errors import ApiError
@@ -111,17 +111,6 @@ class SearchRequest(BaseModel):
     @classmethod
     def _known_source(cls, value: str | None) -> str | None:
         return check_modality(value) if value else None
-
-
-# What a hit's score means, by the route that found it: cosine similarity (-1..1) for a nearest-
-# neighbour search, reciprocal-rank fusion (sum of weight / (rrf_k + rank), ranks only) for `fused`.
-# Scores on different scales must not be sorted together: the page shows one row per modality.
-SCORE_KINDS = {"fused": "rrf"}
-
-
-def score_kind(route: str) -> str:
-    """The scale a route's scores are on: "rrf" for fused, "cosine" for every single-vector route."""
-    return SCORE_KINDS.get(route, "cosine")
 
 
 class HitOut(BaseModel):
@@ -420,7 +409,7 @@ class SearchService:
 
 
 def _hit_json(hit: Any) -> dict[str, Any]:
-    return {**hit.to_json(), "score_kind": score_kind(hit.route), **_links(hit.id, hit.modality)}
+    return {**hit.to_json(), **_links(hit.id, hit.modality)}  # to_json names the score's scale
 
 
 def _links(item_id: str, modality: str) -> dict[str, Any]:
