@@ -276,14 +276,21 @@ def train(cfg: TrainConfig, data: TrainingSet, val: TrainingSet | None = None,
             bridge, curves = train(cfg, data, val=val, preset_info=preset_info, base=base)
         bridge.device = dev
         return bridge, curves
+    import functools
+
     from bridge.labelspace import supplies_proxy
+
+    @functools.cache
+    def preset() -> Any:  # the preset's networks, loaded once and only for a label-space base
+        from bridge.encoders import load_preset
+
+        return load_preset(cfg.preset)
 
     prompts_as_proxy = cfg.proxy not in data and supplies_proxy(preset_info or {}, cfg.anchor, cfg.proxy, cfg.base)
     if prompts_as_proxy:  # no text rows: the label space's class prompts are the proxy, the base stays frozen
-        from bridge.encoders import load_preset
         from bridge.labelspace import class_prompt_items
 
-        data = {**data, cfg.proxy: class_prompt_items(load_preset(cfg.preset))}
+        data = {**data, cfg.proxy: class_prompt_items(preset())}
         cfg = dataclasses.replace(cfg, base="frozen")
         log.info("no %s rows: the preset's class prompts stand for them; the base stays the pretrained space and G "
                  "learns each %s's top class prompt", cfg.proxy, cfg.anchor)
@@ -311,7 +318,7 @@ def train(cfg: TrainConfig, data: TrainingSet, val: TrainingSet | None = None,
     for m in carried:  # placed by the frozen base with no pairs (video)
         feature_dims[m], kinds[m] = int(preset_info["dims"][m]), kinds[cfg.anchor]
         frozen = frozen | {m}
-    maps = _label_maps(cfg, kinds)
+    maps = _label_maps(preset, kinds)
     dim = len(next(iter(maps.values()))["bias"]) if maps else feature_dims[cfg.anchor] if frozen else cfg.dim
     aligned = [sorted(p) for p in (preset_info.get("aligned") or []) if set(p) <= frozen]
     aligned += [sorted([m, x]) for m in carried for x in sorted(frozen - set(carried))]
@@ -578,16 +585,16 @@ def _oracle_pairs(m: str, d: ModalityData, data: TrainingSet, modules: BridgeMod
     return out
 
 
-def _label_maps(cfg: TrainConfig, kinds: dict[str, str]) -> dict[str, dict[str, Any]]:
-    """The label-space maps of the heads that stand on one (loads the preset's classifier and text encoder)."""
+def _label_maps(preset: Callable[[], Any], kinds: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """The label-space maps of the heads that stand on one (`preset()` loads the preset's classifier and
+    text encoder; not called when no head needs them)."""
     wanted = [m for m, k in kinds.items() if k.startswith("labelspace")]
     if not wanted:
         return {}
-    from bridge.encoders import load_preset
     from bridge.labelspace import label_maps
 
     # A modality read by the image backbone (depth, thermal, video) uses the image classifier's head.
-    return label_maps(load_preset(cfg.preset), wanted)
+    return label_maps(preset(), wanted)
 def _complete_val(data: TrainingSet, val: TrainingSet | None, cfg: TrainConfig) -> tuple[TrainingSet, TrainingSet]:
     """Validation for every modality: where the user's split lacks one, a share of its training
     pairs is held out (`hold_out`); what cannot be held out (class prompts: a few per class) stays
