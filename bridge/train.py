@@ -297,13 +297,20 @@ def train(cfg: TrainConfig, data: TrainingSet, val: TrainingSet | None = None,
     for role in (cfg.anchor, cfg.proxy):
         if role not in data:
             raise ValueError(f"the training data has no {role!r} items (needed as the {role} role)")
-    torch.manual_seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
     preset_info = preset_info or {"name": cfg.preset, "fingerprint": None}
     caches = {d.feature_cache for d in data.values() if d.feature_cache}  # set by training_set
-    frozen = frozen_modalities(cfg, preset_info, data)
     if val is None or not all(m in val for m in data):
         data, val = _complete_val(data, val, cfg)
+    base_choice = None
+    if base is not None and cfg.base == "auto":  # a lent base was chosen when it was trained
+        cfg = dataclasses.replace(cfg, base=base.config["base"])
+    elif cfg.base == "auto" and _label_space(preset_info) and any(
+            cfg.anchor in p and cfg.proxy in p for p in preset_info.get("aligned") or []):
+        base_choice = choose_base(cfg, data, val, preset_info)
+        cfg = dataclasses.replace(cfg, base=base_choice["chosen"])
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    frozen = frozen_modalities(cfg, preset_info, data)
     feature_dims = {m: int(d.features.shape[1]) for m, d in data.items()}
 
     def same_encoder(a: str, b: str) -> bool:
@@ -326,6 +333,7 @@ def train(cfg: TrainConfig, data: TrainingSet, val: TrainingSet | None = None,
               "base": "frozen" if frozen else "finetune" if any(k == "labelspace-residual" for k in kinds.values()) else "trained", "frozen": sorted(frozen),
               "preset_name": preset_info["name"], "preset_fingerprint": preset_info.get("fingerprint"),
               "paired": [list(p) for p in aligned], "heads": {}, "version": "unsaved",
+              **({"base_choice": base_choice} if base_choice else {}),
               **({"feature_cache": caches.pop()} if len(caches) == 1 else {})}
     modules = build_modules(config)
     for m, d in data.items():
@@ -343,6 +351,11 @@ def train(cfg: TrainConfig, data: TrainingSet, val: TrainingSet | None = None,
     def start_head(m: str, target: str) -> str:
         """Put head m where its encoder is, relative to the (already placed) head of `target`."""
         head = modules.heads[m]
+        if m in shares_anchor and target == cfg.anchor and head.kind == h_a.kind == "labelspace-residual":
+            # The anchor's fine-tuned head, as a trained base's heads start as a copy of its map:
+            # on the anchor's backbone that is where this modality's items are nearest their partners.
+            init_copy(head, h_a, data[m].features)
+            return "copy of the anchor"
         if head.kind.startswith("labelspace"):
             return "its label-space vector"
         if head.kind != "residual":
@@ -384,6 +397,9 @@ def train(cfg: TrainConfig, data: TrainingSet, val: TrainingSet | None = None,
         the zero-training space, so an index built on it is extended, not re-embedded."""
         head = modules.heads[m]
         if head.kind != "labelspace-residual" or result.get("best_step", 0) != 0 or "best_r1" not in result:
+            return
+        last = head.net[-1]
+        if bool(last.weight.any()) or bool(last.bias.any()):  # it started elsewhere (a copy of the anchor)
             return
         fixed = type(head)(feature_dims[m], dim, kind="labelspace")
         fixed.labels.load_state_dict(head.labels.state_dict())
@@ -524,6 +540,31 @@ def train(cfg: TrainConfig, data: TrainingSet, val: TrainingSet | None = None,
     if val:
         curves["val"] = validate(bridge, val)
     return bridge, curves
+
+
+def choose_base(cfg: TrainConfig, data: TrainingSet, val: TrainingSet, preset_info: dict[str, Any]) -> dict[str, Any]:
+    """`--base auto` on a label-space preset whose pairs hold the anchor and the proxy: which start
+    the base space is trained from, chosen on validation as heads are.
+
+    A label-space base knows the classifier's concepts, not necessarily the user's (handwritten
+    digits are no ImageNet class), and a base trained from the features' own principal axes keeps
+    more of the anchor's geometry. Both bases are trained (stage 1 only: no G, no other modality)
+    and scored by their anchor<->proxy validation R@1, both ways; the label-space start is kept
+    unless the other is higher. Returns {"chosen", "finetune", "trained"} (the scores)."""
+    pair = {m: data[m] for m in (cfg.anchor, cfg.proxy)}
+    pair_val = {m: val[m] for m in (cfg.anchor, cfg.proxy) if m in val}
+    scores: dict[str, float] = {}
+    for candidate in ("finetune", "trained"):
+        trial = dataclasses.replace(cfg, base=candidate, proxy_steps=0, proxy_bank=1)
+        bridge, _ = train(trial, pair, val=pair_val, preset_info=preset_info)
+        heads = bridge.config["heads"]
+        got = [heads[m]["val_r1"] for m in (cfg.anchor, cfg.proxy) if "val_r1" in heads.get(m, {})]
+        scores[candidate] = round(float(np.mean(got)), 4) if got else float("-inf")
+    chosen = "trained" if scores["trained"] > scores["finetune"] else "finetune"
+    log.info("base: %s<->%s validation R@1 from the label-space start %.3f, from the features' own axes %.3f -> "
+             "training the base %s", cfg.anchor, cfg.proxy, scores["finetune"], scores["trained"],
+             "from the label-space start" if chosen == "finetune" else "from the features (the label space is set aside)")
+    return {"chosen": chosen, **scores}
 
 
 def choose_same_modality_routes(bridge: Bridge, data: TrainingSet, val: TrainingSet | None = None) -> dict[str, Any]:

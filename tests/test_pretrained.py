@@ -264,3 +264,41 @@ def test_a_zero_training_index_is_served_and_more_like_this_takes_the_raw_route(
         raw = client.post("/search", json={"id": text["hits"][0]["id"], "k": 3, "route": "raw",
                                            "group_by": "modality"}).json()
         assert set(raw["groups"]) == {"image"}  # the raw route compares a modality with itself only
+
+
+def _labelled_pairs(images: np.ndarray, texts: np.ndarray, labels: list[str]) -> dict[str, ModalityData]:
+    return {"image": ModalityData(ids=[f"i{i}" for i in range(len(images))], features=images, labels=labels,
+                                  pairs=[None] * len(images)),
+            "text": ModalityData(ids=[f"t{i}" for i in range(len(texts))], features=texts, labels=labels,
+                                 pairs=[None] * len(texts))}
+
+
+@pytest.mark.parametrize("knows_the_classes", [True, False])
+def test_auto_base_starts_from_the_label_space_only_where_validation_says_so(knows_the_classes):
+    """`--base auto` on a label-space preset trains the base from the label-space start and from the
+    features' own axes and keeps the better on validation (ties: the label space). Images the
+    classifier knows (features along its class weights) keep the label space; images of classes it
+    does not know (the digits world's handwritten digits, here random clusters) get the trained base."""
+    preset = load_preset(PRESET)
+    spec = LabelSpaceSpec.from_preset(preset.spec["label_space"])
+    names = spec.class_names()
+    weight, _ = preset.encoder("image").backbone.classifier(len(names))
+    prompts = class_prompt_matrix(spec, preset.encoder("text"), preset.modality_fingerprint("text"))
+    rng = np.random.default_rng(3)
+    centres = weight / np.linalg.norm(weight, axis=1, keepdims=True) * 8 if knows_the_classes else \
+        rng.standard_normal(weight.shape) * 3
+
+    def split(per_class: int) -> dict[str, ModalityData]:
+        y = np.repeat(np.arange(len(names)), per_class)
+        images = (centres[y] + 0.3 * rng.standard_normal((len(y), weight.shape[1]))).astype(np.float32)
+        texts = (prompts[y] + 0.01 * rng.standard_normal((len(y), prompts.shape[1]))).astype(np.float32)
+        return _labelled_pairs(images, texts, [names[c] for c in y])
+
+    cfg = TrainConfig(preset=PRESET, steps=0, proxy_steps=5, batch_size=32)
+    bridge, _ = train(cfg, split(12), val=split(4), preset_info=preset.info())
+    choice = bridge.config["base_choice"]
+    assert set(choice) == {"chosen", "finetune", "trained"}
+    assert choice["chosen"] == ("finetune" if choice["finetune"] >= choice["trained"] else "trained")
+    assert choice["chosen"] == ("finetune" if knows_the_classes else "trained"), choice
+    kinds = bridge.config["head_kinds"]
+    assert kinds["image"] == ("labelspace" if knows_the_classes else "residual")  # a kept start is the fixed map

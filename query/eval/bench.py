@@ -855,7 +855,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--preset", default=DEFAULTS.preset, help=f"encoder preset (default {DEFAULTS.preset}: offline at 128 px)")
     p.add_argument("--max-queries", type=int, default=None)
     p.add_argument("--sweep", action="append", default=None, metavar="SETTING=V1,V2",
-                   help="settings chosen on validation (repeatable; default lambda_proxy=0.5,1,2,4)")
+                   help="settings chosen on validation (repeatable; default lambda_proxy="
+                   + ",".join(f"{v:g}" for v in DEFAULT_SWEEP["lambda_proxy"]) + ")")
     p.add_argument("--no-sweep", action="store_true", help="train each variant once with the given settings")
     p.add_argument("--unseen", default=None,
                    help="class-disjoint split: N classes (seeded draw) or a comma list held out of train and val")
