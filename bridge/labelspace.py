@@ -40,9 +40,9 @@ from bridge.files import atomic_path
 
 log = logging.getLogger(__name__)
 
-# Named template sets. "simple" is open_clip's 7 simple ImageNet templates (read from the
-# installed open_clip_torch, never copied here); "photo" is the single classic prompt.
-TEMPLATE_SETS = ("simple", "photo")
+# Named template sets, read from the installed open_clip_torch (never copied here): "simple" is its
+# 7 simple ImageNet templates, "openai" the 80 of CLIP's paper; "photo" is the single classic prompt.
+TEMPLATE_SETS = ("simple", "openai", "photo")
 CLASS_SETS = ("imagenet",)
 
 
@@ -86,7 +86,9 @@ class LabelSpaceSpec:
         if self.templates == "photo":
             return [f"a photo of a {name}."]
         open_clip = require("open_clip", "the prompt templates of the label-space alignment")
-        return [t(name) for t in open_clip.zero_shot_metadata.SIMPLE_IMAGENET_TEMPLATES]
+        meta = open_clip.zero_shot_metadata
+        templates = meta.OPENAI_IMAGENET_TEMPLATES if self.templates == "openai" else meta.SIMPLE_IMAGENET_TEMPLATES
+        return [t(name) for t in templates]
 
 
 def _cache_dir() -> Path:

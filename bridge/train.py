@@ -563,7 +563,8 @@ def choose_base(cfg: TrainConfig, data: TrainingSet, val: TrainingSet, preset_in
     chosen = "trained" if scores["trained"] > scores["finetune"] else "finetune"
     log.info("base: %s<->%s validation R@1 from the label-space start %.3f, from the features' own axes %.3f -> "
              "training the base %s", cfg.anchor, cfg.proxy, scores["finetune"], scores["trained"],
-             "from the label-space start" if chosen == "finetune" else "from the features (the label space is set aside)")
+             "from the label-space start" if chosen == "finetune" else
+             "from the features' own axes (an index built with no training is re-embedded: --reembed)")
     return {"chosen": chosen, **scores}
 
 

@@ -10,11 +10,15 @@ No pairs, no `ebridge train`. Measures, on the CIFAR-10 test photos (`../shared/
 
 The label-space settings (form, templates, temperatures) are chosen on a validation split of
 `--val-per-class` photos per class (seeded); the figures are reported on the other photos (test),
-never used to choose. Two forms are compared (see `bridge.labelspace`):
+never used to choose. Three forms are compared (see `bridge.labelspace`), each with the
+prompt templates `photo`, `simple` (7) and `openai` (80):
 
 * `labelspace`: image sqrt(p(class | image)), text sqrt(softmax(cos(text, class prompts) / tau));
 * `conse`: image = the p-weighted mean of the top-T class prompt embeddings (Norouzi et al. 2014),
-  text = the text encoder's own embedding.
+  text = the text encoder's own embedding;
+* `mix`: both in one vector, `[sqrt(w) labelspace, sqrt(1 - w) conse]` (score = w BC + (1 - w) cos).
+
+The report also says where each class lands: its query's heaviest classifier classes and its photos'.
 
 Usage::
 
@@ -23,14 +27,17 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import json
 import logging
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from tqdm.auto import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -71,6 +78,51 @@ def by_example(vectors: np.ndarray, labels: np.ndarray, chunk: int = 2048) -> di
         r1.append(same[:, 0])
         p10.append(same.mean(1))
     return {"r1": round(float(np.concatenate(r1).mean()), 4), "p10": round(float(np.concatenate(p10).mean()), 4)}
+
+
+def label_space(logits: np.ndarray, q_cos: np.ndarray, t_img: float, t_txt: float) -> tuple[np.ndarray, np.ndarray]:
+    """Both sides in label space: sqrt of the class distributions (see `bridge.labelspace`)."""
+    return np.sqrt(softmax(logits / t_img)), np.sqrt(softmax(q_cos / t_txt))
+
+
+def conse(logits: np.ndarray, prompts: np.ndarray, queries: np.ndarray, t_img: float, top: int
+          ) -> tuple[np.ndarray, np.ndarray]:
+    """ConSE: the photo as the p-weighted mean of its top classes' prompt embeddings; queries as they are."""
+    p = softmax(logits / t_img)
+    keep = np.argsort(-p, axis=1)[:, :top]
+    w = np.zeros_like(p)
+    np.put_along_axis(w, keep, np.take_along_axis(p, keep, 1), 1)
+    return unit(w @ prompts), queries
+
+
+def mix(logits: np.ndarray, q_cos: np.ndarray, prompts: np.ndarray, queries: np.ndarray, t_img: float,
+        t_txt: float, w: float) -> tuple[np.ndarray, np.ndarray]:
+    img, txt = label_space(logits, q_cos, t_img, t_txt)
+    c_img, c_txt = conse(logits, prompts, queries, t_img, 1000)
+    a, b = np.sqrt(w), np.sqrt(1 - w)
+    return np.hstack([a * img, b * c_img]).astype(np.float32), np.hstack([a * txt, b * c_txt]).astype(np.float32)
+
+
+def landing(best: dict, logits: np.ndarray, queries: np.ndarray, text_enc: Any, preset: Any, labels: np.ndarray,
+            classes: list[str], img_test: np.ndarray, txt: np.ndarray, test: np.ndarray) -> dict[str, Any]:
+    """Where each class lands in the classifier's classes, under the chosen settings: the query's three
+    heaviest classes, the test photos' three heaviest (mean distribution), and the class's test top-1."""
+    from bridge.labelspace import LabelSpaceSpec, class_prompt_matrix
+
+    spec = LabelSpaceSpec(templates=best["templates"])
+    names = spec.class_names()
+    q = softmax(queries @ class_prompt_matrix(spec, text_enc, preset.modality_fingerprint("text")).T
+                / best.get("text_temperature", 0.02))
+    p = softmax(logits[test] / best["image_temperature"])
+    y = np.array([classes.index(c) for c in labels[test]])
+    pred = (img_test @ txt.T).argmax(1)
+    out = {}
+    for c, cls in enumerate(classes):
+        mean_p = p[y == c].mean(0)
+        out[cls] = {"test_top1": round(float(np.mean(pred[y == c] == c)), 3),
+                    "query": [(names[i], round(float(q[c, i]), 3)) for i in np.argsort(-q[c])[:3]],
+                    "photos": [(names[i], round(float(mean_p[i]), 3)) for i in np.argsort(-mean_p)[:3]]}
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -119,38 +171,40 @@ def main(argv: list[str] | None = None) -> int:
     logits = feats @ weight.T + bias
     text_enc = preset.encoder("text")
     queries = unit(text_enc.encode([QUERY.format(c) for c in classes]))
-    candidates = []
-    for templates in ("photo", "simple"):
+    candidates = []  # (settings, a function giving (image vectors, query vectors)): built on demand
+    for templates in ("photo", "simple", "openai"):
         prompts = class_prompt_matrix(LabelSpaceSpec(templates=templates), text_enc,
                                       preset.modality_fingerprint("text"))
         q_cos = queries @ prompts.T
         for t_img, t_txt in itertools.product((0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0), (0.0025, 0.005, 0.01, 0.02, 0.05, 0.1)):
-            img = np.sqrt(softmax(logits / t_img))
-            txt = np.sqrt(softmax(q_cos / t_txt))
             candidates.append(({"form": "labelspace", "templates": templates, "image_temperature": t_img,
-                                "text_temperature": t_txt}, img, txt))
+                                "text_temperature": t_txt},
+                               functools.partial(label_space, logits, q_cos, t_img, t_txt)))
         for t_img, top in itertools.product((0.5, 1.0, 2.0), (1, 5, 10, 1000)):
-            p = softmax(logits / t_img)
-            keep = np.argsort(-p, axis=1)[:, :top]
-            w = np.zeros_like(p)
-            np.put_along_axis(w, keep, np.take_along_axis(p, keep, 1), 1)
             candidates.append(({"form": "conse", "templates": templates, "image_temperature": t_img, "top": top},
-                               unit(w @ prompts), queries))
+                               functools.partial(conse, logits, prompts, queries, t_img, top)))
+        # Both in one vector: [sqrt(w) label space, sqrt(1 - w) ConSE] is a unit vector whose dot
+        # product is w * Bhattacharyya + (1 - w) * cosine in the text encoder's space.
+        for t_img, t_txt, w in itertools.product((0.3, 0.5, 1.0), (0.01, 0.02, 0.05), (0.25, 0.5, 0.75)):
+            candidates.append(({"form": "mix", "templates": templates, "image_temperature": t_img,
+                                "text_temperature": t_txt, "label_weight": w},
+                               functools.partial(mix, logits, q_cos, prompts, queries, t_img, t_txt, w)))
     rows = []
-    for settings, img, txt in candidates:
+    for settings, make in tqdm(candidates, desc="candidates on validation", disable=None):
+        img, txt = make()
         rows.append({**settings, "val": scores(img[val], txt, labels[val], classes)})
     key = lambda r: r["val"]["zero_shot_top1"] + r["val"]["text_to_image_p10"]  # noqa: E731
     best = max(rows, key=key)
-    best_form = {f: max((r for r in rows if r["form"] == f), key=key) for f in ("labelspace", "conse")}
+    best_form = {f: max((r for r in rows if r["form"] == f), key=key) for f in ("labelspace", "conse", "mix")}
     report_rows = {}
     for form, row in best_form.items():
-        i = rows.index(row)
-        img, txt = candidates[i][1], candidates[i][2]
+        img, txt = candidates[rows.index(row)][1]()
         report_rows[form] = {**{k: v for k, v in row.items() if k != "val"}, "val": row["val"],
                              "test": scores(img[test], txt, labels[test], classes),
                              "all": scores(img, txt, labels, classes)}
     chosen = report_rows[best["form"]]
-    best_img = candidates[rows.index(best)][1]
+    best_img, best_txt = candidates[rows.index(best)][1]()
+    where = landing(best, logits, queries, text_enc, preset, labels, classes, best_img[test], best_txt, test)
     pca_dim = 256
     centred = feats - feats[val].mean(0)
     basis = np.linalg.svd(centred[val], full_matrices=False)[2][:pca_dim]
@@ -164,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         "preset": args.preset, "photos": len(files), "validation": int(val.sum()), "test": int(test.sum()),
         "query": QUERY, "chosen_on_validation": {k: v for k, v in best.items() if k != "val"},
         "chosen": chosen, "best_of_each_form": report_rows, "every_candidate_on_validation": rows,
-        "image_to_image_test": same_modality, "encode_seconds": round(encode_s, 1),
+        "image_to_image_test": same_modality, "where_each_class_lands": where, "encode_seconds": round(encode_s, 1),
         "provenance": prov,
     }
     print(f"preset {args.preset}: chosen on validation {report['chosen_on_validation']}")
@@ -172,6 +226,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {form:10s} test: zero-shot top-1 {r['test']['zero_shot_top1']:.3f}, text->image P@10 "
               f"{r['test']['text_to_image_p10']:.3f}   (all {len(files)}: {r['all']['zero_shot_top1']:.3f} / "
               f"{r['all']['text_to_image_p10']:.3f})")
+    for c, w in where.items():
+        print(f"  {c:10s} test top-1 {w['test_top1']:.2f}; query -> {', '.join(f'{n} {m:.2f}' for n, m in w['query'])}; "
+              f"photos -> {', '.join(f'{n} {m:.2f}' for n, m in w['photos'])}")
     print("  image->image on test (R@1 / P@10): " + ", ".join(
         f"{k} {v['r1']:.3f} / {v['p10']:.3f}" for k, v in same_modality.items()))
     if args.json:
