@@ -548,21 +548,20 @@ def choose_base(cfg: TrainConfig, data: TrainingSet, val: TrainingSet, preset_in
 
     A label-space base knows the classifier's concepts, not necessarily the user's (handwritten
     digits are no ImageNet class), and a base trained from the features' own principal axes keeps
-    more of the anchor's geometry. Both bases are trained (stage 1 only: no G, no other modality)
-    and scored by their anchor<->proxy validation R@1, both ways; the label-space start is kept
+    more of the anchor's geometry, which the modalities bound to it start from. Each candidate
+    base is trained with every modality of the manifest bound to it (plain binding, no G) and
+    scored by the mean validation R@1 over every pair of modalities that relate, never-paired
+    ones included: the base the whole manifest validates best on. The label-space start is kept
     unless the other is higher. Returns {"chosen", "finetune", "trained"} (the scores)."""
-    pair = {m: data[m] for m in (cfg.anchor, cfg.proxy)}
-    pair_val = {m: val[m] for m in (cfg.anchor, cfg.proxy) if m in val}
     scores: dict[str, float] = {}
     for candidate in ("finetune", "trained"):
-        trial = dataclasses.replace(cfg, base=candidate, proxy_steps=0, proxy_bank=1)
-        bridge, _ = train(trial, pair, val=pair_val, preset_info=preset_info)
-        heads = bridge.config["heads"]
-        got = [heads[m]["val_r1"] for m in (cfg.anchor, cfg.proxy) if "val_r1" in heads.get(m, {})]
+        trial = dataclasses.replace(cfg, base=candidate, variant="anchor", proxy_steps=0, proxy_bank=1)
+        _, curves = train(trial, data, val=val, preset_info=preset_info)
+        got = list(curves.get("val", {}).values())
         scores[candidate] = round(float(np.mean(got)), 4) if got else float("-inf")
     chosen = "trained" if scores["trained"] > scores["finetune"] else "finetune"
-    log.info("base: %s<->%s validation R@1 from the label-space start %.3f, from the features' own axes %.3f -> "
-             "training the base %s", cfg.anchor, cfg.proxy, scores["finetune"], scores["trained"],
+    log.info("base: mean validation R@1 over the manifest's pairs from the label-space start %.3f, from the features' "
+             "own axes %.3f -> training the base %s", scores["finetune"], scores["trained"],
              "from the label-space start" if chosen == "finetune" else
              "from the features' own axes (an index built with no training is re-embedded: --reembed)")
     return {"chosen": chosen, **scores}
