@@ -128,6 +128,7 @@ class EdgeStore(Store):
             quantization_config=quant,
             optimizers=optimizers,
             max_search_threads=spec.search_threads,
+            wal_enabled=spec.wal,
         )
 
     def engine_config(self) -> dict[str, Any]:
