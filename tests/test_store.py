@@ -627,6 +627,7 @@ def test_partitions_hold_no_modality_index_and_still_filter_by_modality(tmp_path
         homeless = point_id("loose/item.bin")
         store.upsert([Point(homeless, {"bridged": corpus.bridged[0], "proxy": corpus.proxy[0]}, {"path": "loose/item.bin"})])
         assert store.spec.payload_indexes["modality"] == "keyword"  # the index's own spec is unchanged
+        assert store.info().payload_indexes == SPEC.payload_indexes  # modality: answered by the layout
         n_depth = sum(p["modality"] == "depth" for p in corpus.payloads)
         assert store.count(Filter(must={"modality": "depth"})) == n_depth
         assert store.count(Filter(must_not={"modality": ["depth"]})) == N + 1 - n_depth  # `_none` passes it

@@ -392,8 +392,11 @@ class PartitionedStore(Store):
             indexed += inf.indexed_vectors
             segments += inf.segments or 0
             indexes = indexes or inf.payload_indexes
+        spec_indexes = self._require_spec().payload_indexes
         if not indexes:
-            indexes = dict(self._require_spec().payload_indexes)
+            indexes = dict(spec_indexes)
+        elif PARTITION_KEY in spec_indexes:  # answered by choosing partitions, not by an index in each
+            indexes = {PARTITION_KEY: spec_indexes[PARTITION_KEY], **indexes}
         return StoreInfo(points, indexed, segments, indexes)
 
     def partition_info(self) -> dict[str, StoreInfo]:
