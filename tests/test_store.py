@@ -699,3 +699,23 @@ def test_store_with_a_wal_reports_a_garbled_wal_as_unreadable(tmp_path, corpus: 
     with pytest.raises(StoreUnreadableError, match="the engine cannot load it"):
         with open_store(tmp_path / "pm") as store:
             store.count()
+
+
+def test_a_store_without_a_wal_opens_in_one_holder_at_a_time(tmp_path, corpus: Corpus) -> None:
+    """Without a WAL the engine takes no lock, so the store's own lock file keeps a second holder
+    out (another process, or another store object), as the WAL's lock did; closing releases it."""
+    from indexer.store import StoreInUseError
+
+    with PartitionedEdgeStore(tmp_path / "pm") as store:
+        store.create(CollectionSpec(vectors={"bridged": DIM, "proxy": DIM}))
+        store.upsert(corpus.points())
+    first, second = open_store(tmp_path / "pm"), open_store(tmp_path / "pm")
+    try:
+        assert first.count() == N  # opens every partition
+        with pytest.raises(StoreInUseError, match=f"index {tmp_path / 'pm'} is in use by another process"):
+            second.count()
+        first.close()
+        assert second.count() == N
+    finally:
+        first.close()
+        second.close()
