@@ -425,8 +425,8 @@ def store_holders(index_dir: str | os.PathLike[str]) -> list[int]:
 
 
 def in_use_error(index_dir: str | os.PathLike[str], exc: Exception) -> Exception:
-    """The engine's "failed to open WAL ... WouldBlock" as one sentence naming the holder; any
-    other error as it is."""
+    """Another holder of the store (the engine's "failed to open WAL ... WouldBlock", or the store's
+    lock file: `_lock_store`) as one sentence naming the holder; any other error as it is."""
     if not isinstance(exc, _StoreLocked) and "WouldBlock" not in str(exc):
         return exc
     holders = store_holders(index_dir)
