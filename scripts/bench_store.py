@@ -253,6 +253,7 @@ def build_engine(engine: str, args: argparse.Namespace, data: Path, out: Path) -
             vecs = rows.tolist()
             store.upsert((Point(id_of(lo + j), {"bridged": v}, payload_of(lo + j)) for j, v in enumerate(vecs)),
                          batch=args.batch)
+            del vecs  # before the next batch's lists exist: one batch of them at a time, not two
         res["upsert_s"] = time.perf_counter() - t0
         # Before the final optimizer run: the chunks indexed during the upserts and the last,
         # unindexed chunk (VmHWM so far), to tell the upsert phase's peak from the final index build's.
