@@ -37,6 +37,7 @@ import multiprocessing as mp
 import os
 import platform
 import queue
+import re
 import resource
 import shutil
 import sys
@@ -252,7 +253,12 @@ def build_engine(engine: str, args: argparse.Namespace, data: Path, out: Path) -
             vecs = rows.tolist()
             store.upsert((Point(id_of(lo + j), {"bridged": v}, payload_of(lo + j)) for j, v in enumerate(vecs)),
                          batch=args.batch)
+            del vecs  # before the next batch's lists exist: one batch of them at a time, not two
         res["upsert_s"] = time.perf_counter() - t0
+        # Before the final optimizer run: the chunks indexed during the upserts and the last,
+        # unindexed chunk (VmHWM so far), to tell the upsert phase's peak from the final index build's.
+        st = proc_status()
+        res["upsert_rss_bytes"], res["upsert_peak_rss_bytes"] = st.get("VmRSS", 0), st.get("VmHWM", 0)
         t1 = time.perf_counter()
         store.optimize()
         res["optimize_s"] = time.perf_counter() - t1
@@ -473,15 +479,71 @@ def _child(phase: str, engine: str, args: argparse.Namespace, workdir: Path, out
         q.put(("error", f"{e!r}\n{traceback.format_exc()}"))
 
 
+def mapping_kind(name: str, store_dir: Path) -> str:
+    """What one /proc/PID/smaps mapping is, for the peak breakdown: anonymous memory (engine and
+    Python heap), shared libraries, or a kind of store file summed over every partition and
+    segment (WAL, vectors, graph, payload storage, payload indexes, id tracker), the segment
+    builder's temporary files apart."""
+    if not name or name.startswith("[heap]") or name.startswith("[anon"):
+        return "anon (heap: engine and Python allocations)"
+    if name.startswith("["):
+        return "other ([stack], [vdso], ...)"
+    if ".so" in Path(name).name:
+        return "shared libraries"
+    try:
+        rel = Path(name).relative_to(store_dir).as_posix()
+    except ValueError:
+        return "other files"
+    where = "segment builder: " if "/temp_segments/" in f"/{rel}" else ""
+    for key, what in (("/wal/", "WAL"), ("vector_storage", "vectors"), ("payload_storage", "payload storage"),
+                      ("payload_index", "payload indexes"), ("vector_index", "graph"), ("links", "graph"),
+                      ("hnsw", "graph"), ("graph", "graph"),
+                      ("id_tracker", "id tracker"), ("mutable_id_tracker", "id tracker")):
+        if key in f"/{rel}":
+            return where + what
+    return where + re.sub(r"\d+", "N", Path(rel).name)
+
+
+def smaps_breakdown(pid: int, store_dir: Path) -> dict[str, int]:
+    """Resident bytes of process `pid` by `mapping_kind`, largest first (Linux; empty elsewhere)."""
+    out: dict[str, int] = {}
+    kind = "anon (heap, engine and Python allocations)"
+    try:
+        with open(f"/proc/{pid}/smaps") as f:
+            for line in f:
+                if line[0] in "0123456789abcdef" and "-" in line.split(" ", 1)[0]:
+                    fields = line.split(None, 5)
+                    kind = mapping_kind(fields[5].strip() if len(fields) > 5 else "", store_dir)
+                elif line.startswith("Rss:"):
+                    out[kind] = out.get(kind, 0) + int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return {}
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]))
+
+
 def run_child(phase: str, engine: str, args: argparse.Namespace, workdir: Path, out: Path) -> dict[str, Any]:
-    """Run one phase in a fresh process, sampling its anonymous RSS from outside every 50 ms."""
+    """Run one phase in a fresh process, sampling its RSS from outside every 50 ms: the peak of
+    its anonymous part, and (build) where the resident memory was at its highest sample
+    (``build_peak_breakdown``: /proc/PID/smaps by mapping, read whenever RSS grew 2% past the
+    last breakdown, so it costs a few reads, not one per sample)."""
     ctx = mp.get_context("spawn")  # a fresh process: clean RSS, no inherited threads
     q: mp.Queue = ctx.Queue()
     proc = ctx.Process(target=_child, args=(phase, engine, args, workdir, out, q))
     proc.start()
     peak_anon = 0
+    breakdown: dict[str, int] = {}
+    breakdown_rss = 0
+    trace: list[tuple[float, int, int]] = []  # (s since start, RSS, anonymous RSS) once a second
+    t0 = time.perf_counter()
     while True:
-        peak_anon = max(peak_anon, proc_status(proc.pid).get("RssAnon", 0))
+        st = proc_status(proc.pid)
+        if st and (not trace or time.perf_counter() - t0 >= trace[-1][0] + 1.0):
+            trace.append((round(time.perf_counter() - t0, 1), st.get("VmRSS", 0), st.get("RssAnon", 0)))
+        peak_anon = max(peak_anon, st.get("RssAnon", 0))
+        if phase == "build" and st.get("VmRSS", 0) > breakdown_rss * 1.02:
+            found = smaps_breakdown(proc.pid, out.resolve())
+            if found:
+                breakdown, breakdown_rss = found, sum(found.values())
         try:
             status, payload = q.get(timeout=0.05)
             break
@@ -493,6 +555,9 @@ def run_child(phase: str, engine: str, args: argparse.Namespace, workdir: Path, 
     if status != "ok":
         raise RuntimeError(f"{engine} {phase}: {payload}")
     payload[f"{phase}_peak_anon_bytes"] = peak_anon
+    payload[f"{phase}_rss_trace"] = trace
+    if breakdown:
+        payload["build_peak_breakdown"] = {"sampled_rss_bytes": breakdown_rss, "by_mapping_bytes": breakdown}
     return payload
 
 

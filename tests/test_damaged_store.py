@@ -20,9 +20,11 @@ def _truncate_collection_json(index: Path) -> None:
     f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
 
 
-def _garble_wal_header(index: Path) -> None:
-    wal = sorted(index.rglob("wal/open-*"))[0]
-    with open(wal, "r+b") as fh:
+def _garble_shard_config(index: Path) -> None:
+    # The engine's own record of a shard's config. (Indexes have no WAL since issue 22; a garbled WAL
+    # of a store that has one is tested in tests/test_store.py.)
+    config = sorted(index.rglob("shard/edge_config.json"))[0]
+    with open(config, "r+b") as fh:
         fh.write(b"\xde\xad\xbe\xef" * 4)
 
 
@@ -37,7 +39,7 @@ def _garble_id_tracker(index: Path) -> None:
     f.write_bytes(bytes(data))
 
 
-DAMAGES = {"truncated collection.json": _truncate_collection_json, "garbled WAL segment header": _garble_wal_header,
+DAMAGES = {"truncated collection.json": _truncate_collection_json, "garbled shard config": _garble_shard_config,
            "garbled segment.json": _garble_segment_json, "garbled id tracker": _garble_id_tracker}
 
 

@@ -64,7 +64,7 @@ def test_searches_during_a_reembed_never_break_the_indexer(tmp_path, bridge_dir)
     src, idx = tmp_path / "src", tmp_path / "idx"
     rels = make_corpus(src, images=110, sounds=4, texts=2)
     run_index(src, idx, bridge=bridge_dir)
-    script = slow_indexer_script(tmp_path / "slow_indexer.py", 0.15)
+    script = slow_indexer_script(tmp_path / "slow_indexer.py", 0.3)  # long enough for a search to overlap it under load
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     writer = subprocess.Popen([PY, str(script), "index", str(src), "--index", str(idx), "--reembed",
                                "--batch-size", "4", "--workers", "1", "--decode", "threads", "--no-progress"],

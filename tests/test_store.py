@@ -615,3 +615,107 @@ def test_old_index_migrates_once_to_one_graph_per_modality(tmp_path) -> None:
             assert_same_hits(new.search("bridged", v, k=4, exact=True, filter=Filter(must={"modality": m})), hits)
     with pytest.raises(ValueError, match="nothing to migrate"):
         migrate_to_per_modality(idx)
+
+
+def test_partitions_hold_no_modality_index_and_still_filter_by_modality(tmp_path, corpus: Corpus) -> None:
+    """Within a partition every point has the same modality, so its shard has no `modality` payload
+    index (the engine keeps an unindexed segment's payload indexes in RAM); the manifest keeps the
+    field, and modality conditions are answered by choosing partitions."""
+    with PartitionedEdgeStore(tmp_path / "pm") as store:
+        store.create(SPEC)
+        store.upsert(corpus.points())
+        homeless = point_id("loose/item.bin")
+        store.upsert([Point(homeless, {"bridged": corpus.bridged[0], "proxy": corpus.proxy[0]}, {"path": "loose/item.bin"})])
+        assert store.spec.payload_indexes["modality"] == "keyword"  # the index's own spec is unchanged
+        assert store.info().payload_indexes == SPEC.payload_indexes  # modality: answered by the layout
+        n_depth = sum(p["modality"] == "depth" for p in corpus.payloads)
+        assert store.count(Filter(must={"modality": "depth"})) == n_depth
+        assert store.count(Filter(must_not={"modality": ["depth"]})) == N + 1 - n_depth  # `_none` passes it
+        assert store.count(Filter(must={"modality": Range(gte=0)})) == 0  # not a name: only `_none` is asked
+        want = corpus.mask(lambda p: p["modality"] in ("image", "audio") and p["label"] == "c1")
+        ids, _ = corpus.exact_top(corpus.queries[0], 5, want)
+        hits = store.search("bridged", corpus.queries[0], k=5, exact=True,
+                            filter=Filter(must={"modality": ["image", "audio"], "label": "c1"}))
+        assert [h.id for h in hits] == ids
+    for name in MODALITIES + ["_none"]:
+        part = EdgeStore(tmp_path / "pm" / "modalities" / name)
+        assert "modality" not in part.spec.payload_indexes and "label" in part.spec.payload_indexes, name
+        part.close()
+
+
+def test_without_a_wal_flushed_updates_survive_a_killed_process(tmp_path) -> None:
+    """The embedded store's default has no write-ahead log (wal=False): what flush() returned for
+    survives a process killed before its next flush, what came after it is lost, and the store
+    loads. A store recorded before the setting existed reads wal=None (the engine's default, on)."""
+    import subprocess
+    import sys
+    import textwrap
+
+    assert CollectionSpec(vectors={"bridged": DIM}).wal is False
+    legacy = CollectionSpec(vectors={"bridged": DIM}).to_json()
+    legacy.pop("wal")
+    assert CollectionSpec.from_json(legacy).wal is None
+    script = textwrap.dedent(f"""
+        import os, numpy as np
+        from indexer.store import CollectionSpec, PartitionedEdgeStore, Point, point_id
+        store = PartitionedEdgeStore({str(tmp_path / "pm")!r})
+        store.create(CollectionSpec(vectors={{"bridged": {DIM}}}))
+        rng = np.random.default_rng(0)
+        def pts(tag, n):
+            return [Point(point_id(f"{{tag}}{{i}}"), {{"bridged": rng.standard_normal({DIM})}},
+                          {{"path": f"{{tag}}{{i}}", "modality": ["image", "audio"][i % 2]}}) for i in range(n)]
+        store.upsert(pts("kept", 300))
+        store.flush()
+        store.upsert(pts("lost", 100))
+        store.delete([point_id("kept0")])
+        os._exit(3)  # killed: no flush, no close
+    """)
+    repo = Path(__file__).resolve().parents[1]
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": str(repo)})
+    assert run.returncode == 3, run.stderr[-2000:]
+    with open_store(tmp_path / "pm") as store:
+        assert store.engine_config()["image"]["wal_enabled"] is False
+        assert store.count() == 300 and store.count(Filter(must={"modality": "audio"})) == 150
+        assert store.retrieve([point_id("kept0")]) and not store.retrieve([point_id("lost0")])
+        rec = store.retrieve([point_id("kept7")], with_vectors=["bridged"])[0]
+        assert store.search("bridged", rec.vectors["bridged"], k=1, filter=Filter(must={"modality": "audio"}))[0].id == rec.id
+
+
+def test_store_with_a_wal_reports_a_garbled_wal_as_unreadable(tmp_path, corpus: Corpus) -> None:
+    """wal=True still works (each partition's shard keeps a WAL), and a garbled WAL segment makes the
+    store unreadable with the shard named, rather than a crash."""
+    from indexer.store.types import StoreUnreadableError
+
+    with PartitionedEdgeStore(tmp_path / "pm") as store:
+        store.create(CollectionSpec(vectors={"bridged": DIM, "proxy": DIM}, wal=True))
+        store.upsert(corpus.points())
+        assert store.engine_config()["depth"]["wal_enabled"] is True
+    with open_store(tmp_path / "pm") as store:
+        assert store.count() == N
+    wal = sorted((tmp_path / "pm").rglob("wal/open-*"))[0]
+    with open(wal, "r+b") as fh:
+        fh.write(b"\xde\xad\xbe\xef" * 4)
+    with pytest.raises(StoreUnreadableError, match="the engine cannot load it"):
+        with open_store(tmp_path / "pm") as store:
+            store.count()
+
+
+def test_a_store_without_a_wal_opens_in_one_holder_at_a_time(tmp_path, corpus: Corpus) -> None:
+    """Without a WAL the engine takes no lock, so the store's own lock file keeps a second holder
+    out (another process, or another store object), as the WAL's lock did; closing releases it."""
+    from indexer.store import StoreInUseError
+
+    with PartitionedEdgeStore(tmp_path / "pm") as store:
+        store.create(CollectionSpec(vectors={"bridged": DIM, "proxy": DIM}))
+        store.upsert(corpus.points())
+    first, second = open_store(tmp_path / "pm"), open_store(tmp_path / "pm")
+    try:
+        assert first.count() == N  # opens every partition
+        with pytest.raises(StoreInUseError, match=f"index {tmp_path / 'pm'} is in use by another process"):
+            second.count()
+        first.close()
+        assert second.count() == N
+    finally:
+        first.close()
+        second.close()

@@ -49,9 +49,9 @@ DEFAULT_COLLECTION = "emergentbridge"
 def open_edge(index_dir: str | os.PathLike[str]) -> Store:
     """The embedded store of an index folder: per modality (`PartitionedEdgeStore`, what new
     indexes get; its partitions open on first use), or one shard for every modality (`EdgeStore`)
-    for a store built before issue 22, which is read as it is. The engine's "failed to open WAL ...
-    WouldBlock" (another process holds the store) becomes a `StoreInUseError` that says who and
-    what to do."""
+    for a store built before issue 22, which is read as it is. Another process holding the store (the
+    engine's "failed to open WAL ... WouldBlock" for a store with a WAL, the store's lock file for
+    one without) becomes a `StoreInUseError` that says who and what to do."""
     if is_single_shard(index_dir):
         try:
             return EdgeStore(index_dir)

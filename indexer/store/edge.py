@@ -9,11 +9,12 @@ import dataclasses
 import json
 import logging
 import os
+import sys
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
@@ -42,6 +43,32 @@ def _edge() -> Any:
     return qdrant_edge
 
 
+class _StoreLocked(Exception):
+    """Another handle (another process, or another open store object) holds this store's lock."""
+
+
+def _lock_store(path: Path) -> IO[bytes] | None:
+    """Take the store's lock file (``<path>/store.lock``, exclusive, not waiting); returns it open.
+
+    The engine locks a shard only through its write-ahead log, and stores have none since issue 22
+    (``CollectionSpec.wal``), so this lock is what keeps a second process from opening a store
+    another one has open (two writers would corrupt it). Like the WAL's lock it is an ``flock``:
+    released by closing the file (``close``; also when the store object is collected or the
+    process ends). Not taken where ``fcntl`` is missing (Windows)."""
+    if sys.platform == "win32":  # pragma: no cover - no fcntl; the engine's WAL lock is all there is
+        return None
+    import fcntl
+
+    path.mkdir(parents=True, exist_ok=True)
+    fh = open(path / EdgeStore.LOCK_FILE, "ab")  # noqa: SIM115 - held open while the store is
+    try:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.close()
+        raise _StoreLocked(f"{path} is open in another process or store object (WouldBlock)") from None
+    return fh
+
+
 class EdgeStore(Store):
     """The embedded store: the Qdrant engine in-process, persisted under ``path``.
 
@@ -59,6 +86,7 @@ class EdgeStore(Store):
 
     SHARD_DIR = "shard"
     META_FILE = "collection.json"
+    LOCK_FILE = "store.lock"
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
@@ -66,8 +94,23 @@ class EdgeStore(Store):
         self._meta: dict[str, Any] = {}
         self._warned_unindexed = set()
         self._since_optimize = 0  # points upserted since the optimizer last ran (spec.optimize_every)
+        self._lock_file: IO[bytes] | None = None
         if self.exists():
-            self._load()
+            self._lock()
+            try:
+                self._load()
+            except BaseException:
+                self._unlock()
+                raise
+
+    def _lock(self) -> None:
+        if self._lock_file is None:
+            self._lock_file = _lock_store(self.path)
+
+    def _unlock(self) -> None:
+        fh, self._lock_file = self._lock_file, None
+        if fh is not None:
+            fh.close()  # releases the flock
 
     def __repr__(self) -> str:
         return f"EdgeStore({str(self.path)!r})"
@@ -128,6 +171,7 @@ class EdgeStore(Store):
             quantization_config=quant,
             optimizers=optimizers,
             max_search_threads=spec.search_threads,
+            wal_enabled=spec.wal,
         )
 
     def engine_config(self) -> dict[str, Any]:
@@ -136,6 +180,7 @@ class EdgeStore(Store):
 
     def create(self, spec: CollectionSpec, *, recreate: bool = False) -> None:
         qe = _edge()
+        self._lock()
         if self._shard_path.exists() and any(self._shard_path.iterdir()):
             if not recreate:
                 raise FileExistsError(
@@ -189,6 +234,7 @@ class EdgeStore(Store):
             self._shard.flush()
             self._shard.close()
             self._shard = None
+        self._unlock()
 
     def pending(self) -> int:
         return self._since_optimize
@@ -365,7 +411,8 @@ def store_holders(index_dir: str | os.PathLike[str]) -> list[int]:
     """Pids of this user's processes with a file of the embedded store of `index_dir` open
     (its `shard/` or `modalities/` folder; Linux /proc; empty elsewhere)."""
     root = Path(index_dir).resolve()
-    prefixes = tuple(str(root / d) + "/" for d in (EdgeStore.SHARD_DIR, PartitionedEdgeStore.PARTS_DIR))
+    prefixes = (*(str(root / d) + "/" for d in (EdgeStore.SHARD_DIR, PartitionedEdgeStore.PARTS_DIR)),
+                str(root / EdgeStore.LOCK_FILE))
     me, found = os.getpid(), []
     for proc in Path("/proc").glob("[0-9]*"):
         try:
@@ -378,9 +425,9 @@ def store_holders(index_dir: str | os.PathLike[str]) -> list[int]:
 
 
 def in_use_error(index_dir: str | os.PathLike[str], exc: Exception) -> Exception:
-    """The engine's "failed to open WAL ... WouldBlock" as one sentence naming the holder; any
-    other error as it is."""
-    if "WouldBlock" not in str(exc):
+    """Another holder of the store (the engine's "failed to open WAL ... WouldBlock", or the store's
+    lock file: `_lock_store`) as one sentence naming the holder; any other error as it is."""
+    if not isinstance(exc, _StoreLocked) and "WouldBlock" not in str(exc):
         return exc
     holders = store_holders(index_dir)
     who = f"pid {', '.join(map(str, holders))}" if holders else "pid unknown"

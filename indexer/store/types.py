@@ -69,7 +69,7 @@ def rrf_scores(rankings: Sequence[np.ndarray], weights: Sequence[float], n_items
 # recorded before they existed gets None for each: "the engine's default", which is what it was built with.
 BUILD_SETTINGS = ("payload_m", "hnsw_payload_fields", "max_segment_size_kb", "default_segment_number",
                   "optimize_every", "acorn_max_selectivity", "payload_index_memory", "hnsw_memory",
-                  "indexing_threads", "search_threads", "merge_segments_kb")
+                  "indexing_threads", "search_threads", "merge_segments_kb", "wal")
 
 
 def point_id(identity: str) -> str:
@@ -162,6 +162,15 @@ class CollectionSpec:
     # then restores max_segment_size_kb so later incremental runs stay bounded. None = no merge pass.
     # Chosen from the table in docs/store-benchmark.md (issue 22).
     merge_segments_kb: int | None = None
+    # Embedded store: whether the engine writes every update to a write-ahead log first (None = the
+    # engine's default, on; a store recorded before this field existed reads None). Fixed when the
+    # store is created. With a WAL each shard maps its open 32 MiB WAL segment and every vector is
+    # written twice: at 100k per modality the five partitions' WALs were 133 of the build's 493 MiB
+    # peak (docs/store-benchmark.md). Off (the default since issue 22): an update is durable once
+    # flush() returns, and a process killed before that loses the updates since the last flush;
+    # the store still loads. The indexer loses nothing it recorded: it flushes the store after
+    # every batch, before its manifest commits the batch, so unflushed points are re-embedded.
+    wal: bool | None = False
     # Threads for one graph build (0 = one per CPU) and the search pool (None = per CPU).
     indexing_threads: int = 0
     search_threads: int | None = None
@@ -181,7 +190,7 @@ class CollectionSpec:
         if self.quantization not in (None, "int8"):
             raise ValueError(f"quantization {self.quantization!r} is not supported; use 'int8' or None")
         for name in ("payload_m", "max_segment_size_kb", "default_segment_number", "optimize_every",
-                     "indexing_threads", "search_threads", "merge_segments_kb"):
+                     "indexing_threads", "search_threads", "merge_segments_kb", "wal"):
             value = getattr(self, name)
             if value is not None and value < 0:
                 raise ValueError(f"CollectionSpec.{name} must be >= 0 (or None), got {value}")
