@@ -555,6 +555,8 @@ def choose_base(cfg: TrainConfig, data: TrainingSet, val: TrainingSet, preset_in
     unless the other is higher. Returns {"chosen", "finetune", "trained"} (the scores)."""
     scores: dict[str, float] = {}
     for candidate in ("finetune", "trained"):
+        log.info("base: trying the %s start, with the manifest's modalities bound to it (the lines below until "
+                 "the choice are this trial's)", "label-space" if candidate == "finetune" else "features' own axes")
         trial = dataclasses.replace(cfg, base=candidate, variant="anchor", proxy_steps=0, proxy_bank=1)
         _, curves = train(trial, data, val=val, preset_info=preset_info)
         got = list(curves.get("val", {}).values())
