@@ -25,16 +25,29 @@ def _flag(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
+def _choices() -> dict[str, tuple[str, ...]]:
+    from bridge.config import BASES, PROXY_MODELS, PROXY_VIEWS, VARIANTS
+
+    return {"base": BASES, "variant": VARIANTS, "proxy_model": PROXY_MODELS, "proxy_view": PROXY_VIEWS}
+
+
+AUTO_HELP = {"base": "frozen for CLIP towers; on a label-space preset with image-text pairs, finetune or trained, "
+                     "whichever validates best"}
+
+
 def config_options(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
     """Add one option per TrainConfig field (but `skip`), typed from its default."""
     from bridge.config import TrainConfig
 
     group = parser.add_argument_group("training settings (all recorded in the checkpoint)")
+    choices_of = _choices()
     for f in dataclasses.fields(TrainConfig):
         if f.name in skip:
             continue
         kind = _flag if isinstance(f.default, bool) else type(f.default)
-        group.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=None, help=f"default: {f.default}")
+        choices = choices_of.get(f.name)
+        group.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=None, choices=choices,
+                           help=f"default: {f.default}" + (f" (auto: {AUTO_HELP[f.name]})" if f.name in AUTO_HELP else ""))
     add_threads_option(parser, 1)
 
 

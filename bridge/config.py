@@ -25,7 +25,8 @@ class TrainConfig:
     # offline presets' label space) keep their pretrained vectors and no base is trained;
     # "finetune": a label-space base starts there and is trained on the pairs, kept only where
     # validation beats the start; "trained": a base space is learned from the anchor's PCA;
-    # "auto": frozen for CLIP-style towers, finetune for a label-space base, trained without one.
+    # "auto": frozen for CLIP-style towers; on a label-space preset with image-text pairs, finetune
+    # or trained, whichever the manifest validates best on (`train.choose_base`); trained otherwise.
     base: str = "auto"
     dim: int = 256  # the space's size when the base is trained (a frozen base has its encoders' size)
     anchor: str = "image"
