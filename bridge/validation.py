@@ -11,16 +11,26 @@ import numpy as np
 from bridge.pairs import ModalityData, TrainingSet, pair_keys
 
 
+HITS_BLOCK = 1024  # queries scored at once by `hits_at_1`
+
+
 def hits_at_1(queries: np.ndarray, query_keys: Sequence, corpus: np.ndarray, corpus_keys: Sequence, *,
               query_groups: Sequence | None = None, corpus_groups: Sequence | None = None) -> np.ndarray:
-    """Per query: does its nearest corpus item share its key? (`recall_at_1` is their mean.)"""
-    scores = np.asarray(queries, np.float32) @ np.asarray(corpus, np.float32).T
-    if query_groups is not None or corpus_groups is not None:
-        if query_groups is None or corpus_groups is None:
-            raise ValueError("give both query_groups and corpus_groups, or neither")
-        same = np.asarray(list(query_groups))[:, None] == np.asarray(list(corpus_groups))[None, :]
-        scores = np.where(same, -np.inf, scores)
-    top = np.argmax(scores, axis=1)
+    """Per query: does its nearest corpus item share its key? (`recall_at_1` is their mean.)
+
+    Queries are scored in blocks, so a leave-one-out check over a large gallery (every validation
+    item against validation + training items) never holds the whole similarity matrix."""
+    if (query_groups is None) != (corpus_groups is None):
+        raise ValueError("give both query_groups and corpus_groups, or neither")
+    queries, corpus = np.asarray(queries, np.float32), np.asarray(corpus, np.float32)
+    q_groups = None if query_groups is None else np.asarray(list(query_groups))
+    c_groups = None if corpus_groups is None else np.asarray(list(corpus_groups))
+    top = np.empty(len(queries), np.int64)
+    for start in range(0, len(queries), HITS_BLOCK):
+        scores = queries[start:start + HITS_BLOCK] @ corpus.T
+        if q_groups is not None:  # a query never finds an item of its own group (itself, its pair)
+            scores = np.where(q_groups[start:start + HITS_BLOCK, None] == c_groups[None, :], -np.inf, scores)
+        top[start:start + HITS_BLOCK] = np.argmax(scores, axis=1)
     return np.array([query_keys[i] is not None and query_keys[i] == corpus_keys[j] for i, j in enumerate(top)], bool)
 
 
