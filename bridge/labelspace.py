@@ -54,6 +54,15 @@ class LabelSpaceSpec:
     templates: str | list[str] = "simple"
     image_temperature: float = 1.0
     text_temperature: float = 0.05
+    # Concepts (`bridge.concepts`): lay the space over ImageNet's classes, their WordNet ancestors and
+    # AudioSet's classes, so a word reads as a concept and an audio tagger's sounds are placed too.
+    concepts: bool = False
+    audio_temperature: float = 1.0
+    # Concept spaces: a short query that names a concept ("dog", "the sound of rain") is read as that
+    # concept's own prompt (`read_as_concept`); False leaves every query to the text encoder.
+    lexicon: bool = True
+    # Concept spaces: the share of a text's mass spread over its concepts' ancestors (`ConceptTable.spread`).
+    text_ancestor_weight: float = 0.25
 
     @classmethod
     def from_preset(cls, entry: dict[str, Any]) -> "LabelSpaceSpec":
@@ -67,8 +76,9 @@ class LabelSpaceSpec:
         if isinstance(spec.templates, str) and spec.templates not in TEMPLATE_SETS:
             raise ValueError(f"label_space templates {spec.templates!r}: one of {TEMPLATE_SETS} or a list of "
                              "format strings with one {}")
-        if not (spec.image_temperature > 0 and spec.text_temperature > 0):
+        if not (spec.image_temperature > 0 and spec.text_temperature > 0 and spec.audio_temperature > 0):
             raise ValueError("label_space temperatures must be positive")
+
         return spec
 
     def to_json(self) -> dict[str, Any]:
@@ -101,24 +111,36 @@ def class_prompt_matrix(spec: LabelSpaceSpec, text_encoder: Any, fingerprint: st
     """(classes, text dim) unit rows: each class's mean prompt embedding, cached on disk.
 
     `text_encoder.encode(list[str])` gives the text features; `fingerprint` names that encoder
-    (its preset entry's hash), so another text encoder never reuses the matrix."""
+    (its preset entry's hash), so another text encoder never reuses the matrix. A concept space's
+    rows are its concepts (`concept_prompts`)."""
     names = spec.class_names()
+    if spec.concepts:
+        return prompt_matrix(concept_prompts(spec), text_encoder, fingerprint)
     key = hashlib.sha256(json.dumps({"enc": fingerprint, "names": names, "templates": spec.templates},
                                     sort_keys=True).encode()).hexdigest()[:16]
+    return _cached_prompt_matrix(key, [spec.prompts(n) for n in names], text_encoder)
+
+
+def prompt_matrix(prompts: list[list[str]], text_encoder: Any, fingerprint: str) -> np.ndarray:
+    """(rows, text dim) unit rows, each the mean embedding of its prompts, cached on disk by content."""
+    key = hashlib.sha256(json.dumps({"enc": fingerprint, "prompts": prompts}).encode()).hexdigest()[:16]
+    return _cached_prompt_matrix(key, prompts, text_encoder)
+
+
+def _cached_prompt_matrix(key: str, prompts: list[list[str]], text_encoder: Any) -> np.ndarray:
     path = _cache_dir() / f"prompts-{key}.npy"
     try:
         matrix = np.load(path)
-        if matrix.shape[0] == len(names):
+        if matrix.shape[0] == len(prompts):
             return matrix
     except (OSError, ValueError):
         pass
-    prompts = [spec.prompts(n) for n in names]
     per_class = len(prompts[0])
-    log.info("label space: embedding %d class prompts (%d classes x %d templates), once", len(names) * per_class,
-             len(names), per_class)
+    log.info("label space: embedding %d class prompts (%d classes x %d templates), once", len(prompts) * per_class,
+             len(prompts), per_class)
     flat = text_encoder.encode([p for group in prompts for p in group])
     flat = flat / np.maximum(np.linalg.norm(flat, axis=1, keepdims=True), 1e-12)
-    matrix = flat.reshape(len(names), per_class, -1).mean(axis=1)
+    matrix = flat.reshape(len(prompts), per_class, -1).mean(axis=1)
     matrix = (matrix / np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-12)).astype(np.float32)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -130,22 +152,99 @@ def class_prompt_matrix(spec: LabelSpaceSpec, text_encoder: Any, fingerprint: st
     return matrix
 
 
-def label_maps(preset: Any, modalities: list[str]) -> dict[str, dict[str, np.ndarray | float | bool]]:
+SOUND_TEMPLATE = "the sound of {}."
+
+
+def concept_prompts(spec: LabelSpaceSpec) -> list[list[str]]:
+    """Each concept's prompts: an ImageNet class by its curated name, a WordNet concept by its first
+    name, both in the spec's templates; a sound-only concept (AudioSet) as "the sound of {name}."."""
+    from bridge.concepts import concept_table
+
+    table = concept_table()
+    names = spec.class_names()
+    out = []
+    for i, node in enumerate(table.nodes):
+        if node["family"] == "audio":
+            out.append([SOUND_TEMPLATE.format(node["name"].lower())] * len(spec.prompts("x")))
+        else:
+            out.append(spec.prompts(names[i] if i < len(names) else node["name"]))
+    return out
+
+
+def label_maps(preset: Any, modalities: list[str]) -> dict[str, dict[str, np.ndarray | float | int]]:
     """The fixed maps that place each of `modalities` in the preset's label space.
 
-    Returns per modality the arguments of `bridge.model.LabelMap`: `weight` (classes, in_dim),
-    `bias`, `scale` (1 / temperature) and `cosine` (True for text: cosine to the class prompts;
-    False for pixels: the classifier head's logits)."""
+    Returns per modality the arguments of `bridge.model.LabelMap.set`: `weight` (classes, in_dim),
+    `bias`, `scale` (1 / temperature), `cosine` (the input mode: 1 for text, cosine to the class
+    prompts; 0 for pixels, the classifier head's logits; 2 for an audio tagger's class
+    probabilities) and, in a concept space, `family`: which rows of the concept table spread its
+    classes over the concepts (`ConceptTable.spread`). A modality whose encoder has no classes of
+    its own is left out."""
     spec = LabelSpaceSpec.from_preset(preset.spec["label_space"])
+    table = None
+    if spec.concepts:
+        from bridge.concepts import concept_table
+
+        table = concept_table()
     out: dict[str, dict[str, Any]] = {}
     for m in modalities:
+        backbone = preset.encoder(m).backbone
         if m == "text":
             matrix = class_prompt_matrix(spec, preset.encoder("text"), preset.modality_fingerprint("text"))
             out[m] = {"weight": matrix, "bias": np.zeros(len(matrix), np.float32),
-                      "scale": 1.0 / spec.text_temperature, "cosine": True}
-        else:
-            weight, bias = preset.encoder(m).backbone.classifier(len(spec.class_names()))
-            out[m] = {"weight": weight, "bias": bias, "scale": 1.0 / spec.image_temperature, "cosine": False}
+                      "scale": 1.0 / spec.text_temperature, "cosine": 1}
+            if table is not None:
+                out[m]["family"] = f"concepts:{spec.text_ancestor_weight:g}"
+        elif hasattr(backbone, "class_map"):  # an audio tagger: its own classes, AudioSet's in a concept space
+            n = len(backbone.class_map())
+            out[m] = {"weight": np.eye(n, dtype=np.float32), "bias": np.zeros(n, np.float32),
+                      "scale": 1.0 / spec.audio_temperature, "cosine": 2}
+            if table is not None:
+                out[m]["family"] = "audioset"
+        elif hasattr(backbone, "classifier"):
+            weight, bias = backbone.classifier(len(spec.class_names()))
+            out[m] = {"weight": weight, "bias": bias, "scale": 1.0 / spec.image_temperature, "cosine": 0}
+            if table is not None:
+                out[m]["family"] = "imagenet"
+    return out
+
+
+def space_dim(maps: dict[str, dict[str, Any]]) -> int:
+    """The size of the space the maps place into: their concepts, else their classes."""
+    args = next(iter(maps.values()))
+    if args.get("family"):
+        from bridge.concepts import concept_table
+
+        return concept_table().size
+    return len(args["bias"])
+
+
+def read_as_concept(spec_entry: dict[str, Any] | None, texts: list[str]) -> list[str]:
+    """Queries as a concept space reads them: a text that names one concept ("dog", "a photo of
+    deer") becomes that concept's own prompt, so it lands on the concept and not on a spelling
+    neighbour ("hot dog"); other texts stay as written. Identity for other spaces.
+
+    Example:
+        >>> read_as_concept({"concepts": True, "templates": "photo"}, ["deer", "a dog chasing a ball"])
+        ['a photo of a ruminant.', 'a dog chasing a ball']
+    """
+    if not spec_entry or not spec_entry.get("concepts"):
+        return list(texts)
+    from bridge.concepts import concept_table
+
+    spec = LabelSpaceSpec.from_preset(spec_entry)
+    if not spec.lexicon:
+        return list(texts)
+    table = concept_table()
+    prompts = None
+    out = []
+    for t in texts:
+        node = table.lookup(t) if isinstance(t, str) else None
+        if node is None:
+            out.append(t)
+            continue
+        prompts = prompts or concept_prompts(spec)
+        out.append(prompts[node][0])
     return out
 
 

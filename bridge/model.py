@@ -28,18 +28,25 @@ MIN_ITEMS_TO_CENTRE = 10  # fewer items: no centring on their own mean (one item
 
 class LabelMap(nn.Module):
     """A fixed map into a classifier's label space (see `bridge.labelspace`): features ->
-    sqrt(softmax(scale * logits)), a unit vector. Logits are the classifier head's (pixels) or
-    cosines to the class prompts (text, `cosine`). Its tensors are buffers: saved with the
-    bridge, never trained."""
+    sqrt(softmax(scale * logits)), a unit vector. Logits are the classifier head's (pixels),
+    cosines to the class prompts (text, mode 1) or the log of a tagger's class probabilities
+    (audio, mode 2). With `classes` other than the space's size, a fixed row-stochastic `spread`
+    (classes, dim) carries each class's mass onto the concepts above it (`bridge.concepts`) before
+    the square root. Its tensors are buffers: saved with the bridge, never trained."""
 
-    def __init__(self, in_dim: int, classes: int):
+    LINEAR, COSINE, LOG_PROBABILITIES = 0, 1, 2
+
+    def __init__(self, in_dim: int, dim: int, classes: int | None = None):
         super().__init__()
+        spreads, classes = classes is not None, classes or dim
         self.register_buffer("weight", torch.zeros(classes, in_dim))
         self.register_buffer("bias", torch.zeros(classes))
         self.register_buffer("scale", torch.ones(()))
-        self.register_buffer("cosine", torch.zeros(()))
+        self.register_buffer("cosine", torch.zeros(()))  # the input mode (kept under its first name)
+        # Rebuilt from the shipped concept table (`bridge.concepts`), never saved: it is large and fixed.
+        self.register_buffer("spread", torch.zeros(classes, dim) if spreads else None, persistent=False)
 
-    def set(self, weight: Any, bias: Any, scale: float, cosine: bool) -> "LabelMap":
+    def set(self, weight: Any, bias: Any, scale: float, cosine: bool | int, family: str | None = None) -> "LabelMap":
         with torch.no_grad():
             self.weight.copy_(torch.as_tensor(np.asarray(weight), dtype=torch.float32))
             self.bias.copy_(torch.as_tensor(np.asarray(bias), dtype=torch.float32))
@@ -48,9 +55,17 @@ class LabelMap(nn.Module):
         return self
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        x = F.normalize(features, dim=-1) if bool(self.cosine) else features
-        logits = F.linear(x, self.weight, self.bias) * self.scale
-        return F.softmax(logits, dim=-1).sqrt()
+        mode = int(self.cosine)
+        if mode == self.COSINE:
+            x = F.normalize(features, dim=-1)
+        elif mode == self.LOG_PROBABILITIES:
+            x = torch.log(features.clamp_min(1e-6))
+        else:
+            x = features
+        p = F.softmax(F.linear(x, self.weight, self.bias) * self.scale, dim=-1)
+        if self.spread is not None:
+            p = p @ self.spread
+        return p.clamp_min(0).sqrt()
 
 
 class Head(nn.Module):
@@ -72,7 +87,8 @@ class Head(nn.Module):
     encoders emit very different scales.
     """
 
-    def __init__(self, in_dim: int, dim: int, hidden: int = 512, dropout: float = 0.1, kind: str = "mlp"):
+    def __init__(self, in_dim: int, dim: int, hidden: int = 512, dropout: float = 0.1, kind: str = "mlp",
+                 classes: int | None = None):
         super().__init__()
         if kind not in HEAD_KINDS:
             raise ValueError(f"unknown head kind {kind!r}; one of {HEAD_KINDS}")
@@ -82,7 +98,7 @@ class Head(nn.Module):
         self.register_buffer("mean", torch.zeros(in_dim))
         self.register_buffer("std", torch.ones(in_dim))
         self.skip = nn.Linear(in_dim, dim) if kind == "residual" else None
-        self.labels = LabelMap(in_dim, dim) if kind.startswith("labelspace") else None
+        self.labels = LabelMap(in_dim, dim, classes) if kind.startswith("labelspace") else None
         self.net = None if kind in ("identity", "labelspace") else nn.Sequential(
             nn.Linear(in_dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, dim))
         if kind in ("residual", "labelspace-residual"):
@@ -348,8 +364,20 @@ class BridgeModules(nn.Module):
         super().__init__()
         dim, hidden = config["dim"], config["hidden"]
         kinds = config.get("head_kinds", {})  # checkpoints from before head kinds hold MLP heads
-        self.heads = nn.ModuleDict({m: Head(d, dim, hidden, config["dropout"], kinds.get(m, "mlp"))
+        families = config.get("label_classes", {})  # concept spaces: which classes spread over the concepts
+        table = None
+        if families:
+            from bridge.concepts import concept_table
+
+            table = concept_table()
+            if config.get("concepts_sha256") not in (None, table.sha256):
+                raise ValueError(f"this bridge was built on concept table {config['concepts_sha256']}; this version "
+                                 f"ships {table.sha256}: re-index with `ebridge index DIR --index INDEX --reembed`")
+        self.heads = nn.ModuleDict({m: Head(d, dim, hidden, config["dropout"], kinds.get(m, "mlp"),
+                                            table.classes(families[m]) if m in families else None)
                                     for m, d in feature_dims.items()})
+        for m, family in families.items():
+            self.heads[m].labels.spread.copy_(torch.as_tensor(table.spread(family)))
         if config.get("proxy_model") is None:  # a zero-training bridge: no G, direct routes only
             self.proxy: nn.Module | None = None
         elif config["proxy_model"] == "diffusion":

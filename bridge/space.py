@@ -120,6 +120,10 @@ class Bridge:
         content when `feature_cache` is set: re-indexing with a retrained bridge then costs
         no encoder passes)."""
         self._check(modality)
+        if modality == "text":  # a concept space reads a word that names a concept as that concept
+            from bridge.labelspace import read_as_concept
+
+            items = read_as_concept(self.config.get("label_space"), list(items))
         if self.feature_cache is not None:
             from bridge.features import encode_cached
 
@@ -230,8 +234,11 @@ class Bridge:
         if label_space:
             from bridge.labelspace import label_maps
 
+            from bridge.labelspace import space_dim
+            from bridge.train import label_classes
+
             maps = label_maps(p, placed)
-            dim = len(maps["text"]["bias"]) if "text" in maps else len(next(iter(maps.values()))["bias"])
+            dim = space_dim(maps)
         else:
             dim = feature_dims[anchor]
         config: dict[str, Any] = {
@@ -247,6 +254,7 @@ class Bridge:
             "routes": {f"{m}->{m}": "raw" for m in placed},
             "same_modality": {f"{m}->{m}": {"route": "raw", "why": "zero-training space: the encoder's own features"}
                               for m in placed},
+            **(label_classes(maps) if label_space else {}),
             "label_space": label_space, "proxy_model": None, "hidden": 0, "dropout": 0.0, "temperature": 0.07,
             "version": "unsaved"}
         modules = build_modules(config)
@@ -330,10 +338,16 @@ class Bridge:
 
 def placeable_modalities(preset: Any) -> list[str]:
     """What a preset's pretrained space can place with no training: the modalities of its aligned
-    pairs, and video when its frames go through the same image network as an aligned image."""
+    pairs, and video when its frames go through the same image network as an aligned image. A
+    concept space (`label_space.concepts`) also places audio read by a tagger with named classes,
+    and depth and thermal read by the image classifier (a thermal frame as a grey photo)."""
     from bridge.modalities import MODALITIES
 
     placed = {m for pair in preset.aligned_pairs for m in pair}
-    if "image" in placed and "video" in preset.modalities and preset.backbone_key("video") == preset.backbone_key("image"):
-        placed.add("video")
+    concepts = bool((preset.spec.get("label_space") or {}).get("concepts"))
+    if "image" in placed:
+        by_image = ("video", "depth", "thermal") if concepts else ("video",)
+        placed |= {m for m in by_image if m in preset.modalities and preset.backbone_key(m) == preset.backbone_key("image")}
+    if concepts and "audio" in preset.modalities and hasattr(preset.encoder("audio").backbone, "class_map"):
+        placed.add("audio")
     return [m for m in MODALITIES if m in placed]

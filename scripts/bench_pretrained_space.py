@@ -1,0 +1,213 @@
+#!/usr/bin/env python
+"""The pretrained space with no training, end to end through `Bridge.from_preset`: words, photos, sounds.
+
+Every vector here comes from the engine's own path (`Bridge.embed` / `embed_features`), with the
+preset's label-space settings varied over a small grid; the settings are chosen on a validation
+split and the figures reported on the other items (test), never used to choose.
+
+* CIFAR-10 photos (`../shared/data/cifar10/test`): zero-shot top-1 against the ten class queries,
+  text->image P@10 for bare words ("dog") and for "a photo of a dog".
+* A labelled sound folder (`--sounds DIR`, `DIR/<class>/*.wav`, classes named in `SOUND_CLASSES`):
+  audio->text top-1 against the bare class words, text->audio P@10, and audio->image P@10 on the
+  CIFAR photos of the class a sound's maker belongs to (dog bark -> dog photos), chance beside each.
+
+Usage::
+
+    OMP_NUM_THREADS=1 python -m scripts.bench_pretrained_space --preset offline \
+        --sounds /path/to/sounds --json docs/reports/pretrained-space-offline.json
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import itertools
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from bridge.provenance import write_json_report
+from query.eval.shared_data import shared_data_dir
+
+log = logging.getLogger("bench_pretrained_space")
+
+CIFAR_WORDS = {"airplane": "airplane", "automobile": "car", "bird": "bird", "cat": "cat", "deer": "deer",
+               "dog": "dog", "frog": "frog", "horse": "horse", "ship": "ship", "truck": "truck"}
+# A sound folder's class -> (the bare word a user types for it, the CIFAR-10 classes of its maker or []).
+SOUND_CLASSES: dict[str, tuple[str, list[str]]] = {
+    "dog": ("dog", ["dog"]), "cat": ("cat", ["cat"]), "rooster": ("rooster", ["bird"]), "hen": ("hen", ["bird"]),
+    "crow": ("crow", ["bird"]), "chirping_birds": ("birds chirping", ["bird"]), "frog": ("frog", ["frog"]),
+    "horse": ("horse", ["horse"]), "car_horn": ("car horn", ["automobile", "truck"]),
+    "engine": ("engine", ["automobile", "truck"]), "airplane": ("airplane", ["airplane"]),
+    "siren": ("siren", ["automobile", "truck"]), "train": ("train", []), "helicopter": ("helicopter", []),
+    "church_bells": ("church bells", []), "rain": ("rain", []), "sea_waves": ("sea waves", []),
+    "crackling_fire": ("crackling fire", []), "crying_baby": ("crying baby", []), "sneezing": ("sneezing", []),
+    "clock_tick": ("clock tick", []), "chainsaw": ("chainsaw", []), "door_wood_knock": ("knock", []),
+    "thunderstorm": ("thunder", []), "cow": ("cow", []), "pig": ("pig", []), "sheep": ("sheep", []),
+    "insects": ("insects", []), "laughing": ("laughing", []), "dog_bark": ("dog", ["dog"]),
+}
+GRID = {"image_temperature": [0.3, 0.5, 1.0], "text_temperature": [0.01, 0.02, 0.05],
+        "audio_temperature": [0.5, 1.0], "text_ancestor_weight": [0.0, 0.25], "concepts": [False, True]}
+CONCEPT_ONLY = ("audio_temperature", "text_ancestor_weight")  # settings a flat label space does not read
+
+
+def precision_at_10(sim: np.ndarray, query_labels: list[Any], item_labels: list[Any]) -> float:
+    """Mean share of the 10 best items whose label is the query's (a query label may be a set)."""
+    top = np.argsort(-sim, axis=1)[:, :10]
+    hits = [[item_labels[j] in (q if isinstance(q, (set, list)) else {q}) for j in row] for q, row in zip(query_labels, top)]
+    return float(np.mean(hits))
+
+
+def top1(sim: np.ndarray, item_labels: list[Any], query_labels: list[Any]) -> float:
+    return float(np.mean([query_labels[j] == y for j, y in zip(sim.argmax(1), item_labels)]))
+
+
+def split(labels: list[str], per_class_val: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    val, test = [], []
+    for c in sorted(set(labels)):
+        idx = rng.permutation([i for i, y in enumerate(labels) if y == c])
+        val += list(idx[:per_class_val])
+        test += list(idx[per_class_val:])
+    return np.array(sorted(val)), np.array(sorted(test))
+
+
+def space(preset: Any, settings: dict[str, Any]) -> Any:
+    from bridge.space import Bridge
+
+    p = copy.copy(preset)
+    p.spec = {**preset.spec, "label_space": {**preset.spec["label_space"], **settings}}
+    return Bridge.from_preset(p)
+
+
+def evaluate(bridge: Any, feats: dict[str, np.ndarray], photos: dict, sounds: dict | None) -> dict[str, float]:
+    out: dict[str, float] = {}
+    img = bridge.embed_features("image", feats["image"])
+    classes = sorted(CIFAR_WORDS)
+    for form, template in (("bare", "{}"), ("photo", "a photo of a {}.")):
+        t = bridge.embed("text", [template.format(CIFAR_WORDS[c]) for c in classes])
+        out[f"text->image P@10 {form}"] = precision_at_10(t @ img.T, classes, photos["labels"])
+        out[f"zero-shot top-1 {form}"] = top1(img @ t.T, photos["labels"], classes)
+    if sounds and "audio" in bridge.modalities:
+        aud = bridge.embed_features("audio", feats["audio"])
+        names = sorted(set(sounds["labels"]))
+        t = bridge.embed("text", [SOUND_CLASSES[c][0] for c in names])
+        out["audio->text top-1"] = top1(aud @ t.T, sounds["labels"], names)
+        out["text->audio P@10"] = precision_at_10(t @ aud.T, names, sounds["labels"])
+        makers = [c for c in names if SOUND_CLASSES[c][1]]
+        if makers:
+            q = np.array([i for i, y in enumerate(sounds["labels"]) if SOUND_CLASSES[y][1]])
+            sim = aud[q] @ img.T
+            wanted = [set(SOUND_CLASSES[sounds["labels"][i]][1]) for i in q]
+            out["audio->image P@10"] = precision_at_10(sim, wanted, photos["labels"])
+            for c in makers:
+                rows = [k for k, i in enumerate(q) if sounds["labels"][i] == c]
+                out[f"audio->image P@10 {c}"] = precision_at_10(sim[rows], [wanted[k] for k in rows], photos["labels"])
+    return out
+
+
+def score_for_choice(m: dict[str, float]) -> float:
+    keys = [k for k in ("zero-shot top-1 bare", "text->image P@10 bare", "text->image P@10 photo",
+                        "audio->text top-1", "text->audio P@10", "audio->image P@10") if k in m]
+    return float(np.mean([m[k] for k in keys]))
+
+
+def load_photos(root: Path, per_class: int) -> dict:
+    from bridge.modalities import load
+
+    files = [f for c in sorted(CIFAR_WORDS) for f in sorted((root / c).glob("*.jpg"))[:per_class]]
+    return {"files": files, "labels": [f.parent.name for f in files],
+            "items": [load("image", f) for f in tqdm(files, desc="photos", leave=False)]}
+
+
+def load_sounds(root: Path) -> dict:
+    from bridge.modalities import load
+
+    files = [f for d in sorted(root.iterdir()) if d.is_dir() and d.name in SOUND_CLASSES
+             for f in sorted(d.glob("*.wav"))]
+    unknown = sorted(d.name for d in root.iterdir() if d.is_dir() and d.name not in SOUND_CLASSES)
+    if unknown:
+        log.warning("sound classes with no entry in SOUND_CLASSES, left out: %s", ", ".join(unknown))
+    return {"files": files, "labels": [f.parent.name for f in files],
+            "items": [load("audio", f) for f in tqdm(files, desc="sounds", leave=False)]}
+
+
+def subset(d: dict, idx: np.ndarray) -> dict:
+    return {k: [v[i] for i in idx] for k, v in d.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--preset", default="offline")
+    ap.add_argument("--per-class", type=int, default=150, help="CIFAR-10 photos per class")
+    ap.add_argument("--val-per-class", type=int, default=50)
+    ap.add_argument("--sounds", type=Path, help="DIR/<class>/*.wav (never UrbanSound8K: it is held out)")
+    ap.add_argument("--sound-val-fraction", type=float, default=0.4)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args(argv)
+
+    import torch
+
+    from bridge.encoders import load_preset
+
+    torch.set_num_threads(1)
+    cifar = shared_data_dir() / "cifar10" / "test"
+    if not cifar.is_dir():
+        print(f"skipped: {cifar} not found (CIFAR-10 test as JPEG folders, see ../shared/data/README.md)")
+        return 0
+    preset = load_preset(args.preset)
+    photos = load_photos(cifar, args.per_class)
+    sounds = load_sounds(args.sounds) if args.sounds else None
+    feats = {"image": preset.encoder("image").encode(photos.pop("items"))}
+    if sounds:
+        feats["audio"] = preset.encoder("audio").encode(sounds.pop("items"))
+    pv, pt = split(photos["labels"], args.val_per_class, args.seed)
+    if sounds:
+        per = max(1, int(args.sound_val_fraction * min(sounds["labels"].count(c) for c in set(sounds["labels"]))))
+        sv, st = split(sounds["labels"], per, args.seed)
+    else:
+        sv = st = np.array([], int)
+
+    def part(pidx: np.ndarray, sidx: np.ndarray) -> tuple[dict, dict, dict | None]:
+        f = {"image": feats["image"][pidx]}
+        if sounds:
+            f["audio"] = feats["audio"][sidx]
+        return f, subset(photos, pidx), subset(sounds, sidx) if sounds else None
+
+    val, test = part(pv, sv), part(pt, st)
+    grid = dict(GRID) if sounds else {k: v for k, v in GRID.items() if k != "audio_temperature"}
+    rows = []
+    for values in tqdm(list(itertools.product(*grid.values())), desc="settings"):
+        settings = dict(zip(grid, values))
+        if not settings["concepts"] and any(settings[k] != grid[k][0] for k in CONCEPT_ONLY if k in grid):
+            continue
+        bridge = space(preset, settings)
+        rows.append({"settings": settings, "val": evaluate(bridge, *val)})
+    shipped = {k: preset.spec["label_space"].get(k) for k in grid}
+    best = max(rows, key=lambda r: score_for_choice(r["val"]))
+    report: dict[str, Any] = {"what": "the pretrained space with no training: CIFAR-10 words and photos, sounds",
+                              "preset": args.preset, "per_class": args.per_class, "val_per_class": args.val_per_class,
+                              "sounds": str(args.sounds) if args.sounds else None, "chosen": best["settings"],
+                              "grid": rows}
+    for name, settings in (("chosen", best["settings"]), ("flat label space (concepts off)",
+                                                            {**best["settings"], "concepts": False})):
+        report[f"test {name}"] = evaluate(space(preset, settings), *test)
+    if sounds:
+        n = len(set(sounds["labels"]))
+        report["chance"] = {"audio->text top-1": 1 / n, "text->audio P@10": 1 / n, "text->image P@10": 0.1}
+    log.info("shipped settings %s; chosen on validation %s", shipped, best["settings"])
+    for name in ("test chosen", "test flat label space (concepts off)"):
+        log.info("%s:", name)
+        for k, v in report[name].items():
+            log.info("  %-32s %.3f", k, v)
+    if args.json:
+        write_json_report(args.json, report)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
