@@ -170,10 +170,7 @@ class YamnetBackbone(Backbone):
 
     @property
     def _pooling(self) -> str:
-        pooling = self.spec.get("pooling", "mean")
-        if pooling not in ("mean", "max"):
-            raise PresetError(f"yamnet pooling must be 'mean' or 'max', not {pooling!r}")
-        return pooling
+        return str(self.spec.get("pooling", "mean"))
 
     def class_map(self) -> tuple[tuple[str, str], ...]:
         """(AudioSet mid, display name) for each of the 521 outputs, in output order."""
@@ -241,13 +238,27 @@ class YamnetBackbone(Backbone):
             out.append(y.reshape(len(x), N_CLASSES))
         return np.concatenate(out).astype(np.float32, copy=False)
 
-    def _embed_audio(self, clips: np.ndarray) -> np.ndarray:
+    def patch_probabilities(self, clips: np.ndarray) -> np.ndarray:
+        """float32 (N, samples) 16 kHz clips of one length -> class probabilities per patch (N, P, 521)."""
         patches = log_mel_patches(clips)  # (N, P, 96, 64)
         n, p = patches.shape[:2]
-        probs = 1.0 / (1.0 + np.exp(-self.patch_logits(patches.reshape(n * p, PATCH_FRAMES, N_MELS))))
-        probs = probs.reshape(n, p, N_CLASSES)
-        pooled = probs.mean(axis=1) if self._pooling == "mean" else probs.max(axis=1)
-        return pooled.astype(np.float32)
+        logits = self.patch_logits(patches.reshape(n * p, PATCH_FRAMES, N_MELS))
+        return (0.5 + 0.5 * np.tanh(0.5 * logits)).reshape(n, p, N_CLASSES)  # the sigmoid, without exp overflow
+
+    def _embed_audio(self, clips: np.ndarray) -> np.ndarray:
+        return pool_patches(self.patch_probabilities(clips), self._pooling)
+
+
+def pool_patches(probs: np.ndarray, pooling: str) -> np.ndarray:
+    """(N, P, 521) per-patch probabilities -> (N, 521) per clip: "mean" or "max" over the patches.
+
+    Example:
+        >>> pool_patches(np.array([[[0.2], [0.6]]]), "max")
+        array([[0.6]], dtype=float32)
+    """
+    if pooling not in ("mean", "max"):
+        raise PresetError(f"yamnet pooling must be 'mean' or 'max', not {pooling!r}")
+    return (probs.mean(axis=1) if pooling == "mean" else probs.max(axis=1)).astype(np.float32)
 
 
 register_backbone("yamnet", YamnetBackbone)
