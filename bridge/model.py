@@ -30,9 +30,10 @@ class LabelMap(nn.Module):
     """A fixed map into a classifier's label space (see `bridge.labelspace`): features ->
     sqrt(softmax(scale * logits)), a unit vector. Logits are the classifier head's (pixels),
     cosines to the class prompts (text, mode 1) or the log of a tagger's class probabilities
-    (audio, mode 2). With `classes` other than the space's size, a fixed row-stochastic `spread`
-    (classes, dim) carries each class's mass onto the concepts above it (`bridge.concepts`) before
-    the square root. Its tensors are buffers: saved with the bridge, never trained."""
+    (audio, mode 2). With `classes` given (a concept space), a fixed 0/1 `spread` (classes, dim)
+    sums each concept's mass over the classes under it (`bridge.concepts`) before the square root
+    and a normalisation. Its tensors are buffers: saved with the bridge (but `spread`, rebuilt from
+    the shipped table), never trained."""
 
     LINEAR, COSINE, LOG_PROBABILITIES = 0, 1, 2
 
@@ -63,9 +64,9 @@ class LabelMap(nn.Module):
         else:
             x = features
         p = F.softmax(F.linear(x, self.weight, self.bias) * self.scale, dim=-1)
-        if self.spread is not None:
-            p = p @ self.spread
-        return p.clamp_min(0).sqrt()
+        if self.spread is None:
+            return p.sqrt()
+        return F.normalize((p @ self.spread).clamp_min(0).sqrt(), dim=-1)  # the mass under each concept
 
 
 class Head(nn.Module):

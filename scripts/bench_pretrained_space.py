@@ -148,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sound-val-fraction", type=float, default=0.4)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--features", type=Path, help="keep the encoders' features in this .npz and reuse them")
     args = ap.parse_args(argv)
 
     import torch
@@ -162,9 +163,16 @@ def main(argv: list[str] | None = None) -> int:
     preset = load_preset(args.preset)
     photos = load_photos(cifar, args.per_class)
     sounds = load_sounds(args.sounds) if args.sounds else None
-    feats = {"image": preset.encoder("image").encode(photos.pop("items"))}
+    feats = dict(np.load(args.features)) if args.features and args.features.is_file() else {}
+    if "image" not in feats or len(feats["image"]) != len(photos["files"]):
+        feats["image"] = preset.encoder("image").encode(photos["items"])
+    if sounds and ("audio" not in feats or len(feats["audio"]) != len(sounds["files"])):
+        feats["audio"] = preset.encoder("audio").encode(sounds["items"])
+    photos.pop("items")
     if sounds:
-        feats["audio"] = preset.encoder("audio").encode(sounds.pop("items"))
+        sounds.pop("items")
+    if args.features:
+        np.savez(args.features, **feats)
     pv, pt = split(photos["labels"], args.val_per_class, args.seed)
     if sounds:
         per = max(1, int(args.sound_val_fraction * min(sounds["labels"].count(c) for c in set(sounds["labels"]))))

@@ -122,7 +122,7 @@ def test_offline_preset_shares_image_backbone_without_loading():
     assert all(preset.encoder(m).backbone is image.backbone for m in ("depth", "thermal", "video"))
     assert not image.backbone._loaded
     assert {m: preset.dim(m) for m in MODALITIES} == {
-        "text": 384, "image": 1280, "audio": 96, "depth": 1280, "thermal": 1280, "video": 1280,
+        "text": 384, "image": 1280, "audio": 521, "depth": 1280, "thermal": 1280, "video": 1280,
     }
 
 
@@ -289,7 +289,9 @@ def test_offline_preset_loads_all_shipped_models_without_network(monkeypatch):
     assert text[0] @ text[1] > text[0] @ text[2]
     assert preset.encoder("image").encode(items["image"]).shape == (2, 1280)
     assert preset.encoder("thermal").encode(items["thermal"]).shape == (2, 1280)
-    audio = preset.encoder("audio")
+    tags = preset.encoder("audio").encode(items["audio"])  # YAMNet: AudioSet class probabilities
+    assert tags.shape == (3, 521) and ((tags >= 0) & (tags <= 1)).all()
+    audio = load_preset("offline-small").encoder("audio")  # speech_embedding, for spoken words
     assert audio.encode(items["audio"]).shape == (3, 96)
     # its onnxruntime threads sleep between ops, leaving the cores to the indexer's other stages
     for session in (audio.backbone.melspec, audio.backbone.embedder):
@@ -302,7 +304,7 @@ def test_speech_embedding_spoken_digit_1nn_across_speakers():
     recordings = _shared("fsdd/recordings")
     files = sorted(f for f in recordings.glob("*.wav") if int(f.stem.split("_")[2]) < 5)  # 6 speakers x 10 digits x 5
     assert len(files) >= 200
-    feats = load_preset("offline").encoder("audio").encode([load_audio(f) for f in files])
+    feats = load_preset("offline-small").encoder("audio").encode([load_audio(f) for f in files])
     digits = np.array([int(f.stem.split("_")[0]) for f in files])
     speakers = np.array([f.stem.split("_")[1] for f in files])
     assert _one_nn_accuracy(feats, digits, groups=speakers) > 0.8  # measured ~0.96 on 600 files

