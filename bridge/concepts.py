@@ -55,6 +55,7 @@ class ConceptTable:
 
     def classes(self, family: str) -> int:
         """How many classes a spread family reads: 1000 (imagenet), 521 (audioset), or the concepts."""
+        family = family.partition(":")[0]
         return len(self.spreads[family]) if family in self.spreads else self.size
 
     def spread(self, family: str) -> np.ndarray:
@@ -77,10 +78,14 @@ class ConceptTable:
             for i, chain in enumerate(self.chains):
                 out[i, chain[1:]] += beta
             return out
+        family, _, prior = family.partition(":")
         rows = self.spreads[family]
         out = np.zeros((len(rows), self.size), np.float32)
         for i, row in enumerate(rows):
             out[i, row] = 1.0
+        if prior:  # "imagenet:A": a concept's mass divided by (its number of classes)^A, so a concept
+            # with a hundred classes under it does not win every doubt by collecting their tails
+            out /= np.maximum(out.sum(0, keepdims=True), 1.0) ** float(prior)
         return out
 
     def lookup(self, text: str) -> int | None:

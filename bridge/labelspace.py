@@ -63,6 +63,8 @@ class LabelSpaceSpec:
     lexicon: bool = True
     # Concept spaces: the share of a text's mass spread over its concepts' ancestors (`ConceptTable.spread`).
     text_ancestor_weight: float = 0.25
+    # Concept spaces: a concept's mass in a photo or sound is divided by (its classes)^concept_prior.
+    concept_prior: float = 0.0
 
     @classmethod
     def from_preset(cls, entry: dict[str, Any]) -> "LabelSpaceSpec":
@@ -200,12 +202,12 @@ def label_maps(preset: Any, modalities: list[str]) -> dict[str, dict[str, np.nda
             out[m] = {"weight": np.eye(n, dtype=np.float32), "bias": np.zeros(n, np.float32),
                       "scale": 1.0 / spec.audio_temperature, "cosine": 2}
             if table is not None:
-                out[m]["family"] = "audioset"
+                out[m]["family"] = f"audioset:{spec.concept_prior:g}" if spec.concept_prior else "audioset"
         elif hasattr(backbone, "classifier"):
             weight, bias = backbone.classifier(len(spec.class_names()))
             out[m] = {"weight": weight, "bias": bias, "scale": 1.0 / spec.image_temperature, "cosine": 0}
             if table is not None:
-                out[m]["family"] = "imagenet"
+                out[m]["family"] = f"imagenet:{spec.concept_prior:g}" if spec.concept_prior else "imagenet"
     return out
 
 

@@ -1,7 +1,7 @@
 """`ebridge demo`: the whole engine on data the package ships.
 
-First, with no training at all: 200 real CIFAR-10 photos are indexed into the preset's pretrained
-space and searched by text and by example. Then the method: it builds the world (real FSDD recordings and MNIST digits, our rendered depth and thermal
+First, with no training at all: 200 real CIFAR-10 photos and 14 real sound clips are indexed into
+the `offline` preset's pretrained space and searched by words, by a sound and by example. Then the method: it builds the world (real FSDD recordings and MNIST digits, our rendered depth and thermal
 views), trains the bridge with the `offline` preset (`anchor` and `emergentbridge` on one
 shared base), indexes the test split into the embedded Qdrant store, runs a few
 cross-modal searches (unpaired pairs included) and prints a pair-matrix summary.
@@ -28,7 +28,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="build a small digits world, train, index, search, summarise")
     p.add_argument("--out", type=Path, default=Path("demo-out"))
     p.add_argument("--data", type=Path, default=None, help="../shared/data for a bigger world (default: shipped sample)")
-    p.add_argument("--preset", default="offline-small", help="encoder preset (default: offline at 128 px)")
+    p.add_argument("--preset", default="offline-small", help="encoder preset of the digits world (default: offline at "
+                   "128 px, speech_embedding audio)")
+    p.add_argument("--space-preset", default="offline", help="preset whose pretrained space the no-training search of "
+                   "the shipped photos and sounds uses (default: offline)")
     p.add_argument("--steps", type=int, default=400, help="training steps per stage")
     from bridge.cli import add_threads_option
 
@@ -49,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
 
     set_threads(args.threads)
     out: Path = args.out
-    search_photos_untrained(args.preset, out)
+    search_photos_untrained(args.space_preset, out)
     world = build_digits_world(out / "world", scale="quick" if args.data else "sample", data_dir=args.data)
     preset = load_preset(args.preset)
     rows = read_manifest(world / "manifest.csv")
@@ -89,33 +92,56 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-PHOTOS = Path(__file__).with_name("samples") / "cifar10"
-PHOTO_QUERIES = ["a photo of a cat", "a ship at sea", "a red sports car", "a small bird", "a horse"]
+SAMPLES = Path(__file__).with_name("samples")
+PHOTOS, SOUNDS = SAMPLES / "cifar10", SAMPLES / "sounds"
+PHOTO_QUERIES = ["dog", "deer", "a ship at sea", "a red sports car", "a small bird"]
+SOUND_QUERIES = ["a dog barking", "rain", "a crying baby", "a helicopter"]
 
 
 def search_photos_untrained(preset: str, out: Path) -> None:
-    """Index the shipped photos into the preset's pretrained space (no pairs, no training) and search
-    them by text, then by example (the raw route: the image encoder's own features)."""
+    """Index a mixed folder (the shipped photos and sounds) into the preset's pretrained space (no
+    pairs, no training) and search it by words, by a sound and by example (the raw route)."""
     from bridge.encoders import load_preset
+    from bridge.space import placeable_modalities
     from indexer.index import index_directory
     from query.search import Index
 
     if not load_preset(preset).aligned_pairs:
-        print(f"\n(preset {preset} has no pretrained space, so the no-training photo search is skipped)")
+        print(f"\n(preset {preset} has no pretrained space, so the no-training search is skipped)")
         return
-    index_path = out / "photos-index"
-    summary = index_directory(PHOTOS, index_path, preset=preset, label_from_folder=True, exclude=["*.md"],
+    folder = mixed_folder(out / "mixed-folder")
+    index_path = out / "mixed-index"
+    summary = index_directory(folder, index_path, preset=preset, label_from_folder=True, exclude=["*.md"],
                               progress=False)
-    print(f"\nNo training: {summary.indexed + summary.unchanged} CIFAR-10 photos indexed into the pretrained space of "
-          f"`{preset}` (images and texts aligned through the image classifier's ImageNet classes) -> {index_path}")
+    placed = placeable_modalities(load_preset(preset))
+    print(f"\nNo training: {summary.indexed + summary.unchanged} shipped files ({', '.join(f'{n} {m}' for m, n in sorted(summary.by_modality.items()))}) "
+          f"indexed into the pretrained space of `{preset}` (it places {', '.join(placed)}) -> {index_path}")
     with Index.open(index_path) as index:
         for text in PHOTO_QUERIES:
-            hits = index.search(text, target="image", k=5)
-            print(f"  {text!r:24} -> " + ", ".join(f"{h.label}" for h in hits))
+            print(f"  {text!r:22} -> photos: " + ", ".join(h.label or "?" for h in index.search(text, target="image", k=5)))
+        if "audio" in summary.by_modality:
+            for text in SOUND_QUERIES:
+                print(f"  {text!r:22} -> sounds: " + ", ".join(h.label or "?" for h in index.search(text, target="audio", k=3)))
+            bark = sorted((folder / "sounds" / "dog").iterdir())[0]
+            print(f"  a dog's bark ({bark.name}) -> photos: "
+                  + ", ".join(h.label or "?" for h in index.search(bark, target="image", k=5)))
+            rooster = index.search("a photo of a bird", target="image", k=1)[0]
+            print(f"  a photo of a bird ({rooster.path}) -> sounds: "
+                  + ", ".join(h.label or "?" for h in index.search({"id": rooster.id}, target="audio", k=3)))
         first = index.search("a photo of a cat", target="image", k=1)[0]
         like = index.search({"id": first.id}, target="image", k=6)[1:]
         print(f"  more like {first.path} (route {like[0].route}) -> " + ", ".join(h.label or "?" for h in like))
     print(f"  try: ebridge search --index {index_path} --text 'a truck' --target image")
+
+
+def mixed_folder(root: Path) -> Path:
+    """photos/<class>/ and sounds/<class>/ copied from the shipped samples (a folder as a user has one)."""
+    import shutil
+
+    for src, name in ((PHOTOS, "photos"), (SOUNDS, "sounds")):
+        if not (root / name).is_dir():
+            shutil.copytree(src, root / name, ignore=shutil.ignore_patterns("*.md"))
+    return root
 
 
 def show_searches(index, test_dir: Path) -> None:
