@@ -102,7 +102,7 @@ def embed_timed(preset_name: str, waves: list[np.ndarray]) -> tuple[np.ndarray, 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--presets", nargs="+", default=["offline", "offline-sound"])
+    ap.add_argument("--presets", nargs="+", default=["offline-small", "offline", "offline-sound"])
     ap.add_argument("--fsdd-limit", type=int, default=0, help="use every n-th FSDD file to reach about this many (0 = all)")
     ap.add_argument("--per-class", type=int, default=16, help="made sounds per class")
     ap.add_argument("--corpora", nargs="+", choices=["fsdd", "made"], default=["fsdd", "made"])
