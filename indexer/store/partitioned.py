@@ -18,7 +18,9 @@ modality's graph, unfiltered:
 
 To the user it is still one store: one folder (or one manifest collection), one spec, one metadata,
 one `Store` interface. Partitions are created on the first point of their modality, so a modality a
-new bridge adds later gets its own graph then. Named vectors ``raw_<modality>`` (an encoder's own
+new bridge adds later gets its own graph then. A partition appears whole or not at all (an embedded
+one is built aside and renamed into place), is listed in the manifest only once whole, and gets points
+only once listed: a run killed anywhere in between leaves nothing the next run cannot open (`_part`). Named vectors ``raw_<modality>`` (an encoder's own
 features, carried only by that modality's points) are declared only in that modality's partition;
 other named vectors in every partition (a point may lack a declared named vector: the engine stores
 and searches only the points that carry it).
