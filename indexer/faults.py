@@ -13,6 +13,18 @@ moments it can hit. These hooks let a test hit each stage of `index_directory` d
                process kills us that long into the build instead, since it runs in native code)
     compact    in the middle of manifest compaction (new Parquet written, not yet renamed)
 
+and, for the per-modality store (`indexer.store.partitioned`), inside the first write of a modality
+that has no partition yet, and in the graph build of one partition:
+
+    partition-folder           a new partition's shard (server: collection) made, its collection.json
+                               (server: payload indexes) not yet
+    partition-collection       the new partition complete (collection written), no point in it, not
+                               yet in place (embedded: still in its `.<name>.tmp` folder)
+    partition-manifest-before  the partition in place, the store's manifest not yet listing it
+    partition-manifest-after   the manifest lists it, no point written to it yet
+    partition-optimize         one partition's graph built, the next one's build started (with
+                               EBRIDGE_TEST_KILL_DELAY, a watchdog kills us that long into it)
+
 Unset (always, outside tests), each hook is one dictionary lookup.
 """
 from __future__ import annotations
@@ -26,7 +38,9 @@ log = logging.getLogger(__name__)
 
 KILL_ENV = "EBRIDGE_TEST_KILL_AT"
 DELAY_ENV = "EBRIDGE_TEST_KILL_DELAY"
-STAGES = ("lock", "bridge", "store", "batch", "pipeline", "optimize", "compact")
+STAGES = ("lock", "bridge", "store", "batch", "pipeline", "optimize", "compact", "partition-folder",
+          "partition-collection", "partition-manifest-before", "partition-manifest-after", "partition-optimize")
+_NATIVE = ("optimize", "partition-optimize")  # stages that run into native code: a watchdog can land inside
 
 
 def crash_point(stage: str) -> None:
@@ -35,7 +49,7 @@ def crash_point(stage: str) -> None:
         return
     log.warning("%s=%s: killing this process (test crash point)", KILL_ENV, stage)
     delay = float(os.environ.get(DELAY_ENV, "0") or 0)
-    if stage == "optimize" and delay > 0:
+    if stage in _NATIVE and delay > 0:
         # The graph is built in native code that holds the GIL: only another process can
         # interrupt it mid-way.
         subprocess.Popen(["/bin/sh", "-c", f"sleep {delay}; kill -9 {os.getpid()}"], start_new_session=True)

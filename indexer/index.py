@@ -49,7 +49,8 @@ from indexer.renames import carry_renames
 from indexer.scan import ShardSpec, scan_directory
 from indexer.record import INDEX_FORMAT, read_record, write_record
 from indexer.verify import StoreDamagedError, check_points, remove_points
-from indexer.store import ID_NAMESPACE, CollectionSpec, Point, Store, describe, open_store, point_id, resolve_location
+from indexer.store import (ID_NAMESPACE, CollectionSpec, PartitionedStore, Point, Store, describe, open_store, point_id,
+                           resolve_location)
 from indexer.store.types import StoreUnreadableError
 
 log = logging.getLogger(__name__)
@@ -200,7 +201,7 @@ def index_directory(
         if hooks is not None and hooks.store is not None:
             store, owned = hooks.store, False  # the server's open store: the engine allows one handle
         else:
-            store = _open_or_set_aside(index_dir, qdrant_url, collection, api_key, location)
+            store = _open_or_set_aside(index_dir, qdrant_url, collection, api_key, location, root)
             owned = location["kind"] != "client"  # a QdrantClient the caller passed stays the caller's
         manifest = Manifest(index_dir)
         try:
@@ -503,20 +504,31 @@ def raw_vectors(bridge: Any) -> dict[str, int]:
     modalities later never changes the collection's layout."""
     preset = bridge.preset
     return {f"raw_{m}": int(preset.dim(m)) for m in preset.modalities}
+
+
 def _open_or_set_aside(index_dir: Path, qdrant_url: Any, collection: str | None, api_key: str | None,
-                       location: dict[str, Any]) -> Store:
+                       location: dict[str, Any], root: Path) -> Store:
     """Open the index's store; an embedded store the engine cannot load at all (a truncated
-    collection.json, a garbled WAL header, segment.json or id tracker) is moved aside, kept for
-    inspection, and a new one is built in its place: the source files are all still there, so this
-    run embeds every one of them again (the feature cache makes that cheap where it holds them)."""
+    collection.json, a garbled WAL header, segment.json or id tracker, a partition the manifest lists
+    but that is gone) is moved aside, kept for inspection, and a new one is built in its place: the
+    source files are all still there, so this run embeds every one of them again (the feature cache
+    makes that cheap where it holds them). A server's collection is never dropped here: that is one
+    sentence saying what to do. (A partition a killed run left half-made is not damage: the store
+    makes it anew when its modality's first point arrives, `PartitionedStore._part`.)"""
     try:
         store = open_store(index_dir, qdrant_url, collection, api_key=api_key, missing_ok=True)
-        if location["kind"] == "embedded" and hasattr(store, "_open_parts") and store.exists():
+        if isinstance(store, PartitionedStore) and store.exists():
             store._open_parts()  # a per-modality store opens its partitions lazily: load each now, to see damage
         return store
     except StoreUnreadableError as exc:
         if location["kind"] != "embedded":
-            raise
+            name = location.get("collection", "emergentbridge")
+            url = location.get("url") or location.get("path") or "URL"
+            raise StoreDamagedError(
+                f"index {index_dir}: its store ({describe(location)}) cannot be opened ({exc}); index into a new "
+                f"collection (`ebridge index {root} --index {index_dir} --qdrant-url {url} --collection NEW_NAME`), or "
+                f"delete the collection {name} and its {name}-<modality> collections and run `ebridge index {root} "
+                f"--index {index_dir}` again") from None
         from indexer.store.edge import set_aside
 
         aside = index_dir / f"damaged-store-{time.strftime('%Y%m%d-%H%M%S')}"

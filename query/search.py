@@ -91,6 +91,7 @@ class Index:
         self.fusion = fusion or FusionSettings()
         self._read_lock: ReadLock | None = None  # set by `open` for a store that lives in the index folder
         self.repair_hint = "re-run `ebridge index` on its folder to check and repair it"  # `open` names them
+        self.rebuild_hint = "re-run `ebridge index` on its folder: it moves the damaged store aside and rebuilds it"
         meta = store.metadata
         if meta.get("bridge_version") and meta["bridge_version"] != bridge.version:
             raise BridgeMismatchError(
@@ -158,6 +159,7 @@ class Index:
             root = (read_record(path) or {}).get("root", "DIR")
             index.repair_hint = (f"run `ebridge index {root} --index {path}`: it checks every point and embeds the "
                                  "damaged ones again")
+            index.rebuild_hint = _rebuild_hint(path)
             try:
                 check = check_page(store)
             except StoreUnreadableError as exc:  # a partition the engine cannot load (opened as it is read)
@@ -228,6 +230,8 @@ class Index:
                                  "e.g. --id 0b7f9d2e-...")
             try:
                 records = self.store.retrieve([pid], with_vectors=True)
+            except StoreUnreadableError as exc:  # a partition the engine cannot load, met as it opens
+                raise StoreDamagedError(f"{exc}; {self.rebuild_hint}") from None
             except (ValueError, TypeError) as exc:
                 raise QueryError(f"--id {pid!r}: not a point id ({exc})") from None
             if not records:
@@ -344,6 +348,8 @@ class Index:
                                              Prefetch("proxy", g, depth, f.proxy_weight)], k, flt)
                     for v, g in zip(vectors, views)
                 ]
+        except StoreUnreadableError as exc:  # a partition the engine cannot load, met as it opens
+            raise StoreDamagedError(f"{exc}; {self.rebuild_hint}") from None
         except (EmergentBridgeError, ValueError, KeyError, TypeError):
             raise  # our own checks of the request
         except Exception as exc:  # the engine could not read the store (e.g. an LZ4 decode error)

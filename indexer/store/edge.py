@@ -19,7 +19,8 @@ from typing import IO, Any
 import numpy as np
 
 from bridge.errors import EmergentBridgeError
-from bridge.files import atomic_write_json
+from bridge.files import atomic_write_json, fsync_dir
+from indexer.faults import crash_point
 from indexer.store.partitioned import LAYOUT, PartitionedStore
 from indexer.store.base import (Store, _as_vector, _batched, _match_values, _merge_metadata,
                                 _normalize_id, _search_params, _vectors_out)
@@ -193,6 +194,8 @@ class EdgeStore(Store):
             links = spec.hnsw_payload_fields is None or name in spec.hnsw_payload_fields
             schema = _edge_index_schema(kind, links, spec.payload_index_memory.get(name))
             self._shard.update(qe.UpdateOperation.create_field_index(name, schema))
+        if "partition" in spec.metadata:  # a new partition of a per-modality store: shard made, not described
+            crash_point("partition-folder")
         self._since_optimize = 0
         self._spec = dataclasses.replace(spec, metadata={})
         self._meta = dict(spec.metadata)
@@ -472,9 +475,17 @@ class PartitionedEdgeStore(PartitionedStore):
             data = json.loads(meta.read_text(encoding="utf-8"))
         except (OSError, ValueError) as e:
             raise StoreUnreadableError(f"{meta}: unreadable store description ({e})") from e
-        if not isinstance(data, dict) or data.get("layout") != LAYOUT:
-            raise RuntimeError(f"{meta}: not a per-modality store (layout {data.get('layout') if isinstance(data, dict) else None!r}); "
-                               "open it with indexer.store.open_store, which reads either layout")
+        if not isinstance(data, dict):
+            raise StoreUnreadableError(f"{meta}: unreadable store description (not a JSON object)")
+        layout = data.get("layout")
+        if layout is None:  # a one-shard store's description (is_single_shard found no shard beside it)
+            raise StoreUnreadableError(f"{meta}: describes a one-shard store, but its {EdgeStore.SHARD_DIR}/ is "
+                                       "missing or incomplete")
+        if layout != LAYOUT:
+            from indexer.record import IndexFormatError
+
+            raise IndexFormatError(f"{meta}: store layout {layout!r} is not one this version of EmergentBridge reads "
+                                   f"({LAYOUT!r}); upgrade emergentbridge, or index into a fresh folder")
         return data
 
     def _write_manifest(self, manifest: dict[str, Any]) -> None:
@@ -486,6 +497,39 @@ class PartitionedEdgeStore(PartitionedStore):
             return EdgeStore(self.path / self.PARTS_DIR / name)
         except Exception as exc:  # noqa: BLE001 - the engine raises plain Exception
             raise in_use_error(self.path, exc) from None
+
+    def _make_part(self, name: str, spec: CollectionSpec) -> Store:
+        """Build the partition in ``modalities/.<name>.tmp/`` and rename it into place, so
+        ``modalities/<name>/`` appears whole (shard and collection.json) or not at all. A folder a
+        run killed there left (before this, partitions were made in place: a shard without its
+        collection.json) holds no point and is replaced."""
+        import shutil
+
+        parts = self.path / self.PARTS_DIR
+        final, tmp = parts / name, parts / f".{name}.tmp"
+        for leftover in parts.glob(".*.tmp"):  # of this or another partition, from a killed run
+            shutil.rmtree(leftover, ignore_errors=True)
+        built = EdgeStore(tmp)
+        try:
+            built.create(spec)
+        finally:
+            built.close()
+        crash_point("partition-collection")
+        if final.exists():
+            log.warning("%s: partition %r was left half-made by an interrupted run (%s); it holds no point: "
+                        "made anew", self.path, name, ", ".join(sorted(p.name for p in final.iterdir())) or "empty")
+            shutil.rmtree(final)
+        os.rename(tmp, final)
+        fsync_dir(parts)
+        return self._part_store(name)
+
+    def _adopt_part(self, name: str, store: Store, spec: CollectionSpec) -> Store:
+        if dict(store.spec.vectors) != dict(spec.vectors):  # made for another spec; it holds no recorded point
+            log.warning("%s: unlisted partition %r has vectors %s, not %s; made anew", self.path, name,
+                        dict(store.spec.vectors), dict(spec.vectors))
+            store.close()
+            return self._make_part(name, spec)
+        return super()._adopt_part(name, store, spec)
 
     def _drop_storage(self) -> None:
         import shutil

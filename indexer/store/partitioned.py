@@ -18,7 +18,9 @@ modality's graph, unfiltered:
 
 To the user it is still one store: one folder (or one manifest collection), one spec, one metadata,
 one `Store` interface. Partitions are created on the first point of their modality, so a modality a
-new bridge adds later gets its own graph then. Named vectors ``raw_<modality>`` (an encoder's own
+new bridge adds later gets its own graph then. A partition appears whole or not at all (an embedded
+one is built aside and renamed into place), is listed in the manifest only once whole, and gets points
+only once listed: a run killed anywhere in between leaves nothing the next run cannot open (`_part`). Named vectors ``raw_<modality>`` (an encoder's own
 features, carried only by that modality's points) are declared only in that modality's partition;
 other named vectors in every partition (a point may lack a declared named vector: the engine stores
 and searches only the points that carry it).
@@ -39,9 +41,10 @@ from typing import Any
 
 import numpy as np
 
+from indexer.faults import crash_point
 from indexer.store.base import Store, _merge_metadata, _normalize_id
 from indexer.store.types import (DEFAULT_RRF_K, CollectionSpec, Filter, FusionKind, Hit, Point, PointId,
-                                 Prefetch, Record, StoreInfo, VectorLike)
+                                 Prefetch, Record, StoreInfo, StoreUnreadableError, VectorLike)
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +67,8 @@ def partition_vectors(spec_vectors: Mapping[str, int], partition: str) -> dict[s
 class PartitionedStore(Store):
     """A store whose points are split by ``payload["modality"]`` into one sub-store per value.
 
-    Subclasses implement the five hooks below (manifest I/O, opening, making and dropping
-    partitions); everything else (routing writes, fanning out reads and searches, merging) is here.
+    Subclasses implement the hooks below (manifest I/O, opening, making and dropping partitions);
+    everything else (routing writes, fanning out reads and searches, merging) is here.
     """
 
     _parts: dict[str, Store]
@@ -108,9 +111,8 @@ class PartitionedStore(Store):
             self._spec = CollectionSpec.from_json(manifest["spec"])
             manifest.setdefault("metadata", {})
             manifest.setdefault("partitions", {})
-        except (KeyError, TypeError, ValueError) as e:
-            raise RuntimeError(f"{self!r}: unreadable store manifest ({e}); restore it from a backup or re-index "
-                               "into a fresh folder/collection") from e
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise StoreUnreadableError(f"{self!r}: unreadable store manifest ({type(e).__name__}: {e})") from e
         self._manifest = manifest
 
     def exists(self) -> bool:
@@ -134,7 +136,12 @@ class PartitionedStore(Store):
 
     def _part(self, name: str, create: bool = False) -> Store | None:
         """Partition `name`, opened on first use (so opening the index reads only the manifest);
-        None if it does not exist and `create` is False."""
+        None if it does not exist and `create` is False.
+
+        A partition is listed in the manifest only once it is whole, and gets points only once it is
+        listed. So a listed partition that cannot be opened is damage (`StoreUnreadableError`: the
+        indexer sets the store aside and rebuilds it), while an unlisted one, half-made by a run killed
+        while creating it, holds no point anyone recorded: it is made anew (or, whole, adopted)."""
         store = self._parts.get(name)
         if store is not None:
             return store
@@ -145,28 +152,61 @@ class PartitionedStore(Store):
         if name not in known and not create:
             return None
         t0 = time.perf_counter()
-        store = self._part_store(name)
-        if not store.exists():
-            spec = self._require_spec()
-            vectors = partition_vectors(spec.vectors, name)
-            # The partitions do not count chunks themselves: this store counts points across them
-            # (spec.optimize_every), so the unindexed points of all partitions together stay one chunk.
-            try:
-                # No `modality` payload index in a partition: every point there has the same value,
-                # and _targets drops the condition before a partition sees it. The engine keeps an
-                # unindexed segment's payload indexes in RAM: this one was 20 MiB per 100k points of
-                # the build's heap (docs/store-benchmark.md).
-                indexes = {k: v for k, v in spec.payload_indexes.items() if k != PARTITION_KEY}
-                store.create(dataclasses.replace(spec, vectors=vectors, optimize_every=None, payload_indexes=indexes,
-                                                 metadata={"partition": name}))
-                log.info("%r: new partition %r (vectors %s)", self, name, vectors)
-            except FileExistsError:  # created by another writer meanwhile: use theirs
-                store = self._part_store(name)
-        if name not in known:
+        if name in known:
+            store = self._part_store(name)
+            if not store.exists():
+                raise StoreUnreadableError(f"{self!r}: partition {name!r} is listed in the store's manifest but "
+                                           f"{store!r} is missing or incomplete")
+        else:
+            store = self._new_part(name)
+            crash_point("partition-manifest-before")
             self._manifest["partitions"][name] = {"vectors": dict(store.spec.vectors)}
             self._write_manifest(self._manifest)
+            crash_point("partition-manifest-after")
         log.debug("%r: opened partition %r in %.3fs", self, name, time.perf_counter() - t0)
         self._parts[name] = store
+        return store
+
+    def _part_spec(self, name: str) -> CollectionSpec:
+        """The spec partition `name` is created with."""
+        spec = self._require_spec()
+        # The partitions do not count chunks themselves: this store counts points across them
+        # (spec.optimize_every), so the unindexed points of all partitions together stay one chunk.
+        # No `modality` payload index in a partition: every point there has the same value, and
+        # _targets drops the condition before a partition sees it. The engine keeps an unindexed
+        # segment's payload indexes in RAM: this one was 20 MiB per 100k points of the build's heap
+        # (docs/store-benchmark.md).
+        indexes = {k: v for k, v in spec.payload_indexes.items() if k != PARTITION_KEY}
+        return dataclasses.replace(spec, vectors=partition_vectors(spec.vectors, name), optimize_every=None,
+                                   payload_indexes=indexes, metadata={"partition": name})
+
+    def _new_part(self, name: str) -> Store:
+        """Partition `name`, not yet in the manifest: made whole (`_make_part`), or, when a killed run
+        (or another writer) left one, adopted if whole and made anew if not."""
+        spec = self._part_spec(name)
+        try:
+            store = self._part_store(name)
+            whole = store.exists()
+        except StoreUnreadableError as exc:  # complete-looking but unloadable: it holds no recorded point
+            log.warning("%r: partition %r, not yet in the manifest, cannot be loaded (%s); making it anew",
+                        self, name, exc)
+            return self._make_part(name, spec)
+        if whole:
+            return self._adopt_part(name, store, spec)
+        store = self._make_part(name, spec)
+        log.info("%r: new partition %r (vectors %s)", self, name, dict(spec.vectors))
+        return store
+
+    @abc.abstractmethod
+    def _make_part(self, name: str, spec: CollectionSpec) -> Store:
+        """Create partition `name` so that it appears whole or not at all, replacing any half-made one
+        a killed run left (it holds no point: it was never listed); returns it open."""
+
+    def _adopt_part(self, name: str, store: Store, spec: CollectionSpec) -> Store:
+        """A whole partition the manifest does not list yet (a run killed before listing it, or another
+        writer about to): used as it is. Backends override to finish or replace it."""
+        log.info("%r: partition %r was made but not yet listed (an interrupted run, or another writer); using it",
+                 self, name)
         return store
 
     def _refresh_partitions(self) -> None:
@@ -203,7 +243,9 @@ class PartitionedStore(Store):
 
     def optimize(self) -> None:
         """Index what is pending, then each partition's final merge pass (``spec.merge_segments_kb``)."""
-        for _, store in self._open_parts():
+        for i, (_, store) in enumerate(self._open_parts()):
+            if i:
+                crash_point("partition-optimize")  # one partition's graph built, the next one's not
             store.optimize()
         self._since_optimize = 0
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from indexer.faults import crash_point
 from indexer.store.partitioned import LAYOUT, PartitionedStore
 from indexer.store.base import (Store, _as_vector, _batched, _match_values, _merge_metadata,
                                 _normalize_id, _search_params, _vectors_out)
@@ -152,14 +153,28 @@ class ServerStore(Store):
             quantization_config=quant,
             metadata={**spec.metadata, _SPEC_KEY: spec.to_json()},
         )
-        for name, kind in spec.payload_indexes.items():
-            links = spec.hnsw_payload_fields is None or name in spec.hnsw_payload_fields
-            self._call(self.client.create_payload_index, self.collection, name,
-                       field_schema=_client_index_schema(kind, links), wait=True)
+        if "partition" in spec.metadata:  # a new partition of a per-modality store: collection made, no index yet
+            crash_point("partition-folder")
+        self._create_payload_indexes(spec, spec.payload_indexes)
         self._spec = dataclasses.replace(spec, metadata={})
         self._meta_cache = json.loads(json.dumps(spec.metadata))
         log.info("created collection %r: vectors=%s shards=%d replication=%d", self.collection,
                  spec.vectors, spec.shards, spec.replication)
+
+    def _create_payload_indexes(self, spec: CollectionSpec, fields: Mapping[str, str]) -> None:
+        for name, kind in fields.items():
+            links = spec.hnsw_payload_fields is None or name in spec.hnsw_payload_fields
+            self._call(self.client.create_payload_index, self.collection, name,
+                       field_schema=_client_index_schema(kind, links), wait=True)
+
+    def ensure_payload_indexes(self, spec: CollectionSpec) -> None:
+        """Create the payload indexes of `spec` the collection lacks (a creation interrupted after the
+        collection, before its indexes). qdrant-client's local mode keeps no index: it gets them all again."""
+        have = set(self.client.get_collection(self.collection).payload_schema or {})
+        missing = {k: v for k, v in spec.payload_indexes.items() if k not in have}
+        if missing:
+            log.info("collection %r: creating its missing payload indexes %s", self.collection, sorted(missing))
+            self._create_payload_indexes(spec, missing)
 
     @property
     def metadata(self) -> dict[str, Any]:
@@ -410,7 +425,11 @@ class PartitionedServerStore(PartitionedStore):
     def _write_manifest(self, manifest: dict[str, Any]) -> None:
         if not self.client.collection_exists(self.collection):
             # The manifest collection holds no point; its spec is the store's, so a reader sees the same.
-            self._base.create(CollectionSpec.from_json(manifest["spec"]))
+            # It is created with its layout key in the one call: a run killed right after leaves a
+            # per-modality manifest, never what reads as a one-collection store.
+            first = {k: v for k, v in manifest.items() if k not in ("spec", "metadata")}
+            self._base.create(dataclasses.replace(CollectionSpec.from_json(manifest["spec"]),
+                                                  metadata={**manifest["metadata"], _LAYOUT_KEY: first}))
         old = dict(self.client.get_collection(self.collection).config.metadata or {})
         # Several indexer pods write one store: keep the partitions the others recorded.
         theirs = old.get(_LAYOUT_KEY, {}).get("partitions", {}) if isinstance(old.get(_LAYOUT_KEY), dict) else {}
@@ -438,6 +457,26 @@ class PartitionedServerStore(PartitionedStore):
 
     def _part_store(self, name: str) -> Store:
         return ServerStore(self.client, self.part_collection(name))
+
+    def _make_part(self, name: str, spec: CollectionSpec) -> Store:
+        """Create the partition's collection. It is listed (and written) only once whole; one that a
+        killed run left without its payload indexes is finished by `_adopt_part`."""
+        store = self._part_store(name)
+        try:
+            store.create(spec)
+        except FileExistsError:  # created by another writer meanwhile: use theirs
+            return self._adopt_part(name, self._part_store(name), spec)
+        crash_point("partition-collection")
+        return store
+
+    def _adopt_part(self, name: str, store: Store, spec: CollectionSpec) -> Store:
+        """A partition collection made before the manifest listed it (a killed run, or another indexer
+        pod about to list it): its spec is complete (it is set with the collection, in one call), so
+        only payload indexes may be missing: create those (idempotent). Never dropped: another pod
+        may be writing it."""
+        assert isinstance(store, ServerStore)
+        store.ensure_payload_indexes(spec)
+        return super()._adopt_part(name, store, spec)
 
     def _close_part(self, store: Store) -> None:
         return None  # the partitions share this store's client, closed in close()
