@@ -192,8 +192,6 @@ def _tensor(data: ModalityData, rows: np.ndarray) -> "torch.Tensor":
     return torch.as_tensor(data.features[rows], dtype=torch.float32)
 
 
-INSTANCE_LR_FACTOR = 0.1  # an instance map is a full square matrix near the identity: small steps
-
 # Settings that must agree for a bridge's base space and G to be reused by another run.
 BASE_KEYS = ("preset", "base", "dim", "anchor", "proxy", "proxy_model", "proxy_sigma", "diffusion_steps",
              "diffusion_timesteps", "diffusion_depth", "hidden", "dropout", "batch_size", "steps", "proxy_steps", "lr",
@@ -642,8 +640,7 @@ def bind_instance(modules: BridgeModules, config: dict[str, Any], cfg: TrainConf
         z = torch.as_tensor(x, dtype=torch.float32)
         return (imap.to_target(z) if s == m else imap.to_source(z)).cpu().numpy()
 
-    icfg = dataclasses.replace(cfg, lr=cfg.lr * INSTANCE_LR_FACTOR)
-    result = _optimise([*imap.parameters(), scale], cfg.steps, icfg, loss, f"instance/{m}-{anchor}", curves,
+    result = _optimise([*imap.parameters(), scale], cfg.steps, cfg, loss, f"instance/{m}-{anchor}", curves,
                        keep=[imap], check=lambda: check.score(embed, unit_rows), anchored=list(imap.parameters()))
     imap.eval()
     key = instance_key(m, anchor)

@@ -83,3 +83,91 @@ def build_pairs(data: Path, out: Path, counts: dict[str, int], seed: int = 0) ->
     (out / "pairs.csv").write_text("\n".join(rows) + "\n")
     (out / "labels.json").write_text(json.dumps(labels))
     return out / "pairs.csv"
+
+
+def cli(*argv: str) -> None:
+    from query.cli import main
+
+    log.info("$ ebridge %s", " ".join(argv))
+    if main(list(argv)) != 0:
+        raise SystemExit(f"ebridge {argv[0]} failed")
+
+
+def thermal_to_image(index_dir: Path, folder: Path, route: str) -> float:
+    """R@1 of every thermal frame of the folder searching the photos (its own photo is the one right answer)."""
+    from query import Index
+
+    frames = sorted((folder / "thermal").glob("*.png"))
+    with Index.open(index_dir) as index:
+        hits = index.search_batch(frames, target="image", k=1, route=route)
+    return float(np.mean([bool(h) and Path(h[0].path).stem == f.stem.replace("_ir", "") for h, f in zip(hits, frames)]))
+
+
+def text_precision(index_dir: Path, labels: dict[str, str], target: str, k: int = 10) -> float | None:
+    """Mean precision@k of the class names ("a photo of a cat") searching `target`: the concept side."""
+    from query import Index
+
+    with Index.open(index_dir) as index:
+        if target not in index.bridge.modalities:
+            return None
+        hits = index.search_batch([f"a photo of a {c}" for c in CLASSES], target=target, k=k, source="text")
+    return float(np.mean([np.mean([labels.get(Path(h.path).stem.replace("_ir", "")) == c for h in hs]) if hs else 0.0
+                          for c, hs in zip(CLASSES, hits)]))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, default=Path("../shared/data"))
+    ap.add_argument("--out", type=Path, default=Path("journey-out"))
+    ap.add_argument("--train", type=int, default=600)
+    ap.add_argument("--val", type=int, default=150)
+    ap.add_argument("--test", type=int, default=200)
+    ap.add_argument("--steps", type=int, default=600)
+    ap.add_argument("--proxy-steps", type=int, default=2000)
+    ap.add_argument("--preset", default="offline")
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    t0 = time.perf_counter()
+    out = args.out
+    pairs = build_pairs(args.data, out, {"train": args.train, "val": args.val, "test": args.test})
+    labels = json.loads((out / "labels.json").read_text())
+    folder, idx, scratch_idx = out / "folder", out / "photos.index", out / "scratch.index"
+    common = ["--steps", str(args.steps), "--proxy-steps", str(args.proxy_steps), "--preset", args.preset]
+    # 1. zero training: photos placed in the pretrained space, thermal skipped
+    cli("index", str(folder), "--index", str(idx), "--preset", args.preset, "--json")
+    before = {"text->image_p@10": text_precision(idx, labels, "image")}
+    # 2. bind thermal with the README's manifest shape, default roles and base
+    cli("train", str(pairs), "--out", str(out / "bridge"), *common)
+    # 3. extend the index
+    cli("index", str(folder), "--index", str(idx), "--bridge", str(out / "bridge"), "--json")
+    # The from-scratch comparison: thermal as the proxy, a base trained on the features
+    cli("train", str(pairs), "--out", str(out / "scratch"), "--anchor", "image", "--proxy", "thermal",
+        "--base", "trained", *common)
+    cli("index", str(folder), "--index", str(scratch_idx), "--bridge", str(out / "scratch"), "--json")
+    from bridge.space import Bridge
+
+    bound = Bridge.load(out / "bridge")
+    report: dict[str, Any] = {
+        "dataset": {"name": "cifar10-pseudo-thermal", "pairs": {"train": args.train, "val": args.val, "test": args.test},
+                    "note": "CIFAR-10 test photos and thermal frames rendered from them (render_thermal); dev data"},
+        "thermal->image_r1": {
+            "extended_index_routed": thermal_to_image(idx, folder, "auto"),
+            "raw_features": thermal_to_image(idx, folder, "raw"),
+            "through_the_space": thermal_to_image(idx, folder, "direct"),
+            "from_scratch_direct": thermal_to_image(scratch_idx, folder, "direct"),
+            "from_scratch_routed": thermal_to_image(scratch_idx, folder, "auto")},
+        "route": bound.config["routes"].get("thermal->image"), "cross_modal_val": bound.config.get("cross_modal"),
+        "text": {"before": before, "after": {"text->image_p@10": text_precision(idx, labels, "image"),
+                                             "text->thermal_p@10": text_precision(idx, labels, "thermal")}},
+        "settings": vars(args) | {"data": str(args.data), "out": str(out), "json": str(args.json)},
+        "seconds": round(time.perf_counter() - t0, 1)}
+    log.info("%s", json.dumps({k: report[k] for k in ("thermal->image_r1", "route", "text")}, indent=1))
+    if args.json:
+        from bridge.provenance import write_json_report
+
+        write_json_report(args.json, report)
+
+
+if __name__ == "__main__":
+    main()
