@@ -22,7 +22,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import logging
 import sys
