@@ -193,6 +193,41 @@ def init_ridge(head: Head, features: np.ndarray, rows: np.ndarray, targets: torc
         head.skip.bias.copy_(z_mean - x_mean @ w)
 
 
+class InstanceMap(nn.Module):
+    """Binds a modality in the anchor encoder's own geometry, where items are told apart (the label
+    space keeps only their classes): `source` features -> `target`'s raw feature space, and back
+    through the transpose, both as unit vectors compared with the other side's stored `raw_<m>`
+    vectors. Starts at the identity (with no bias), i.e. exactly at the raw route of two modalities
+    read by one encoder.
+
+    - `to_target(x_s)  = normalize(W unit(x_s) + b)`, searched against unit target features;
+    - `to_source(x_t) = normalize(W^T unit(x_t) + c)`, searched against unit source features.
+
+    Example:
+        >>> m = InstanceMap(4, 4)
+        >>> x = torch.rand(2, 4)
+        >>> bool(torch.allclose(m.to_target(x), F.normalize(x, dim=-1)))
+        True
+    """
+
+    def __init__(self, source_dim: int, target_dim: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.eye(target_dim, source_dim))
+        self.bias = nn.Parameter(torch.zeros(target_dim))
+        self.back_bias = nn.Parameter(torch.zeros(source_dim))
+
+    def to_target(self, source_features: torch.Tensor) -> torch.Tensor:
+        return F.normalize(F.linear(F.normalize(source_features, dim=-1), self.weight, self.bias), dim=-1)
+
+    def to_source(self, target_features: torch.Tensor) -> torch.Tensor:
+        return F.normalize(F.linear(F.normalize(target_features, dim=-1), self.weight.T, self.back_bias), dim=-1)
+
+
+def instance_key(source: str, target: str) -> str:
+    """The module name of the instance map from `source` to `target` (one map serves both directions)."""
+    return f"{source}_to_{target}"
+
+
 class ProxyMLP(nn.Module):
     """The cheap G for ablations: p = normalize(MLP(z) + sigma * eps)."""
 
@@ -287,7 +322,7 @@ class DiffusionPrior(nn.Module):
 
 
 PROXY_MODELS = {"diffusion": DiffusionPrior, "mlp": ProxyMLP}
-__all__ = ["VARIANTS", "PROXY_MODELS", "HEAD_KINDS", "LabelMap", "Head", "init_pca", "init_copy", "init_ridge", "ProxyMLP", "DiffusionPrior", "info_nce", "neighbour_loss", "proxy_loss", "BridgeModules",
+__all__ = ["VARIANTS", "PROXY_MODELS", "HEAD_KINDS", "LabelMap", "Head", "init_pca", "init_copy", "init_ridge", "ProxyMLP", "DiffusionPrior", "InstanceMap", "instance_key", "instance_loss", "info_nce", "neighbour_loss", "proxy_loss", "BridgeModules",
            "build_modules"]
 
 
@@ -308,13 +343,35 @@ def info_nce(a: torch.Tensor, b: torch.Tensor, logit_scale: torch.Tensor,
         True
     """
     logits = logit_scale * a @ b.T
+    return (_row_cross_entropy(logits, positives) + _row_cross_entropy(logits.T, _t(positives))) / 2
+
+
+def _t(positives: torch.Tensor | None) -> torch.Tensor | None:
+    return None if positives is None else positives.T
+
+
+def _row_cross_entropy(logits: torch.Tensor, positives: torch.Tensor | None) -> torch.Tensor:
+    """Each row's cross-entropy against its positives (the diagonal by default), spread evenly."""
     if positives is None:
-        target = torch.arange(a.shape[0], device=a.device)
-        return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+        return F.cross_entropy(logits, torch.arange(logits.shape[0], device=logits.device))
     pos = positives.float()
-    loss_ab = -(pos / pos.sum(1, keepdim=True) * F.log_softmax(logits, dim=1)).sum(1).mean()
-    loss_ba = -(pos.T / pos.T.sum(1, keepdim=True) * F.log_softmax(logits.T, dim=1)).sum(1).mean()
-    return (loss_ab + loss_ba) / 2
+    return -(pos / pos.sum(1, keepdim=True) * F.log_softmax(logits, dim=1)).sum(1).mean()
+
+
+def instance_loss(imap: InstanceMap, x_source: torch.Tensor, x_target: torch.Tensor, logit_scale: torch.Tensor,
+                  positives: torch.Tensor | None = None) -> torch.Tensor:
+    """InfoNCE of an `InstanceMap` both ways, each scored as search will score it: mapped source
+    queries against unit target features, and target queries mapped back against unit source features.
+
+    Example:
+        >>> x = torch.randn(4, 8)
+        >>> float(instance_loss(InstanceMap(8, 8), x, x, torch.tensor(20.0))) < math.log(4)
+        True
+    """
+    forward = imap.to_target(x_source) @ F.normalize(x_target, dim=-1).T
+    backward = imap.to_source(x_target) @ F.normalize(x_source, dim=-1).T
+    return (_row_cross_entropy(logit_scale * forward, positives)
+            + _row_cross_entropy(logit_scale * backward, _t(positives))) / 2
 
 
 def neighbour_loss(z: torch.Tensor, features: torch.Tensor, temperature: float = 0.05) -> torch.Tensor:
@@ -386,6 +443,10 @@ class BridgeModules(nn.Module):
                                                    config.get("diffusion_depth", 2))
         else:
             self.proxy = ProxyMLP(dim, hidden, config["proxy_sigma"])
+        # Instance maps (`InstanceMap`): {"thermal_to_image": {"source": ..., "target": ...}}; none in
+        # checkpoints from before them, whose state then has no such weights.
+        self.instance = nn.ModuleDict({key: InstanceMap(feature_dims[m["source"]], feature_dims[m["target"]])
+                                       for key, m in (config.get("instance_maps") or {}).items()})
         init = math.log(1 / config["temperature"])
         self.logit_scales = nn.ParameterDict({m: nn.Parameter(torch.tensor(init)) for m in feature_dims})
 

@@ -28,7 +28,9 @@ CONFIG_FILE, WEIGHTS_FILE, CURVES_FILE = "config.json", "model.safetensors", "cu
 # Version of the checkpoint layout (config keys, weight names). Checkpoints written before it
 # existed have no `format_version` and read as 0; they load as they are (tests/test_compat.py).
 # Bump it when an older reader would misread a new checkpoint.
-CHECKPOINT_FORMAT = 1
+# Format 2 adds instance maps (`instance_maps`, weights `instance.*`); a checkpoint without them is
+# still written as format 1, which readers from before them read as they always did.
+CHECKPOINT_FORMAT = 2
 PROXY_VIEW_SAMPLES = 8
 PROXY_VIEW_SEED = 1234
 
@@ -140,6 +142,28 @@ class Bridge:
         canonical = [load(modality, it) if isinstance(it, (str, Path)) and modality != "text" else it for it in items]
         return self.embed_features(modality, self.encode(modality, canonical))
 
+    def has_instance(self, source: str, target: str) -> bool:
+        """Whether an instance map places `source` queries among `target`'s raw features (`instance` route)."""
+        return any({m["source"], m["target"]} == {source, target} for m in (self.config.get("instance_maps") or {}).values())
+
+    def instance_embed(self, source: str, target: str, features: np.ndarray) -> np.ndarray:
+        """`source` encoder features (n, in_dim) -> unit vectors in `target`'s raw feature space, to be
+        compared with the index's `raw_<target>` vectors (the `instance` route, see `bridge.model.InstanceMap`).
+
+        Example:
+            >>> bridge.instance_embed("thermal", "image", feats).shape   # doctest: +SKIP
+            (1, 1280)
+        """
+        torch = require("torch")
+        for key, m in (self.config.get("instance_maps") or {}).items():
+            if {m["source"], m["target"]} == {source, target}:
+                imap = self.modules.instance[key].eval()
+                with torch.inference_mode():
+                    x = torch.as_tensor(np.asarray(features, dtype=np.float32), device=self.device)
+                    out = imap.to_target(x) if m["source"] == source else imap.to_source(x)
+                return out.float().cpu().numpy()
+        raise ValueError(f"bridge {self.version} has no instance map between {source} and {target}")
+
     def proxy_view(self, z: np.ndarray) -> np.ndarray:
         """G's view of bridged vectors (n, dim) -> unit vectors (n, dim), as the checkpoint's
         `proxy_view` says: G's posterior mean in one pass ("mean"), or the mean of a few
@@ -180,7 +204,8 @@ class Bridge:
         self.config["weights_sha256"] = digest
         from bridge.provenance import written_by
 
-        self.config.update(format_version=CHECKPOINT_FORMAT, written_by=written_by())
+        fmt = CHECKPOINT_FORMAT if self.config.get("instance_maps") else 1
+        self.config.update(format_version=fmt, written_by=written_by())
         self.config["version"] = f"{self.config['preset_name']}-{self.config['variant']}-{digest}"
 
     def save(self, directory: str | Path, curves: dict[str, Any] | None = None) -> Path:

@@ -34,11 +34,11 @@ import numpy as np
 
 from bridge.config import TrainConfig
 from bridge.deps import require
-from bridge.model import (BridgeModules, build_modules, info_nce, init_copy, init_pca, init_ridge, neighbour_loss,
-                          proxy_loss)
+from bridge.model import (BridgeModules, InstanceMap, build_modules, info_nce, init_copy, init_pca, init_ridge,
+                          instance_key, instance_loss, neighbour_loss, proxy_loss)
 from bridge.pairs import ModalityData, TrainingSet, pair_keys
 from bridge.labelspace import space_dim
-from bridge.validation import PairCheck, clearly_better, hits_at_1, hold_out, recall_at_1
+from bridge.validation import PairCheck, clearly_better, hits_at_1, hold_out, recall_at_1, unit_rows
 from bridge.space import Bridge
 
 torch = require("torch", "training")
@@ -531,6 +531,11 @@ def train(cfg: TrainConfig, data: TrainingSet, val: TrainingSet | None = None,
         settle(m, result)
         config["paired"].append([m, cfg.anchor])
 
+    # Stage 4: each modality read by the anchor's encoder is also bound in that encoder's own geometry
+    # (an instance map into the anchor's raw features), where items are told apart, not only classed.
+    for m in sorted(shares_anchor & set(data)):
+        bind_instance(modules, config, cfg, m, data, val, curves, rng)
+
     modules.eval()
     bridge = Bridge(config, modules)
     same = choose_same_modality_routes(bridge, data, val)
@@ -538,7 +543,9 @@ def train(cfg: TrainConfig, data: TrainingSet, val: TrainingSet | None = None,
         if m not in data:  # carried with no data to judge by: the encoder's own features, as with no training
             same[f"{m}->{m}"] = {"route": "raw", "why": "no training data: the encoder's own features"}
     config["same_modality"] = same
-    config["routes"] = {pair: info["route"] for pair, info in same.items()}
+    config["cross_modal"] = choose_cross_modal_routes(bridge, data, val, same_encoder)
+    drop_unused_instance_maps(bridge)
+    config["routes"] = {pair: info["route"] for pair, info in {**same, **config["cross_modal"]}.items()}
     if val:
         curves["val"] = validate(bridge, val)
     return bridge, curves
@@ -611,6 +618,95 @@ def choose_same_modality_routes(bridge: Bridge, data: TrainingSet, val: Training
         log.info("search by example %-8s R@1 through the space %.3f, raw features %.3f -> route %s", m,
                  scores["bridge_r1"], scores["raw_r1"], route)
     return out
+
+
+def bind_instance(modules: BridgeModules, config: dict[str, Any], cfg: TrainConfig, m: str, data: TrainingSet,
+                  val: TrainingSet, curves: dict[str, Any], rng: np.random.Generator) -> None:
+    """Train m's instance map into the anchor's raw features (`InstanceMap`), from the identity (the raw
+    route of two modalities on one encoder), with InfoNCE on the pairs both ways, kept at its best
+    validation step (the start included). Whether a search takes it is decided with the routes."""
+    anchor = cfg.anchor
+    check = PairCheck(m, anchor, data, val)
+    if not check.usable:
+        return
+    imap = InstanceMap(data[m].features.shape[1], data[anchor].features.shape[1])
+    sampler = PairSampler(data[m], data[anchor], rng, f"{m}<->{anchor}")
+    scale = nn.Parameter(torch.tensor(math.log(1 / cfg.temperature)))
+    x_m, x_a = torch.as_tensor(data[m].features), torch.as_tensor(data[anchor].features)
+
+    def loss(_: int) -> "torch.Tensor":
+        rows, cols, pos = sampler.batch(cfg.batch_size)
+        return instance_loss(imap, x_m[rows], x_a[cols], scale.exp().clamp(max=100), pos)
+
+    def embed(s: str, x: np.ndarray) -> np.ndarray:
+        z = torch.as_tensor(x, dtype=torch.float32)
+        return (imap.to_target(z) if s == m else imap.to_source(z)).cpu().numpy()
+
+    result = _optimise([*imap.parameters(), scale], cfg.steps, cfg, loss, f"instance/{m}-{anchor}", curves,
+                       keep=[imap], check=lambda: check.score(embed, unit_rows), anchored=list(imap.parameters()))
+    imap.eval()
+    key = instance_key(m, anchor)
+    modules.instance[key] = imap
+    config.setdefault("instance_maps", {})[key] = {
+        "source": m, "target": anchor, "kept_step": result.get("best_step"),
+        "start_r1": round(result.get("start_r1", float("nan")), 4), "val_r1": round(result.get("best_r1", float("nan")), 4)}
+    log.info("instance map %s->%s (the encoder's own geometry) val R@1: raw features %.3f, kept %.3f -> keeping %s",
+             m, anchor, result.get("start_r1", float("nan")), result.get("best_r1", float("nan")),
+             f"step {result['best_step']}" if result.get("best_step") else "the start (the raw features)")
+
+
+def choose_cross_modal_routes(bridge: Bridge, data: TrainingSet, val: TrainingSet,
+                              same_encoder: Callable[[str, str], bool]) -> dict[str, Any]:
+    """Per ordered pair of two modalities read by one encoder (image, depth, thermal on one CNN),
+    searched directly: through the space, the encoder's raw features (`raw`), or the instance map into
+    the target's raw features (`instance`), chosen on validation as search by example is.
+
+    The raw features are the floor: the instance map replaces them only where it wins clearly (sign
+    test, `clearly_better`), and the space replaces the better of the two only where it wins clearly
+    over it. A head bound into the label space matches classes; the raw features match the scene.
+    Pairs the bridge searches through G (never paired) are left to their default route.
+    """
+    out: dict[str, Any] = {}
+    heads = lambda m, x: bridge.embed_features(m, x)  # noqa: E731
+    for a, b in ((a, b) for i, a in enumerate(bridge.modalities) for b in bridge.modalities[i + 1:]):
+        if a not in data or b not in data or not same_encoder(a, b):
+            continue
+        if bridge.has_proxy and not bridge.is_paired(a, b):
+            continue
+        check = PairCheck(a, b, data, val)
+        for s in check.queries if check.usable else ():
+            t = b if s == a else a
+            hits = {"direct": check.hits(s, heads), "raw": check.hits(s, unit_rows)}
+            if bridge.has_instance(s, t):
+                hits["instance"] = check.hits(s, lambda m, x, s=s, t=t: bridge.instance_embed(s, t, x) if m == s
+                                              else unit_rows(m, x), unit_rows)
+            route, why = "raw", {}
+            for challenger in ("instance", "direct"):
+                if challenger not in hits:
+                    continue
+                wins, losses = int((hits[challenger] & ~hits[route]).sum()), int((hits[route] & ~hits[challenger]).sum())
+                why[f"{challenger}_vs_{route}"] = [wins, losses]
+                if clearly_better(wins, losses):
+                    route = challenger
+            out[f"{s}->{t}"] = {"route": route, **{f"{r}_r1": round(float(h.mean()), 4) for r, h in hits.items()},
+                                "queries": int(len(hits["raw"])), "relevance": check.how, "wins_losses": why,
+                                "on": "validation"}
+            log.info("%s->%s val R@1 through the space %.3f, raw features %.3f%s -> route %s", s, t,
+                     hits["direct"].mean(), hits["raw"].mean(),
+                     f", instance map {hits['instance'].mean():.3f}" if "instance" in hits else "", route)
+    return out
+
+
+def drop_unused_instance_maps(bridge: Bridge) -> None:
+    """Instance maps no pair's route takes are not saved (the checkpoint stays as a reader before them reads it)."""
+    maps = bridge.config.get("instance_maps") or {}
+    taken = {pair for pair, info in bridge.config.get("cross_modal", {}).items() if info["route"] == "instance"}
+    used = {k for k, m in maps.items() if {f"{m['source']}->{m['target']}", f"{m['target']}->{m['source']}"} & taken}
+    for key in [k for k in maps if k not in used]:
+        del bridge.modules.instance[key]
+        del maps[key]
+    if not maps:
+        bridge.config.pop("instance_maps", None)
 
 
 def _oracle_pairs(m: str, d: ModalityData, data: TrainingSet, modules: BridgeModules,

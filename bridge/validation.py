@@ -105,18 +105,29 @@ class PairCheck:
                 break
         self.usable = bool(self.queries)
 
-    def score(self, embed: Callable[[str, np.ndarray], np.ndarray]) -> float:
-        """Mean R@1 over the directions with queries, `embed(modality, features)` giving unit vectors."""
-        total = 0.0
-        for s, (q, q_keys) in self.queries.items():
-            t = self.b if s == self.a else self.a
-            g, g_keys = self.gallery[t]
-            total += recall_at_1(embed(s, q), q_keys, embed(t, g), g_keys)
-        return total / max(len(self.queries), 1)
+    def score(self, embed: Callable[[str, np.ndarray], np.ndarray],
+              gallery_embed: Callable[[str, np.ndarray], np.ndarray] | None = None) -> float:
+        """Mean R@1 over the directions with queries, `embed(modality, features)` giving unit vectors
+        (the gallery's too, unless `gallery_embed` places it: a route whose two sides differ)."""
+        return float(np.mean([self.hits(s, embed, gallery_embed).mean() for s in self.queries])) \
+            if self.queries else 0.0
+
+    def hits(self, source: str, embed: Callable[[str, np.ndarray], np.ndarray],
+             gallery_embed: Callable[[str, np.ndarray], np.ndarray] | None = None) -> np.ndarray:
+        """Per validation query of `source` (in order): is its nearest gallery item of the other side right?"""
+        q, q_keys = self.queries[source]
+        g, g_keys = self.gallery[self.b if source == self.a else self.a]
+        target = self.b if source == self.a else self.a
+        return hits_at_1(embed(source, q), q_keys, (gallery_embed or embed)(target, g), g_keys)
 
     def raw(self) -> float:
         """The same check on the raw frozen features, L2-normalised (no bridge at all)."""
-        return self.score(lambda _m, x: x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12))
+        return self.score(unit_rows)
+
+
+def unit_rows(_modality: str, x: np.ndarray) -> np.ndarray:
+    """Features as unit rows: the raw route's vectors (an `embed` for `PairCheck`)."""
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
 def _empty(like: ModalityData) -> ModalityData:

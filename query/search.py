@@ -7,10 +7,14 @@ Routes (which one a pair takes is data: the index's route table, overridable per
   sides are compared as text-like proxy embeddings.
 - `fused`: both searches fused by weighted reciprocal-rank fusion in ONE Qdrant Query API
   call (prefetch + fusion). The default for pairs that never had paired data.
-- `raw`: same-modality search (search by example) through the encoder's own features, stored
-  beside each point as `raw_<modality>`. Taken where validation says the encoder beats the space
-  (always on a zero-training space, whose vectors are a function of those features), so search
-  by example is never worse than the encoder it stands on.
+- `raw`: search through the encoder's own features, stored beside each point as `raw_<modality>`:
+  search by example, and between two modalities read by one encoder (thermal -> image on one CNN).
+  Taken where validation says the encoder beats the space (always for search by example on a
+  zero-training space, whose vectors are a function of those features), so a search is never worse
+  than the encoder it stands on.
+- `instance`: between two modalities read by one encoder, the query through the bridge's instance
+  map (trained on the pairs, starting at the identity) against the target's stored `raw_<modality>`
+  vectors: the encoder's geometry, where scenes are told apart, not only classed.
 
 Example:
     >>> index = Index.open("digits.index")                                  # doctest: +SKIP
@@ -38,8 +42,9 @@ from indexer.verify import StoreDamagedError, check_page
 log = logging.getLogger(__name__)
 
 CROSS_ROUTES = ("direct", "proxy", "fused")  # what a search between two modalities can take
-ROUTES = (*CROSS_ROUTES, "raw")
-SCORE_KINDS = {"direct": "cosine", "proxy": "cosine", "raw": "cosine", "fused": "rrf"}
+FEATURE_ROUTES = ("raw", "instance")  # search the target's stored encoder features (`raw_<modality>`)
+ROUTES = (*CROSS_ROUTES, *FEATURE_ROUTES)
+SCORE_KINDS = {"direct": "cosine", "proxy": "cosine", "raw": "cosine", "instance": "cosine", "fused": "rrf"}
 
 
 def score_kind(route: str) -> str:
@@ -197,13 +202,19 @@ class Index:
         else `direct` for paired pairs and `fused` for unpaired ones (`direct` without G)."""
         pair = f"{source}->{target}"
         chosen = self.routes.get(pair) or self.bridge.config.get("routes", {}).get(pair)
-        if chosen == "raw" and not self.has_raw(target):
+        if chosen in FEATURE_ROUTES and not self.has_raw(target):
             chosen = None  # an index made before raw vectors were stored
+        if chosen == "instance" and not self.bridge.has_instance(source, target):
+            chosen = None  # an index-level table naming a map this bridge lacks
         if chosen:
             return chosen
         if self.bridge.is_paired(source, target) or not self.bridge.has_proxy:
             return "direct"
         return "fused"
+
+    def shares_encoder(self, a: str, b: str) -> bool:
+        """Whether `a` and `b` are read by one encoder, so their raw features compare as they are."""
+        return a == b or self.bridge.preset.shares_encoder(a, b, aligned=False)
 
     def has_raw(self, modality: str) -> bool:
         """Whether this index stores `modality`'s own encoder features (the raw route)."""
@@ -301,24 +312,30 @@ class Index:
         _check_filter(filter)
         if route not in ("auto", *ROUTES):
             raise QueryError(f"unknown route {route!r}; choose auto, {', '.join(ROUTES)}")
-        if route == "raw" and any(t != source for t in targets):
-            raise QueryError(f"route raw compares a modality's own encoder features: it searches {source} with a "
-                             f"{source} query, not {', '.join(t for t in targets if t != source)}")
+        if route == "raw" and any(t != source and not self.shares_encoder(source, t) for t in targets):
+            raise QueryError(f"route raw compares encoder features as they are: it searches {source} and what the "
+                             f"same encoder reads, not {', '.join(t for t in targets if not self.shares_encoder(source, t))}")
+        if route == "instance" and any(not self.bridge.has_instance(source, t) for t in targets):
+            raise QueryError(f"route instance needs an instance map between {source} and "
+                             f"{', '.join(t for t in targets if not self.bridge.has_instance(source, t))}, and this "
+                             f"index's bridge ({self.bridge.version}) has none: use route auto")
         if route in ("proxy", "fused") and not self.bridge.has_proxy:
             raise QueryError(f"route {route} needs G, and this index's space ({self.bridge.version}) has none: it "
                              "was indexed with no training; use route direct (or bind modalities with `ebridge train`)")
         by_route: dict[str, list[str]] = {}
         for t in targets:
             r = self.route_for(source, t) if route == "auto" else route
-            if r == "raw" and (features is None or not self.has_raw(t)):
-                if route == "raw":
-                    raise QueryError("route raw needs the query's encoder features and an index that stores "
+            if r in FEATURE_ROUTES and (features is None or not self.has_raw(t)):
+                if route in FEATURE_ROUTES:
+                    raise QueryError(f"route {route} needs the query's encoder features and an index that stores "
                                      f"raw_{t} vectors (re-index with --reembed to add them)")
                 r = "direct"
-            by_route.setdefault(r, []).append(t)
-        if views is None and set(by_route) & {"proxy", "fused"}:
+            # A feature route searches one target's own `raw_<modality>` vectors: one search per target.
+            by_route.setdefault((r, t) if r in FEATURE_ROUTES else (r, ""), []).append(t)
+        if views is None and {r for r, _ in by_route} & {"proxy", "fused"}:
             views = self.bridge.proxy_view(vectors)
-        per_route = [self._search_route(r, ts, vectors, views, k, filter, features) for r, ts in by_route.items()]
+        per_route = [self._search_route(r, ts, vectors, views, k, filter, features, source)
+                     for (r, _), ts in by_route.items()]
         if len(per_route) == 1:
             return per_route[0]
         # Scores of different routes are not comparable (cosine vs fusion): interleave by rank.
@@ -330,7 +347,7 @@ class Index:
 
     def _search_route(self, route: str, targets: list[str], vectors: np.ndarray, views: np.ndarray | None,
                       k: int, filter: Mapping[str, Any] | Filter | None,
-                      features: np.ndarray | None = None) -> list[list[SearchHit]]:
+                      features: np.ndarray | None = None, source: str = "") -> list[list[SearchHit]]:
         flt = _with_modality(filter, targets)
         try:
             if route == "direct":
@@ -338,6 +355,9 @@ class Index:
             elif route == "raw":
                 unit = features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
                 results = self.store.search_batch(f"raw_{targets[0]}", unit, k, flt)
+            elif route == "instance":
+                mapped = self.bridge.instance_embed(source, targets[0], features)
+                results = self.store.search_batch(f"raw_{targets[0]}", mapped, k, flt)
             elif route == "proxy":
                 results = self.store.search_batch("proxy", views, k, flt)
             else:

@@ -39,7 +39,8 @@ def test_a_saved_checkpoint_records_its_format_and_the_versions_that_wrote_it(tm
     bridge = Bridge.load(OLD)
     bridge.save(tmp_path / "ckpt")  # re-saved by this code: the current format
     config = json.loads((tmp_path / "ckpt" / "config.json").read_text())
-    assert config["format_version"] == CHECKPOINT_FORMAT
+    # No instance maps (format 2's addition): written as format 1, which older readers read as they did.
+    assert config["format_version"] == 1 < CHECKPOINT_FORMAT
     assert config["written_by"]["emergentbridge"] == __version__
     assert config["written_by"]["torch"] and config["written_by"]["python"]
     again = Bridge.load(tmp_path / "ckpt")
@@ -53,7 +54,7 @@ def test_a_checkpoint_from_a_newer_format_is_refused_with_what_to_do(tmp_path):
     config = json.loads(cfg_path.read_text())
     config.update(format_version=CHECKPOINT_FORMAT + 1, written_by={"emergentbridge": "9.0.0"})
     cfg_path.write_text(json.dumps(config))
-    with pytest.raises(CheckpointError, match=r"format 2 .*emergentbridge 9\.0\.0.*upgrade emergentbridge"):
+    with pytest.raises(CheckpointError, match=rf"format {CHECKPOINT_FORMAT + 1} .*emergentbridge 9\.0\.0.*upgrade emergentbridge"):
         Bridge.load(tmp_path / "ckpt")
 
 

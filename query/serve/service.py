@@ -87,7 +87,7 @@ class SearchRequest(BaseModel):
     target: list[str] | None = Field(None, description="modalities to return (default: all)", examples=[["audio"]])
     k: int = Field(10, description="number of hits")
     filter: dict[str, str] = Field(default_factory=dict, description="payload filter, e.g. {'label': 'seven'}")
-    route: Literal["auto", "direct", "proxy", "fused", "raw"] = "auto"
+    route: Literal["auto", "direct", "proxy", "fused", "raw", "instance"] = "auto"
     source: str | None = Field(None, description="an uploaded file's modality, when its name does not tell")
     group_by: Literal["modality"] | None = Field(
         None, description="'modality': one ranked list of k hits per target modality in `groups` (each list on one "
@@ -374,8 +374,10 @@ class SearchService:
         feats = None if features is None else features[None, :]
         groups = {}
         for target in targets:
-            if req.route == "raw" and target != source:
-                continue  # the raw route compares a modality with itself only
+            if req.route == "raw" and not self.index.shares_encoder(source, target):
+                continue  # the raw route compares what one encoder reads only
+            if req.route == "instance" and not self.index.bridge.has_instance(source, target):
+                continue  # no instance map between the two
             hits = self.index.search_vectors(source, z[None, :], [target], req.k, req.filter or None, req.route,
                                              views=views, features=feats)[0]
             if hits:
