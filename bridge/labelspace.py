@@ -272,6 +272,7 @@ def class_prompt_items(preset: Any) -> Any:
 
     spec = LabelSpaceSpec.from_preset(preset.spec["label_space"])
     names = spec.class_names()
-    matrix = class_prompt_matrix(spec, preset.encoder("text"), preset.modality_fingerprint("text"))
+    # A concept space's first rows are the classifier's own classes (then their ancestors, then sounds).
+    matrix = class_prompt_matrix(spec, preset.encoder("text"), preset.modality_fingerprint("text"))[:len(names)]
     return ModalityData(ids=[f"class prompt: {n}" for n in names], features=matrix, labels=names,
                         pairs=[None] * len(names))

@@ -362,17 +362,5 @@ class Bridge:
 
 
 def placeable_modalities(preset: Any) -> list[str]:
-    """What a preset's pretrained space can place with no training: the modalities of its aligned
-    pairs, and video when its frames go through the same image network as an aligned image. A
-    concept space (`label_space.concepts`) also places audio read by a tagger with named classes,
-    and depth and thermal read by the image classifier (a thermal frame as a grey photo)."""
-    from bridge.modalities import MODALITIES
-
-    placed = {m for pair in preset.aligned_pairs for m in pair}
-    concepts = bool((preset.spec.get("label_space") or {}).get("concepts"))
-    if "image" in placed:
-        by_image = ("video", "depth", "thermal") if concepts else ("video",)
-        placed |= {m for m in by_image if m in preset.modalities and preset.backbone_key(m) == preset.backbone_key("image")}
-    if concepts and "audio" in preset.modalities and hasattr(preset.encoder("audio").backbone, "class_map"):
-        placed.add("audio")
-    return [m for m in MODALITIES if m in placed]
+    """What a preset's pretrained space places with no training (`Preset.places`)."""
+    return preset.places()

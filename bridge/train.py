@@ -88,11 +88,12 @@ class PairSampler:
 
 class TopClassPairs:
     """G's training pairs when the proxy is the label space's class prompts: each anchor item with
-    the prompt of its most probable class (the largest coordinate of its label-space vector)."""
+    the prompt of its most probable class (the largest of its label-space vector's first `classes`
+    coordinates: in a concept space the classes come first, then the concepts above them)."""
 
-    def __init__(self, head: nn.Module, anchor: ModalityData, rng: np.random.Generator):
+    def __init__(self, head: nn.Module, anchor: ModalityData, rng: np.random.Generator, classes: int):
         with torch.no_grad():
-            self.top = head(torch.as_tensor(anchor.features)).argmax(1).cpu().numpy()
+            self.top = head(torch.as_tensor(anchor.features))[:, :classes].argmax(1).cpu().numpy()
         self.rng = rng
 
     def batch(self, size: int) -> tuple[np.ndarray, np.ndarray, "torch.Tensor"]:
@@ -226,13 +227,17 @@ def _label_space(preset_info: dict[str, Any]) -> bool:
 
 
 def carried_modalities(preset_info: dict[str, Any], data: TrainingSet, frozen: set[str]) -> list[str]:
-    """Modalities a frozen pretrained base places with no training (video frames through the aligned
-    image encoder) that the training data lacks: carried into the bridge with their fixed heads, so a
-    bridge bound to the base embeds everything the zero-training space did, the same way."""
-    backbones, dims = preset_info.get("backbones") or {}, preset_info.get("dims") or {}
-    if "image" not in frozen or not dims:
+    """Modalities a frozen pretrained base places with no training (`Preset.places`: video frames
+    through the aligned image encoder; in a concept space also depth, thermal and a tagger's audio)
+    that the training data lacks: carried into the bridge with their fixed heads, so a bridge bound
+    to the base embeds everything the zero-training space did, the same way."""
+    if "image" not in frozen or not preset_info.get("dims"):
         return []
-    return [m for m in ("video",) if m not in data and m in dims and backbones.get(m) == backbones.get("image")]
+    places = preset_info.get("places")
+    if places is None:  # an info dict from before `places`: video through the image network
+        backbones = preset_info.get("backbones") or {}
+        places = [m for m in ("video",) if backbones.get(m) == backbones.get("image")]
+    return [m for m in places if m not in data and m not in frozen and m in preset_info["dims"]]
 
 
 def base_kinds(cfg: TrainConfig, preset_info: dict[str, Any], data: TrainingSet, frozen: set[str],
@@ -323,7 +328,7 @@ def train(cfg: TrainConfig, data: TrainingSet, val: TrainingSet | None = None,
     shares_anchor = {m for m in data if m != cfg.anchor and same_encoder(m, cfg.anchor)}
     kinds = base_kinds(cfg, preset_info, data, frozen, shares_anchor)
     carried = carried_modalities(preset_info, data, frozen)
-    for m in carried:  # placed by the frozen base with no pairs (video)
+    for m in carried:  # placed by the frozen base with no pairs (video; depth, thermal, audio in a concept space)
         feature_dims[m], kinds[m] = int(preset_info["dims"][m]), kinds[cfg.anchor]
         frozen = frozen | {m}
     maps = _label_maps(preset, kinds)
@@ -403,8 +408,10 @@ def train(cfg: TrainConfig, data: TrainingSet, val: TrainingSet | None = None,
         last = head.net[-1]
         if bool(last.weight.any()) or bool(last.bias.any()):  # it started elsewhere (a copy of the anchor)
             return
-        fixed = type(head)(feature_dims[m], dim, kind="labelspace")
-        fixed.labels.load_state_dict(head.labels.state_dict())
+        spread = head.labels.spread
+        fixed = type(head)(feature_dims[m], dim, kind="labelspace",
+                           classes=None if spread is None else int(spread.shape[0]))
+        fixed.labels = head.labels  # the same fixed map (a concept space's spread included)
         modules.heads[m] = fixed.eval()
         kinds[m] = config["head_kinds"][m] = "labelspace"
         config["heads"].setdefault(m, {})["kind"] = "labelspace"
@@ -421,7 +428,7 @@ def train(cfg: TrainConfig, data: TrainingSet, val: TrainingSet | None = None,
 
     # Stage 1: the base space, anchor <-> proxy.
     proxy_data = data[cfg.proxy]
-    pairs_ap = TopClassPairs(modules.heads[cfg.anchor], anchor, rng) if prompts_as_proxy else \
+    pairs_ap = TopClassPairs(modules.heads[cfg.anchor], anchor, rng, len(proxy_data.ids)) if prompts_as_proxy else \
         PairSampler(anchor, proxy_data, rng, f"{cfg.anchor}<->{cfg.proxy}")
     h_p, scale = modules.heads[cfg.proxy], modules.logit_scales[cfg.proxy]
 

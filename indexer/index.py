@@ -331,8 +331,9 @@ def resolve_bridge(index_dir: Path, bridge: Any, *, reembed: bool = False,
 
     No `bridge`: the index's copy, or for a new index the pretrained space of `preset` (no
     training, `Bridge.from_preset`). A `bridge` and no copy: it becomes the copy. A different
-    one than the copy: accepted when it extends it (every modality the copy embeds gets the very
-    same vectors: a bridge trained on the same pretrained base binding more modalities), else
+    one than the copy: accepted when it extends it (the copy's anchor and proxy get the very same
+    vectors: a bridge trained on the same pretrained base binding more modalities, or binding anew
+    one the pretrained space placed, whose files are then embedded again; see `_extended`), else
     BridgeMismatchError, or with `reembed` the new copy. A damaged copy is restored from the
     given bridge when it has the copy's version, and otherwise raises CheckpointError saying
     which checkpoint restores it.
@@ -391,8 +392,11 @@ def resolve_bridge(index_dir: Path, bridge: Any, *, reembed: bool = False,
 
 
 def _extended(copy: Path, given: Any) -> Any:
-    """The index's bridge when `given` embeds every modality of it exactly as it does (same head
-    kind and tensors: a bridge bound to the same pretrained base), else None."""
+    """The index's bridge when `given` extends it, else None: the same preset and space, the copy's
+    anchor and proxy embedded exactly as it does (same head kind and tensors: a bridge bound to the
+    same pretrained base), and every other modality of the copy still embedded. Those whose head
+    changed (a modality the pretrained space placed and the new bridge binds from pairs, such as
+    thermal or audio) are re-embedded; the others keep their vectors (`_adopt_extension`)."""
     from bridge.space import Bridge
 
     try:
@@ -402,12 +406,20 @@ def _extended(copy: Path, given: Any) -> Any:
     if old.config.get("preset_name") != given.config.get("preset_name") or old.dim != given.dim:
         return None
     for m in old.modalities:
-        if m not in given.modalities or old.config["head_kinds"].get(m) != given.config["head_kinds"].get(m):
+        if m not in given.modalities or (m in (old.anchor, old.proxy_role) and not _same_head(old, given, m)):
             return None
-        a, b = old.modules.heads[m].state_dict(), given.modules.heads[m].state_dict()
-        if a.keys() != b.keys() or any(not bool((a[k] == b[k]).all()) for k in a):
-            return None
+    rebound = [m for m in old.modalities if not _same_head(old, given, m)]
+    if rebound:
+        log.info("bridge %s binds %s anew: those files are embedded again", given.version, ", ".join(rebound))
     return old
+
+
+def _same_head(old: Any, new: Any, modality: str) -> bool:
+    """Whether two bridges embed `modality` identically (head kind and every tensor)."""
+    if old.config["head_kinds"].get(modality) != new.config["head_kinds"].get(modality):
+        return False
+    a, b = old.modules.heads[modality].state_dict(), new.modules.heads[modality].state_dict()
+    return a.keys() == b.keys() and all(bool((a[k] == b[k]).all()) for k in a)
 
 
 def _lent_bridge(index_dir: Path, bridge: Any) -> Any:
@@ -474,7 +486,7 @@ def _adopt_extension(store: Store, manifest: Manifest, old: Any, new: Any) -> No
     (and raw) vectors bit for bit; only their proxy view is G's of the new bridge, computed from the
     stored vector (no file is read or encoded again). A run killed here re-embeds what it had not
     yet moved over, with the same vectors."""
-    kept = set(old.modalities)
+    kept = {m for m in old.modalities if m in new.modalities and _same_head(old, new, m)}
     todo = [r for r in manifest.rows.values() if r.status == INDEXED and r.modality in kept
             and r.bridge_version == old.version]
     for start in range(0, len(todo), 512):
@@ -609,7 +621,10 @@ def _repair_damage(store: Store, manifest: Manifest, index_dir: Path, where: str
     even remove them, the collection is rebuilt from the files. Returns how many points will be
     embedded again for it; 0 for a whole store.
     """
-    rows = [r for r in manifest.rows.values() if r.status == INDEXED]
+    # A point of another bridge version is embedded again by this run's plan anyway (a modality an
+    # extending bridge binds anew): it need not carry what this bridge writes (G's view).
+    current = store.metadata.get("bridge_version")
+    rows = [r for r in manifest.rows.values() if r.status == INDEXED and r.bridge_version in (None, current)]
     if not rows:
         return 0
     check = check_points(store, rows)
@@ -621,7 +636,7 @@ def _repair_damage(store: Store, manifest: Manifest, index_dir: Path, where: str
     log.warning("index %s (%s): %s; their files will be embedded again", index_dir, where, check.summary())
     ids = list(check.damaged)
     try:
-        remove_points(store, ids)
+        remove_points(store, ids, {r.point_id: r.modality for r in rows})
     except Exception as exc:
         log.warning("index %s: cannot remove the damaged points (%s); rebuilding the collection from the files",
                     index_dir, exc)

@@ -144,14 +144,24 @@ def check_page(store: Store, limit: int = 256) -> StoreCheck:
     return check
 
 
-def remove_points(store: Store, ids: Sequence[Any]) -> None:
+def remove_points(store: Store, ids: Sequence[Any], modalities: dict[Any, str] | None = None) -> None:
     """Delete damaged points. The engine reads a point's old payload to delete it, which fails when
-    that payload is garbled; overwriting the point first (which needs no read) makes it deletable."""
+    that payload is garbled; overwriting the point first (which needs no read) makes it deletable.
+    `modalities` (point id -> modality) keeps each filler to the vectors its modality's partition has
+    (`raw_<modality>` only there) and routes it to that partition."""
     if not ids:
         return
     dims = store.spec.vectors
-    filler = {name: np.full(dim, 1.0 / np.sqrt(dim), dtype=np.float32) for name, dim in dims.items()}
-    store.upsert([Point(pid, filler, {"damaged": True}) for pid in ids])
+    own = {n for n in dims if not n.startswith("raw_")}
+
+    def filler(pid: Any) -> dict[str, np.ndarray]:
+        m = (modalities or {}).get(pid)
+        names = [n for n in dims if n in own or m is None or n == f"raw_{m}"]
+        return {n: np.full(dims[n], 1.0 / np.sqrt(dims[n]), dtype=np.float32) for n in names}
+
+    store.upsert([Point(pid, filler(pid), {"damaged": True, **({"modality": modalities[pid]}
+                                                                 if modalities and pid in modalities else {})})
+                  for pid in ids])
     store.delete(ids)
     store.flush()
 

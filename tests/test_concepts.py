@@ -116,3 +116,71 @@ def test_zero_training_index_of_a_mixed_folder_places_sounds(tmp_path):
         assert "ship-" in ships[0].path and sum("ship-" in h.path for h in ships) >= 2  # chance: 1 in 3
         assert len(index.search(str(root / "sounds" / sorted(p.name for p in (root / "sounds").iterdir())[0]),
                                 target="image", k=3)) == 3
+
+
+def _tiny_concept_preset(tmp_path) -> Path:
+    """The tiny preset's networks (seeded, no weights) on a concept space: ImageNet's 1000 classes."""
+    import json
+
+    spec = json.loads((Path(__file__).resolve().parents[1] / "bridge" / "encoders" / "presets" / "tiny.json").read_text())
+    spec.update(name="tiny-concepts", aligned=[["image", "text"]],
+                label_space={"classes": "imagenet", "templates": "photo", "image_temperature": 1.0,
+                             "text_temperature": 0.05, "concepts": True})
+    path = tmp_path / "tiny-concepts.json"
+    path.write_text(json.dumps(spec))
+    return path
+
+
+def test_binding_a_modality_the_space_placed_reembeds_it_and_keeps_the_photos_bit_for_bit(tmp_path, capsys):
+    """A concept space places thermal frames with no training; binding thermal from pairs then
+    re-embeds the thermal frames only: the photos keep their vectors bit for bit."""
+    from PIL import Image
+
+    from query import Index
+    from query.cli import main
+
+    preset = _tiny_concept_preset(tmp_path)
+    rng = np.random.default_rng(3)
+    data = tmp_path / "data"
+    (data / "photos").mkdir(parents=True)
+    (data / "thermal").mkdir()
+    rows = ["modality,path,pair,split"]
+    for i in range(12):
+        img = rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)
+        Image.fromarray(img).save(data / "photos" / f"p{i}.png")
+        Image.fromarray(img.mean(2).astype(np.uint8)).save(data / "thermal" / f"p{i}_ir.png")
+        split = "val" if i >= 9 else "train"
+        rows += [f"image,data/photos/p{i}.png,k{i},{split}", f"thermal,data/thermal/p{i}_ir.png,k{i},{split}"]
+    (tmp_path / "pairs.csv").write_text("\n".join(rows) + "\n")
+    idx = tmp_path / "idx"
+    assert main(["index", str(data), "--index", str(idx), "--preset", str(preset), "--json"]) == 0
+    import json
+
+    first = json.loads(capsys.readouterr().out)
+    assert first["by_modality"] == {"image": 12, "thermal": 12} and not first["skipped"]
+    with Index.open(idx) as index:
+        before = {r.payload["path"]: r.vectors["bridged"] for r in index.store.scroll(with_vectors=True)}
+    assert main(["train", str(tmp_path / "pairs.csv"), "--out", str(tmp_path / "bound"), "--preset", str(preset),
+                 "--steps", "20", "--proxy-steps", "20", "--eval-every", "10", "--batch-size", "8",
+                 "--threads", "1"]) == 0
+    capsys.readouterr()
+    from bridge.space import Bridge
+
+    # Whatever validation kept for thermal, a bridge whose thermal head differs from the zero-training
+    # one (here: its label map at another temperature) must re-embed the thermal frames, and only them.
+    bound = Bridge.load(tmp_path / "bound")
+    bound.modules.heads["thermal"].labels.scale.mul_(0.5)
+    bound.save(tmp_path / "rebound")
+    assert main(["index", str(data), "--index", str(idx), "--bridge", str(tmp_path / "rebound"), "--json"]) == 0
+    second = json.loads(capsys.readouterr().out)
+    assert second["by_modality"] == {"thermal": 12} and second["points"] == 24
+    with Index.open(idx) as index:
+        after = {r.payload["path"]: r.vectors["bridged"] for r in index.store.scroll(with_vectors=True)}
+        used = index.bridge
+    assert used.version == Bridge.load(tmp_path / "rebound").version
+    for path, vec in before.items():
+        if path.startswith("photos/"):
+            assert np.array_equal(after[path], vec)  # bit for bit
+        else:
+            np.testing.assert_allclose(after[path], used.embed("thermal", [data / path])[0], atol=1e-5)
+            assert not np.allclose(after[path], vec)  # the new head's vector, not the zero-training one

@@ -156,7 +156,29 @@ class Preset:
         """
         return {"name": self.name, "fingerprint": self.fingerprint, "aligned": [list(p) for p in self.aligned_pairs],
                 "backbones": {m: self.encoder_key(m) for m in self.modalities},
-                "label_space": self.spec.get("label_space"), "dims": {m: self.dim(m) for m in self.modalities}}
+                "label_space": self.spec.get("label_space"), "dims": {m: self.dim(m) for m in self.modalities},
+                "places": self.places()}
+
+    def places(self) -> list[str]:
+        """What the preset's pretrained space places with no training: the modalities of its aligned
+        pairs, and video when its frames go through the same image network as an aligned image. A
+        concept space (`label_space.concepts`) also places audio read by a tagger with named classes,
+        and depth and thermal read by the image classifier (a thermal frame as a grey photo).
+
+        Example:
+            >>> load_preset("offline").places()
+            ['text', 'image', 'audio', 'depth', 'thermal', 'video']
+        """
+        from bridge.modalities import MODALITIES
+
+        placed = {m for pair in self.aligned_pairs for m in pair}
+        concepts = bool((self.spec.get("label_space") or {}).get("concepts"))
+        if "image" in placed:
+            by_image = ("video", "depth", "thermal") if concepts else ("video",)
+            placed |= {m for m in by_image if m in self.modalities and self.backbone_key(m) == self.backbone_key("image")}
+        if concepts and "audio" in self.modalities and hasattr(self.encoder("audio").backbone, "class_map"):
+            placed.add("audio")
+        return [m for m in MODALITIES if m in placed]
 
     def _entry(self, modality: str) -> dict[str, Any]:
         if modality not in self.spec["encoders"]:
