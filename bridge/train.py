@@ -207,6 +207,11 @@ def frozen_modalities(cfg: TrainConfig, preset_info: dict[str, Any], data: Train
     and is trained instead: then none is frozen."""
     aligned = [tuple(p) for p in preset_info.get("aligned") or []]
     holding_anchor = [p for p in aligned if cfg.anchor in p and all(m in data for m in p)]
+    if (_label_space(preset_info) and cfg.base in ("auto", "frozen") and not holding_anchor
+            and any(cfg.anchor in p for p in aligned)):
+        # The manifest binds to one side of the pretrained space (audio-text pairs, `--anchor text`):
+        # that side stays the space's own, and its partners (the photos) are carried with it.
+        return {cfg.anchor}
     if cfg.base == "finetune" and not (_label_space(preset_info) and holding_anchor):
         raise ValueError(f"--base finetune needs a label-space preset whose aligned pair holds {cfg.anchor} (the "
                          f"offline presets); preset {preset_info.get('name')!r}: use --base frozen or trained")
@@ -231,7 +236,7 @@ def carried_modalities(preset_info: dict[str, Any], data: TrainingSet, frozen: s
     through the aligned image encoder; in a concept space also depth, thermal and a tagger's audio)
     that the training data lacks: carried into the bridge with their fixed heads, so a bridge bound
     to the base embeds everything the zero-training space did, the same way."""
-    if "image" not in frozen or not preset_info.get("dims"):
+    if not frozen or not preset_info.get("dims"):
         return []
     places = preset_info.get("places")
     if places is None:  # an info dict from before `places`: video through the image network
@@ -245,14 +250,22 @@ def base_kinds(cfg: TrainConfig, preset_info: dict[str, Any], data: TrainingSet,
     """Each modality's head kind. On a label-space base (the offline presets' aligned image/text),
     the anchor and proxy are the fixed label-space maps (frozen) or start there and are fine-tuned
     on the pairs (`finetune`, what `auto` does there), and modalities read by the anchor's backbone
-    (depth, thermal, video) start at their own label-space vector, the zero-training baseline."""
-    on_labels = _label_space(preset_info) and cfg.base != "trained" and any(
-        cfg.anchor in p and all(m in data for m in p) for p in preset_info.get("aligned") or [])
+    (depth, thermal, video) or placed by the space themselves (a tagger's audio in a concept space)
+    start at their own label-space vector, the zero-training baseline. A manifest that binds to one
+    side of the space (audio-text pairs with `--anchor text`) keeps that side frozen."""
+    on_labels = _label_space(preset_info) and cfg.base != "trained" and (cfg.anchor in frozen or any(
+        cfg.anchor in p and all(m in data for m in p) for p in preset_info.get("aligned") or []))
+    places = preset_info.get("places")
+
+    def placed(m: str) -> bool:  # whether the space has a label map of m's own to start from
+        return places is None or m in places or m in shares_anchor
+
     kinds = {}
     for m in data:
         if m in frozen:
             kinds[m] = "labelspace" if on_labels else "identity"
-        elif on_labels and cfg.head_init == "encoder" and (m in (cfg.anchor, cfg.proxy) or m in shares_anchor):
+        elif on_labels and cfg.head_init == "encoder" and (m in (cfg.anchor, cfg.proxy) or m in shares_anchor) \
+                and placed(m):
             kinds[m] = "labelspace-residual"
         else:
             kinds[m] = "mlp" if cfg.head_init == "random" else "residual"
