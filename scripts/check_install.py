@@ -86,7 +86,7 @@ def run(name: str, command: list[str], *, cwd: Path, env: dict[str, str] | None 
         timeout: float = 1800) -> Step:
     """Run one step, logging it; the network is cut for `offline` steps where `unshare -n` works."""
     argv = (["unshare", "-n"] if offline and _can_cut_network() else []) + command
-    log.info("[%s] %s", name, " ".join(command))
+    log.info("[%s] %s", name, " ".join("<script>" if "\n" in a else a for a in command))
     t0 = time.perf_counter()
     try:
         out = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
