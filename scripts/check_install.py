@@ -208,7 +208,8 @@ def journey(extra: str, preset: str, bin_dir: Path, work: Path, weights: dict[st
             return result
         if name == "search":
             result.hits = [{k: h.get(k) for k in ("path", "label", "score", "route")} for h in json.loads(step.stdout)]
-    result.ok = len(result.hits) == 3
+    wanted = min(3, len(list(photos.glob("sounds/*.flac" if target == "audio" else "*/*.jpg"))))
+    result.ok = len(result.hits) == wanted  # k=3, or every file of the target modality when fewer
     return result
 
 
