@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: demo test test-all bench clean check-deps
+.PHONY: demo test test-all bench clean check-deps check-install
 
 # aisfx (the offline-sound preset's audio weights) pins numpy 1.23, librosa 0.9.2, tqdm 4.62.3
 # and argparse, none of which it needs for its checkpoint and all of which conflict with ours:
@@ -39,8 +39,13 @@ check-deps: $(STAMP)
 	case "$$all" in *aisfx*) echo "pip check: only aisfx's pins, installed --no-deps on purpose";; \
 		*) echo "pip check: clean";; esac
 
+# Each preset's extra as a user installs it: the wheel into a fresh virtualenv, then an index and a
+# search (scripts/check_install.py; ~5.5 GB and minutes per extra, so not part of `make test`).
+check-install: $(STAMP)
+	$(BIN)/python scripts/check_install.py --out install-check.json
+
 bench: $(STAMP)
 	$(BIN)/ebridge bench --quick --out bench-out
 
 clean:
-	rm -rf demo-out bench-out .pytest_cache
+	rm -rf demo-out bench-out .pytest_cache install-check.json

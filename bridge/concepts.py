@@ -47,7 +47,7 @@ class ConceptTable:
     spreads: dict[str, list[list[int]]]  # "imagenet" / "audioset": per class, its concepts
     chains: list[list[int]]  # per concept: itself and its ancestors among the concepts
     lexicon: dict[str, int]
-    sha256: str  # of the shipped file: a bridge records it, so a changed table is never read silently
+    sha256: str  # of the shipped table's content: a bridge records it, so a changed table is never read silently
 
     @property
     def size(self) -> int:
@@ -114,7 +114,7 @@ def _singulars(word: str) -> list[str]:
 @functools.cache
 def concept_table() -> ConceptTable:
     """The shipped table, read once per process."""
-    blob = (resources.files("bridge") / "data" / DATA_FILE).read_bytes()
-    raw = json.loads(gzip.decompress(blob))
+    blob = gzip.decompress((resources.files("bridge") / "data" / DATA_FILE).read_bytes())
+    raw = json.loads(blob)
     return ConceptTable(nodes=raw["nodes"], spreads={"imagenet": raw["imagenet"], "audioset": raw["audioset"]},
                         chains=raw["chains"], lexicon=raw["lexicon"], sha256=hashlib.sha256(blob).hexdigest()[:16])

@@ -35,13 +35,13 @@ from typing import Any
 
 import numpy as np
 
-from bridge.deps import require
 from bridge.files import atomic_path
 
 log = logging.getLogger(__name__)
 
-# Named template sets, read from the installed open_clip_torch (never copied here): "simple" is its
-# 7 simple ImageNet templates, "openai" the 80 of CLIP's paper; "photo" is the single classic prompt.
+# Named template sets: "simple" is open_clip's 7 simple ImageNet templates, "openai" the 80 of CLIP's
+# paper, both shipped in bridge/data/templates.json (made from open_clip_torch by
+# scripts/make_label_data.py, so no open_clip is needed at run time); "photo" is the single classic prompt.
 TEMPLATE_SETS = ("simple", "openai", "photo")
 CLASS_SETS = ("imagenet",)
 
@@ -89,18 +89,18 @@ class LabelSpaceSpec:
     def class_names(self) -> list[str]:
         if isinstance(self.classes, list):
             return [str(c) for c in self.classes]
-        open_clip = require("open_clip", "the ImageNet class names of the label-space alignment")
-        return list(open_clip.zero_shot_metadata.IMAGENET_CLASSNAMES)
+        from bridge.data import read_lines
+
+        return read_lines("imagenet_classes.txt")  # open_clip's IMAGENET_CLASSNAMES, shipped as data
 
     def prompts(self, name: str) -> list[str]:
         if isinstance(self.templates, list):
             return [t.format(name) for t in self.templates]
         if self.templates == "photo":
             return [f"a photo of a {name}."]
-        open_clip = require("open_clip", "the prompt templates of the label-space alignment")
-        meta = open_clip.zero_shot_metadata
-        templates = meta.OPENAI_IMAGENET_TEMPLATES if self.templates == "openai" else meta.SIMPLE_IMAGENET_TEMPLATES
-        return [t(name) for t in templates]
+        from bridge.data import read_json
+
+        return [t.format(name) for t in read_json("templates.json")[self.templates]]
 
 
 def _cache_dir() -> Path:

@@ -54,3 +54,29 @@ def write_record(index_dir: str | Path, **fields: Any) -> Path:
 
     return atomic_write_json(Path(index_dir) / INDEX_FILE, {"format": INDEX_FORMAT, "written_by": written_by(),
                                                             **fields})
+
+
+def unfinished_first_run(index_dir: str | Path) -> str | None:
+    """What to tell a reader of a folder where no `ebridge index` run has finished yet, or None.
+
+    A first run that failed (a missing package, a bad preset) or was interrupted leaves the folder
+    with its lock file and perhaps a bridge copy and part of the store, but no record of a finished
+    run (`last_run`). A reader is then told that, and the command that completes the index (the
+    indexer resumes: files already embedded are kept), not asked for a checkpoint it never had.
+
+    Example:
+        >>> import tempfile
+        >>> "never finished" in unfinished_first_run(tempfile.mkdtemp())
+        True
+    """
+    index_dir = Path(index_dir)
+    record = read_record(index_dir) or {}
+    if record.get("last_run"):
+        return None
+    if record.get("root"):
+        return (f"index {index_dir} was never finished: its first `ebridge index {record['root']}` run was interrupted "
+                f"or failed. Complete it with `ebridge index {record['root']} --index {index_dir}` (with the --preset "
+                "or --bridge that run had; what it embedded is kept)")
+    return (f"index {index_dir} was never finished: no `ebridge index` run has completed in it (a first run that was "
+            f"interrupted or failed, e.g. by a missing package, leaves it so). Complete it with `ebridge index DIR "
+            f"--index {index_dir}` (DIR: the folder you are indexing, with the --preset or --bridge that run had)")

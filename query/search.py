@@ -34,7 +34,7 @@ import numpy as np
 from bridge.errors import BridgeMismatchError, EmergentBridgeError
 from bridge.modalities import MODALITIES, check_modality, detect_modality, file_kind, load, names_a_file
 from indexer.lock import IndexBusyError, ReadLock  # noqa: F401  (IndexBusyError: part of this API)
-from indexer.record import read_record
+from indexer.record import read_record, unfinished_first_run
 from indexer.store import Filter, Prefetch, Range, Store, open_store, store_in_folder
 from indexer.store.types import StoreUnreadableError
 from indexer.verify import StoreDamagedError, check_page
@@ -146,6 +146,9 @@ class Index:
         if bridge is None:
             bridge = path / BRIDGE_DIR
             if not (bridge / "config.json").is_file():
+                unfinished = unfinished_first_run(path)
+                if unfinished:  # the first run failed before it wrote the bridge copy: no checkpoint to ask for
+                    raise QueryError(unfinished)
                 raise QueryError(f"{path} holds no bridge ({bridge}/config.json missing); pass --bridge CKPT_DIR (the "
                                  "checkpoint it was built with), or restore the copy with `ebridge index DIR --index "
                                  f"{path} --bridge CKPT_DIR`")
@@ -156,7 +159,7 @@ class Index:
         try:
             store = open_store(path, url=url, collection=collection)
         except FileNotFoundError as exc:
-            raise QueryError(str(exc)) from None
+            raise QueryError((url is None and unfinished_first_run(path)) or str(exc)) from None
         except StoreDamagedError as exc:  # the engine cannot load the store at all: one sentence, the fix
             raise _unloadable(path, exc) from None
         try:
@@ -171,6 +174,9 @@ class Index:
                 raise _unloadable(path, exc) from None
             if not check.ok:
                 raise StoreDamagedError(f"index {path}: its store is damaged ({check.summary()}); {index.repair_hint}")
+            unfinished = unfinished_first_run(path) if url is None else None
+            if unfinished:  # killed mid-way through its first run: searchable, but only what was embedded so far
+                log.warning("%s; until then it holds %d of the folder's files", unfinished, store.count())
             return index
         except BaseException:
             store.close()

