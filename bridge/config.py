@@ -61,6 +61,11 @@ class TrainConfig:
     # through the head should stay as it is through the frozen features (KL of the two softmaxes over
     # the batch). Against heads that pull items onto their classes and lose what tells them apart.
     keep_neighbours: float = 0.0
+    # A head that starts at its label-space vector (a modality the pretrained space places) is first
+    # trained with a third of the manifest's classes held out; where that loses the held-out classes
+    # against its start (a sign test), the head stays its label-space map: a space that knew those
+    # classes with no pairs must not forget them for the classes the pairs show.
+    class_guard: bool = True
     select: bool = True  # keep each head's best validation step (the start included)
     eval_every: int = 50  # steps between validation checks for selection
     patience: int = 6  # stop a stage after this many checks without a better validation R@1

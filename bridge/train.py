@@ -305,6 +305,7 @@ def train(cfg: TrainConfig, data: TrainingSet, val: TrainingSet | None = None,
 
         return load_preset(cfg.preset)
 
+    as_given = (cfg, data, val)  # what a trial run (the class guard) starts from
     prompts_as_proxy = cfg.proxy not in data and supplies_proxy(preset_info or {}, cfg.anchor, cfg.proxy, cfg.base)
     if prompts_as_proxy:  # no text rows: the label space's class prompts are the proxy, the base stays frozen
         from bridge.labelspace import class_prompt_items
@@ -327,9 +328,11 @@ def train(cfg: TrainConfig, data: TrainingSet, val: TrainingSet | None = None,
             cfg.anchor in p and cfg.proxy in p for p in preset_info.get("aligned") or []):
         base_choice = choose_base(cfg, data, val, preset_info)
         cfg = dataclasses.replace(cfg, base=base_choice["chosen"])
+    guard = guard_held_out_classes(cfg, data, val, preset_info, as_given) if cfg.class_guard and base is None else {}
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     frozen = frozen_modalities(cfg, preset_info, data)
+    frozen |= {m for m, g in guard.items() if g["keep_start"]}
     feature_dims = {m: int(d.features.shape[1]) for m, d in data.items()}
 
     def same_encoder(a: str, b: str) -> bool:
@@ -354,6 +357,8 @@ def train(cfg: TrainConfig, data: TrainingSet, val: TrainingSet | None = None,
               "preset_name": preset_info["name"], "preset_fingerprint": preset_info.get("fingerprint"),
               "paired": [list(p) for p in aligned], "heads": {}, "version": "unsaved",
               **({"base_choice": base_choice} if base_choice else {}),
+              **({"class_guard": guard} if guard else {}),
+              **({"label_space": preset_info["label_space"]} if maps and preset_info.get("label_space") else {}),
               **({"feature_cache": caches.pop()} if len(caches) == 1 else {})}
     modules = build_modules(config)
     for m, d in data.items():
@@ -596,6 +601,77 @@ def choose_base(cfg: TrainConfig, data: TrainingSet, val: TrainingSet, preset_in
              "from the label-space start" if chosen == "finetune" else
              "from the features' own axes (an index built with no training is re-embedded: --reembed)")
     return {"chosen": chosen, **scores}
+
+
+def guard_held_out_classes(cfg: TrainConfig, data: TrainingSet, val: TrainingSet, preset_info: dict[str, Any],
+                           as_given: tuple[TrainConfig, TrainingSet, TrainingSet | None]) -> dict[str, dict[str, Any]]:
+    """Which heads that start at their label-space vector must stay there, because training on the
+    manifest's classes loses classes it never showed.
+
+    Validation holds the manifest's classes only, so it cannot see a head that pulls every sound onto
+    the words the pairs taught. A trial bridge is trained with a third of the classes (at least one)
+    left out; each such head's items of those classes then search their partner modality (every item
+    of it, all classes) through the trial bridge and through the zero-training start. A head whose
+    trial loses there (more of those queries lost than won) is kept at its start. Returns per checked
+    modality the figures and `keep_start`; empty when no head qualifies (unlabelled pairs, fewer
+    than three classes, a base trained from the features). `data` and `val` are the run's (split,
+    class prompts added); `as_given` the configuration and data `train` was called with, which the
+    trial is trained from."""
+    from bridge.encoders import load_preset
+
+    places = set(preset_info.get("places") or [])
+    if not _label_space(preset_info) or cfg.base == "trained" or not places:
+        return {}
+    frozen = frozen_modalities(cfg, preset_info, data)
+    # A trained head that starts at its label-space vector, bound to a partner that stays the space's own.
+    partner = {m: cfg.anchor if m != cfg.anchor else cfg.proxy for m in data if m in places and m not in frozen}
+    partner = {m: p for m, p in partner.items() if p in frozen}
+    classes = sorted({y for m in partner for y in data[m].labels if y is not None})
+    if not partner or len(classes) < 3:
+        return {}
+    rng = np.random.default_rng(cfg.seed + 7)
+    held = set(rng.choice(classes, size=max(1, len(classes) // 3), replace=False).tolist())
+
+    def without(ts: TrainingSet) -> TrainingSet:
+        out = {}
+        for m, d in ts.items():
+            keep = [i for i, y in enumerate(d.labels) if y not in held]
+            out[m] = dataclasses.replace(d, ids=[d.ids[i] for i in keep], features=d.features[keep],
+                                         labels=[d.labels[i] for i in keep], pairs=[d.pairs[i] for i in keep])
+        return out
+
+    log.info("class guard: training a trial bridge without %s, to see what the heads starting at their label-space "
+             "vector do to classes the pairs never show", ", ".join(sorted(held)))
+    # The trial trains every step (no selection): its own validation lacks the held-out classes too,
+    # so what is measured is what training on the pairs does to classes they never show.
+    given_cfg, given_data, given_val = as_given
+    trial_cfg = dataclasses.replace(given_cfg, class_guard=False, variant="anchor", proxy_steps=0, proxy_bank=1,
+                                    select=False)
+    trial, _ = train(trial_cfg, without(given_data), val=without(given_val) if given_val else None,
+                     preset_info=preset_info)
+    start = Bridge.from_preset(load_preset(cfg.preset))
+    out: dict[str, dict[str, Any]] = {}
+    for m, p in partner.items():
+        items = [d for d in (data[m], val.get(m)) if d is not None]
+        q = np.concatenate([d.features for d in items])
+        q_labels = [y for d in items for y in d.labels]
+        rows = [i for i, y in enumerate(q_labels) if y in held]
+        gallery = [d for d in (data[p], val.get(p)) if d is not None]
+        g = np.concatenate([d.features for d in gallery])
+        g_labels = [y for d in gallery for y in d.labels]
+        if not rows or m not in trial.modalities or m not in start.modalities:
+            continue
+        hits = {name: hits_at_1(b.embed_features(m, q[rows]), [q_labels[i] for i in rows],
+                                b.embed_features(p, g), g_labels) for name, b in (("trial", trial), ("start", start))}
+        wins = int((hits["trial"] & ~hits["start"]).sum())
+        losses = int((hits["start"] & ~hits["trial"]).sum())
+        keep = losses > wins  # the start is the safe side: training must not lose what the space knew
+        out[m] = {"held_out": sorted(held), "queries": len(rows), "trial_r1": round(float(hits["trial"].mean()), 4),
+                  "start_r1": round(float(hits["start"].mean()), 4), "keep_start": bool(keep)}
+        log.info("class guard %s->%s on held-out classes: R@1 %.3f after training without them, %.3f at the "
+                 "label-space start -> %s", m, p, out[m]["trial_r1"], out[m]["start_r1"],
+                 "the head stays its label-space map" if keep else "training goes on")
+    return out
 
 
 def choose_same_modality_routes(bridge: Bridge, data: TrainingSet, val: TrainingSet | None = None) -> dict[str, Any]:

@@ -90,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=600)
     ap.add_argument("--seeds", type=int, default=1)
     ap.add_argument("--per-class", type=int, default=60, help="CIFAR-10 photos per class for audio->image")
+    ap.add_argument("--start-decay", type=float, default=None, help="TrainConfig.start_decay (default: its own)")
+    ap.add_argument("--keep-neighbours", type=float, default=None, help="TrainConfig.keep_neighbours")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
 
@@ -122,12 +124,15 @@ def main(argv: list[str] | None = None) -> int:
                               "preset": args.preset, "sounds": str(args.sounds), "unseen": sorted(unseen),
                               "train_clips": len(data["audio"].ids), "test_clips": len(test),
                               "photos": len(photos["labels"]), "steps": args.steps,
+                              "start_decay": args.start_decay, "keep_neighbours": args.keep_neighbours,
                               "zero-training": evaluate(zero, test_audio, labels, photos,
                                                         zero.embed_features("image", photo_feats), unseen)}
     runs = []
     for seed in range(args.seeds):
+        extra = {k: v for k, v in (("start_decay", args.start_decay), ("keep_neighbours", args.keep_neighbours))
+                 if v is not None}
         cfg = TrainConfig(preset=args.preset, anchor="text", proxy="audio", steps=args.steps,
-                          proxy_steps=args.steps, seed=seed)
+                          proxy_steps=args.steps, seed=seed, **extra)
         bridge, _ = train(cfg, data, val=val, preset_info=preset.info())
         assert "image" in bridge.modalities, "the bound bridge dropped the photos"
         got = evaluate(bridge, test_audio, labels, photos, bridge.embed_features("image", photo_feats), unseen)

@@ -184,3 +184,43 @@ def test_binding_a_modality_the_space_placed_reembeds_it_and_keeps_the_photos_bi
         else:
             np.testing.assert_allclose(after[path], used.embed("thermal", [data / path])[0], atol=1e-5)
             assert not np.allclose(after[path], vec)  # the new head's vector, not the zero-training one
+
+
+def test_class_guard_keeps_a_placed_heads_start_when_training_forgets_held_out_classes(tmp_path):
+    """A head that starts at its label-space vector is trained on a trial without a third of the
+    classes first; the figures are recorded, and where the trial lost the held-out classes the head
+    stays the zero-training map (its vectors are the pretrained space's, bit for bit)."""
+    from bridge.config import TrainConfig
+    from bridge.encoders import load_preset
+    from bridge.pairs import ModalityData
+    from bridge.space import Bridge
+    from bridge.train import train
+
+    preset = load_preset(str(_tiny_concept_preset(tmp_path)))
+    rng = np.random.default_rng(0)
+    dim = preset.dim("image")
+    centres = rng.standard_normal((6, dim)).astype(np.float32) * 3
+    labels = [f"class{c}" for c in range(6) for _ in range(10)]
+    images = centres.repeat(10, 0) + rng.standard_normal((60, dim)).astype(np.float32)
+    thermal = images + 0.05 * rng.standard_normal((60, dim)).astype(np.float32)  # the start already matches
+
+    def part(rows: range) -> dict:
+        return {"image": ModalityData([f"i{i}" for i in rows], images[list(rows)], [labels[i] for i in rows],
+                                      [None] * len(rows)),
+                "thermal": ModalityData([f"t{i}" for i in rows], thermal[list(rows)], [labels[i] for i in rows],
+                                        [None] * len(rows))}
+
+    train_rows = [i for i in range(60) if i % 10 < 8]
+    val_rows = [i for i in range(60) if i % 10 >= 8]
+    data, val = part(train_rows), part(val_rows)
+    cfg = TrainConfig(preset=str(tmp_path / "tiny-concepts.json"), steps=60,
+                      proxy_steps=20, eval_every=20, batch_size=16)
+    bound, _ = train(cfg, data, val=val, preset_info=preset.info())
+    guard = bound.config["class_guard"]["thermal"]
+    assert 1 <= len(guard["held_out"]) <= 2 and set(guard["held_out"]) <= set(labels)
+    assert guard["queries"] == 10 * len(guard["held_out"])  # every item of those classes, train and val
+    # The start already finds every held-out item's class; training on the others cannot do better.
+    assert guard["start_r1"] == 1.0 and guard["trial_r1"] < 1.0 and guard["keep_start"]
+    assert bound.config["head_kinds"]["thermal"] == "labelspace"
+    zero = Bridge.from_preset(preset)
+    np.testing.assert_array_equal(bound.embed_features("thermal", thermal[:5]), zero.embed_features("thermal", thermal[:5]))
