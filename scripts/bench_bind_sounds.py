@@ -129,17 +129,22 @@ def main(argv: list[str] | None = None) -> int:
                                                         zero.embed_features("image", photo_feats), unseen)}
     runs = []
     for seed in range(args.seeds):
-        extra = {k: v for k, v in (("start_decay", args.start_decay), ("keep_neighbours", args.keep_neighbours))
-                 if v is not None}
-        cfg = TrainConfig(preset=args.preset, anchor="text", proxy="audio", steps=args.steps,
-                          proxy_steps=args.steps, seed=seed, **extra)
-        bridge, _ = train(cfg, data, val=val, preset_info=preset.info())
-        assert "image" in bridge.modalities, "the bound bridge dropped the photos"
-        got = evaluate(bridge, test_audio, labels, photos, bridge.embed_features("image", photo_feats), unseen)
-        runs.append({"seed": seed, "base": bridge.config["base"], "heads": bridge.config["heads"].get("audio"),
-                     "modalities": bridge.modalities, **got})
+        for guarded in (True, False):
+            extra = {k: v for k, v in (("start_decay", args.start_decay), ("keep_neighbours", args.keep_neighbours))
+                     if v is not None}
+            cfg = TrainConfig(preset=args.preset, anchor="text", proxy="audio", steps=args.steps,
+                              proxy_steps=args.steps, seed=seed, class_guard=guarded, **extra)
+            bridge, _ = train(cfg, data, val=val, preset_info=preset.info())
+            assert "image" in bridge.modalities, "the bound bridge dropped the photos"
+            got = evaluate(bridge, test_audio, labels, photos, bridge.embed_features("image", photo_feats), unseen)
+            runs.append({"seed": seed, "class_guard": guarded, "base": bridge.config["base"],
+                         "guard": bridge.config.get("class_guard"), "audio_head": bridge.config["head_kinds"]["audio"],
+                         "modalities": bridge.modalities, **got})
     report["bound"] = runs
-    for name, figures in [("zero-training", report["zero-training"]), *((f"bound seed {r['seed']}", r) for r in runs)]:
+    keys = [k for k in report["zero-training"]]
+    report["mean"] = {f"bound, class guard {'on' if g else 'off'}": {
+        k: round(float(np.mean([r[k] for r in runs if r["class_guard"] == g])), 4) for k in keys} for g in (True, False)}
+    for name, figures in [("zero-training", report["zero-training"]), *report["mean"].items()]:
         log.info("%s:", name)
         for k, v in figures.items():
             if isinstance(v, float):
