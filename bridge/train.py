@@ -562,6 +562,11 @@ def train(cfg: TrainConfig, data: TrainingSet, val: TrainingSet | None = None,
         bind_instance(modules, config, cfg, m, data, val, curves, rng)
 
     modules.eval()
+    fixed = [m for m in config["feature_dims"] if config["head_kinds"].get(m) == "labelspace"]
+    for i, a in enumerate(fixed):  # the pretrained space's own vectors meet as they did with no training
+        for b in fixed[i + 1:]:
+            if not any(sorted(p) == sorted([a, b]) for p in config["paired"]):
+                config["paired"].append([a, b])
     bridge = Bridge(config, modules)
     same = choose_same_modality_routes(bridge, data, val)
     for m in bridge.modalities:
