@@ -115,8 +115,12 @@ class EfficientNetLite0Backbone(Backbone):
 
     def _embed_pixels(self, pixels: np.ndarray) -> np.ndarray:
         if self._onnx_on_cpu:
+            # Small runs keep each layer's activations in cache: on 2 cores 8 images a run gave 67
+            # images/s against 45 for 64 (onnxruntime, 1 or 2 threads alike).
             pixels = np.ascontiguousarray(pixels, dtype=np.float32)
-            return self._session(*pixels.shape[2:]).run(None, {"pixels": pixels})[0].astype(np.float32, copy=False)
+            session, step = self._session(*pixels.shape[2:]), int(self.spec.get("onnx_batch", 8))
+            return np.concatenate([session.run(None, {"pixels": pixels[i:i + step]})[0]
+                                   for i in range(0, len(pixels), step)]).astype(np.float32, copy=False)
         from bridge.device import inference, to_device, to_numpy
 
         with inference(self.device):
