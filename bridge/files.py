@@ -96,6 +96,19 @@ def atomic_write(path: str | Path, data: bytes | str) -> Path:
     return path
 
 
+def user_cache_dir(kind: str) -> Path:
+    """Where derived files of `kind` are kept for this user (`$EBRIDGE_CACHE`, else
+    `$XDG_CACHE_HOME/emergentbridge`, else `~/.cache/emergentbridge`): made again if deleted.
+
+    Example:
+        >>> user_cache_dir("onnx").name
+        'onnx'
+    """
+    root = os.environ.get("EBRIDGE_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "emergentbridge")
+    return Path(root) / kind
+
+
 def atomic_write_json(path: str | Path, obj: Any) -> Path:
     """Write `obj` as indented, key-sorted JSON atomically."""
     return atomic_write(path, json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False))

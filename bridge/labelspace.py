@@ -28,14 +28,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from bridge.files import atomic_path
+from bridge.files import atomic_path, user_cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -104,9 +103,7 @@ class LabelSpaceSpec:
 
 
 def _cache_dir() -> Path:
-    root = os.environ.get("EBRIDGE_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "emergentbridge")
-    return Path(root) / "labelspace"
+    return user_cache_dir("labelspace")
 
 
 def class_prompt_matrix(spec: LabelSpaceSpec, text_encoder: Any, fingerprint: str) -> np.ndarray:

@@ -38,12 +38,26 @@ PROXY_VIEW_SEED = 1234
 class Bridge:
     """The bridged embedding space, ready to embed any modality it has a head for."""
 
-    def __init__(self, config: dict[str, Any], modules: Any, preset: Any = None):
+    def __init__(self, config: dict[str, Any], modules: Any, preset: Any = None,
+                 state: dict[str, np.ndarray] | None = None):
         self.config = config
-        self.modules = modules  # BridgeModules (torch), built by bridge.train
+        self._modules = modules  # BridgeModules (torch), built by bridge.train; None: built from `state` on first use
+        self._state = state  # a loaded zero-training checkpoint's weights (numpy): its fixed heads need no torch
         self._preset = preset
         self.feature_cache: Any = None  # a bridge.features.FeatureCache, to reuse frozen features
         self.device: Any = None  # torch.device of the heads and G (None = CPU); see `to`
+
+    @property
+    def modules(self) -> Any:
+        """The torch modules (heads, G, instance maps); a checkpoint loaded with only fixed heads
+        builds them on first use, so a search on a CPU embeds its query without importing torch."""
+        if self._modules is None:
+            self._modules = _torch_modules(self.config, self._state or {})
+        return self._modules
+
+    @modules.setter
+    def modules(self, value: Any) -> None:
+        self._modules = value
 
     # ------------------------------------------------------------------ device
 
@@ -110,6 +124,8 @@ class Bridge:
     def embed_features(self, modality: str, features: np.ndarray) -> np.ndarray:
         """Frozen-encoder features (n, in_dim) -> unit vectors (n, dim) in the bridged space."""
         self._check(modality)
+        if self._modules is None and self.device is None:
+            return _fixed_head(self.config, self._state or {}, modality, np.asarray(features, dtype=np.float32))
         torch = require("torch")
         head = self.modules.heads[modality]
         head.eval()
@@ -293,6 +309,8 @@ class Bridge:
     @property
     def has_proxy(self) -> bool:
         """False for a zero-training bridge: no G, so no proxy or fused route."""
+        if self._modules is None:
+            return self.config.get("proxy_model") is not None
         return self.modules.proxy is not None
 
     @classmethod
@@ -301,10 +319,6 @@ class Bridge:
 
         A missing, unreadable (permissions) or garbled file raises `CheckpointError` naming it.
         """
-        from safetensors.torch import load_file
-
-        from bridge.model import build_modules
-
         directory = Path(directory)
         cfg_path = directory / CONFIG_FILE
         try:
@@ -347,20 +361,91 @@ class Bridge:
         if expected and hashlib.sha256(weights.read_bytes()).hexdigest()[:len(expected)] != expected:
             raise CheckpointError(f"{weights}: damaged (its hash differs from the {expected} recorded in "
                                   f"{CONFIG_FILE}); {redo}")
+        fixed = _all_heads_fixed(config)
         try:
+            if fixed:  # a zero-training space: numpy heads, no torch until something needs it
+                from safetensors.numpy import load_file
+            else:
+                from safetensors.torch import load_file
             state = load_file(str(weights))
         except Exception as exc:  # safetensors raises SafetensorError / OSError for a garbled file
             raise CheckpointError(f"{weights}: cannot read the weights ({exc}); {redo}") from None
         try:
-            modules = build_modules(config)
-            modules.load_state_dict(state)
+            if fixed:
+                _check_fixed_state(config, state)
+                return cls(config, None, state=state)
+            modules = _torch_modules(config, state)
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:
             raise CheckpointError(f"{directory}: cannot load the bridge ({type(exc).__name__}: "
                                   f"{str(exc).splitlines()[0][:200] if str(exc) else ''}); {redo}") from None
-        modules.eval()
         return cls(config, modules)
 
 
 def placeable_modalities(preset: Any) -> list[str]:
     """What a preset's pretrained space places with no training (`Preset.places`)."""
     return preset.places()
+
+
+# ---------------------------------------------------------------------- loading without torch
+
+FIXED_HEAD_KINDS = ("identity", "labelspace")  # `Head.fixed`: nothing trained, a closed-form map
+
+
+def _all_heads_fixed(config: dict[str, Any]) -> bool:
+    """A checkpoint whose heads are all fixed maps, with no G and no instance map (a zero-training
+    space): it can embed with numpy alone."""
+    kinds = config.get("head_kinds") or {}
+    return (all(kinds.get(m) in FIXED_HEAD_KINDS for m in config["feature_dims"])
+            and config.get("proxy_model") is None and not config.get("instance_maps"))
+
+
+def _torch_modules(config: dict[str, Any], state: dict[str, Any]) -> Any:
+    """BridgeModules built from the config with `state` (numpy arrays or tensors) loaded into them."""
+    torch = require("torch", "the bridge's heads")
+    from bridge.model import build_modules
+
+    modules = build_modules(config)
+    modules.load_state_dict({k: torch.as_tensor(v) for k, v in state.items()})
+    return modules.eval()
+
+
+def _check_fixed_state(config: dict[str, Any], state: dict[str, np.ndarray]) -> None:
+    """What `load_state_dict` would refuse in a fixed-head checkpoint: a missing label map, an unknown
+    concept table (the same check and words as `bridge.model.BridgeModules`)."""
+    kinds = config.get("head_kinds") or {}
+    for m, kind in kinds.items():
+        if kind == "labelspace":
+            for part in ("weight", "bias", "scale", "cosine"):
+                if f"heads.{m}.labels.{part}" not in state:
+                    raise KeyError(f"missing heads.{m}.labels.{part}")
+    if config.get("label_classes"):
+        from bridge.concepts import concept_table
+
+        table = concept_table()
+        if config.get("concepts_sha256") not in (None, table.sha256):
+            raise ValueError(f"this bridge was built on concept table {config['concepts_sha256']}; this version "
+                             f"ships {table.sha256}: re-index with `ebridge index DIR --index INDEX --reembed`")
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+def _fixed_head(config: dict[str, Any], state: dict[str, np.ndarray], modality: str, features: np.ndarray) -> np.ndarray:
+    """`Head.forward` of an identity or label-space head (`bridge.model.LabelMap`), in numpy."""
+    if (config.get("head_kinds") or {}).get(modality) == "identity":
+        return _unit(features).astype(np.float32)
+    key = f"heads.{modality}.labels."
+    mode = int(state[key + "cosine"])
+    x = _unit(features) if mode == 1 else np.log(np.maximum(features, 1e-6)) if mode == 2 else features
+    logits = (x @ state[key + "weight"].T + state[key + "bias"]) * float(state[key + "scale"])
+    logits -= logits.max(axis=-1, keepdims=True)
+    p = np.exp(logits)
+    p /= p.sum(axis=-1, keepdims=True)
+    family = (config.get("label_classes") or {}).get(modality)
+    if family is None:
+        return np.sqrt(p).astype(np.float32)
+    from bridge.concepts import concept_table
+
+    spread = concept_table().spread(family)
+    return _unit(np.sqrt(np.maximum(p @ spread, 0))).astype(np.float32)

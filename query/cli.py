@@ -119,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
         query = args.text if args.text is not None else ({"id": args.id} if args.id is not None else args.file)
         source = "text" if args.text is not None else args.source
         with Index.open(args.index, url=args.qdrant_url, collection=args.collection,
-                        bridge=args.bridge, device=args.device) as index:
+                        bridge=args.bridge, device=_query_device(args.device)) as index:
             hits = [h.to_json() for h in index.search(query, target=args.target, k=args.k,
                                                        filter=parse_filters(args.filter), route=args.route,
                                                        source=source)]
@@ -133,6 +133,14 @@ def run(args: argparse.Namespace) -> int:
     for rank, h in enumerate(hits, 1):
         print(f"{rank:>3}. {h['score']:8.4f}  {h['modality']:<8} {h['route']:<7} {h['label'] or '-':<10} {h['path']}")
     return 0
+
+
+def _query_device(device: str) -> str:
+    """`--device auto` on a machine with no NVIDIA driver is the CPU: said without importing torch
+    (1-2 s of a cold search) to ask `torch.cuda.is_available()`, which could only answer no."""
+    if device == "auto" and not any(os.path.exists(p) for p in ("/proc/driver/nvidia/version", "/dev/nvidiactl")):
+        return "cpu"
+    return device
 
 
 if __name__ == "__main__":

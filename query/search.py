@@ -118,10 +118,12 @@ class Index:
         `device` ("auto", "cpu", "cuda", "mps"; None = leave the bridge where it is) is where queries
         are embedded.
         """
-        if device is not None:
+        if device is not None and not (isinstance(device, str) and device.strip().lower() == "cpu"):
             from bridge.device import resolve_device
 
             device = resolve_device(device)
+        else:
+            device = None  # the CPU, where a loaded bridge already is: resolving it would import torch
         path = Path(path)
         if url is None and not path.exists():
             raise QueryError(f"index {path} not found; build it with `ebridge index DIR --index {path}`")

@@ -43,6 +43,7 @@ class Backbone:
         # An indexer may call encoders from several threads: load the weights only once.
         self._load_lock = threading.Lock()
         self._device: Any = None  # a torch.device once `to()` is called; None = CPU
+        self._onnx_on_cpu = False  # running the onnxruntime export of a torch network (`onnx_export`)
 
     @property
     def device(self) -> Any:
@@ -65,6 +66,8 @@ class Backbone:
         from bridge.device import resolve_device
 
         self._device = resolve_device(device)
+        if self._loaded and self._device.type != "cpu" and self._onnx_on_cpu:
+            self._loaded = False  # a CPU-only onnxruntime export of a torch network: load torch for that device
         if self._loaded:
             for module in self._torch_modules():
                 module.to(self._device)
