@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 DATA_FILE = "concepts.json.gz"
+_SPREADS: dict[tuple[str, str], np.ndarray] = {}  # (table, family) -> its spread matrix, built once
 # Words a user puts around a concept ("a photo of a dog", "the sound of rain"): stripped before
 # the word is looked up, so the bare concept is what the lexicon reads.
 _FRAME = re.compile(r"^(?:(?:a|an|the)\s+)?(?:(?:photo|picture|image|sound|recording|noise|video)s?\s+of\s+)?"
@@ -72,6 +73,15 @@ class ConceptTable:
             >>> s.shape[0], int(s[0].sum()) > 1
             (1000, True)
         """
+        cached = _SPREADS.get((self.sha256, family))
+        if cached is not None:
+            return cached
+        out = self._spread(family)
+        out.setflags(write=False)  # shared by every head and query that reads this family
+        _SPREADS[(self.sha256, family)] = out
+        return out
+
+    def _spread(self, family: str) -> np.ndarray:
         if family.startswith("concepts:"):
             beta = float(family.split(":", 1)[1])
             out = np.eye(self.size, dtype=np.float32) * (1 - beta)
@@ -109,6 +119,18 @@ def _singulars(word: str) -> list[str]:
         if word.endswith(suffix) and len(word) > len(suffix) + 1:
             forms.append(word[: -len(suffix)] + repl)
     return forms
+
+
+def check_table(config: dict[str, Any]) -> None:
+    """Refuse a bridge built on another concept table than the one shipped (its vectors would change).
+
+    Example:
+        >>> check_table({"concepts_sha256": concept_table().sha256})
+    """
+    recorded = config.get("concepts_sha256")
+    if recorded not in (None, concept_table().sha256):
+        raise ValueError(f"this bridge was built on concept table {recorded}; this version ships "
+                         f"{concept_table().sha256}: re-index with `ebridge index DIR --index INDEX --reembed`")
 
 
 @functools.cache

@@ -425,17 +425,15 @@ class BridgeModules(nn.Module):
         families = config.get("label_classes", {})  # concept spaces: which classes spread over the concepts
         table = None
         if families:
-            from bridge.concepts import concept_table
+            from bridge.concepts import check_table, concept_table
 
+            check_table(config)
             table = concept_table()
-            if config.get("concepts_sha256") not in (None, table.sha256):
-                raise ValueError(f"this bridge was built on concept table {config['concepts_sha256']}; this version "
-                                 f"ships {table.sha256}: re-index with `ebridge index DIR --index INDEX --reembed`")
         self.heads = nn.ModuleDict({m: Head(d, dim, hidden, config["dropout"], kinds.get(m, "mlp"),
                                             table.classes(families[m]) if m in families else None)
                                     for m, d in feature_dims.items()})
         for m, family in families.items():
-            self.heads[m].labels.spread.copy_(torch.as_tensor(table.spread(family)))
+            self.heads[m].labels.spread.copy_(torch.from_numpy(np.array(table.spread(family))))
         if config.get("proxy_model") is None:  # a zero-training bridge: no G, direct routes only
             self.proxy: nn.Module | None = None
         elif config["proxy_model"] == "diffusion":

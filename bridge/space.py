@@ -411,7 +411,7 @@ def _torch_modules(config: dict[str, Any], state: dict[str, Any]) -> Any:
 
 def _check_fixed_state(config: dict[str, Any], state: dict[str, np.ndarray]) -> None:
     """What `load_state_dict` would refuse in a fixed-head checkpoint: a missing label map, an unknown
-    concept table (the same check and words as `bridge.model.BridgeModules`)."""
+    concept table (`bridge.concepts.check_table`, as `bridge.model.BridgeModules` does)."""
     kinds = config.get("head_kinds") or {}
     for m, kind in kinds.items():
         if kind == "labelspace":
@@ -419,12 +419,9 @@ def _check_fixed_state(config: dict[str, Any], state: dict[str, np.ndarray]) -> 
                 if f"heads.{m}.labels.{part}" not in state:
                     raise KeyError(f"missing heads.{m}.labels.{part}")
     if config.get("label_classes"):
-        from bridge.concepts import concept_table
+        from bridge.concepts import check_table
 
-        table = concept_table()
-        if config.get("concepts_sha256") not in (None, table.sha256):
-            raise ValueError(f"this bridge was built on concept table {config['concepts_sha256']}; this version "
-                             f"ships {table.sha256}: re-index with `ebridge index DIR --index INDEX --reembed`")
+        check_table(config)
 
 
 def _unit(x: np.ndarray) -> np.ndarray:

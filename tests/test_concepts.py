@@ -37,7 +37,7 @@ def _toy() -> ConceptTable:
 def _head(table: ConceptTable, family: str, weight: np.ndarray, mode: int, scale: float = 1.0) -> Head:
     head = Head(weight.shape[1], table.size, kind="labelspace", classes=table.classes(family))
     head.labels.set(weight=weight, bias=np.zeros(len(weight)), scale=scale, cosine=mode)
-    head.labels.spread.copy_(torch.as_tensor(table.spread(family)))
+    head.labels.spread.copy_(torch.from_numpy(np.array(table.spread(family))))
     return head
 
 
