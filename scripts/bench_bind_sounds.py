@@ -29,7 +29,7 @@ import numpy as np
 
 from bridge.provenance import write_json_report
 from query.eval.shared_data import shared_data_dir
-from scripts.bench_pretrained_space import SOUND_CLASSES, load_photos, precision_at_10, top1
+from scripts.bench_pretrained_space import SOUND_CLASSES, load_photos, log_figures, precision_at_10, top1
 
 log = logging.getLogger("bench_bind_sounds")
 SPLITS = {"1": "train", "2": "train", "3": "train", "4": "val", "5": "test"}
@@ -145,10 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     report["mean"] = {f"bound, class guard {'on' if g else 'off'}": {
         k: round(float(np.mean([r[k] for r in runs if r["class_guard"] == g])), 4) for k in keys} for g in (True, False)}
     for name, figures in [("zero-training", report["zero-training"]), *report["mean"].items()]:
-        log.info("%s:", name)
-        for k, v in figures.items():
-            if isinstance(v, float):
-                log.info("  %-28s %.3f", k, v)
+        log_figures(name, figures)
     if args.json:
         write_json_report(args.json, report)
     return 0

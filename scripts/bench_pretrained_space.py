@@ -112,6 +112,14 @@ def evaluate(bridge: Any, feats: dict[str, np.ndarray], photos: dict, sounds: di
     return out
 
 
+def log_figures(name: str, figures: dict[str, Any]) -> None:
+    """One block of a report, as the scripts print it: its name, then each figure."""
+    log.info("%s:", name)
+    for k, v in figures.items():
+        if isinstance(v, float):
+            log.info("  %-32s %.3f", k, v)
+
+
 def score_for_choice(m: dict[str, float]) -> float:
     keys = [k for k in ("zero-shot top-1 bare", "text->image P@10 bare", "text->image P@10 photo",
                         "audio->text top-1", "text->audio P@10", "audio->image P@10") if k in m]
@@ -216,9 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         report["chance"] = {"audio->text top-1": 1 / n, "text->audio P@10": 1 / n, "text->image P@10": 0.1}
     log.info("shipped settings %s; chosen on validation %s", shipped, best["settings"])
     for name in ("test chosen", "test flat label space (concepts off)"):
-        log.info("%s:", name)
-        for k, v in report[name].items():
-            log.info("  %-32s %.3f", k, v)
+        log_figures(name, report[name])
     if args.json:
         write_json_report(args.json, report)
     return 0

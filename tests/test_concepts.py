@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.pairs_support import thermal_pairs_folder
+
 torch = pytest.importorskip("torch")
 
 from bridge.concepts import ConceptTable, concept_table  # noqa: E402
@@ -134,24 +136,11 @@ def _tiny_concept_preset(tmp_path) -> Path:
 def test_binding_a_modality_the_space_placed_reembeds_it_and_keeps_the_photos_bit_for_bit(tmp_path, capsys):
     """A concept space places thermal frames with no training; binding thermal from pairs then
     re-embeds the thermal frames only: the photos keep their vectors bit for bit."""
-    from PIL import Image
-
     from query import Index
     from query.cli import main
 
     preset = _tiny_concept_preset(tmp_path)
-    rng = np.random.default_rng(3)
-    data = tmp_path / "data"
-    (data / "photos").mkdir(parents=True)
-    (data / "thermal").mkdir()
-    rows = ["modality,path,pair,split"]
-    for i in range(12):
-        img = rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)
-        Image.fromarray(img).save(data / "photos" / f"p{i}.png")
-        Image.fromarray(img.mean(2).astype(np.uint8)).save(data / "thermal" / f"p{i}_ir.png")
-        split = "val" if i >= 9 else "train"
-        rows += [f"image,data/photos/p{i}.png,k{i},{split}", f"thermal,data/thermal/p{i}_ir.png,k{i},{split}"]
-    (tmp_path / "pairs.csv").write_text("\n".join(rows) + "\n")
+    data, _ = thermal_pairs_folder(tmp_path)
     idx = tmp_path / "idx"
     assert main(["index", str(data), "--index", str(idx), "--preset", str(preset), "--json"]) == 0
     import json

@@ -7,6 +7,8 @@ import wave
 
 import numpy as np
 import pytest
+
+from tests.pairs_support import thermal_pairs_folder
 from PIL import Image
 
 torch = pytest.importorskip("torch")
@@ -196,18 +198,7 @@ def test_cli_story_index_photos_then_bind_thermal_from_image_pairs_only(tmp_path
     the photos keep their vectors and the thermal frames are added."""
     from query.cli import main
 
-    rng = np.random.default_rng(3)
-    data = tmp_path / "data"
-    (data / "photos").mkdir(parents=True)
-    (data / "thermal").mkdir()
-    rows = ["modality,path,pair,split"]
-    for i in range(12):
-        img = rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)
-        Image.fromarray(img).save(data / "photos" / f"p{i}.png")
-        Image.fromarray(img.mean(2).astype(np.uint8)).save(data / "thermal" / f"p{i}_ir.png")
-        split = "val" if i >= 9 else "train"
-        rows += [f"image,data/photos/p{i}.png,k{i},{split}", f"thermal,data/thermal/p{i}_ir.png,k{i},{split}"]
-    (tmp_path / "pairs.csv").write_text("\n".join(rows) + "\n")
+    data, _ = thermal_pairs_folder(tmp_path)
     idx = tmp_path / "idx"
     assert main(["index", str(data), "--index", str(idx), "--preset", PRESET, "--json"]) == 0
     first = json.loads(capsys.readouterr().out)
