@@ -175,10 +175,10 @@ def label_maps(preset: Any, modalities: list[str]) -> dict[str, dict[str, np.nda
 
     Returns per modality the arguments of `bridge.model.LabelMap.set`: `weight` (classes, in_dim),
     `bias`, `scale` (1 / temperature), `cosine` (the input mode: 1 for text, cosine to the class
-    prompts; 0 for pixels, the classifier head's logits; 2 for an audio tagger's class
-    probabilities) and, in a concept space, `family`: which rows of the concept table spread its
-    classes over the concepts (`ConceptTable.spread`). A modality whose encoder has no classes of
-    its own is left out."""
+    prompts; 0 for pixels, the classifier head's logits, and for a backbone whose `label_family` is
+    "imagenet" (SoundNet's ImageNet logits of a sound); 2 for an audio tagger's class probabilities)
+    and, in a concept space, `family`: which rows of the concept table spread its classes over the
+    concepts (`ConceptTable.spread`). A modality whose encoder has no classes of its own is left out."""
     spec = LabelSpaceSpec.from_preset(preset.spec["label_space"])
     table = None
     if spec.concepts:
@@ -194,6 +194,12 @@ def label_maps(preset: Any, modalities: list[str]) -> dict[str, dict[str, np.nda
                       "scale": 1.0 / spec.text_temperature, "cosine": 1}
             if table is not None:
                 out[m]["family"] = f"concepts:{spec.text_ancestor_weight:g}"
+        elif getattr(backbone, "label_family", None) == "imagenet":  # a sound read as ImageNet logits (soundnet)
+            n = backbone.dim
+            out[m] = {"weight": np.eye(n, dtype=np.float32), "bias": np.zeros(n, np.float32),
+                      "scale": 1.0 / spec.audio_temperature, "cosine": 0}
+            if table is not None:
+                out[m]["family"] = f"imagenet:{spec.concept_prior:g}" if spec.concept_prior else "imagenet"
         elif hasattr(backbone, "class_map"):  # an audio tagger: its own classes, AudioSet's in a concept space
             n = len(backbone.class_map())
             out[m] = {"weight": np.eye(n, dtype=np.float32), "bias": np.zeros(n, np.float32),

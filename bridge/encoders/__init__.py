@@ -51,7 +51,7 @@ Example:
 from __future__ import annotations
 
 # Importing each backbone module registers it; none of them imports torch at import time.
-from bridge.encoders import aisfx, clap, efficientnet, minilm, openclip, speech, tiny, yamnet  # noqa: F401
+from bridge.encoders import aisfx, clap, efficientnet, minilm, openclip, soundnet, speech, tiny, yamnet  # noqa: F401
 from bridge.encoders.base import BACKBONES, Backbone, PresetError, WeightsUnavailableError, register_backbone
 from bridge.encoders.preprocess import Encoder
 from bridge.encoders.presets import DEFAULT_PRESET, PRESET_DIR, Preset, list_presets, load_preset, preset_from_spec

@@ -162,8 +162,9 @@ class Preset:
     def places(self) -> list[str]:
         """What the preset's pretrained space places with no training: the modalities of its aligned
         pairs, and video when its frames go through the same image network as an aligned image. A
-        concept space (`label_space.concepts`) also places audio read by a tagger with named classes,
-        and depth and thermal read by the image classifier (a thermal frame as a grey photo).
+        concept space (`label_space.concepts`) also places audio read by a tagger with named classes
+        (or by a network with an ImageNet head, `label_family`), and depth and thermal read by the
+        image classifier (a thermal frame as a grey photo).
 
         Example:
             >>> load_preset("offline").places()
@@ -176,7 +177,8 @@ class Preset:
         if "image" in placed:
             by_image = ("video", "depth", "thermal") if concepts else ("video",)
             placed |= {m for m in by_image if m in self.modalities and self.backbone_key(m) == self.backbone_key("image")}
-        if concepts and "audio" in self.modalities and hasattr(self.encoder("audio").backbone, "class_map"):
+        audio = self.encoder("audio").backbone if concepts and "audio" in self.modalities else None
+        if audio is not None and (hasattr(audio, "class_map") or getattr(audio, "label_family", None)):
             placed.add("audio")
         return [m for m in MODALITIES if m in placed]
 
