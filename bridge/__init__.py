@@ -25,7 +25,7 @@ from __future__ import annotations
 import sys
 import types
 
-from bridge.deps import lazy_attributes
+from core.deps import lazy_attributes
 
 # The one version of the package: pyproject.toml, emergentbridge.__version__ and `ebridge --version` read it.
 __version__ = "0.2.0.dev0"

@@ -19,10 +19,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from bridge.deps import require
-from bridge.errors import CheckpointError
-from bridge.files import atomic_path, atomic_write_json
 from bridge.modalities import check_modality, load
+from core.deps import require
+from core.errors import CheckpointError
+from core.files import atomic_path, atomic_write_json
 
 CONFIG_FILE, WEIGHTS_FILE, CURVES_FILE = "config.json", "model.safetensors", "curves.json"
 # Version of the checkpoint layout (config keys, weight names). Checkpoints written before it
@@ -69,7 +69,7 @@ class Bridge:
         Example:
             >>> bridge = Bridge.load("runs/bridge").to("auto")   # doctest: +SKIP
         """
-        from bridge.device import resolve_device
+        from core.device import resolve_device
 
         self.device = resolve_device(device)
         self.modules.to(self.device)

@@ -19,8 +19,8 @@ import os
 import sys
 from pathlib import Path
 
-from bridge.errors import EmergentBridgeError
 from bridge.modalities import MODALITIES
+from core.errors import EmergentBridgeError
 
 # verb -> module that defines `add_parser(subparsers)`
 COMMANDS = {
@@ -89,7 +89,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--qdrant-url", help="search this Qdrant server collection (default: where the index was built)")
     p.add_argument("--collection", default=None, help="collection name (default: the index's own)")
     p.add_argument("--json", action="store_true", help="print the hits as a JSON list")
-    from bridge.cli import add_device_option, add_threads_option
+    from core.cli import add_device_option, add_threads_option
 
     add_device_option(p)
     add_threads_option(p, None)
@@ -113,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
             args.server, text=args.text, file=args.file, id=args.id, target=args.target, k=args.k,
             filter=parse_filters(args.filter), route=args.route, source=args.source, api_key=args.api_key)]
     else:
-        from bridge.device import set_threads
+        from core.device import set_threads
 
         set_threads(args.threads)
         query = args.text if args.text is not None else ({"id": args.id} if args.id is not None else args.file)

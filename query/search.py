@@ -31,8 +31,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from bridge.errors import BridgeMismatchError, EmergentBridgeError
 from bridge.modalities import MODALITIES, check_modality, detect_modality, file_kind, load, names_a_file
+from core.errors import BridgeMismatchError, EmergentBridgeError
 from indexer.lock import IndexBusyError, ReadLock  # noqa: F401  (IndexBusyError: part of this API)
 from indexer.record import read_record, unfinished_first_run
 from indexer.store import Filter, Prefetch, Range, Store, open_store, store_in_folder
@@ -119,7 +119,7 @@ class Index:
         are embedded.
         """
         if device is not None and not (isinstance(device, str) and device.strip().lower() == "cpu"):
-            from bridge.device import resolve_device
+            from core.device import resolve_device
 
             device = resolve_device(device)
         else:

@@ -34,9 +34,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bridge.cli import add_threads_option  # noqa: E402
-from bridge.device import set_threads  # noqa: E402
 from bridge.validation import recall_at_1  # noqa: E402
+from core.cli import add_threads_option  # noqa: E402
+from core.device import set_threads  # noqa: E402
 from query.eval.shared_data import shared_data_dir  # noqa: E402
 
 log = logging.getLogger("bench_audio")

@@ -188,7 +188,7 @@ def pipeline(bridge: Any, modality: str, files: list[Path], batch_size: int, wor
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    from bridge.cli import add_threads_option
+    from core.cli import add_threads_option
     from query.eval.shared_data import shared_data_dir
 
     p.add_argument("--data", type=Path, default=shared_data_dir(),
@@ -219,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from bridge.space import Bridge
 
-    from bridge.device import DeviceUnavailableError, resolve_device
+    from core.device import DeviceUnavailableError, resolve_device
 
     try:
         device = resolve_device(args.device)
@@ -230,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     bridge.to(device)
     import torch
 
-    from bridge.device import set_threads
+    from core.device import set_threads
 
     set_threads(args.threads)
     results: dict[str, Any] = {

@@ -30,9 +30,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bridge.cli import add_threads_option  # noqa: E402
-from bridge.device import set_threads  # noqa: E402
 from bridge.validation import recall_at_1  # noqa: E402
+from core.cli import add_threads_option  # noqa: E402
+from core.device import set_threads  # noqa: E402
 
 WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 CROSS = ("audio", "image", "depth", "thermal")

@@ -172,9 +172,9 @@ def make_photos(bin_dir: Path, folder: Path, env: dict[str, str]) -> Path:
 
 ENCODERS_CHECK = """
 import sys, pathlib, numpy as np
-from bridge.deps import require
 from bridge.encoders import load_preset
 from bridge.modalities import load
+from core.deps import require
 preset, photos = load_preset(sys.argv[1]), pathlib.Path(sys.argv[2])
 items = {"text": "a ship", "image": next(photos.glob("ship/*.jpg")), "audio": next(photos.glob("sounds/*.flac"))}
 for m, src in items.items():

@@ -33,7 +33,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bridge.data import DATA_DIR, PROVENANCE_FILE  # noqa: E402
-from bridge.files import atomic_write, atomic_write_json  # noqa: E402
+from core.files import atomic_write, atomic_write_json  # noqa: E402
 
 log = logging.getLogger("make_label_data")
 
@@ -57,7 +57,7 @@ def as_format_string(template: object, names: list[str]) -> str:
 
 def contents() -> dict[str, str]:
     """The text of each data file, read from the installed open_clip (no weights are loaded)."""
-    from bridge.deps import require
+    from core.deps import require
 
     meta = require("open_clip.zero_shot_metadata", "reading the class names and templates to ship")
     names = [str(n) for n in meta.IMAGENET_CLASSNAMES]

@@ -81,7 +81,7 @@ class Preset:
             >>> load_preset("tiny").to("cpu").encoder("text").backbone.device.type
             'cpu'
         """
-        from bridge.device import resolve_device
+        from core.device import resolve_device
 
         self._device = resolve_device(device)
         for backbone in self._backbones.values():

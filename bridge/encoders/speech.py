@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bridge.deps import require
+from core.deps import require
 from bridge.encoders.base import (Backbone, PresetError, WeightsUnavailableError, _package_dir, _weights_source,
                                   register_backbone)
 

@@ -35,7 +35,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from bridge.config import VARIANTS
-from bridge.errors import EmergentBridgeError
+from core.errors import EmergentBridgeError
 from bridge.validation import clearly_better
 from query.eval.metrics import (qrels_by_key, ranked_list_metrics, search_metrics, zero_shot_accuracy,
                                 zero_shot_from_ranked, class_embeddings)
@@ -509,7 +509,7 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
     spec, unseen = world.spec, set(world.unseen)
     check_something_to_score(world, cfg.gallery)  # before any encoder loads
     if cfg.device is not None:
-        from bridge.device import resolve_device
+        from core.device import resolve_device
 
         resolve_device(cfg.device)  # a device that is not here fails before any work
     preset = load_preset(cfg.preset)
@@ -862,7 +862,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="class-disjoint split: N classes (seeded draw) or a comma list held out of train and val")
     p.add_argument("--gallery", choices=["test", "test+train"], default=DEFAULTS.gallery,
                    help="what the test index holds: the test split, or test + train (as a user's index would)")
-    from bridge.cli import add_device_option, config_options
+    from bridge.cli import config_options
+    from core.cli import add_device_option
 
     add_device_option(p)
     config_options(p, skip=("variant", "seed", "preset"))
@@ -871,7 +872,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from bridge.cli import given_options
-    from bridge.device import set_threads
+    from core.device import set_threads
 
     set_threads(args.threads)
     overrides = given_options(args, skip=("variant", "seed", "preset", "anchor", "proxy"))

@@ -33,18 +33,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--space-preset", default="offline", help="preset whose pretrained space the no-training search of "
                    "the shipped photos and sounds uses (default: offline)")
     p.add_argument("--steps", type=int, default=400, help="training steps per stage")
-    from bridge.cli import add_threads_option
+    from core.cli import add_threads_option
 
     add_threads_option(p, None)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from bridge.device import set_threads
     from bridge.encoders import load_preset
     from bridge.features import FeatureCache
     from bridge.pairs import in_split, read_manifest, training_set
     from bridge.train import TrainConfig, train
+    from core.device import set_threads
     from indexer.index import index_directory
     from query.eval.bench import evaluate_index, index_points
     from query.eval.digits import build_digits_world

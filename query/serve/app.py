@@ -20,8 +20,8 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 
-from bridge.errors import EmergentBridgeError, MissingDependencyError
 from bridge.modalities import MODALITIES
+from core.errors import EmergentBridgeError, MissingDependencyError
 from query.search import ROUTES, QueryError
 
 from query.serve.errors import ApiError

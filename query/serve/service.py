@@ -44,9 +44,9 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from bridge.device import set_threads
-from bridge.errors import InputError
 from bridge.modalities import MODALITIES, check_modality, detect_modality
+from core.device import set_threads
+from core.errors import InputError
 from indexer.lock import IndexLock
 from indexer.store import Filter, store_in_folder
 from query.search import Index, QueryError, score_kind
