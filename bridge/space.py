@@ -19,6 +19,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from bridge.config import DEFAULT_PRESET
 from bridge.modalities import check_modality, load
 from core.deps import require
 from core.errors import CheckpointError
@@ -238,7 +239,7 @@ class Bridge:
         return directory
 
     @classmethod
-    def from_preset(cls, preset: str | Path | Any = "offline", extra: Sequence[str] = ()) -> "Bridge":
+    def from_preset(cls, preset: str | Path | Any = DEFAULT_PRESET, extra: Sequence[str] = ()) -> "Bridge":
         """The preset's pretrained space, with no training: the modalities its encoders already align
         (CLIP's image and text towers; offline, images and texts through the image classifier's label
         space, see `bridge.labelspace`), frozen, plus video when its frames go through the aligned

@@ -37,6 +37,7 @@ import numpy as np
 from bridge.config import VARIANTS
 from core.errors import EmergentBridgeError
 from bridge.validation import clearly_better
+from query.eval.digits import DIGITS_PRESET
 from query.eval.metrics import (qrels_by_key, ranked_list_metrics, search_metrics, zero_shot_accuracy,
                                 zero_shot_from_ranked, class_embeddings)
 from query.eval.tasks import DATASETS
@@ -60,7 +61,7 @@ class BenchConfig:
     scale: str | None = None  # digits world only; None: "full" with --data, the shipped "sample" without
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     variants: list[str] = field(default_factory=lambda: list(VARIANTS))
-    preset: str = "offline-small"
+    preset: str = DIGITS_PRESET
     max_queries: int = 300  # per source modality, sampled once with a fixed seed
     train_overrides: dict[str, Any] = field(default_factory=dict)
     device: str | None = "auto"  # "auto" (CUDA when available), "cpu", "cuda", "mps"; None: torch's default
