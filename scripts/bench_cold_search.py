@@ -14,8 +14,8 @@ one untimed warm-up run per checkout fills the OS file cache and any ONNX export
 
 Usage::
 
-    python scripts/bench_cold_search.py --json docs/reports/cold-search.json
-    python scripts/bench_cold_search.py --before /tmp/before --runs 5 --json cold-search-ab.json
+    python -m scripts.bench_cold_search --json docs/reports/cold-search.json
+    python -m scripts.bench_cold_search --before /tmp/before --runs 5 --json cold-search-ab.json
 """
 from __future__ import annotations
 
@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 log = logging.getLogger("bench_cold_search")
 TEXT_QUERY = "a ship at sea"

@@ -25,12 +25,12 @@ the heads learned.
 
 Usage::
 
-    python scripts/bench_index.py                          # 512 images + 512 recordings
-    python scripts/bench_index.py --modalities image,audio,depth,thermal,video --limit 256
-    python scripts/bench_index.py --limit 2000 --batch-size 64 --json bench-index.json
-    python scripts/bench_index.py --bridge runs/bridge --modalities audio
+    python -m scripts.bench_index                          # 512 images + 512 recordings
+    python -m scripts.bench_index --modalities image,audio,depth,thermal,video --limit 256
+    python -m scripts.bench_index --limit 2000 --batch-size 64 --json bench-index.json
+    python -m scripts.bench_index --bridge runs/bridge --modalities audio
     # on a GPU: random-init open_clip ViT-B-32 for images (offline preset otherwise), batch 256
-    python scripts/bench_index.py --device cuda --open-clip-arch ViT-B-32 --batch-size 256 --limit 4096 \
+    python -m scripts.bench_index --device cuda --open-clip-arch ViT-B-32 --batch-size 256 --limit 4096 \
         --modalities image --workers 8 --json bench-index-gpu.json
 """
 from __future__ import annotations
@@ -48,8 +48,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 log = logging.getLogger("bench_index")
 SOURCES = {"image": ("cifar10/test", "*/*.jpg"), "audio": ("fsdd/recordings", "*.wav")}

@@ -14,8 +14,8 @@ against all ten prompts: the open-vocabulary check.
 
 Usage::
 
-    python scripts/bench_space.py --data ../shared/data --json space.json
-    python scripts/bench_space.py --world bench-out/world --cache bench-out/cache --seeds 0 1 2
+    python -m scripts.bench_space --data ../shared/data --json space.json
+    python -m scripts.bench_space --world bench-out/world --cache bench-out/cache --seeds 0 1 2
 """
 from __future__ import annotations
 
@@ -28,11 +28,9 @@ from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bridge.validation import recall_at_1  # noqa: E402
-from core.cli import add_threads_option  # noqa: E402
-from core.device import set_threads  # noqa: E402
+from bridge.validation import recall_at_1
+from core.cli import add_threads_option
+from core.device import set_threads
 
 WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 CROSS = ("audio", "image", "depth", "thermal")

@@ -24,8 +24,8 @@ this is a script, not a test: one extra at a time, its virtualenv removed after 
 
 Usage::
 
-    python scripts/check_install.py --extras offline --out install-check.json
-    python scripts/check_install.py                                  # offline, offline-sound, clip, clap
+    python -m scripts.check_install --extras offline --out install-check.json
+    python -m scripts.check_install                                  # offline, offline-sound, clip, clap
 """
 from __future__ import annotations
 
@@ -42,9 +42,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
-from bridge.provenance import write_json_report  # noqa: E402
+from bridge.provenance import write_json_report
 
 log = logging.getLogger("check_install")
 

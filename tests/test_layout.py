@@ -149,6 +149,23 @@ def test_the_cycle_check_sees_a_loop_through_a_function(tmp_path, monkeypatch):
     assert import_cycles("loop") == [{"loop.a", "loop.b"}]
 
 
+def test_scripts_are_modules_that_leave_sys_path_alone():
+    """Scripts run as `python -m scripts.NAME` from the checkout: none edits sys.path, and the shared
+    data folder is found through query.eval.shared_data (which honours $EBRIDGE_SHARED_DATA)."""
+    assert (REPO / "scripts" / "__init__.py").is_file()
+    broken = []
+    for path in sorted((REPO / "scripts").glob("*.py")):
+        text = path.read_text(encoding="utf-8")
+        tree = ast.parse(text, str(path))
+        broken += [f"{path.name}:{n.lineno} edits sys.path" for n in ast.walk(tree)
+                   if isinstance(n, ast.Attribute) and n.attr == "path" and isinstance(n.value, ast.Name) and n.value.id == "sys"]
+        if '/ "shared"' in text:
+            broken.append(f"{path.name}: builds the shared data path itself (use query.eval.shared_data)")
+        if f"python scripts/{path.name}" in text:
+            broken.append(f"{path.name}: its usage says python scripts/{path.name}, not python -m scripts.{path.stem}")
+    assert not broken, "\n".join(broken)
+
+
 def test_the_layer_check_sees_imports_inside_functions(tmp_path):
     module = tmp_path / "m.py"
     module.write_text("def f():\n    from query.search import Index\n")
