@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageFilter
 
+from bridge.config import DEFAULT_PRESET
 from query.eval.shared_data import shared_data_dir
 
 log = logging.getLogger("bench_bind_journey")
@@ -123,7 +124,7 @@ def main() -> None:
     ap.add_argument("--test", type=int, default=200)
     ap.add_argument("--steps", type=int, default=600)
     ap.add_argument("--proxy-steps", type=int, default=2000)
-    ap.add_argument("--preset", default="offline")
+    ap.add_argument("--preset", default=DEFAULT_PRESET)
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")

@@ -29,6 +29,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bridge.config import DEFAULT_PRESET
+
 REPO = Path(__file__).resolve().parents[1]
 
 log = logging.getLogger("bench_cold_search")
@@ -43,7 +45,7 @@ def build_index(work: Path) -> tuple[Path, Path]:
     folder = mixed_folder(work / "mixed-folder")
     index = work / "mixed-index"
     if not (index / "bridge" / "config.json").is_file():
-        index_directory(folder, index, preset="offline", label_from_folder=True, exclude=["*.md"], progress=False)
+        index_directory(folder, index, preset=DEFAULT_PRESET, label_from_folder=True, exclude=["*.md"], progress=False)
     return index, sorted((folder / "photos" / "ship").iterdir())[0]
 
 

@@ -49,6 +49,8 @@ from typing import Any
 
 import numpy as np
 
+from bridge.config import DEFAULT_PRESET
+
 log = logging.getLogger("bench_index")
 SOURCES = {"image": ("cifar10/test", "*/*.jpg"), "audio": ("fsdd/recordings", "*.wav")}
 MADE = ("depth", "thermal", "video")  # written into the work folder by `make_files`
@@ -198,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--decode", choices=["auto", "threads", "processes"], default="auto")
     add_threads_option(p, None, "torch intra-op threads for both measurements")
     p.add_argument("--bridge", type=Path, default=None, help="checkpoint (default: a quick one on the preset)")
-    p.add_argument("--preset", default="offline")
+    p.add_argument("--preset", default=DEFAULT_PRESET)
     p.add_argument("--open-clip-arch", default=None, metavar="ARCH",
                    help="use a random-init open_clip ARCH (e.g. ViT-B-32) for image/depth/thermal/video")
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, mps")

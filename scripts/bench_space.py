@@ -31,6 +31,7 @@ import numpy as np
 from bridge.validation import recall_at_1
 from core.cli import add_threads_option
 from core.device import set_threads
+from query.eval.digits import DIGITS_PRESET
 
 WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 CROSS = ("audio", "image", "depth", "thermal")
@@ -69,7 +70,7 @@ def main() -> int:
     parser.add_argument("--data", type=Path, help="../shared/data (FSDD + MNIST); default: the shipped sample")
     parser.add_argument("--world", type=Path, help="an existing digits world folder (skips building one)")
     parser.add_argument("--cache", type=Path, default=Path(".cache/bench-space"), help="frozen-feature cache")
-    parser.add_argument("--preset", default="offline-small")
+    parser.add_argument("--preset", default=DIGITS_PRESET)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--proxy-steps", type=int, default=600)

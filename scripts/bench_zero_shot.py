@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from bridge.config import DEFAULT_PRESET
 from query.eval.shared_data import shared_data_dir
 
 log = logging.getLogger("bench_zero_shot")
@@ -126,7 +127,7 @@ def landing(best: dict, logits: np.ndarray, queries: np.ndarray, text_enc: Any, 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--preset", default="offline")
+    ap.add_argument("--preset", default=DEFAULT_PRESET)
     ap.add_argument("--data", type=Path, default=CIFAR, help="CIFAR-10 test folder: {class}/NNNN.jpg")
     ap.add_argument("--limit", type=int, default=None, help="at most this many photos per class")
     ap.add_argument("--val-per-class", type=int, default=100)

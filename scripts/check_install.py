@@ -41,9 +41,10 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-
+from bridge.config import DEFAULT_PRESET
 from bridge.provenance import write_json_report
+
+REPO = Path(__file__).resolve().parents[1]
 
 log = logging.getLogger("check_install")
 
@@ -54,7 +55,6 @@ PRESETS_OF = {
     "clip": ["clip-vit-b-32"],
     "clap": ["clap-htsat-unfused"],
 }
-DEFAULT_PRESET = "offline"
 AISFX = "aisfx==0.1.2"  # the Makefile's AISFX: installed --no-deps (docs/architecture.md says why)
 PHOTO_CLASSES = ("ship", "cat", "airplane")
 PHOTOS_PER_CLASS = 2
