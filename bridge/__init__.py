@@ -1,5 +1,5 @@
 """The bridged embedding space: modalities and loaders, encoder presets, heads, the proxy anchor G,
-training and checkpoints. It imports nothing else of this project.
+training and checkpoints. Of this project it imports only the base layer, `core`.
 
     bridge/modalities.py   file loaders and each modality's canonical form
     bridge/encoders/       frozen encoders as presets (registry, preprocessing, one module per backbone)
