@@ -42,7 +42,7 @@ check-deps: $(STAMP)
 # Each preset's extra as a user installs it: the wheel into a fresh virtualenv, then an index and a
 # search (scripts/check_install.py; ~5.5 GB and minutes per extra, so not part of `make test`).
 check-install: $(STAMP)
-	$(BIN)/python scripts/check_install.py --out install-check.json
+	$(BIN)/python -m scripts.check_install --out install-check.json
 
 bench: $(STAMP)
 	$(BIN)/ebridge bench --quick --out bench-out

@@ -1,5 +1,5 @@
 """The bridged embedding space: modalities and loaders, encoder presets, heads, the proxy anchor G,
-training and checkpoints. It imports nothing else of this project.
+training and checkpoints. Of this project it imports only the base layer, `core`.
 
     bridge/modalities.py   file loaders and each modality's canonical form
     bridge/encoders/       frozen encoders as presets (registry, preprocessing, one module per backbone)
@@ -25,7 +25,7 @@ from __future__ import annotations
 import sys
 import types
 
-from bridge.deps import lazy_attributes
+from core.deps import lazy_attributes
 
 # The one version of the package: pyproject.toml, emergentbridge.__version__ and `ebridge --version` read it.
 __version__ = "0.2.0.dev0"

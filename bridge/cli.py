@@ -1,6 +1,6 @@
-"""`ebridge train MANIFEST --out DIR`: train a bridge from a pairs manifest; and the options every
-verb shares (`--threads`, `--device`, the TrainConfig settings). Argparse only: what the options
-do at run time lives in bridge.device and bridge.train.
+"""`ebridge train MANIFEST --out DIR`: train a bridge from a pairs manifest; and one option per
+TrainConfig setting. Argparse only: what the options do at run time lives in bridge.train.
+`--threads` and `--device` are the base layer's (core.cli); importing them from here still works.
 
 Every TrainConfig field is a typed option (`--lambda-proxy 0.5`, `--variant anchor`...),
 so the CLI and the dataclass cannot drift apart.
@@ -13,6 +13,8 @@ import json
 import logging
 from pathlib import Path
 from typing import Any
+
+from core.cli import add_device_option, add_threads_option
 
 log = logging.getLogger(__name__)
 
@@ -51,21 +53,6 @@ def config_options(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) 
     add_threads_option(parser, 1)
 
 
-def add_threads_option(parser: Any, default: int | None, what: str = "torch threads") -> None:
-    """`--threads N` (alias `--torch-threads`): torch's intra-op threads, the one definition every
-    verb and script uses; `args.threads` goes to `bridge.device.set_threads` (None: torch's own default)."""
-    why = "1: on small or shared machines one thread is fastest" if default == 1 else "torch's own"
-    parser.add_argument("--threads", "--torch-threads", dest="threads", type=int, default=default,
-                        help=f"{what} (default {why})")
-
-
-def add_device_option(parser: Any) -> None:
-    """The `--device` option every verb that runs networks shares (train, index, search, bench)."""
-    parser.add_argument("--device", default="auto", metavar="{auto,cpu,cuda,mps}",
-                        help="where encoders, heads and G run (default auto: CUDA when available, else CPU; "
-                             "also cuda:N). Vectors, caches and checkpoints do not depend on it")
-
-
 def given_options(args: argparse.Namespace, skip: tuple[str, ...] = ()) -> dict[str, Any]:
     """The TrainConfig settings the user gave on the command line (but `skip`)."""
     from bridge.config import TrainConfig
@@ -94,12 +81,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bridge.device import resolve_device, set_threads
     from bridge.encoders import load_preset
     from bridge.features import FeatureCache
     from bridge.labelspace import supplies_proxy
     from bridge.pairs import check_roles, in_split, read_manifest, training_set
     from bridge.train import train
+    from core.device import resolve_device, set_threads
 
     cfg = config_from_args(args)
     device = resolve_device(getattr(args, "device", "auto"))  # fail before any work when it is not here

@@ -6,6 +6,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# The preset used wherever none is named (training, `ebridge index` with no --bridge, the pretrained
+# space): the one definition; bridge.encoders.DEFAULT_PRESET is this name.
+DEFAULT_PRESET = "offline"
+
 # `oracle` is the benchmark's ceiling, not a method: each bound modality is also trained with its own
 # pairs to every modality placed before it (the proxy and earlier bound ones), so the "never paired"
 # pairs are paired there.
@@ -20,7 +24,7 @@ PROXY_VIEWS = ("mean", "samples")
 class TrainConfig:
     """Every setting of a training run; all of it is saved in the checkpoint."""
 
-    preset: str = "offline"
+    preset: str = DEFAULT_PRESET
     # "frozen": modalities the preset declares aligned (CLIP image/text, or image/text through the
     # offline presets' label space) keep their pretrained vectors and no base is trained;
     # "finetune": a label-space base starts there and is trained on the pairs, kept only where

@@ -22,13 +22,15 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from bridge.encoders import Preset
-from bridge.files import atomic_path
 from bridge.modalities import check_modality
+from core.files import atomic_path
+
+if TYPE_CHECKING:  # a type only: importing the encoders here closed a cycle (encoders -> labelspace -> pairs -> here)
+    from bridge.encoders import Preset
 
 log = logging.getLogger(__name__)
 

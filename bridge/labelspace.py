@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from bridge.files import atomic_path, user_cache_dir
+from core.files import atomic_path, user_cache_dir
 
 log = logging.getLogger(__name__)
 

@@ -30,8 +30,8 @@ from typing import Any
 
 import numpy as np
 
-from bridge.deps import require
-from bridge.errors import InputError
+from core.deps import require
+from core.errors import InputError
 
 MODALITIES: tuple[str, ...] = ("text", "image", "audio", "depth", "thermal", "video")
 SAMPLE_RATE = 16_000

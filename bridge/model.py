@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from bridge.config import VARIANTS
-from bridge.deps import require
+from core.deps import require
 
 torch = require("torch", "the bridge model")
 nn = torch.nn

@@ -19,8 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from bridge.errors import EmergentBridgeError
+from bridge.features import content_id, encode_cached
 from bridge.modalities import check_modality, load
+from core.errors import EmergentBridgeError
 
 log = logging.getLogger(__name__)
 CHUNK = 1024
@@ -104,8 +105,6 @@ def _clean(value: Any) -> str | None:
 def training_set(rows: list[Row], preset: Any, cache: Any, batch_size: int = 32) -> dict[str, Any]:
     """Frozen features for every row, grouped by modality (cached by decoded content, so
     the indexer's cached encodes and these are one and the same)."""
-    from bridge.features import content_id, encode_cached
-
     out = {}
     for modality in sorted({r.modality for r in rows}):
         group = [r for r in rows if r.modality == modality]

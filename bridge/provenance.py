@@ -27,7 +27,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from bridge.files import atomic_write_json
+from core.files import atomic_write_json
 
 _REPO = Path(__file__).resolve().parents[1]  # the checkout this code runs from (if it is one)
 # distributions whose versions decide the figures: ours, the numerics, the store

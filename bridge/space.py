@@ -19,10 +19,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from bridge.deps import require
-from bridge.errors import CheckpointError
-from bridge.files import atomic_path, atomic_write_json
+from bridge.config import DEFAULT_PRESET
 from bridge.modalities import check_modality, load
+from core.deps import require
+from core.errors import CheckpointError
+from core.files import atomic_path, atomic_write_json
 
 CONFIG_FILE, WEIGHTS_FILE, CURVES_FILE = "config.json", "model.safetensors", "curves.json"
 # Version of the checkpoint layout (config keys, weight names). Checkpoints written before it
@@ -69,7 +70,7 @@ class Bridge:
         Example:
             >>> bridge = Bridge.load("runs/bridge").to("auto")   # doctest: +SKIP
         """
-        from bridge.device import resolve_device
+        from core.device import resolve_device
 
         self.device = resolve_device(device)
         self.modules.to(self.device)
@@ -238,7 +239,7 @@ class Bridge:
         return directory
 
     @classmethod
-    def from_preset(cls, preset: str | Path | Any = "offline", extra: Sequence[str] = ()) -> "Bridge":
+    def from_preset(cls, preset: str | Path | Any = DEFAULT_PRESET, extra: Sequence[str] = ()) -> "Bridge":
         """The preset's pretrained space, with no training: the modalities its encoders already align
         (CLIP's image and text towers; offline, images and texts through the image classifier's label
         space, see `bridge.labelspace`), frozen, plus video when its frames go through the aligned

@@ -33,7 +33,7 @@ from typing import Any, Callable
 import numpy as np
 
 from bridge.config import TrainConfig
-from bridge.deps import require
+from core.deps import require
 from bridge.model import (BridgeModules, InstanceMap, build_modules, info_nce, init_copy, init_pca, init_ridge,
                           instance_key, instance_loss, neighbour_loss, proxy_loss)
 from bridge.pairs import ModalityData, TrainingSet, pair_keys
@@ -286,7 +286,7 @@ def train(cfg: TrainConfig, data: TrainingSet, val: TrainingSet | None = None,
     there; the checkpoint is the same.
     """
     if device is not None:  # device plumbing (issue 11): the whole run under one torch device
-        from bridge.device import resolve_device
+        from core.device import resolve_device
 
         dev = resolve_device(device)
         # Parameters, batches and samples are made on `dev`; `Bridge.save` writes CPU tensors. On the

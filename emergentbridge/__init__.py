@@ -13,7 +13,7 @@ Example:
 from __future__ import annotations
 
 from bridge import __version__
-from bridge.deps import lazy_attributes
+from core.deps import lazy_attributes
 
 _PUBLIC = {
     "Bridge": "bridge.space",
@@ -21,7 +21,7 @@ _PUBLIC = {
     "train": "bridge.train",
     "load_preset": "bridge.encoders",
     "read_manifest": "bridge.pairs",
-    "EmergentBridgeError": "bridge.errors",
+    "EmergentBridgeError": "core.errors",
     "index_directory": "indexer.index",
     "IndexSummary": "indexer.index",
     "Index": "query.search",

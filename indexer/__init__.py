@@ -15,7 +15,7 @@ Example:
 """
 from __future__ import annotations
 
-from bridge.deps import lazy_attributes
+from core.deps import lazy_attributes
 
 _PUBLIC = {"index_directory": "indexer.index", "IndexSummary": "indexer.index", "open_store": "indexer.store"}
 __all__ = list(_PUBLIC)

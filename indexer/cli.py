@@ -19,7 +19,7 @@ import os
 import sys
 from pathlib import Path
 
-from bridge.cli import add_device_option, add_threads_option
+from core.cli import add_device_option, add_threads_option
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

@@ -37,17 +37,17 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from bridge.device import torch_threads as torch_threads_for_run
-from bridge.errors import BridgeMismatchError, CheckpointError, EmergentBridgeError
-from bridge.files import fsync_dir
+from core.device import torch_threads as torch_threads_for_run
+from core.errors import BridgeMismatchError, CheckpointError, EmergentBridgeError
+from core.files import fsync_dir
 from indexer.faults import crash_point
 from indexer.hooks import RunHooks
-from indexer.lock import IndexLock
 from indexer.ledger import ERRORS_FILE, INDEXED, Manifest, ManifestRow, write_errors_report
+from indexer.lock import IndexLock
 from indexer.pipeline import Pipeline
+from indexer.record import INDEX_FORMAT, read_record, write_record
 from indexer.renames import carry_renames
 from indexer.scan import ShardSpec, scan_directory
-from indexer.record import INDEX_FORMAT, read_record, write_record
 from indexer.verify import StoreDamagedError, check_points, remove_points
 from indexer.store import (ID_NAMESPACE, CollectionSpec, PartitionedStore, Point, Store, describe, open_store, point_id,
                            resolve_location)
@@ -159,7 +159,7 @@ def index_directory(
     """
     t_start = time.perf_counter()
     if device is not None:
-        from bridge.device import resolve_device
+        from core.device import resolve_device
 
         device = resolve_device(device)  # a device that is not here fails before any work
     root = Path(directory).resolve()

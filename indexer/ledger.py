@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Iterable
 
-from bridge.files import atomic_path, atomic_write
+from core.files import atomic_path, atomic_write
 from indexer.faults import crash_point
 from indexer.scan import FileEntry, ShardSpec
 

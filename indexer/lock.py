@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from bridge.errors import EmergentBridgeError
+from core.errors import EmergentBridgeError
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@
 * **embed** (the calling thread): the preset's frozen encoder on a batch of decoded
   items, the expensive forward pass. Nothing else runs here, so the encoder is never
   waiting on bookkeeping. On a GPU (`Bridge.to("cuda")`) each batch reaches the device
-  through pinned memory with a non-blocking copy (`bridge.device.to_device`) while the
+  through pinned memory with a non-blocking copy (`core.device.to_device`) while the
   readers, at most `prefetch` batches ahead, decode the next ones.
 * **writer** (one thread): the bridge's head and proxy view (small), points to the
   store, *one* flush for everything queued, then the manifest journal and the progress
@@ -35,9 +35,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from bridge.device import set_threads
-from bridge.errors import EmergentBridgeError, InputError
 from bridge.modalities import file_kind, load, text_part
+from core.device import set_threads
+from core.errors import EmergentBridgeError, InputError
 from indexer.faults import crash_point
 from indexer.ledger import ERROR, INDEXED, Manifest, ManifestRow
 from indexer.scan import FileEntry, display_path

@@ -12,8 +12,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from bridge.errors import EmergentBridgeError
-from bridge.files import atomic_write_json
+from core.errors import EmergentBridgeError
+from core.files import atomic_write_json
 
 INDEX_FILE = "index.json"
 INDEX_FORMAT = 1

@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from bridge.errors import EmergentBridgeError
+from core.errors import EmergentBridgeError
 from indexer.hooks import RunHooks
 from indexer.ledger import ERROR, INDEXED, ManifestRow, Plan
 from indexer.record import read_record, write_record

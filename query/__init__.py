@@ -11,7 +11,7 @@ Example:
 """
 from __future__ import annotations
 
-from bridge.deps import lazy_attributes
+from core.deps import lazy_attributes
 
 _PUBLIC = {"Index": "query.search", "SearchHit": "query.search", "QueryError": "query.search"}
 __all__ = list(_PUBLIC)

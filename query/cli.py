@@ -19,8 +19,8 @@ import os
 import sys
 from pathlib import Path
 
-from bridge.errors import EmergentBridgeError
 from bridge.modalities import MODALITIES
+from core.errors import EmergentBridgeError
 
 # verb -> module that defines `add_parser(subparsers)`
 COMMANDS = {
@@ -65,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
+    from query.search import ROUTE_CHOICES, SEARCH_ROUTES
+
     p = sub.add_parser("search", help="search an index with a text, a file or an indexed item's id")
     p.add_argument("--index", type=Path, help="index folder (holds the bridge, and the store unless --qdrant-url)")
     p.add_argument("--server", metavar="URL",
@@ -78,10 +80,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--source", choices=MODALITIES, help="the query file's modality, if its name does not tell")
     p.add_argument("--target", nargs="+", choices=MODALITIES, help="modality(ies) to return (default: all)")
     p.add_argument("-k", type=int, default=10, help="number of hits (default 10)")
-    p.add_argument("--route", default="auto", choices=["auto", "direct", "proxy", "fused", "raw", "instance"],
-                   help="auto: the index's route table; raw: through the encoder's own features (same modality, or "
-                        "two read by one encoder: thermal->image); instance: the query through the bridge's instance "
-                        "map into the target's encoder features")
+    p.add_argument("--route", default="auto", choices=ROUTE_CHOICES,
+                   help="; ".join(f"{r.name}: {r.meaning}" for r in SEARCH_ROUTES))
     p.add_argument("--filter", action="append", default=[], metavar="FIELD=VALUE",
                    help="payload filter, repeatable (label=seven, path_prefix=audio/)")
     p.add_argument("--bridge", type=Path, default=None,
@@ -89,7 +89,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--qdrant-url", help="search this Qdrant server collection (default: where the index was built)")
     p.add_argument("--collection", default=None, help="collection name (default: the index's own)")
     p.add_argument("--json", action="store_true", help="print the hits as a JSON list")
-    from bridge.cli import add_device_option, add_threads_option
+    from core.cli import add_device_option, add_threads_option
 
     add_device_option(p)
     add_threads_option(p, None)
@@ -113,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
             args.server, text=args.text, file=args.file, id=args.id, target=args.target, k=args.k,
             filter=parse_filters(args.filter), route=args.route, source=args.source, api_key=args.api_key)]
     else:
-        from bridge.device import set_threads
+        from core.device import set_threads
 
         set_threads(args.threads)
         query = args.text if args.text is not None else ({"id": args.id} if args.id is not None else args.file)

@@ -1,6 +1,7 @@
 """Any-to-any search over an index, with unpaired pairs routed through the proxy anchor.
 
-Routes (which one a pair takes is data: the index's route table, overridable per call):
+Routes (which one a pair takes is data: the index's route table, overridable per call; the list
+with a line on each is `SEARCH_ROUTES`):
 - `direct`: nearest `bridged` vectors to the query's bridged embedding. Right for pairs
   trained with paired data (image<->text, audio<->image, ...).
 - `proxy`: nearest `proxy` vectors (G's view of each item) to G's view of the query: both
@@ -31,8 +32,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from bridge.errors import BridgeMismatchError, EmergentBridgeError
 from bridge.modalities import MODALITIES, check_modality, detect_modality, file_kind, load, names_a_file
+from core.errors import BridgeMismatchError, EmergentBridgeError
 from indexer.lock import IndexBusyError, ReadLock  # noqa: F401  (IndexBusyError: part of this API)
 from indexer.record import read_record, unfinished_first_run
 from indexer.store import Filter, Prefetch, Range, Store, open_store, store_in_folder
@@ -41,10 +42,48 @@ from indexer.verify import StoreDamagedError, check_page
 
 log = logging.getLogger(__name__)
 
-CROSS_ROUTES = ("direct", "proxy", "fused")  # what a search between two modalities can take
-FEATURE_ROUTES = ("raw", "instance")  # search the target's stored encoder features (`raw_<modality>`)
-ROUTES = (*CROSS_ROUTES, *FEATURE_ROUTES)
-SCORE_KINDS = {"direct": "cosine", "proxy": "cosine", "raw": "cosine", "instance": "cosine", "fused": "rrf"}
+
+@dataclass(frozen=True)
+class Route:
+    """One route a search can take: its name, what it does in a line, and how it is used.
+
+    `family`: "table" (auto: the index's route table picks per pair), "cross" (through the bridged
+    space, between any two modalities) or "feature" (against the target's stored encoder features,
+    `raw_<modality>`). `score_kind`: the scale of its scores (None: each hit says). `uses_proxy`:
+    it needs G's view of the query.
+
+    Example:
+        >>> [r.name for r in SEARCH_ROUTES if r.family == "cross"]
+        ['direct', 'proxy', 'fused']
+    """
+
+    name: str
+    meaning: str
+    family: str
+    score_kind: str | None = "cosine"
+    uses_proxy: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "meaning": self.meaning, "family": self.family, "score_kind": self.score_kind}
+
+
+# The one list of routes: the CLI's --route choices, the server's validation and the page's menu
+# (GET /routes) are read from it.
+SEARCH_ROUTES: tuple[Route, ...] = (
+    Route("auto", "the index's route table: the route chosen for each pair of modalities", "table", score_kind=None),
+    Route("direct", "nearest bridged vectors to the query's bridged embedding", "cross"),
+    Route("proxy", "G's view of the query against G's view of each item", "cross", uses_proxy=True),
+    Route("fused", "direct and proxy fused by reciprocal rank (ranks, not a similarity)", "cross", score_kind="rrf",
+          uses_proxy=True),
+    Route("raw", "the encoder's own features (same modality, or two read by one encoder: thermal->image)", "feature"),
+    Route("instance", "the query through the bridge's instance map into the target's encoder features", "feature"),
+)
+ROUTE_CHOICES = tuple(r.name for r in SEARCH_ROUTES)  # what a caller may ask for: auto and every route
+CROSS_ROUTES = tuple(r.name for r in SEARCH_ROUTES if r.family == "cross")  # between two modalities
+FEATURE_ROUTES = tuple(r.name for r in SEARCH_ROUTES if r.family == "feature")  # the target's `raw_<modality>`
+ROUTES = (*CROSS_ROUTES, *FEATURE_ROUTES)  # what a hit can have come through (auto resolves to one of them)
+PROXY_ROUTES = tuple(r.name for r in SEARCH_ROUTES if r.uses_proxy)
+SCORE_KINDS = {r.name: r.score_kind for r in SEARCH_ROUTES if r.score_kind}
 
 
 def score_kind(route: str) -> str:
@@ -119,7 +158,7 @@ class Index:
         are embedded.
         """
         if device is not None and not (isinstance(device, str) and device.strip().lower() == "cpu"):
-            from bridge.device import resolve_device
+            from core.device import resolve_device
 
             device = resolve_device(device)
         else:
@@ -318,8 +357,8 @@ class Index:
         targets = _targets(target)
         _check_k(k)
         _check_filter(filter)
-        if route not in ("auto", *ROUTES):
-            raise QueryError(f"unknown route {route!r}; choose auto, {', '.join(ROUTES)}")
+        if route not in ROUTE_CHOICES:
+            raise QueryError(f"unknown route {route!r}; choose {', '.join(ROUTE_CHOICES)}")
         if route == "raw" and any(t != source and not self.shares_encoder(source, t) for t in targets):
             raise QueryError(f"route raw compares encoder features as they are: it searches {source} and what the "
                              f"same encoder reads, not {', '.join(t for t in targets if not self.shares_encoder(source, t))}")
@@ -327,7 +366,7 @@ class Index:
             raise QueryError(f"route instance needs an instance map between {source} and "
                              f"{', '.join(t for t in targets if not self.bridge.has_instance(source, t))}, and this "
                              f"index's bridge ({self.bridge.version}) has none: use route auto")
-        if route in ("proxy", "fused") and not self.bridge.has_proxy:
+        if route in PROXY_ROUTES and not self.bridge.has_proxy:
             raise QueryError(f"route {route} needs G, and this index's space ({self.bridge.version}) has none: it "
                              "was indexed with no training; use route direct (or bind modalities with `ebridge train`)")
         by_route: dict[str, list[str]] = {}
@@ -340,7 +379,7 @@ class Index:
                 r = "direct"
             # A feature route searches one target's own `raw_<modality>` vectors: one search per target.
             by_route.setdefault((r, t) if r in FEATURE_ROUTES else (r, ""), []).append(t)
-        if views is None and {r for r, _ in by_route} & {"proxy", "fused"}:
+        if views is None and {r for r, _ in by_route} & set(PROXY_ROUTES):
             views = self.bridge.proxy_view(vectors)
         per_route = [self._search_route(r, ts, vectors, views, k, filter, features, source)
                      for (r, _), ts in by_route.items()]

@@ -16,7 +16,7 @@ Cosine similarity on the encoders' raw features (no head). Time per clip = wall 
 
 Usage::
 
-    OMP_NUM_THREADS=1 python scripts/bench_audio.py --presets offline offline-sound --json audio.json
+    OMP_NUM_THREADS=1 python -m scripts.bench_audio --presets offline offline-sound --json audio.json
 """
 from __future__ import annotations
 
@@ -25,19 +25,16 @@ import json
 import logging
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bridge.cli import add_threads_option  # noqa: E402
-from bridge.device import set_threads  # noqa: E402
-from bridge.validation import recall_at_1  # noqa: E402
-from query.eval.shared_data import shared_data_dir  # noqa: E402
+from bridge.validation import recall_at_1
+from core.cli import add_threads_option
+from core.device import set_threads
+from query.eval.shared_data import shared_data_dir
 
 log = logging.getLogger("bench_audio")
 

@@ -28,24 +28,21 @@ silence around a short sound does to each pooling.
 
 Usage::
 
-    OMP_NUM_THREADS=1 python scripts/bench_audio_tagger.py /work/devsounds --json tagger.json
+    OMP_NUM_THREADS=1 python -m scripts.bench_audio_tagger /work/devsounds --json tagger.json
 """
 from __future__ import annotations
 
 import argparse
 import csv
 import logging
-import sys
 import time
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bridge.modalities import SAMPLE_RATE, load_audio  # noqa: E402
-from query.eval.shared_data import shared_data_dir  # noqa: E402
+from bridge.modalities import SAMPLE_RATE, load_audio
+from query.eval.shared_data import shared_data_dir
 
 log = logging.getLogger("bench_audio_tagger")
 

@@ -16,15 +16,14 @@ noise and column stripes), paired one to one: instance-level matching, as RGB-th
 
 Usage::
 
-    python scripts/bench_bind_journey.py --data ../shared/data --out journey-out --json journey.json
-    python scripts/bench_bind_journey.py --data ../shared/data --train 300 --steps 200 --json quick.json
+    python -m scripts.bench_bind_journey --data ../shared/data --out journey-out --json journey.json
+    python -m scripts.bench_bind_journey --data ../shared/data --train 300 --steps 200 --json quick.json
 """
 from __future__ import annotations
 
 import argparse
 import json
 import logging
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageFilter
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bridge.config import DEFAULT_PRESET
+from query.eval.shared_data import shared_data_dir
 
 log = logging.getLogger("bench_bind_journey")
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -116,14 +116,15 @@ def text_precision(index_dir: Path, labels: dict[str, str], target: str, k: int 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", type=Path, default=Path("../shared/data"))
+    ap.add_argument("--data", type=Path, default=shared_data_dir(),
+                    help="the shared data folder (default: ../shared/data, or $EBRIDGE_SHARED_DATA)")
     ap.add_argument("--out", type=Path, default=Path("journey-out"))
     ap.add_argument("--train", type=int, default=600)
     ap.add_argument("--val", type=int, default=150)
     ap.add_argument("--test", type=int, default=200)
     ap.add_argument("--steps", type=int, default=600)
     ap.add_argument("--proxy-steps", type=int, default=2000)
-    ap.add_argument("--preset", default="offline")
+    ap.add_argument("--preset", default=DEFAULT_PRESET)
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")

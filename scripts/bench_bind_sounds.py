@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from bridge.config import DEFAULT_PRESET
 from bridge.provenance import write_json_report
 from query.eval.shared_data import shared_data_dir
 from scripts.bench_pretrained_space import SOUND_CLASSES, load_photos, log_figures, precision_at_10, top1
@@ -86,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sounds", type=Path, required=True)
     ap.add_argument("--unseen", default="", help="comma-separated classes left out of training")
-    ap.add_argument("--preset", default="offline")
+    ap.add_argument("--preset", default=DEFAULT_PRESET)
     ap.add_argument("--steps", type=int, default=600)
     ap.add_argument("--seeds", type=int, default=1)
     ap.add_argument("--per-class", type=int, default=60, help="CIFAR-10 photos per class for audio->image")

@@ -14,8 +14,8 @@ one untimed warm-up run per checkout fills the OS file cache and any ONNX export
 
 Usage::
 
-    python scripts/bench_cold_search.py --json docs/reports/cold-search.json
-    python scripts/bench_cold_search.py --before /tmp/before --runs 5 --json cold-search-ab.json
+    python -m scripts.bench_cold_search --json docs/reports/cold-search.json
+    python -m scripts.bench_cold_search --before /tmp/before --runs 5 --json cold-search-ab.json
 """
 from __future__ import annotations
 
@@ -29,8 +29,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bridge.config import DEFAULT_PRESET
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 log = logging.getLogger("bench_cold_search")
 TEXT_QUERY = "a ship at sea"
@@ -44,7 +45,7 @@ def build_index(work: Path) -> tuple[Path, Path]:
     folder = mixed_folder(work / "mixed-folder")
     index = work / "mixed-index"
     if not (index / "bridge" / "config.json").is_file():
-        index_directory(folder, index, preset="offline", label_from_folder=True, exclude=["*.md"], progress=False)
+        index_directory(folder, index, preset=DEFAULT_PRESET, label_from_folder=True, exclude=["*.md"], progress=False)
     return index, sorted((folder / "photos" / "ship").iterdir())[0]
 
 

@@ -25,12 +25,12 @@ the heads learned.
 
 Usage::
 
-    python scripts/bench_index.py                          # 512 images + 512 recordings
-    python scripts/bench_index.py --modalities image,audio,depth,thermal,video --limit 256
-    python scripts/bench_index.py --limit 2000 --batch-size 64 --json bench-index.json
-    python scripts/bench_index.py --bridge runs/bridge --modalities audio
+    python -m scripts.bench_index                          # 512 images + 512 recordings
+    python -m scripts.bench_index --modalities image,audio,depth,thermal,video --limit 256
+    python -m scripts.bench_index --limit 2000 --batch-size 64 --json bench-index.json
+    python -m scripts.bench_index --bridge runs/bridge --modalities audio
     # on a GPU: random-init open_clip ViT-B-32 for images (offline preset otherwise), batch 256
-    python scripts/bench_index.py --device cuda --open-clip-arch ViT-B-32 --batch-size 256 --limit 4096 \
+    python -m scripts.bench_index --device cuda --open-clip-arch ViT-B-32 --batch-size 256 --limit 4096 \
         --modalities image --workers 8 --json bench-index-gpu.json
 """
 from __future__ import annotations
@@ -49,7 +49,7 @@ from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bridge.config import DEFAULT_PRESET
 
 log = logging.getLogger("bench_index")
 SOURCES = {"image": ("cifar10/test", "*/*.jpg"), "audio": ("fsdd/recordings", "*.wav")}
@@ -188,7 +188,7 @@ def pipeline(bridge: Any, modality: str, files: list[Path], batch_size: int, wor
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    from bridge.cli import add_threads_option
+    from core.cli import add_threads_option
     from query.eval.shared_data import shared_data_dir
 
     p.add_argument("--data", type=Path, default=shared_data_dir(),
@@ -200,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--decode", choices=["auto", "threads", "processes"], default="auto")
     add_threads_option(p, None, "torch intra-op threads for both measurements")
     p.add_argument("--bridge", type=Path, default=None, help="checkpoint (default: a quick one on the preset)")
-    p.add_argument("--preset", default="offline")
+    p.add_argument("--preset", default=DEFAULT_PRESET)
     p.add_argument("--open-clip-arch", default=None, metavar="ARCH",
                    help="use a random-init open_clip ARCH (e.g. ViT-B-32) for image/depth/thermal/video")
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, mps")
@@ -219,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from bridge.space import Bridge
 
-    from bridge.device import DeviceUnavailableError, resolve_device
+    from core.device import DeviceUnavailableError, resolve_device
 
     try:
         device = resolve_device(args.device)
@@ -230,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     bridge.to(device)
     import torch
 
-    from bridge.device import set_threads
+    from core.device import set_threads
 
     set_threads(args.threads)
     results: dict[str, Any] = {

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from bridge.config import DEFAULT_PRESET
 from bridge.provenance import write_json_report
 from query.eval.shared_data import shared_data_dir
 
@@ -214,7 +215,7 @@ def subset(d: dict, idx: np.ndarray) -> dict:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--preset", default="offline")
+    ap.add_argument("--preset", default=DEFAULT_PRESET)
     ap.add_argument("--per-class", type=int, default=150, help="CIFAR-10 photos per class")
     ap.add_argument("--val-per-class", type=int, default=50)
     ap.add_argument("--sounds", type=Path, help="DIR/<class>/*.wav (never UrbanSound8K: it is held out)")

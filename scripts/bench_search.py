@@ -9,8 +9,8 @@ carry `raw_depth`, the encoder's own features (`--raw-dim`, 1280 as EfficientNet
 `raw` route of search by example; `--raw-dim 0` builds without them, to measure what they cost
 (build time, peak memory, the index's size on disk).
 
-    python scripts/bench_search.py --n 100000 --json search.json
-    python scripts/bench_search.py --n 100000 --raw-dim 0 --json search-noraw.json
+    python -m scripts.bench_search --n 100000 --json search.json
+    python -m scripts.bench_search --n 100000 --raw-dim 0 --json search-noraw.json
 
 Goal (issue 4): p50 under 5 ms and recall@10 >= 0.98 at 100k points.
 """
@@ -26,10 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench_store import make_vectors  # noqa: E402
+from scripts.bench_store import make_vectors
 
 MODALITIES = ["image", "text", "audio", "depth", "thermal"]
 

@@ -14,8 +14,8 @@ against all ten prompts: the open-vocabulary check.
 
 Usage::
 
-    python scripts/bench_space.py --data ../shared/data --json space.json
-    python scripts/bench_space.py --world bench-out/world --cache bench-out/cache --seeds 0 1 2
+    python -m scripts.bench_space --data ../shared/data --json space.json
+    python -m scripts.bench_space --world bench-out/world --cache bench-out/cache --seeds 0 1 2
 """
 from __future__ import annotations
 
@@ -28,11 +28,10 @@ from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bridge.cli import add_threads_option  # noqa: E402
-from bridge.device import set_threads  # noqa: E402
-from bridge.validation import recall_at_1  # noqa: E402
+from bridge.validation import recall_at_1
+from core.cli import add_threads_option
+from core.device import set_threads
+from query.eval.digits import DIGITS_PRESET
 
 WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 CROSS = ("audio", "image", "depth", "thermal")
@@ -71,7 +70,7 @@ def main() -> int:
     parser.add_argument("--data", type=Path, help="../shared/data (FSDD + MNIST); default: the shipped sample")
     parser.add_argument("--world", type=Path, help="an existing digits world folder (skips building one)")
     parser.add_argument("--cache", type=Path, default=Path(".cache/bench-space"), help="frozen-feature cache")
-    parser.add_argument("--preset", default="offline-small")
+    parser.add_argument("--preset", default=DIGITS_PRESET)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--proxy-steps", type=int, default=600)

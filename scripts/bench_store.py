@@ -22,9 +22,9 @@ Peers need the ``bench`` extra: ``pip install -e '.[bench]'``.
 
 Usage::
 
-    python scripts/bench_store.py                       # 100k x 256-d, every engine
-    python scripts/bench_store.py --n 300000 --json bench-300k.json
-    python scripts/bench_store.py --engines edge:default,edge:old --edge-custom 'capped={"max_segment_size_kb": 50000}'
+    python -m scripts.bench_store                       # 100k x 256-d, every engine
+    python -m scripts.bench_store --n 300000 --json bench-300k.json
+    python -m scripts.bench_store --engines edge:default,edge:old --edge-custom 'capped={"max_segment_size_kb": 50000}'
 """
 
 from __future__ import annotations
@@ -49,10 +49,8 @@ from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bridge.provenance import provenance, write_json_report  # noqa: E402
-from indexer.store import (CollectionSpec, EdgeStore, Filter, PartitionedEdgeStore, Point, Store,  # noqa: E402
+from bridge.provenance import provenance, write_json_report
+from indexer.store import (CollectionSpec, EdgeStore, Filter, PartitionedEdgeStore, Point, Store,
                            point_id)
 
 log = logging.getLogger("bench_store")
@@ -111,7 +109,6 @@ def exact_top_k(base: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
 
 FILTER_MODALITY = "depth"  # the filtered queries keep modality == this (every fifth point)
 FILTER_REM = MODALITIES.index(FILTER_MODALITY)
-BENCH_SITE = Path(__file__).resolve().parents[1] / ".bench-site"  # optional private install of the peers
 
 # Settings of the project's store to compare. "default" is whatever CollectionSpec defaults to
 # (what the indexer gets); "old" is the spec before the build bounds existed (engine defaults:
@@ -201,13 +198,12 @@ def read_chunks(path: Path, n: int, dim: int, batch: int) -> Iterator[tuple[int,
 
 
 def _import_peer(name: str) -> Any:
-    if BENCH_SITE.is_dir() and str(BENCH_SITE) not in sys.path:
-        sys.path.append(str(BENCH_SITE))
     try:
         return __import__(name)
     except ImportError as e:
         pip = {"faiss": "faiss-cpu"}.get(name, name)
-        raise ImportError(f"engine needs {pip}: pip install -e '.[bench]' (or pip install {pip})") from e
+        raise ImportError(f"engine needs {pip}: pip install -e '.[bench]' (or pip install {pip}; a private install "
+                          f"elsewhere: PYTHONPATH=DIR python -m scripts.bench_store ...)") from e
 
 
 def edge_layout(args: argparse.Namespace, preset: str) -> str:

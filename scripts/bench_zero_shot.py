@@ -22,7 +22,7 @@ The report also says where each class lands: its query's heaviest classifier cla
 
 Usage::
 
-    OMP_NUM_THREADS=1 python scripts/bench_zero_shot.py --preset offline --json docs/reports/zero-shot-offline.json
+    OMP_NUM_THREADS=1 python -m scripts.bench_zero_shot --preset offline --json docs/reports/zero-shot-offline.json
 """
 from __future__ import annotations
 
@@ -31,7 +31,6 @@ import functools
 import itertools
 import json
 import logging
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -39,10 +38,11 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bridge.config import DEFAULT_PRESET
+from query.eval.shared_data import shared_data_dir
 
 log = logging.getLogger("bench_zero_shot")
-CIFAR = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10" / "test"
+CIFAR = shared_data_dir() / "cifar10" / "test"
 QUERY = "a photo of a {}."
 
 
@@ -127,7 +127,7 @@ def landing(best: dict, logits: np.ndarray, queries: np.ndarray, text_enc: Any, 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--preset", default="offline")
+    ap.add_argument("--preset", default=DEFAULT_PRESET)
     ap.add_argument("--data", type=Path, default=CIFAR, help="CIFAR-10 test folder: {class}/NNNN.jpg")
     ap.add_argument("--limit", type=int, default=None, help="at most this many photos per class")
     ap.add_argument("--val-per-class", type=int, default=100)

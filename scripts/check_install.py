@@ -24,8 +24,8 @@ this is a script, not a test: one extra at a time, its virtualenv removed after 
 
 Usage::
 
-    python scripts/check_install.py --extras offline --out install-check.json
-    python scripts/check_install.py                                  # offline, offline-sound, clip, clap
+    python -m scripts.check_install --extras offline --out install-check.json
+    python -m scripts.check_install                                  # offline, offline-sound, clip, clap
 """
 from __future__ import annotations
 
@@ -41,10 +41,10 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from bridge.config import DEFAULT_PRESET
+from bridge.provenance import write_json_report
 
-from bridge.provenance import write_json_report  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 log = logging.getLogger("check_install")
 
@@ -55,7 +55,6 @@ PRESETS_OF = {
     "clip": ["clip-vit-b-32"],
     "clap": ["clap-htsat-unfused"],
 }
-DEFAULT_PRESET = "offline"
 AISFX = "aisfx==0.1.2"  # the Makefile's AISFX: installed --no-deps (docs/architecture.md says why)
 PHOTO_CLASSES = ("ship", "cat", "airplane")
 PHOTOS_PER_CLASS = 2
@@ -172,9 +171,9 @@ def make_photos(bin_dir: Path, folder: Path, env: dict[str, str]) -> Path:
 
 ENCODERS_CHECK = """
 import sys, pathlib, numpy as np
-from bridge.deps import require
 from bridge.encoders import load_preset
 from bridge.modalities import load
+from core.deps import require
 preset, photos = load_preset(sys.argv[1]), pathlib.Path(sys.argv[2])
 items = {"text": "a ship", "image": next(photos.glob("ship/*.jpg")), "audio": next(photos.glob("sounds/*.flac"))}
 for m, src in items.items():

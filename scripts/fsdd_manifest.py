@@ -10,7 +10,7 @@ It is how the search-by-example check of docs/results.md was run (a head trained
 clip near its class prompt, classes held out of training, audio->audio through the space against
 the encoder's own features):
 
-    python scripts/fsdd_manifest.py ../shared/data/fsdd/recordings fsdd.csv
+    python -m scripts.fsdd_manifest ../shared/data/fsdd/recordings fsdd.csv
     ebridge bench --dataset manifest --data fsdd.csv --anchor text --proxy audio --preset offline \\
         --unseen three,five,eight --gallery test+train --out bench-fsdd
 """

@@ -4,8 +4,8 @@ Three phases of `--seconds` each: text queries (JSON; a few popular words, so th
 cache answers most), text queries never seen before (each runs the encoder and G), then file queries
 (multipart uploads of indexed files). Each client keeps one HTTP/1.1 connection open, as a real client would. Not a test: numbers.
 
-    python scripts/load_serve.py --index runs/digits-index --clients 8 --seconds 20 --json load.json
-    python scripts/load_serve.py --url http://127.0.0.1:8000 --files 'data/test/audio/*.flac'
+    python -m scripts.load_serve --index runs/digits-index --clients 8 --seconds 20 --json load.json
+    python -m scripts.load_serve --url http://127.0.0.1:8000 --files 'data/test/audio/*.flac'
 
 With --index the script starts the server itself (a subprocess, as `ebridge serve` would run) and
 waits for it to be warm; with --url it uses one already running.
@@ -16,7 +16,7 @@ queries for --seconds on an idle server, then N images copied into a new folder 
 same queries until the server has indexed them all; then the folder is removed again (and its
 points with it). It prints both p50/p95, their ratio, the indexing rate and the load average.
 
-    python scripts/load_serve.py --index idx --watch data/test --index-images 1000 \
+    python -m scripts.load_serve --index idx --watch data/test --index-images 1000 \
         --images '../shared/data/cifar10/test/*/*.jpg' --json load-watch.json
 """
 from __future__ import annotations
@@ -36,10 +36,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bridge.provenance import write_json_report  # noqa: E402
-from query.serve.client import ServerError, request, search_body  # noqa: E402
+from bridge.provenance import write_json_report
+from query.serve.client import ServerError, request, search_body
 
 log = logging.getLogger("load_serve")
 WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine",

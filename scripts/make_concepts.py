@@ -253,7 +253,7 @@ def record_provenance(path: Path, entry: dict[str, str]) -> None:
     """Add `path`'s entry (with its sha256) to bridge/data/provenance.json, keeping the others."""
     import hashlib
 
-    from bridge.files import atomic_write_json
+    from core.files import atomic_write_json
 
     prov = path.parent / "provenance.json"
     table = json.loads(prov.read_text(encoding="utf-8")) if prov.is_file() else {}

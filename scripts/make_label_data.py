@@ -17,8 +17,8 @@ cached from open_clip's prompts stay valid).
 
 Usage (in an environment with the `clip` extra)::
 
-    python scripts/make_label_data.py            # rewrite the files; git diff shows any change
-    python scripts/make_label_data.py --check    # exit 1 if the files differ from what it would write
+    python -m scripts.make_label_data            # rewrite the files; git diff shows any change
+    python -m scripts.make_label_data --check    # exit 1 if the files differ from what it would write
 """
 from __future__ import annotations
 
@@ -30,10 +30,8 @@ import logging
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bridge.data import DATA_DIR, PROVENANCE_FILE  # noqa: E402
-from bridge.files import atomic_write, atomic_write_json  # noqa: E402
+from bridge.data import DATA_DIR, PROVENANCE_FILE
+from core.files import atomic_write, atomic_write_json
 
 log = logging.getLogger("make_label_data")
 
@@ -57,7 +55,7 @@ def as_format_string(template: object, names: list[str]) -> str:
 
 def contents() -> dict[str, str]:
     """The text of each data file, read from the installed open_clip (no weights are loaded)."""
-    from bridge.deps import require
+    from core.deps import require
 
     meta = require("open_clip.zero_shot_metadata", "reading the class names and templates to ship")
     names = [str(n) for n in meta.IMAGENET_CLASSNAMES]
@@ -95,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         stale = [n for n, text in files.items() if not (DATA_DIR / n).is_file()
                  or (DATA_DIR / n).read_text(encoding="utf-8") != text]
         for name in stale:
-            log.error("%s differs from what open_clip_torch %s gives; run python scripts/make_label_data.py",
+            log.error("%s differs from what open_clip_torch %s gives; run python -m scripts.make_label_data",
                       DATA_DIR / name, importlib.metadata.version("open_clip_torch"))
         return 1 if stale else 0
     for name, text in files.items():

@@ -10,8 +10,8 @@ last write. Run it with different `--spec` overrides to see what a setting costs
 
 Usage::
 
-    python scripts/store_write_memory.py --n 100000
-    python scripts/store_write_memory.py --n 100000 --spec '{"payload_indexes": {"path": "prefix"}}'
+    python -m scripts.store_write_memory --n 100000
+    python -m scripts.store_write_memory --n 100000 --spec '{"payload_indexes": {"path": "prefix"}}'
 """
 from __future__ import annotations
 
@@ -26,11 +26,8 @@ import tempfile
 import tracemalloc
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import bench_store as bench  # noqa: E402
-from indexer.store import PartitionedEdgeStore, Point  # noqa: E402
+from indexer.store import PartitionedEdgeStore, Point
+from scripts import bench_store as bench
 
 log = logging.getLogger("store_write_memory")
 MIB = 2 ** 20

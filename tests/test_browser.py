@@ -21,6 +21,8 @@ README_SHOT = Path(__file__).resolve().parents[1] / "docs" / "serve.png"
 
 pytestmark = pytest.mark.browser
 
+from query.search import ROUTE_CHOICES  # noqa: E402
+
 
 @pytest.fixture(scope="module")
 def browser():
@@ -93,6 +95,10 @@ def test_search_drop_and_more_like_this(browser, server, tmp_path):
     page.goto(url + "/")
     page.wait_for_selector("#targets input[value=audio]")  # chips come from /stats
     assert "210 items" in page.locator("#stats").inner_text()
+    # The route menu is the server's list (GET /routes), auto first and chosen.
+    page.wait_for_function("document.querySelectorAll('#route option').length > 1")
+    assert page.locator("#route option").evaluate_all("os => os.map(o => o.value)") == list(ROUTE_CHOICES)
+    assert page.locator("#route").input_value() == "auto"
 
     # Keyboard only: the text box has focus, Enter submits; untick chips so only audio and depth come back.
     for m in ("image", "text", "thermal"):
@@ -153,6 +159,20 @@ def test_search_drop_and_more_like_this(browser, server, tmp_path):
     check_rows(page, {"image"})
     page.screenshot(path=str(tmp_path / "more-like-this.png"), full_page=True)
     assert not errors, errors
+    page.close()
+
+
+def test_a_route_chosen_in_the_menu_is_the_route_searched(browser, server):
+    url, _ = server
+    page = browser.new_page()
+    page.goto(url + "/")
+    page.wait_for_selector("#targets input[value=audio]")
+    page.wait_for_function("document.querySelectorAll('#route option').length > 1")
+    page.get_by_label("Route").select_option("direct")  # text -> depth would be fused under auto
+    page.get_by_label("Search text").fill("seven")
+    page.get_by_label("Search text").press("Enter")
+    page.wait_for_function("document.querySelector('#status').textContent.includes('hits for “seven”')")
+    assert {c["route"] for r in rows(page) for c in r["cards"]} == {"direct"}
     page.close()
 
 

@@ -15,8 +15,8 @@ import pytest
 pytest.importorskip("torch")
 
 from bridge import __version__  # noqa: E402
-from bridge.errors import CheckpointError  # noqa: E402
 from bridge.space import CHECKPOINT_FORMAT, Bridge  # noqa: E402
+from core.errors import CheckpointError  # noqa: E402
 
 OLD = Path(__file__).resolve().parent / "assets" / "checkpoint-v0"
 TEXTS = ["seven", "a spoken three", "the digit zero"]  # as in make_checkpoint_v0.fixed_inputs

@@ -10,8 +10,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from bridge.device import DeviceUnavailableError, autocast, resolve_device, to_device, to_numpy  # noqa: E402
 from bridge.encoders import load_preset, preset_from_spec  # noqa: E402
+from core.device import DeviceUnavailableError, autocast, resolve_device, to_device, to_numpy  # noqa: E402
 
 no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
 

@@ -22,9 +22,9 @@ from bridge.encoders import (
     load_preset,
     preset_from_spec,
 )
-from bridge.errors import MissingDependencyError
 from bridge.features import FeatureCache
 from bridge.modalities import MODALITIES, depth_to_disparity, load_audio
+from core.errors import MissingDependencyError
 
 REPO = Path(__file__).resolve().parents[1]
 from tests.conftest import shared_data as _shared  # noqa: E402  (the one ../shared/data definition)

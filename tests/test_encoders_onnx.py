@@ -71,8 +71,8 @@ def test_loading_a_fixed_head_bridge_and_embedding_imports_no_torch(tmp_path):
 def test_a_damaged_fixed_head_checkpoint_still_names_itself(tmp_path):
     from safetensors.numpy import load_file, save_file
 
-    from bridge.errors import CheckpointError
     from bridge.space import Bridge
+    from core.errors import CheckpointError
 
     ckpt = _fixed_head_bridge(tmp_path / "space")
     state = load_file(str(ckpt / "model.safetensors"))

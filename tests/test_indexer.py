@@ -18,11 +18,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bridge.errors import BridgeMismatchError
+from core.errors import BridgeMismatchError
 from indexer.index import index_directory
-from indexer.lock import IndexLock, IndexLockedError
 from indexer.ledger import INDEXED, JOURNAL_FILE, Manifest, ManifestRow
 from indexer.ledger import read_errors_report
+from indexer.lock import IndexLock, IndexLockedError
 from indexer.scan import ShardSpec, scan_directory, shard_of
 from indexer.store import Filter, open_store, point_id
 from tests.conftest import slow_indexer_script

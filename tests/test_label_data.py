@@ -69,6 +69,6 @@ def test_prompts_are_byte_identical_to_open_clips(templates):
 
 def test_make_label_data_check_agrees_with_the_shipped_files():
     pytest.importorskip("open_clip.zero_shot_metadata", reason="open_clip_torch is not installed")
-    out = subprocess.run([sys.executable, "scripts/make_label_data.py", "--check"], cwd=REPO, capture_output=True,
+    out = subprocess.run([sys.executable, "-m", "scripts.make_label_data", "--check"], cwd=REPO, capture_output=True,
                          text=True, timeout=120)
     assert out.returncode == 0, out.stderr

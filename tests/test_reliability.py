@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bridge.errors import CheckpointError, InputError
 from bridge.modalities import detect_modality, load_audio, names_a_file
+from core.errors import CheckpointError, InputError
 from indexer.ledger import JOURNAL_FILE, read_errors_report
 from indexer.lock import IndexBusyError, IndexLock, IndexLockedError, ReadLock
 from indexer.scan import scan_directory

@@ -8,7 +8,7 @@ pytest.importorskip("torch")
 
 from indexer.index import index_directory  # noqa: E402
 from indexer.store import open_store  # noqa: E402
-from query.search import CROSS_ROUTES as ROUTES, Index, QueryError  # noqa: E402
+from query.search import CROSS_ROUTES, Index, QueryError  # noqa: E402
 from tests.conftest import tiny_digits_index  # noqa: E402
 
 
@@ -68,7 +68,7 @@ def test_file_and_id_queries(index, world):
 
 def test_batch_equals_one_by_one(index):
     queries = ["one", "two", "nine"]
-    for route in ROUTES:
+    for route in CROSS_ROUTES:
         batch = index.search_batch(queries, target="thermal", k=5, route=route)
         single = [index.search(q, target="thermal", k=5, route=route) for q in queries]
         for b, one in zip(batch, single):
@@ -79,7 +79,7 @@ def test_batch_equals_one_by_one(index):
             assert {h.id for h in b if h.score > last + 1e-5} == {h.id for h in one if h.score > last + 1e-5}
 
 
-@pytest.mark.parametrize("route", ROUTES)
+@pytest.mark.parametrize("route", CROSS_ROUTES)
 def test_every_route_works_and_reports_itself(index, route):
     hits = index.search("four", target="depth", k=5, route=route)
     assert len(hits) == 5 and {h.route for h in hits} == {route}

@@ -18,7 +18,7 @@ from query.cli import main as ebridge  # noqa: E402
 from indexer.index import index_directory  # noqa: E402
 from indexer.lock import IndexLockedError  # noqa: E402
 from indexer.store import Point  # noqa: E402
-from query.search import Index, IndexBusyError  # noqa: E402
+from query.search import ROUTE_CHOICES, SEARCH_ROUTES, Index, IndexBusyError  # noqa: E402
 from query.serve.app import create_app  # noqa: E402
 from query.serve.service import SearchService, ServeSettings  # noqa: E402
 from tests.serve_support import RunningServer, small_index  # noqa: E402
@@ -76,6 +76,22 @@ def test_openapi_docs_and_page_are_served(client):
     page = client.get("/", headers={"X-API-Key": ""})
     assert page.status_code == 200 and "text/html" in page.headers["content-type"] and 'id="search-form"' in page.text
     assert client.get("/static/app.js").headers["content-type"].startswith(("text/javascript", "application/javascript"))
+
+
+def test_routes_are_the_search_modules_list_and_the_only_ones_accepted(client, served):
+    anon = TestClient(served["app"])  # the list describes the code, not the index: no key needed
+    listed = anon.get("/routes").json()["routes"]
+    assert [r["name"] for r in listed] == list(ROUTE_CHOICES) == [r.name for r in SEARCH_ROUTES]
+    assert listed[0]["name"] == "auto" and all(r["meaning"] for r in listed)
+    assert {r["name"]: r["score_kind"] for r in listed}["fused"] == "rrf"
+    spec = client.get("/openapi.json").json()
+    form = spec["paths"]["/search"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+    assert form["properties"]["route"]["enum"] == list(ROUTE_CHOICES)
+    for route in ("auto", "direct"):  # what the list names, the search takes; what it does not, it refuses
+        assert client.post("/search", json={"text": "one", "k": 1, "route": route}).status_code == 200
+    assert "route" in error_of(client.post("/search", json={"text": "one", "route": "sideways"}), 422)
+    page = client.get("/", headers={"X-API-Key": ""}).text
+    assert "<option" not in page.split('id="route"')[1].split("</select>")[0]  # the page types no route out
 
 
 @pytest.mark.parametrize("headers", [{}, {"X-API-Key": "wrong"}])

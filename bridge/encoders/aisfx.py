@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from bridge.deps import require
+from core.deps import require
 from bridge.encoders.base import (Backbone, PresetError, WeightsUnavailableError, _package_dir, _weights_source,
                                   register_backbone)
 from bridge.modalities import SAMPLE_RATE
@@ -163,7 +163,7 @@ class AisfxBackbone(Backbone):
         """float32 (N, samples) 16 kHz clips -> aiSFX input features (N, frames, 96) on the device."""
         torch = require("torch")
         torchaudio = require("torchaudio")
-        from bridge.device import to_device
+        from core.device import to_device
 
         wave = to_device(clips.astype(np.float32, copy=False), self.device)
         if self._level == "peak":
@@ -175,7 +175,7 @@ class AisfxBackbone(Backbone):
 
     def _embed_audio(self, clips: np.ndarray) -> np.ndarray:
         torch = require("torch")
-        from bridge.device import inference, to_numpy
+        from core.device import inference, to_numpy
 
         with torch.inference_mode():
             feats = self.features(clips)  # in float32, outside autocast: the log-mel stays exact

@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from bridge.deps import require
-from bridge.errors import EmergentBridgeError
+from core.deps import require
+from core.errors import EmergentBridgeError
 
 
 class PresetError(EmergentBridgeError, ValueError):
@@ -49,7 +49,7 @@ class Backbone:
     def device(self) -> Any:
         """The torch device the network runs on (CPU unless `to()` said otherwise)."""
         if self._device is None:
-            from bridge.device import resolve_device
+            from core.device import resolve_device
 
             self._device = resolve_device("cpu")
         return self._device
@@ -63,7 +63,7 @@ class Backbone:
             >>> TinyBackbone({}).to("cpu").device.type
             'cpu'
         """
-        from bridge.device import resolve_device
+        from core.device import resolve_device
 
         self._device = resolve_device(device)
         if self._loaded and self._device.type != "cpu" and self._onnx_on_cpu:

@@ -34,9 +34,9 @@ from typing import Any
 
 import numpy as np
 
-from bridge.deps import quiet_transformers, require
 from bridge.encoders.base import Backbone, PresetError, WeightsUnavailableError, _weights_source, register_backbone
 from bridge.modalities import SAMPLE_RATE
+from core.deps import quiet_transformers, require
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +135,7 @@ class ClapBackbone(Backbone):
         return folder
 
     def _embed_text(self, texts: list[str]) -> np.ndarray:
-        from bridge.device import inference, to_numpy
+        from core.device import inference, to_numpy
 
         tokens = self.tokenizer(texts, padding=True, truncation=True, max_length=self._max_tokens, return_tensors="pt")
         with inference(self.device):
@@ -145,7 +145,7 @@ class ClapBackbone(Backbone):
     def _embed_audio(self, clips: np.ndarray) -> np.ndarray:
         torch = require("torch")
         torchaudio = require("torchaudio", "the clap encoder's resampling")
-        from bridge.device import inference, to_numpy
+        from core.device import inference, to_numpy
 
         rate = int(self.feature_extractor.sampling_rate)
         nonzero = [np.flatnonzero(c) for c in clips]

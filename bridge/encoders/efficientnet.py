@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from bridge.deps import require
 from bridge.encoders.base import Backbone, PresetError, WeightsUnavailableError, _weights_source, register_backbone
+from core.deps import require
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +121,7 @@ class EfficientNetLite0Backbone(Backbone):
             session, step = self._session(*pixels.shape[2:]), int(self.spec.get("onnx_batch", 8))
             return np.concatenate([session.run(None, {"pixels": pixels[i:i + step]})[0]
                                    for i in range(0, len(pixels), step)]).astype(np.float32, copy=False)
-        from bridge.device import inference, to_device, to_numpy
+        from core.device import inference, to_device, to_numpy
 
         with inference(self.device):
             maps = self.model.extract_features(to_device(pixels, self.device))

@@ -6,8 +6,8 @@ from typing import Any
 
 import numpy as np
 
-from bridge.deps import quiet_transformers, require
 from bridge.encoders.base import Backbone, WeightsUnavailableError, _package_dir, _weights_source, register_backbone
+from core.deps import quiet_transformers, require
 
 
 class MiniLMBackbone(Backbone):
@@ -116,7 +116,7 @@ class MiniLMBackbone(Backbone):
         if self.session is not None:
             return self._embed_text_onnx(texts)
         torch = require("torch")
-        from bridge.device import inference, to_numpy
+        from core.device import inference, to_numpy
 
         batch = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_tokens, return_tensors="pt")
         batch = {k: v.to(self.device) for k, v in batch.items()}

@@ -27,8 +27,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bridge.deps import require
-from bridge.files import atomic_path, user_cache_dir
+from core.deps import require
+from core.files import atomic_path, user_cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ def weights_fingerprint(path: Path) -> str:
 
 def cpu_threads() -> int:
     """onnxruntime's intra-op threads: torch's count when this process set one (`--threads`,
-    `bridge.device.set_threads`), else all cores up to 4."""
+    `core.device.set_threads`), else all cores up to 4."""
     torch = sys.modules.get("torch")
     if torch is not None:
         return max(1, int(torch.get_num_threads()))

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from bridge.deps import require
+from core.deps import require
 from bridge.encoders.base import (Backbone, PresetError, WeightsUnavailableError, _package_dir, _weights_source,
                                   register_backbone)
 
@@ -122,13 +122,13 @@ class OpenClipBackbone(Backbone):
         return [self.model]
 
     def _embed_text(self, texts: list[str]) -> np.ndarray:
-        from bridge.device import inference, to_numpy
+        from core.device import inference, to_numpy
 
         with inference(self.device):
             return to_numpy(self.model.encode_text(self.tokenizer(texts).to(self.device)))
 
     def _embed_pixels(self, pixels: np.ndarray) -> np.ndarray:
-        from bridge.device import inference, to_device, to_numpy
+        from core.device import inference, to_device, to_numpy
 
         with inference(self.device):
             return to_numpy(self.model.encode_image(to_device(pixels, self.device)))

@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 
 from bridge.encoders.base import Backbone
-from bridge.errors import InputError
 from bridge.modalities import SAMPLE_RATE, audio_clips, depth_to_disparity, sample_frames
+from core.errors import InputError
 
 
 class Encoder:

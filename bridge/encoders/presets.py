@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bridge.config import DEFAULT_PRESET  # public here too: bridge.encoders.DEFAULT_PRESET
 from bridge.encoders.base import BACKBONES, Backbone, PresetError
 from bridge.encoders.preprocess import _ENCODERS, Encoder
 from bridge.modalities import MODALITIES
@@ -17,7 +18,6 @@ from bridge.modalities import MODALITIES
 log = logging.getLogger(__name__)
 
 PRESET_DIR = Path(__file__).with_name("presets")
-DEFAULT_PRESET = "offline"
 # Bumped whenever preprocessing code changes what an encoder outputs, so cached features
 # computed by older code stop matching the fingerprint instead of being silently reused.
 # 2: open_clip entries use open_clip's own eval transform (resize mode, interpolation, crop).
@@ -81,7 +81,7 @@ class Preset:
             >>> load_preset("tiny").to("cpu").encoder("text").backbone.device.type
             'cpu'
         """
-        from bridge.device import resolve_device
+        from core.device import resolve_device
 
         self._device = resolve_device(device)
         for backbone in self._backbones.values():

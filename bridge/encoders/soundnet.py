@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from bridge.deps import require
+from core.deps import require
 from bridge.encoders.base import (Backbone, PresetError, WeightsUnavailableError, _weights_source, shipped_weights,
                                   register_backbone)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bridge.deps import require
+from core.deps import require
 from bridge.encoders.base import (Backbone, PresetError, WeightsUnavailableError, shipped_weights,
                                   register_backbone)
 

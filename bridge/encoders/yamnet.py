@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from bridge.deps import require
+from core.deps import require
 from bridge.encoders.base import (Backbone, PresetError, WeightsUnavailableError, shipped_weights,
                                   register_backbone)
 

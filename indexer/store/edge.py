@@ -18,8 +18,8 @@ from typing import IO, Any
 
 import numpy as np
 
-from bridge.errors import EmergentBridgeError
-from bridge.files import atomic_write_json, fsync_dir
+from core.errors import EmergentBridgeError
+from core.files import atomic_write_json, fsync_dir
 from indexer.faults import crash_point
 from indexer.store.partitioned import LAYOUT, PartitionedStore
 from indexer.store.base import (Store, _as_vector, _batched, _match_values, _merge_metadata,

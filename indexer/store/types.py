@@ -12,7 +12,7 @@ from typing import Any, Literal, NamedTuple, TypeAlias
 
 import numpy as np
 
-from bridge.errors import EmergentBridgeError
+from core.errors import EmergentBridgeError
 
 PointId: TypeAlias = str | int
 """A UUID string (what the indexer passes, see :func:`point_id`) or an unsigned int."""

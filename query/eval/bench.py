@@ -35,8 +35,9 @@ from typing import Any, Iterator
 import numpy as np
 
 from bridge.config import VARIANTS
-from bridge.errors import EmergentBridgeError
+from core.errors import EmergentBridgeError
 from bridge.validation import clearly_better
+from query.eval.digits import DIGITS_PRESET
 from query.eval.metrics import (qrels_by_key, ranked_list_metrics, search_metrics, zero_shot_accuracy,
                                 zero_shot_from_ranked, class_embeddings)
 from query.eval.tasks import DATASETS
@@ -60,7 +61,7 @@ class BenchConfig:
     scale: str | None = None  # digits world only; None: "full" with --data, the shipped "sample" without
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     variants: list[str] = field(default_factory=lambda: list(VARIANTS))
-    preset: str = "offline-small"
+    preset: str = DIGITS_PRESET
     max_queries: int = 300  # per source modality, sampled once with a fixed seed
     train_overrides: dict[str, Any] = field(default_factory=dict)
     device: str | None = "auto"  # "auto" (CUDA when available), "cpu", "cuda", "mps"; None: torch's default
@@ -509,7 +510,7 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
     spec, unseen = world.spec, set(world.unseen)
     check_something_to_score(world, cfg.gallery)  # before any encoder loads
     if cfg.device is not None:
-        from bridge.device import resolve_device
+        from core.device import resolve_device
 
         resolve_device(cfg.device)  # a device that is not here fails before any work
     preset = load_preset(cfg.preset)
@@ -862,7 +863,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="class-disjoint split: N classes (seeded draw) or a comma list held out of train and val")
     p.add_argument("--gallery", choices=["test", "test+train"], default=DEFAULTS.gallery,
                    help="what the test index holds: the test split, or test + train (as a user's index would)")
-    from bridge.cli import add_device_option, config_options
+    from bridge.cli import config_options
+    from core.cli import add_device_option
 
     add_device_option(p)
     config_options(p, skip=("variant", "seed", "preset"))
@@ -871,7 +873,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from bridge.cli import given_options
-    from bridge.device import set_threads
+    from core.device import set_threads
 
     set_threads(args.threads)
     overrides = given_options(args, skip=("variant", "seed", "preset", "anchor", "proxy"))

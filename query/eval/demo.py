@@ -28,23 +28,26 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="build a small digits world, train, index, search, summarise")
     p.add_argument("--out", type=Path, default=Path("demo-out"))
     p.add_argument("--data", type=Path, default=None, help="../shared/data for a bigger world (default: shipped sample)")
-    p.add_argument("--preset", default="offline-small", help="encoder preset of the digits world (default: offline at "
-                   "128 px, speech_embedding audio)")
-    p.add_argument("--space-preset", default="offline", help="preset whose pretrained space the no-training search of "
-                   "the shipped photos and sounds uses (default: offline)")
+    from bridge.config import DEFAULT_PRESET
+    from query.eval.digits import DIGITS_PRESET
+
+    p.add_argument("--preset", default=DIGITS_PRESET, help=f"encoder preset of the digits world (default: {DIGITS_PRESET}: "
+                   "offline at 128 px, speech_embedding audio)")
+    p.add_argument("--space-preset", default=DEFAULT_PRESET, help="preset whose pretrained space the no-training search "
+                   f"of the shipped photos and sounds uses (default: {DEFAULT_PRESET})")
     p.add_argument("--steps", type=int, default=400, help="training steps per stage")
-    from bridge.cli import add_threads_option
+    from core.cli import add_threads_option
 
     add_threads_option(p, None)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from bridge.device import set_threads
     from bridge.encoders import load_preset
     from bridge.features import FeatureCache
     from bridge.pairs import in_split, read_manifest, training_set
     from bridge.train import TrainConfig, train
+    from core.device import set_threads
     from indexer.index import index_directory
     from query.eval.bench import evaluate_index, index_points
     from query.eval.digits import build_digits_world

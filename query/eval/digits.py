@@ -27,6 +27,10 @@ from PIL import Image, ImageFilter
 
 log = logging.getLogger(__name__)
 
+# The preset the digits world is benchmarked with (`ebridge bench`, `ebridge demo`, bench_space.py):
+# offline's image and text at 128 px with speech_embedding audio, which hears spoken words.
+DIGITS_PRESET = "offline-small"
+
 WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 # Training and evaluation prompts use different wordings, so zero-shot text is not memorised.
 TRAIN_TEMPLATES = ["{w}", "the digit {w}", "a handwritten {w}", "a spoken {w}", "the number {w}", "{n}"]

@@ -209,7 +209,7 @@ def markdown(report: dict[str, Any], plots_made: list[str] = ()) -> str:
 
 def plots(report: dict[str, Any], out: Path) -> list[str]:
     """Write the PNGs; returns their file names."""
-    from bridge.deps import require
+    from core.deps import require
 
     require("matplotlib", "benchmark plots").use("Agg")
     import matplotlib.pyplot as plt

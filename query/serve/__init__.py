@@ -20,7 +20,7 @@ import logging
 import os
 from pathlib import Path
 
-from bridge.cli import add_threads_option
+from core.cli import add_threads_option
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bridge.deps import require
+    from core.deps import require
 
     for module in ("fastapi", "multipart"):
         require(module, "ebridge serve")

@@ -20,9 +20,9 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 
-from bridge.errors import EmergentBridgeError, MissingDependencyError
 from bridge.modalities import MODALITIES
-from query.search import ROUTES, QueryError
+from core.errors import EmergentBridgeError, MissingDependencyError
+from query.search import ROUTE_CHOICES, SEARCH_ROUTES, QueryError
 
 from query.serve.errors import ApiError
 from query.serve.service import (API_KEY_COOKIE, API_KEY_HEADER, ItemOut, STATIC_DIR, SearchRequest, SearchResponse, SearchService, ServeSettings, _safe_name)
@@ -124,6 +124,12 @@ def create_app(service: SearchService) -> FastAPI:
         """Liveness: answers without an API key."""
         return {"status": "ok"}
 
+    @app.get("/routes", tags=["server"])
+    async def routes() -> dict[str, Any]:
+        """The routes a search can ask for, each with what it does (the page's route menu). Needs no
+        API key: it describes the server's code, not the index."""
+        return {"routes": [r.to_json() for r in SEARCH_ROUTES]}
+
     @app.get("/stats", tags=["server"], dependencies=guarded)
     async def stats() -> dict[str, Any]:
         """Points per modality, the bridge version and the route of every modality pair."""
@@ -135,7 +141,7 @@ def create_app(service: SearchService) -> FastAPI:
                   "multipart/form-data": {"schema": {"type": "object", "properties": {
                       "file": {"type": "string", "format": "binary"},
                       "target": {"type": "string", "description": "comma-separated, or repeat the field"},
-                      "k": {"type": "integer"}, "route": {"type": "string", "enum": ["auto", *ROUTES]},
+                      "k": {"type": "integer"}, "route": {"type": "string", "enum": list(ROUTE_CHOICES)},
                       "source": {"type": "string", "enum": list(MODALITIES)},
                       "filter": {"type": "string", "description": "FIELD=VALUE, repeatable"}}}}}}})
     async def search(request: Request) -> dict[str, Any]:

@@ -16,7 +16,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from bridge.errors import EmergentBridgeError
+from core.errors import EmergentBridgeError
 
 
 class ServerError(EmergentBridgeError):

@@ -1,7 +1,7 @@
 """The server's one error type: a status and the one sentence the client gets as `{"error": ...}`."""
 from __future__ import annotations
 
-from bridge.errors import InputError
+from core.errors import InputError
 
 
 class ApiError(Exception):

@@ -44,12 +44,12 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from bridge.device import set_threads
-from bridge.errors import InputError
 from bridge.modalities import MODALITIES, check_modality, detect_modality
+from core.device import set_threads
+from core.errors import InputError
 from indexer.lock import IndexLock
 from indexer.store import Filter, store_in_folder
-from query.search import Index, QueryError, score_kind
+from query.search import PROXY_ROUTES, ROUTE_CHOICES, Index, QueryError, score_kind
 
 from query.serve.batching import Batcher, LruCache
 from query.serve.errors import ApiError
@@ -87,7 +87,7 @@ class SearchRequest(BaseModel):
     target: list[str] | None = Field(None, description="modalities to return (default: all)", examples=[["audio"]])
     k: int = Field(10, description="number of hits")
     filter: dict[str, str] = Field(default_factory=dict, description="payload filter, e.g. {'label': 'seven'}")
-    route: Literal["auto", "direct", "proxy", "fused", "raw", "instance"] = "auto"
+    route: Literal[ROUTE_CHOICES] = Field("auto", description="a route of GET /routes; auto: the index's route table")
     source: str | None = Field(None, description="an uploaded file's modality, when its name does not tell")
     group_by: Literal["modality"] | None = Field(
         None, description="'modality': one ranked list of k hits per target modality in `groups` (each list on one "
@@ -311,8 +311,8 @@ class SearchService:
         source, item, z, features, query = await self.run(self._prepare, req, upload, upload_name)
         view = None
         if z is None:
-            need_view = req.route in ("proxy", "fused") or (req.route == "auto" and any(
-                self.index.route_for(source, t) in ("proxy", "fused") for t in (req.target or MODALITIES)))
+            need_view = req.route in PROXY_ROUTES or (req.route == "auto" and any(
+                self.index.route_for(source, t) in PROXY_ROUTES for t in (req.target or MODALITIES)))
             cached = self.text_cache.get(item) if source == "text" else None
             if cached is not None and (cached[1] is not None or not need_view):
                 z, view, features = cached

@@ -12,10 +12,10 @@ from typing import Any
 
 import numpy as np
 
-from bridge.deps import require
-from bridge.errors import EmergentBridgeError
-from bridge.files import atomic_path
 from bridge.modalities import AUDIO_EXTS, MODALITIES
+from core.deps import require
+from core.errors import EmergentBridgeError
+from core.files import atomic_path
 
 log = logging.getLogger(__name__)
 

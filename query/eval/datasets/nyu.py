@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from bridge.deps import require
+from core.deps import require
 
 from query.eval.datasets.common import (CACHE_DIRNAME, DatasetItem, DatasetLayoutError, NYU_OTHERS, NYU_SCENES_10,
                                         _find, _frame_file, _load_matlab,

@@ -1,4 +1,4 @@
-// EmergentBridge web page: plain JS over the JSON API (/stats, /search, /items/...). No build step.
+// EmergentBridge web page: plain JS over the JSON API (/routes, /stats, /search, /items/...). No build step.
 "use strict";
 
 const $ = (sel) => document.querySelector(sel);
@@ -44,7 +44,7 @@ function controls() {
   const k = parseInt($("#k").value, 10) || 10;
   // One ranked row per modality: each row comes from one route, so its scores are on one scale
   // (cosine or RRF); rows are never merged into one list.
-  return { k, route: $("#route").value, target: selectedTargets(), group_by: "modality" };
+  return { k, route: $("#route").value || "auto", target: selectedTargets(), group_by: "modality" };
 }
 
 const SCALES = {
@@ -69,6 +69,24 @@ async function loadStats() {
     $("#k").max = s.limits.max_k;
   } catch (err) {
     $("#stats").textContent = "index: " + err.message;
+  }
+}
+
+// The route menu: the server's own list (GET /routes), so the page offers what the server accepts.
+async function loadRoutes() {
+  try {
+    const { routes } = await api("/routes");
+    const menu = $("#route");
+    menu.replaceChildren(...routes.map((r) => {
+      const option = document.createElement("option");
+      option.value = r.name;
+      option.textContent = r.name;
+      option.title = r.meaning;
+      option.selected = r.name === "auto";
+      return option;
+    }));
+  } catch (err) {
+    say("routes: " + err.message, true);
   }
 }
 
@@ -231,4 +249,5 @@ drop.addEventListener("drop", (e) => {
 
 keyInput.value = sessionStorage.getItem(KEY_COOKIE) || "";
 keyInput.addEventListener("change", () => { rememberKey(); loadStats(); });
+loadRoutes();
 loadStats();
