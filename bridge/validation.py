@@ -152,7 +152,7 @@ def hold_out(data: TrainingSet, fraction: float, seed: int) -> tuple[TrainingSet
         held = np.zeros(len(d.ids), bool)
         if held_pairs:
             held |= np.array([p in held_pairs for p in d.pairs])
-        for label in {x for x, p in zip(d.labels, d.pairs) if x is not None and p is None}:
+        for label in sorted({x for x, p in zip(d.labels, d.pairs) if x is not None and p is None}):
             idx = [i for i, (x, p) in enumerate(zip(d.labels, d.pairs)) if x == label and p is None]
             if len(idx) >= 5:
                 held[rng.choice(idx, size=int(len(idx) * fraction), replace=False)] = True

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -221,3 +222,20 @@ def test_variants_share_base_space_and_g_when_reusing(tiny_config):
     np.testing.assert_array_equal(first.proxy_view(z), other.proxy_view(z))
     with pytest.raises(ValueError, match="settings differ"):
         train(dataclasses.replace(tiny_config, dim=8), data, base=first)
+
+
+def test_held_out_split_does_not_depend_on_the_hash_seed():
+    """`hold_out` draws per label: in a set's order, the split (and so every trained weight) changed
+    with PYTHONHASHSEED from one process to the next."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import numpy as np; from bridge.pairs import ModalityData; from bridge.validation import hold_out; "
+            "labels = [f'class{i % 7}' for i in range(70)]; "
+            "d = {'audio': ModalityData([f'a{i}' for i in range(70)], np.zeros((70, 2), np.float32), labels, [None] * 70)}; "
+            "print(hold_out(d, 0.2, seed=0)[1]['audio'].ids)")
+    root = Path(__file__).resolve().parents[1]
+    runs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root,
+                           env={**os.environ, "PYTHONHASHSEED": seed}).stdout for seed in ("1", "2", "3")}
+    assert len(runs) == 1
