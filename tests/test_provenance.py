@@ -40,10 +40,11 @@ def test_provenance_names_the_checkout_and_the_command():
 
 def test_a_benchmark_script_json_records_its_provenance(tmp_path):
     out = tmp_path / "store.json"
-    cmd = [sys.executable, str(REPO / "scripts" / "bench_store.py"), "--n", "1000", "--queries", "10",
+    # scripts run as modules of the checkout (`python -m scripts.NAME`), as CONTRIBUTING says
+    cmd = [sys.executable, "-m", "scripts.bench_store", "--n", "1000", "--queries", "10",
            "--clusters", "10", "--engines", "numpy", "--workdir", str(tmp_path / "work"), "--json", str(out)]
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    run = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+    run = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env, timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
     written = json.loads(out.read_text())
     check_provenance(written["provenance"], "bench_store.py --n 1000")
