@@ -37,7 +37,7 @@ from core.deps import require
 from bridge.model import (BridgeModules, InstanceMap, build_modules, info_nce, init_copy, init_pca, init_ridge,
                           instance_key, instance_loss, neighbour_loss, proxy_loss)
 from bridge.pairs import ModalityData, TrainingSet, pair_keys
-from bridge.labelspace import space_dim
+from bridge.labelspace import label_classes, space_dim
 from bridge.validation import PairCheck, clearly_better, hits_at_1, hold_out, recall_at_1, unit_rows
 from bridge.space import Bridge
 
@@ -825,17 +825,6 @@ def _oracle_pairs(m: str, d: ModalityData, data: TrainingSet, modules: BridgeMod
         with torch.no_grad():
             out.append((sampler, modules.heads[o](torch.as_tensor(other.features))))
     return out
-
-
-def label_classes(maps: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """The config entry that tells `build_modules` which label maps spread a classifier's classes over
-    concepts (their class count); empty for a plain label space, so older configs read the same."""
-    families = {m: a["family"] for m, a in maps.items() if a.get("family")}
-    if not families:
-        return {}
-    from bridge.concepts import concept_table
-
-    return {"label_classes": families, "concepts_sha256": concept_table().sha256}
 
 
 def _label_maps(preset: Callable[[], Any], kinds: dict[str, str]) -> dict[str, dict[str, Any]]:
