@@ -8,7 +8,7 @@ training and checkpoints. Of this project it imports only the base layer, `core`
     bridge/pairs.py        the pairs manifest and the training set built from it
     bridge/config.py       TrainConfig, every setting of a run
     bridge/model.py        heads, G, the losses: the method on one screen
-    bridge/train.py        the training loop
+    bridge/train.py        the training stages (parts in optimise, head_plan, trials, route_choice)
     bridge/space.py        `Bridge`: a trained space, saved and loaded as a checkpoint
     bridge/cli.py          `ebridge train`
 

@@ -279,3 +279,14 @@ def class_prompt_items(preset: Any) -> Any:
     matrix = class_prompt_matrix(spec, preset.encoder("text"), preset.modality_fingerprint("text"))[:len(names)]
     return ModalityData(ids=[f"class prompt: {n}" for n in names], features=matrix, labels=names,
                         pairs=[None] * len(names))
+
+
+def label_classes(maps: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The config entry that tells `build_modules` which label maps spread a classifier's classes over
+    concepts (their class count); empty for a plain label space, so older configs read the same."""
+    families = {m: a["family"] for m, a in maps.items() if a.get("family")}
+    if not families:
+        return {}
+    from bridge.concepts import concept_table
+
+    return {"label_classes": families, "concepts_sha256": concept_table().sha256}

@@ -274,10 +274,7 @@ class Bridge:
         kinds = {m: "labelspace" if label_space else "identity" for m in placed}
         maps: dict[str, Any] = {}
         if label_space:
-            from bridge.labelspace import label_maps
-
-            from bridge.labelspace import space_dim
-            from bridge.train import label_classes
+            from bridge.labelspace import label_classes, label_maps, space_dim
 
             maps = label_maps(p, placed)
             dim = space_dim(maps)

@@ -20,6 +20,9 @@ import sys
 from pathlib import Path
 
 from core.cli import add_device_option, add_threads_option
+from indexer.options import IndexOptions
+
+DEFAULTS = IndexOptions()  # every default below is the API's
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -50,10 +53,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--shard", default=None, metavar="i/N",
                    help="index only the files of shard i of N (0-based, stable path hash); other shards untouched")
     g = p.add_argument_group("throughput")
-    g.add_argument("--batch-size", type=int, default=64, help="items per encoder batch (default 64)")
-    g.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
+    g.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size,
+                   help=f"items per encoder batch (default {DEFAULTS.batch_size})")
+    g.add_argument("--workers", type=int, default=DEFAULTS.workers,
                    help="reader threads for file I/O and decoding")
-    g.add_argument("--decode", choices=["auto", "threads", "processes"], default="auto",
+    g.add_argument("--decode", choices=["auto", "threads", "processes"], default=DEFAULTS.decode,
                    help="decode in reader threads or in worker processes (auto: processes for larger runs)")
     add_threads_option(g, None, "torch intra-op threads for this run (on a small or busy machine, 1 is often fastest)")
     g.add_argument("--no-optimize", action="store_true", help="skip building the HNSW index at the end")
@@ -64,29 +68,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--qdrant-api-key", default=os.environ.get("QDRANT_API_KEY"),
                    help="API key (default: $QDRANT_API_KEY)")
     g.add_argument("--collection", default=None, help="collection name on the server (default: emergentbridge)")
-    g.add_argument("--shards", type=int, default=1, help="shard number, on creation")
-    g.add_argument("--replication", type=int, default=1, help="replication factor, on creation")
+    g.add_argument("--shards", type=int, default=DEFAULTS.shards, help="shard number, on creation")
+    g.add_argument("--replication", type=int, default=DEFAULTS.replication, help="replication factor, on creation")
     g.add_argument("--quantization", choices=["int8"], default=None, help="scalar quantization, on creation")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--wait-for-readers", type=float, default=30.0, metavar="SECONDS",
-                   help="how long to wait for open searches of the index to close (default 30)")
+    p.add_argument("--wait-for-readers", type=float, default=DEFAULTS.wait_for_readers, metavar="SECONDS",
+                   help=f"how long to wait for open searches of the index to close (default {DEFAULTS.wait_for_readers:g})")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from indexer.index import index_directory
 
-    summary = index_directory(
-        args.directory, args.index, bridge=args.bridge, preset=args.preset, qdrant_url=args.qdrant_url, collection=args.collection,
-        api_key=args.qdrant_api_key, shards=args.shards, replication=args.replication,
-        quantization=args.quantization, exclude=args.exclude, modality=args.modality, sidecar=args.sidecar,
-        label_from_folder=args.label_from_folder, batch_size=args.batch_size, workers=args.workers,
-        decode=args.decode, torch_threads=args.threads, device=args.device,
-        shard=args.shard, reembed=args.reembed,
-        replace=args.replace, wait_for_readers=args.wait_for_readers, optimize=not args.no_optimize,
-        progress=not args.no_progress and not args.json and sys.stderr.isatty(),
-    )
+    summary = index_directory(args.directory, args.index, bridge=args.bridge, options=options_from_args(args))
     if args.json:
         print(json.dumps(summary.to_dict(), sort_keys=True))
         return 0
@@ -106,6 +101,17 @@ def run(args: argparse.Namespace) -> int:
     print(f"  points    {s.points:>8}   in {s.seconds:.1f}s"
           + (f", {s.items_per_s:.1f} items/s" if s.indexed else ""))
     return 0
+
+
+def options_from_args(args: argparse.Namespace) -> IndexOptions:
+    """The run's `IndexOptions` from `ebridge index`'s parsed arguments."""
+    return IndexOptions(
+        preset=args.preset, reembed=args.reembed, replace=args.replace, exclude=args.exclude, modality=args.modality,
+        sidecar=args.sidecar, label_from_folder=args.label_from_folder, shard=args.shard,
+        batch_size=args.batch_size, workers=args.workers, decode=args.decode, torch_threads=args.threads,
+        device=args.device, optimize=not args.no_optimize, qdrant_url=args.qdrant_url, api_key=args.qdrant_api_key,
+        collection=args.collection, shards=args.shards, replication=args.replication, quantization=args.quantization,
+        progress=not args.no_progress and not args.json and sys.stderr.isatty(), wait_for_readers=args.wait_for_readers)
 
 
 def _by_modality(counts: dict[str, int]) -> str:

@@ -13,41 +13,43 @@ An index folder holds everything needed to search it later:
                                       HNSW build is done, so a run killed in between is finished next time)
     <index>/index.lock                held while an indexer runs
 
-A run: (refuse early: no bridge, another folder) -> lock -> bridge (copy / compare / repair)
--> store (create / check; a half-created one is started over) -> manifest (rebuilt from the
-store's payloads if damaged) -> scan -> plan -> record `optimized: false` -> remove deleted
-files' points -> pipeline (read, embed, write) -> sweep orphans -> optimise -> compact manifest,
-write errors report and record. `indexer.faults` lists the crash points the tests kill at.
-
-(Over 500 lines on purpose: every step of a run and its recovery after a crash is in this one file,
-in run order, so the crash-safety argument can be read top to bottom.)
+A run, each step a function named in `index_directory`'s body: refuse early (no bridge, another
+folder) -> lock -> open the bridge (copy / compare / repair) and the store -> verify (create or
+check the store, a half-created one started over; the manifest rebuilt from the store's payloads
+if damaged; damaged points repaired) -> scan -> plan (and record `optimized: false`) -> write the
+removals (renames carried, deleted files' points removed) -> embed (the pipeline: read, embed,
+write) -> record (sweep orphans, optimise, compact the manifest, errors report and record).
+The run's settings are an `IndexOptions` (indexer/options.py); the bridge copy and how it is
+installed crash-safely are in indexer/bridge_copy.py. `indexer.faults` lists the crash points the
+tests kill at. Every other step of a run and its recovery after a crash is in this file, in run
+order, so the crash-safety argument can be read top to bottom.
 """
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import logging
-import os
-import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 
 from core.device import torch_threads as torch_threads_for_run
-from core.errors import BridgeMismatchError, CheckpointError, EmergentBridgeError
+from core.errors import BridgeMismatchError, EmergentBridgeError
 from core.files import fsync_dir
+from indexer.bridge_copy import (BRIDGE_DIR, attach_feature_cache, check_bridge_given, index_bridge,  # noqa: F401
+                                 lent_bridge, resolve_bridge, same_head)
 from indexer.faults import crash_point
 from indexer.hooks import RunHooks
-from indexer.ledger import ERRORS_FILE, INDEXED, Manifest, ManifestRow, write_errors_report
+from indexer.ledger import ERRORS_FILE, INDEXED, Manifest, ManifestRow, Plan, write_errors_report
 from indexer.lock import IndexLock
 from indexer.pipeline import Pipeline
 from indexer.record import INDEX_FORMAT, read_record, write_record
 from indexer.renames import carry_renames
-from indexer.scan import ShardSpec, scan_directory
+from indexer.options import IndexOptions
+from indexer.scan import ScanResult, ShardSpec, scan_directory
 from indexer.verify import StoreDamagedError, check_points, remove_points
 from indexer.store import (ID_NAMESPACE, CollectionSpec, PartitionedStore, Point, Store, describe, open_store, point_id,
                            resolve_location)
@@ -55,7 +57,6 @@ from indexer.store.types import StoreUnreadableError
 
 log = logging.getLogger(__name__)
 
-BRIDGE_DIR = "bridge"
 PAYLOAD_INDEXES = {"modality": "keyword", "label": "keyword", "path": "prefix", "folder": "keyword"}
 
 
@@ -92,36 +93,9 @@ class IndexSummary:
         return asdict(self)
 
 
-def index_directory(
-    directory: str | Path,
-    index_path: str | Path,
-    bridge: Any = None,
-    *,
-    qdrant_url: Any = None,
-    collection: str | None = None,
-    api_key: str | None = None,
-    shards: int = 1,
-    replication: int = 1,
-    quantization: str | None = None,
-    exclude: Iterable[str] = (),
-    modality: str | None = None,
-    sidecar: str | Path | None = None,
-    label_from_folder: bool = False,
-    batch_size: int = 64,
-    workers: int = 4,
-    decode: str = "auto",
-    torch_threads: int | None = None,
-    device: Any = None,
-    shard: ShardSpec | str | None = None,
-    reembed: bool = False,
-    replace: bool = False,
-    wait_for_readers: float = 30.0,
-    optimize: bool = True,
-    progress: bool = True,
-    feature_cache: str | Path | None = None,
-    preset: str | None = None,
-    hooks: RunHooks | None = None,
-) -> IndexSummary:
+def index_directory(directory: str | Path, index_path: str | Path, bridge: Any = None, *,
+                    options: IndexOptions | None = None, hooks: RunHooks | None = None,
+                    **settings: Any) -> IndexSummary:
     """Index (or bring up to date) `directory` into the index at `index_path`.
 
     `bridge` is a checkpoint directory or a `Bridge`; the index keeps a copy. Without one, a new
@@ -132,350 +106,251 @@ def index_directory(
     bridge than the index was built with raises `BridgeMismatchError` unless `reembed=True`,
     which re-embeds every file.
 
-    `qdrant_url` selects the server backend: an http(s) URL, `":memory:"`, a folder for
-    qdrant-client's local mode, or a `QdrantClient` (left open: the caller owns it).
-    The manifest, bridge copy, errors report and lock still live in `index_path`.
-    `shard="i/N"` indexes only the files whose path hashes to shard i (0-based) and never
-    touches points of other shards' files. `decode` picks reader threads or worker
-    processes ("auto": processes from a few hundred files on; the calling script then
-    needs the usual `if __name__ == "__main__":` guard only where fork is unavailable).
-    `torch_threads` sets torch's intra-op threads for the run (restored after): on a small
-    or shared machine 1 is often fastest, since the encoder, the bridge's heads and the
-    decoders then overlap instead of fighting over OpenMP teams. `device` ("auto", "cpu",
-    "cuda", "mps"; None keeps the bridge where it is) runs encoders, heads and G there;
-    decoding stays in the reader workers and batches reach a GPU through pinned memory.
+    The run's settings are `options` (an `IndexOptions`, whose defaults are `ebridge index`'s) with
+    any keyword in `settings` over it: `index_directory(d, i, exclude=["*.md"])` is
+    `index_directory(d, i, options=IndexOptions(exclude=["*.md"]))`. `IndexOptions` says what each
+    does; the ones to know: `qdrant_url` selects the server backend (the manifest, bridge copy,
+    errors report and lock still live in `index_path`); `shard="i/N"` indexes only the files whose
+    path hashes to shard i (0-based) and never touches points of other shards' files; `decode`
+    picks reader threads or worker processes ("auto": processes from a few hundred files on; the
+    calling script then needs the usual `if __name__ == "__main__":` guard only where fork is
+    unavailable); `torch_threads` sets torch's intra-op threads for the run (restored after): on a
+    small or shared machine 1 is often fastest; `device` runs encoders, heads and G there, decoding
+    staying in the reader workers.
 
     An index holds one folder: another folder than the one it was built from raises
     `IndexRootError` unless `replace=True`, which drops the old folder's points first.
-    `feature_cache` is a `bridge.features.FeatureCache` folder whose frozen features are
-    reused (default: the cache the bridge was trained with, recorded by `ebridge train`).
     `hooks` (indexer.hooks.RunHooks) lets a serving process that holds the index lock run this in
     its own store, bridge and progress callbacks (`ebridge serve --watch`).
+
+    A run reads as its steps: refuse early, then under the lock open the bridge and the store,
+    verify them (create or check, repair), scan, plan, write the removals, embed, and record.
 
     Example:
         >>> s = index_directory("data/digits", "runs/digits-index", bridge="runs/bridge")  # doctest: +SKIP
         >>> s.indexed, s.unchanged, s.removed, s.errors                                   # doctest: +SKIP
         (3000, 0, 0, 2)
     """
+    run = _refuse_early(directory, index_path, bridge, IndexOptions.build(options, **settings), hooks)
+    lock = contextlib.nullcontext() if hooks is not None else \
+        IndexLock(run.index_dir, reader_wait_s=run.opts.wait_for_readers)
+    with lock, torch_threads_for_run(run.opts.torch_threads):  # a serving process (hooks) holds the lock already
+        crash_point("lock")
+        _open_bridge(run)
+        _open_store(run)
+        try:
+            _verify(run)
+            scan = _scan(run)
+            plan = _plan(run, scan)
+            _write_removals(run, plan, scan.unreadable)
+            _embed(run, plan)
+            _record(run)
+        finally:
+            _close(run)
+    s = run.summary
+    log.info("indexed %d, unchanged %d, removed %d, errors %d (report: %s) in %.1fs",
+             s.indexed, s.unchanged, s.removed, s.errors, s.errors_report, s.seconds)
+    return s
+
+
+@dataclass
+class _IndexRun:
+    """What the steps of one `index_directory` call share."""
+
+    directory: str | Path  # as given (the skipped-files hint repeats it)
+    index_path: str | Path
+    root: Path
+    index_dir: Path
+    bridge_given: Any
+    opts: IndexOptions
+    hooks: RunHooks | None
+    shard: ShardSpec | None
+    old_record: dict[str, Any]
+    moved: bool  # the index was built from another folder (and `replace` says to drop it)
+    t_start: float
+    bridge: Any = None
+    extended: Any = None  # the index's old bridge, where the given one extends it
+    location: dict[str, Any] = field(default_factory=dict)
+    where: str = ""
+    store: Store | None = None
+    owned: bool = True  # whether this run closes the store
+    manifest: Manifest | None = None
+    created: bool = False
+    repaired: int = 0  # damaged points found in the store (embedded again with the plan's files)
+    graph_pending: bool = False
+    summary: IndexSummary = field(default_factory=IndexSummary)
+
+
+def _refuse_early(directory: str | Path, index_path: str | Path, bridge: Any, opts: IndexOptions,
+                  hooks: RunHooks | None) -> _IndexRun:
+    """Everything that can be refused is refused before the index folder is created."""
     t_start = time.perf_counter()
-    if device is not None:
+    if opts.device is not None:
         from core.device import resolve_device
 
-        device = resolve_device(device)  # a device that is not here fails before any work
+        opts = dataclasses.replace(opts, device=resolve_device(opts.device))  # a missing device fails before any work
     root = Path(directory).resolve()
     if not root.is_dir():
         raise FileNotFoundError(f"{directory}: not a folder; give the dataset folder to index")
     index_dir = Path(index_path).resolve()
-    if isinstance(shard, str):
-        shard = ShardSpec.parse(shard)
-    if quantization not in (None, "int8"):
-        raise ValueError(f"quantization {quantization!r} is not supported; use 'int8' or leave it off")
-
-    # Everything that can be refused is refused before the index folder is created.
-    _check_bridge_given(index_dir, bridge)
+    shard = ShardSpec.parse(opts.shard) if isinstance(opts.shard, str) else opts.shard
+    if opts.quantization not in (None, "int8"):
+        raise ValueError(f"quantization {opts.quantization!r} is not supported; use 'int8' or leave it off")
+    check_bridge_given(index_dir, bridge)
     old_record = read_record(index_dir) or {}
     old_root = old_record.get("root")
     moved = old_root is not None and Path(old_root) != root
-    if moved and not replace:
+    if moved and not opts.replace:
         raise IndexRootError(
             f"{index_dir} is the index of {old_root}, not of {root}: indexing another folder into it would "
             f"replace those points. Pass --replace (replace=True) to drop {old_root}'s points and index {root} "
             "instead, or give another --index folder. An index holds one folder (several roots are not "
             "supported): to search several folders together, index their common parent.")
-
-    lock = contextlib.nullcontext() if hooks is not None else IndexLock(index_dir, reader_wait_s=wait_for_readers)
-    with lock, torch_threads_for_run(torch_threads):  # a serving process (hooks) holds the lock already
-        crash_point("lock")
-        extended = None
-        if hooks is not None and hooks.bridge is not None:
-            the_bridge = _lent_bridge(index_dir, hooks.bridge)
-        else:
-            the_bridge, extended = resolve_bridge(index_dir, bridge, reembed=reembed, preset=preset)
-        if device is not None:
-            the_bridge.to(device)
-        if hooks is None or hooks.bridge is None:  # a lent bridge also embeds queries: they need no cache
-            _attach_feature_cache(the_bridge, feature_cache)
-        crash_point("bridge")
-        location = resolve_location(index_dir, qdrant_url, collection)
-        where = describe(location)
-        if hooks is not None and hooks.store is not None:
-            store, owned = hooks.store, False  # the server's open store: the engine allows one handle
-        else:
-            store = _open_or_set_aside(index_dir, qdrant_url, collection, api_key, location, root)
-            owned = location["kind"] != "client"  # a QdrantClient the caller passed stays the caller's
-        manifest = Manifest(index_dir)
-        try:
-            created = _prepare_store(store, the_bridge, manifest, shards=shards, replication=replication,
-                                     quantization=quantization, reembed=reembed, where=where,
-                                     fresh=moved and replace, extends=extended.version if extended else None)
-            if moved and replace:
-                log.warning("%s: replacing the index of %s by one of %s", index_dir, old_root, root)
-            crash_point("store")
-            if extended is not None and not created:
-                _adopt_extension(store, manifest, extended, the_bridge)
-            _update_metadata(store, the_bridge)
-            if manifest.damaged is not None and not created:
-                n = manifest.rebuild_from(store.scroll(), owns=shard.owns if shard else None)
-                log.warning("%s: manifest rebuilt from the store's payloads and the journal (%d rows from the "
-                            "store); unchanged files are not embedded again", index_dir, n)
-            repaired = _repair_damage(store, manifest, index_dir, where)
-            _drop_missing_points(store, manifest)
-
-            scan = scan_directory(root, exclude=exclude, modality=modality, shard=shard, sidecar=sidecar,
-                                  label_from_folder=label_from_folder, skip=[index_dir])
-            plan = manifest.plan(scan.files, shard=shard, reembed=reembed, bridge_version=the_bridge.version)
-            deferred = 0
-            if hooks is not None and hooks.defer is not None:
-                kept = [f for f in plan.todo if not hooks.defer(f)]
-                deferred = hooks.deferred = len(plan.todo) - len(kept)
-                plan.todo = kept
-            summary = IndexSummary(index=str(index_dir), store=where, bridge_version=the_bridge.version,
-                                   shard=str(shard) if shard else None, ignored=len(scan.ignored),
-                                   errors_report=str(index_dir / ERRORS_FILE))
-            summary.unchanged = len(plan.unchanged)
-            summary.repaired = repaired
-            summary.deferred = deferred
-            log.info("plan: %d to read, %d unchanged, %d deleted", len(plan.todo), len(plan.unchanged),
-                     len(plan.deleted))
-
-            # The record says which folder this is and whether the graph is behind the points, *before*
-            # the points change: a run killed from here on is finished (optimised) by the next one.
-            graph_pending = created or old_record.get("optimized") is False
-            if plan.todo or plan.deleted or graph_pending:
-                write_record(index_dir, root=str(root), store=location, bridge_version=the_bridge.version,
-                             last_run=old_record.get("last_run"), optimized=False)
-                graph_pending = True
-
-            if not reembed:
-                summary.moved = carry_renames(store, manifest, plan, the_bridge.version)
-            if hooks is not None and hooks.on_plan is not None:
-                hooks.on_plan(plan)
-            summary.removed = _remove_deleted(store, manifest, plan.deleted)
-            _record_unreadable(manifest, scan.unreadable, the_bridge.version)
-            summary.errors += len(scan.unreadable)
-
-            pipe = Pipeline(the_bridge, store, manifest, batch_size=batch_size, workers=workers,
-                            progress=progress, reuse_known=not reembed, decode=decode,
-                            on_commit=hooks.on_commit if hooks is not None else None)
-            t_pipe = time.perf_counter()
-            counts = pipe.run(plan.todo)
-            pipe_seconds = time.perf_counter() - t_pipe
-            summary.indexed = counts.indexed
-            summary.unchanged += counts.unchanged
-            summary.errors += counts.errors
-            summary.by_modality = dict(counts.by_modality)
-            summary.skipped = dict(counts.skipped)
-            for m, n in sorted(summary.skipped.items()):
-                log.warning("%d %s file(s) skipped: the space of %s cannot place %s. Bind %s to it from a few pairs "
-                            "(`ebridge train PAIRS.csv --preset %s --out runs/bridge`), then run `ebridge index %s "
-                            "--index %s --bridge runs/bridge`", n, m, the_bridge.config.get("preset_name"), m, m,
-                            the_bridge.config.get("preset_name"), directory, index_path)
-            summary.encode_seconds = round(counts.encode_seconds, 3)
-            summary.items_per_s = round(counts.indexed / pipe_seconds, 2) if counts.indexed and pipe_seconds else 0.0
-            crash_point("pipeline")
-
-            _sweep_orphans(store, manifest, root, shard)
-            if optimize and graph_pending:
-                if not (summary.indexed or summary.removed or created):
-                    log.warning("%s: the last run ended before its HNSW build finished; building it now", index_dir)
-                crash_point("optimize")
-                store.optimize()
-                graph_pending = False
-            manifest.compact()
-            write_errors_report(index_dir / ERRORS_FILE, manifest.errors(), root)
-            summary.points = store.count()
-            summary.seconds = round(time.perf_counter() - t_start, 3)
-            write_record(index_dir, root=str(root), store=location, bridge_version=the_bridge.version,
-                         last_run=summary.to_dict(), optimized=not graph_pending)
-        finally:
-            manifest.close()
-            if owned:
-                store.close()
-            else:
-                store.flush()
-    log.info("indexed %d, unchanged %d, removed %d, errors %d (report: %s) in %.1fs",
-             summary.indexed, summary.unchanged, summary.removed, summary.errors, summary.errors_report,
-             summary.seconds)
-    return summary
+    return _IndexRun(directory=directory, index_path=index_path, root=root, index_dir=index_dir, bridge_given=bridge,
+                     opts=opts, hooks=hooks, shard=shard, old_record=old_record, moved=moved, t_start=t_start)
 
 
-# ---------------------------------------------------------------------- the bridge copy
-
-
-def index_bridge(index_path: str | Path) -> Any:
-    """The bridge an index was built with (its own copy), for querying it.
-
-    Example:
-        >>> bridge = index_bridge("runs/digits-index")     # doctest: +SKIP
-    """
-    from bridge.space import Bridge
-
-    copy = Path(index_path) / BRIDGE_DIR
-    if not (copy / "config.json").is_file():
-        raise FileNotFoundError(f"{index_path} has no bridge copy ({copy}); index it once with --bridge CKPT_DIR")
-    return Bridge.load(copy)
-
-
-def _check_bridge_given(index_dir: Path, bridge: Any) -> None:
-    """Refuse a run whose bridge is not a checkpoint, before anything is created."""
-    from bridge.space import CONFIG_FILE
-
-    if isinstance(bridge, (str, Path)) and not (Path(bridge) / CONFIG_FILE).is_file():
-        raise FileNotFoundError(f"{bridge} is not a bridge checkpoint (no {CONFIG_FILE}); give the folder "
-                                "`ebridge train --out` wrote")
-
-
-def resolve_bridge(index_dir: Path, bridge: Any, *, reembed: bool = False,
-                   preset: str | None = None) -> tuple[Any, Any]:
-    """The bridge for this run, and the index's previous bridge when the new one *extends* it.
-
-    No `bridge`: the index's copy, or for a new index the pretrained space of `preset` (no
-    training, `Bridge.from_preset`). A `bridge` and no copy: it becomes the copy. A different
-    one than the copy: accepted when it extends it (the copy's anchor and proxy get the very same
-    vectors: a bridge trained on the same pretrained base binding more modalities, or binding anew
-    one the pretrained space placed, whose files are then embedded again; see `_extended`), else
-    BridgeMismatchError, or with `reembed` the new copy. A damaged copy is restored from the
-    given bridge when it has the copy's version, and otherwise raises CheckpointError saying
-    which checkpoint restores it.
-    """
-    from bridge.encoders.presets import DEFAULT_PRESET
-    from bridge.space import Bridge
-
-    copy = index_dir / BRIDGE_DIR
-    old = copy.with_name(".bridge.old")
-    if not copy.exists() and (old / "config.json").is_file():
-        # Killed between the two renames of _install_copy: the old copy is still whole.
-        old.rename(copy)
-    have_copy = (copy / "config.json").is_file()
-    copy_version = _copy_version(copy) if have_copy else None
-    if bridge is None and not have_copy:
-        bridge = Bridge.from_preset(preset or DEFAULT_PRESET)
-        log.info("no bridge given: indexing into the pretrained space of preset %s, with no training (it places "
-                 "%s)", bridge.config["preset_name"], ", ".join(bridge.modalities))
-    if bridge is None:
-        try:
-            copy_bridge = Bridge.load(copy)
-            if preset is not None and preset != copy_bridge.config.get("preset_name"):
-                log.warning("%s was built with preset %s; --preset %s is ignored (the index keeps its own space)",
-                            index_dir, copy_bridge.config.get("preset_name"), preset)
-            return copy_bridge, None
-        except CheckpointError as exc:
-            raise CheckpointError(
-                f"the index's bridge copy is damaged ({exc}). Restore it: re-run with --bridge CKPT_DIR, the "
-                f"checkpoint the index was built with (version {copy_version or 'unknown'})") from None
-    given = bridge if isinstance(bridge, Bridge) else Bridge.load(bridge)
-    extended = None
-    if have_copy and isinstance(bridge, (str, Path)) and Path(bridge).resolve() == copy.resolve():
-        return given, None
-    if have_copy:
-        if copy_version == given.version:
-            try:
-                return Bridge.load(copy), None
-            except CheckpointError as exc:
-                log.warning("repairing the index's bridge copy from the given checkpoint (%s)", exc)
-        elif copy_version is None:
-            # Which bridge made the points is still known to the store (checked next).
-            log.warning("the index's bridge copy is unreadable; replacing it with the given bridge %s", given.version)
-        elif not reembed and (extended := _extended(copy, given)) is not None:
-            log.info("bridge %s extends the index's %s: it embeds %s the same way and adds %s; their points keep "
-                     "their vectors", given.version, copy_version, ", ".join(extended.modalities),
-                     ", ".join(m for m in given.modalities if m not in extended.modalities) or "nothing")
-        elif not reembed:
-            raise BridgeMismatchError(
-                f"{index_dir} was built with bridge {copy_version}, but the given bridge is {given.version}. "
-                "Pass --reembed (reembed=True) to re-embed every file with the new bridge, leave --bridge out "
-                "to keep the index's own, or index into another folder.")
-        else:
-            log.warning("re-embedding %s: bridge %s replaces %s", index_dir, given.version, copy_version)
-    _install_copy(copy, bridge if not isinstance(bridge, Bridge) else None, given)
-    return given, extended
-
-
-def _extended(copy: Path, given: Any) -> Any:
-    """The index's bridge when `given` extends it, else None: the same preset and space, the copy's
-    anchor and proxy embedded exactly as it does (same head kind and tensors: a bridge bound to the
-    same pretrained base), and every other modality of the copy still embedded. Those whose head
-    changed (a modality the pretrained space placed and the new bridge binds from pairs, such as
-    thermal or audio) are re-embedded; the others keep their vectors (`_adopt_extension`)."""
-    from bridge.space import Bridge
-
-    try:
-        old = Bridge.load(copy)
-    except CheckpointError:
-        return None
-    if old.config.get("preset_name") != given.config.get("preset_name") or old.dim != given.dim:
-        return None
-    for m in old.modalities:
-        if m not in given.modalities or (m in (old.anchor, old.proxy_role) and not _same_head(old, given, m)):
-            return None
-    rebound = [m for m in old.modalities if not _same_head(old, given, m)]
-    if rebound:
-        log.info("bridge %s binds %s anew: those files are embedded again", given.version, ", ".join(rebound))
-    return old
-
-
-def _same_head(old: Any, new: Any, modality: str) -> bool:
-    """Whether two bridges embed `modality` identically (head kind and every tensor)."""
-    if old.config["head_kinds"].get(modality) != new.config["head_kinds"].get(modality):
-        return False
-    a, b = old.modules.heads[modality].state_dict(), new.modules.heads[modality].state_dict()
-    return a.keys() == b.keys() and all(bool((a[k] == b[k]).all()) for k in a)
-
-
-def _lent_bridge(index_dir: Path, bridge: Any) -> Any:
-    """A serving process's loaded bridge, used as it is when it is the index copy's version."""
-    version = _copy_version(index_dir / BRIDGE_DIR)
-    if version != bridge.version:
-        raise BridgeMismatchError(f"{index_dir}: the server's bridge is {bridge.version} but the index's copy is "
-                                  f"{version}; restart the server so it loads the index's bridge")
-    return bridge
-
-
-def _copy_version(copy: Path) -> str | None:
-    try:
-        version = json.loads((copy / "config.json").read_text(encoding="utf-8")).get("version")
-    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
-        return None
-    return version if isinstance(version, str) else None
-
-
-def _attach_feature_cache(bridge: Any, folder: str | Path | None) -> None:
-    """Reuse the frozen features the bridge's training computed (keyed by decoded content and
-    encoder fingerprint, so a file the training read is not encoded again)."""
-    if bridge.feature_cache is not None:
-        return
-    folder = folder or bridge.config.get("feature_cache")
-    if not folder:
-        return
-    path = Path(folder)
-    if not path.is_dir() or not os.access(path, os.W_OK):
-        log.info("feature cache %s is not a writable folder here; encoding without it", path)
-        return
-    from bridge.features import FeatureCache
-
-    bridge.feature_cache = FeatureCache(path)
-    log.info("reusing frozen features from %s", path)
-
-
-def _install_copy(copy: Path, source_dir: Any, bridge: Any) -> None:
-    """Put the checkpoint at <index>/bridge/ by building it beside and renaming, so a
-    crash leaves the old copy or the new one."""
-    tmp = copy.with_name(".bridge.tmp")
-    old = copy.with_name(".bridge.old")
-    shutil.rmtree(tmp, ignore_errors=True)
-    if source_dir is not None:
-        # copyfile, not copy2: the copy gets the umask's mode, so a checkpoint saved private (0600)
-        # still gives an index other users can search.
-        shutil.copytree(source_dir, tmp, copy_function=shutil.copyfile)
+def _open_bridge(run: _IndexRun) -> None:
+    """The bridge: the serving process's, or the index's copy (installed, compared, extended, repaired)."""
+    hooks, opts = run.hooks, run.opts
+    if hooks is not None and hooks.bridge is not None:
+        run.bridge = lent_bridge(run.index_dir, hooks.bridge)
     else:
-        bridge.save(tmp)
-    if copy.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        copy.rename(old)
-    tmp.rename(copy)
-    fsync_dir(copy.parent)
-    shutil.rmtree(old, ignore_errors=True)
-    log.info("bridge %s copied into %s", bridge.version, copy)
+        run.bridge, run.extended = resolve_bridge(run.index_dir, run.bridge_given, reembed=opts.reembed,
+                                                  preset=opts.preset)
+    if opts.device is not None:
+        run.bridge.to(opts.device)
+    if hooks is None or hooks.bridge is None:  # a lent bridge also embeds queries: they need no cache
+        attach_feature_cache(run.bridge, opts.feature_cache)
+    crash_point("bridge")
+
+
+def _open_store(run: _IndexRun) -> None:
+    """The store (the serving process's open one, else opened here; a half-created one is set aside) and the manifest."""
+    opts = run.opts
+    run.location = resolve_location(run.index_dir, opts.qdrant_url, opts.collection)
+    run.where = describe(run.location)
+    if run.hooks is not None and run.hooks.store is not None:
+        run.store, run.owned = run.hooks.store, False  # the server's open store: the engine allows one handle
+    else:
+        run.store = _open_or_set_aside(run.index_dir, opts.qdrant_url, opts.collection, opts.api_key, run.location,
+                                       run.root)
+        run.owned = run.location["kind"] != "client"  # a QdrantClient the caller passed stays the caller's
+    run.manifest = Manifest(run.index_dir)
+
+
+def _verify(run: _IndexRun) -> None:
+    """Create the store or check it against the bridge, adopt an extending bridge, rebuild a damaged
+    manifest from the store's payloads, and re-embed points found damaged."""
+    opts, store, manifest = run.opts, run.store, run.manifest
+    replacing = run.moved and opts.replace
+    run.created = _prepare_store(store, run.bridge, manifest, shards=opts.shards, replication=opts.replication,
+                                 quantization=opts.quantization, reembed=opts.reembed, where=run.where,
+                                 fresh=replacing, extends=run.extended.version if run.extended else None)
+    if replacing:
+        log.warning("%s: replacing the index of %s by one of %s", run.index_dir, run.old_record.get("root"), run.root)
+    crash_point("store")
+    if run.extended is not None and not run.created:
+        _adopt_extension(store, manifest, run.extended, run.bridge)
+    _update_metadata(store, run.bridge)
+    if manifest.damaged is not None and not run.created:
+        n = manifest.rebuild_from(store.scroll(), owns=run.shard.owns if run.shard else None)
+        log.warning("%s: manifest rebuilt from the store's payloads and the journal (%d rows from the "
+                    "store); unchanged files are not embedded again", run.index_dir, n)
+    run.repaired = _repair_damage(store, manifest, run.index_dir, run.where)
+    _drop_missing_points(store, manifest)
+
+
+def _scan(run: _IndexRun) -> ScanResult:
+    """What the folder holds now (the index folder itself left out)."""
+    opts = run.opts
+    return scan_directory(run.root, exclude=opts.exclude, modality=opts.modality, shard=run.shard,
+                          sidecar=opts.sidecar, label_from_folder=opts.label_from_folder, skip=[run.index_dir])
+
+
+def _plan(run: _IndexRun, scan: ScanResult) -> Plan:
+    """What to read, what is unchanged and what was deleted; files the serving process defers wait.
+    The record says whether the graph is behind the points *before* the points change: a run killed
+    from here on is finished (optimised) by the next one."""
+    hooks, index_dir, version = run.hooks, run.index_dir, run.bridge.version
+    plan = run.manifest.plan(scan.files, shard=run.shard, reembed=run.opts.reembed, bridge_version=version)
+    deferred = 0
+    if hooks is not None and hooks.defer is not None:
+        kept = [f for f in plan.todo if not hooks.defer(f)]
+        deferred = hooks.deferred = len(plan.todo) - len(kept)
+        plan.todo = kept
+    run.summary = IndexSummary(index=str(index_dir), store=run.where, bridge_version=version,
+                               shard=str(run.shard) if run.shard else None, ignored=len(scan.ignored),
+                               errors_report=str(index_dir / ERRORS_FILE), unchanged=len(plan.unchanged),
+                               repaired=run.repaired, deferred=deferred)
+    log.info("plan: %d to read, %d unchanged, %d deleted", len(plan.todo), len(plan.unchanged), len(plan.deleted))
+    run.graph_pending = run.created or run.old_record.get("optimized") is False
+    if plan.todo or plan.deleted or run.graph_pending:
+        write_record(index_dir, root=str(run.root), store=run.location, bridge_version=version,
+                     last_run=run.old_record.get("last_run"), optimized=False)
+        run.graph_pending = True
+    return plan
+
+
+def _write_removals(run: _IndexRun, plan: Plan, unreadable: list[tuple[str, str]]) -> None:
+    """Carry renamed files' points over, remove deleted files' points, and report unreadable files."""
+    if not run.opts.reembed:
+        run.summary.moved = carry_renames(run.store, run.manifest, plan, run.bridge.version)
+    if run.hooks is not None and run.hooks.on_plan is not None:
+        run.hooks.on_plan(plan)
+    run.summary.removed = _remove_deleted(run.store, run.manifest, plan.deleted)
+    _record_unreadable(run.manifest, unreadable, run.bridge.version)
+    run.summary.errors += len(unreadable)
+
+
+def _embed(run: _IndexRun, plan: Plan) -> None:
+    """The pipeline: read, embed and write what the plan says to read."""
+    opts, summary = run.opts, run.summary
+    pipe = Pipeline(run.bridge, run.store, run.manifest, batch_size=opts.batch_size, workers=opts.workers,
+                    progress=opts.progress, reuse_known=not opts.reembed, decode=opts.decode,
+                    on_commit=run.hooks.on_commit if run.hooks is not None else None)
+    t_pipe = time.perf_counter()
+    counts = pipe.run(plan.todo)
+    pipe_seconds = time.perf_counter() - t_pipe
+    summary.indexed = counts.indexed
+    summary.unchanged += counts.unchanged
+    summary.errors += counts.errors
+    summary.by_modality = dict(counts.by_modality)
+    summary.skipped = dict(counts.skipped)
+    preset = run.bridge.config.get("preset_name")
+    for m, n in sorted(summary.skipped.items()):
+        log.warning("%d %s file(s) skipped: the space of %s cannot place %s. Bind %s to it from a few pairs "
+                    "(`ebridge train PAIRS.csv --preset %s --out runs/bridge`), then run `ebridge index %s "
+                    "--index %s --bridge runs/bridge`", n, m, preset, m, m, preset, run.directory, run.index_path)
+    summary.encode_seconds = round(counts.encode_seconds, 3)
+    summary.items_per_s = round(counts.indexed / pipe_seconds, 2) if counts.indexed and pipe_seconds else 0.0
+    crash_point("pipeline")
+
+
+def _record(run: _IndexRun) -> None:
+    """Sweep orphan points, build the graph, compact the manifest, write the errors report and the record."""
+    summary, index_dir = run.summary, run.index_dir
+    _sweep_orphans(run.store, run.manifest, run.root, run.shard)
+    if run.opts.optimize and run.graph_pending:
+        if not (summary.indexed or summary.removed or run.created):
+            log.warning("%s: the last run ended before its HNSW build finished; building it now", index_dir)
+        crash_point("optimize")
+        run.store.optimize()
+        run.graph_pending = False
+    run.manifest.compact()
+    write_errors_report(index_dir / ERRORS_FILE, run.manifest.errors(), run.root)
+    summary.points = run.store.count()
+    summary.seconds = round(time.perf_counter() - run.t_start, 3)
+    write_record(index_dir, root=str(run.root), store=run.location, bridge_version=run.bridge.version,
+                 last_run=summary.to_dict(), optimized=not run.graph_pending)
+
+
+def _close(run: _IndexRun) -> None:
+    run.manifest.close()
+    if run.owned:
+        run.store.close()
+    else:
+        run.store.flush()
 
 
 # ---------------------------------------------------------------------- the store
@@ -486,7 +361,7 @@ def _adopt_extension(store: Store, manifest: Manifest, old: Any, new: Any) -> No
     (and raw) vectors bit for bit; only their proxy view is G's of the new bridge, computed from the
     stored vector (no file is read or encoded again). A run killed here re-embeds what it had not
     yet moved over, with the same vectors."""
-    kept = {m for m in old.modalities if m in new.modalities and _same_head(old, new, m)}
+    kept = {m for m in old.modalities if m in new.modalities and same_head(old, new, m)}
     todo = [r for r in manifest.rows.values() if r.status == INDEXED and r.modality in kept
             and r.bridge_version == old.version]
     for start in range(0, len(todo), 512):

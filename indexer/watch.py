@@ -36,6 +36,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -43,6 +44,7 @@ from typing import Any, Callable
 from core.errors import EmergentBridgeError
 from indexer.hooks import RunHooks
 from indexer.ledger import ERROR, INDEXED, ManifestRow, Plan
+from indexer.options import IndexOptions
 from indexer.record import read_record, write_record
 
 log = logging.getLogger(__name__)
@@ -73,7 +75,16 @@ class WatchSettings:
     open_write_max_s: float = 600.0  # a writer that never closes: index its file after this anyway
     quiet_s: float = 10.0  # build the HNSW graph only after this long without a request
     use_inotify: bool = True  # False: rescans only (tests of the fallback, exotic file systems)
-    index_options: dict[str, Any] = field(default_factory=dict)  # exclude, label_from_folder, sidecar...
+    # what to index (exclude, label_from_folder, sidecar...): an IndexOptions, or a dict of its fields
+    index_options: IndexOptions | dict[str, Any] = field(default_factory=IndexOptions)
+
+    def run_options(self, qdrant_url: Any, collection: str | None) -> IndexOptions:
+        """The options of each indexing run: `index_options` with the watcher's own throughput settings
+        (reader threads, no progress bar, the graph built when the server is quiet) and the server's store."""
+        given = self.index_options
+        base = given if isinstance(given, IndexOptions) else IndexOptions.build(**given)
+        return dataclasses.replace(base, qdrant_url=qdrant_url, collection=collection, batch_size=self.batch_size,
+                                   workers=self.workers, decode="threads", optimize=False, progress=False)
 
 
 class FolderWatcher:
@@ -215,13 +226,10 @@ class FolderWatcher:
         self._recheck_at = None
         hooks = RunHooks(store=self.store, bridge=self.bridge, defer=self._defer, on_plan=self._on_plan,
                          on_commit=self._on_commit)
-        opts = self.settings.index_options
+        options = self.settings.run_options(self.qdrant_url, self.collection)
         t0 = time.perf_counter()
         try:
-            summary = index_directory(
-                self.root, self.index_dir, qdrant_url=self.qdrant_url, collection=self.collection,
-                batch_size=self.settings.batch_size, workers=self.settings.workers, decode="threads",
-                optimize=False, progress=False, hooks=hooks, **opts)
+            summary = index_directory(self.root, self.index_dir, options=options, hooks=hooks)
         except WatchStopped:
             log.info("watcher stopped after a durable batch; the next start finishes the run")
             return

@@ -427,3 +427,23 @@ def test_import_indexer_does_not_load_torch():
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_index_options_are_the_command_lines_and_the_keywords_build_them(tmp_path, monkeypatch):
+    """`ebridge index` with no options runs with `IndexOptions()` (its defaults are the API's), and
+    `index_directory`'s keywords build the same object; an unknown keyword names itself."""
+    import dataclasses
+
+    from indexer.cli import options_from_args
+    from indexer.options import IndexOptions
+    from query.cli import build_parser
+
+    monkeypatch.delenv("QDRANT_API_KEY", raising=False)
+    args = build_parser().parse_args(["index", str(tmp_path), "--index", str(tmp_path / "idx")])
+    from_cli = options_from_args(args)
+    # argparse gives a list; the bar shows on a terminal only; the API leaves a given bridge on its device
+    assert (from_cli.exclude, from_cli.device) == ([], "auto")
+    assert dataclasses.replace(from_cli, exclude=(), progress=True, device=None) == IndexOptions()
+    assert IndexOptions.build(exclude=["*.md"], workers=1) == IndexOptions(exclude=["*.md"], workers=1)
+    with pytest.raises(TypeError, match="batchsize"):
+        index_directory(tmp_path, tmp_path / "idx", batchsize=8)

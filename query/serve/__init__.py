@@ -73,11 +73,12 @@ def run(args: argparse.Namespace) -> int:
                              warm=not args.no_warm, text_cache=args.text_cache)
     watch_settings = None
     if args.watch is not None:
+        from indexer.options import IndexOptions
         from indexer.watch import WatchSettings
 
         watch_settings = WatchSettings(settle_s=args.settle, rescan_s=args.rescan, batch_size=args.watch_batch,
-                                       index_options={"exclude": args.exclude,
-                                                      "label_from_folder": args.label_from_folder})
+                                       index_options=IndexOptions(exclude=args.exclude,
+                                                                  label_from_folder=args.label_from_folder))
     service = SearchService.open(args.index, settings, url=args.qdrant_url, collection=args.collection,
                                  watch=args.watch, watch_settings=watch_settings)
     app = create_app(service)

@@ -1,0 +1,136 @@
+"""Trial runs: decisions about a training run that only a whole run can measure, made by training
+trial bridges first. Each takes `train` itself as an argument: `bridge.train` passes its own
+`train`, so the recursion is written at the one place that does it (`_choose_start`).
+
+- `choose_base`: on `--base auto` with a label-space preset, whether the base starts at the label
+  space or at the features' own axes (two trials, scored on validation).
+- `guard_held_out_classes`: which heads starting at their label-space vector must stay there,
+  because training on the manifest's classes loses classes it never showed (one trial without a
+  third of the classes).
+
+A trial fixes `base` (so it chooses no base itself); a base-choice trial may run the class guard's
+trial, which turns the guard off: two levels at most.
+
+Example:
+    >>> from bridge.train import train
+    >>> choice = choose_base(cfg, data, val, preset.info(), train=train)   # doctest: +SKIP
+    >>> choice["chosen"]                                                   # doctest: +SKIP
+    'finetune'
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any, Callable
+
+import numpy as np
+
+from bridge.config import TrainConfig
+from bridge.head_plan import frozen_modalities, on_label_space
+from bridge.pairs import TrainingSet
+from bridge.space import Bridge
+from bridge.validation import hits_at_1
+
+log = logging.getLogger(__name__)
+
+Train = Callable[..., tuple[Bridge, dict[str, Any]]]  # bridge.train.train
+
+
+def choose_base(cfg: TrainConfig, data: TrainingSet, val: TrainingSet, preset_info: dict[str, Any], *,
+                train: Train) -> dict[str, Any]:
+    """`--base auto` on a label-space preset whose pairs hold the anchor and the proxy: which start
+    the base space is trained from, chosen on validation as heads are.
+
+    A label-space base knows the classifier's concepts, not necessarily the user's (handwritten
+    digits are no ImageNet class), and a base trained from the features' own principal axes keeps
+    more of the anchor's geometry, which the modalities bound to it start from. Each candidate
+    base is trained with every modality of the manifest bound to it (plain binding, no G) and
+    scored by the mean validation R@1 over every pair of modalities that relate, never-paired
+    ones included: the base the whole manifest validates best on. The label-space start is kept
+    unless the other is higher. Returns {"chosen", "finetune", "trained"} (the scores)."""
+    scores: dict[str, float] = {}
+    for candidate in ("finetune", "trained"):
+        log.info("base: trying the %s start, with the manifest's modalities bound to it (the lines below until "
+                 "the choice are this trial's)", "label-space" if candidate == "finetune" else "features' own axes")
+        trial = dataclasses.replace(cfg, base=candidate, variant="anchor", proxy_steps=0, proxy_bank=1)
+        _, curves = train(trial, data, val=val, preset_info=preset_info)
+        got = list(curves.get("val", {}).values())
+        scores[candidate] = round(float(np.mean(got)), 4) if got else float("-inf")
+    chosen = "trained" if scores["trained"] > scores["finetune"] else "finetune"
+    log.info("base: mean validation R@1 over the manifest's pairs from the label-space start %.3f, from the features' "
+             "own axes %.3f -> training the base %s", scores["finetune"], scores["trained"],
+             "from the label-space start" if chosen == "finetune" else
+             "from the features' own axes (an index built with no training is re-embedded: --reembed)")
+    return {"chosen": chosen, **scores}
+
+
+def guard_held_out_classes(cfg: TrainConfig, data: TrainingSet, val: TrainingSet, preset_info: dict[str, Any],
+                           as_given: tuple[TrainConfig, TrainingSet, TrainingSet | None], *,
+                           train: Train) -> dict[str, dict[str, Any]]:
+    """Which heads that start at their label-space vector must stay there, because training on the
+    manifest's classes loses classes it never showed.
+
+    Validation holds the manifest's classes only, so it cannot see a head that pulls every sound onto
+    the words the pairs taught. A trial bridge is trained with a third of the classes (at least one)
+    left out; each such head's items of those classes then search their partner modality (every item
+    of it, all classes) through the trial bridge and through the zero-training start. A head whose
+    trial loses there (more of those queries lost than won) is kept at its start. Returns per checked
+    modality the figures and `keep_start`; empty when no head qualifies (unlabelled pairs, fewer
+    than three classes, a base trained from the features). `data` and `val` are the run's (split,
+    class prompts added); `as_given` the configuration and data `train` was called with, which the
+    trial is trained from."""
+    from bridge.encoders import load_preset
+
+    places = set(preset_info.get("places") or [])
+    if not on_label_space(preset_info) or cfg.base == "trained" or not places:
+        return {}
+    frozen = frozen_modalities(cfg, preset_info, data)
+    # A trained head that starts at its label-space vector, bound to a partner that stays the space's own.
+    partner = {m: cfg.anchor if m != cfg.anchor else cfg.proxy for m in data if m in places and m not in frozen}
+    partner = {m: p for m, p in partner.items() if p in frozen}
+    classes = sorted({y for m in partner for y in data[m].labels if y is not None})
+    if not partner or len(classes) < 3:
+        return {}
+    rng = np.random.default_rng(cfg.seed + 7)
+    held = set(rng.choice(classes, size=max(1, len(classes) // 3), replace=False).tolist())
+
+    def without(ts: TrainingSet) -> TrainingSet:
+        out = {}
+        for m, d in ts.items():
+            keep = [i for i, y in enumerate(d.labels) if y not in held]
+            out[m] = dataclasses.replace(d, ids=[d.ids[i] for i in keep], features=d.features[keep],
+                                         labels=[d.labels[i] for i in keep], pairs=[d.pairs[i] for i in keep])
+        return out
+
+    log.info("class guard: training a trial bridge without %s, to see what the heads starting at their label-space "
+             "vector do to classes the pairs never show", ", ".join(sorted(held)))
+    # The trial trains every step (no selection): its own validation lacks the held-out classes too,
+    # so what is measured is what training on the pairs does to classes they never show.
+    given_cfg, given_data, given_val = as_given
+    trial_cfg = dataclasses.replace(given_cfg, class_guard=False, variant="anchor", proxy_steps=0, proxy_bank=1,
+                                    select=False)
+    trial, _ = train(trial_cfg, without(given_data), val=without(given_val) if given_val else None,
+                     preset_info=preset_info)
+    start = Bridge.from_preset(load_preset(cfg.preset))
+    out: dict[str, dict[str, Any]] = {}
+    for m, p in partner.items():
+        items = [d for d in (data[m], val.get(m)) if d is not None]
+        q = np.concatenate([d.features for d in items])
+        q_labels = [y for d in items for y in d.labels]
+        rows = [i for i, y in enumerate(q_labels) if y in held]
+        gallery = [d for d in (data[p], val.get(p)) if d is not None]
+        g = np.concatenate([d.features for d in gallery])
+        g_labels = [y for d in gallery for y in d.labels]
+        if not rows or m not in trial.modalities or m not in start.modalities:
+            continue
+        hits = {name: hits_at_1(b.embed_features(m, q[rows]), [q_labels[i] for i in rows],
+                                b.embed_features(p, g), g_labels) for name, b in (("trial", trial), ("start", start))}
+        wins = int((hits["trial"] & ~hits["start"]).sum())
+        losses = int((hits["start"] & ~hits["trial"]).sum())
+        keep = losses > wins  # the start is the safe side: training must not lose what the space knew
+        out[m] = {"held_out": sorted(held), "queries": len(rows), "trial_r1": round(float(hits["trial"].mean()), 4),
+                  "start_r1": round(float(hits["start"].mean()), 4), "keep_start": bool(keep)}
+        log.info("class guard %s->%s on held-out classes: R@1 %.3f after training without them, %.3f at the "
+                 "label-space start -> %s", m, p, out[m]["trial_r1"], out[m]["start_r1"],
+                 "the head stays its label-space map" if keep else "training goes on")
+    return out
