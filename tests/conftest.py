@@ -97,3 +97,16 @@ def tiny_bridge(folder: Path) -> Path:
                       diffusion_timesteps=50, diffusion_steps=2, seed=3)
     bridge, _ = train(cfg, synthetic_set(dims={"image": 64, "text": 64, "audio": 64}, n_per_class=6))
     return bridge.save(folder)
+
+
+@pytest.fixture
+def one_thread_fresh_cache(tmp_path, monkeypatch):
+    """One torch thread, and a cache folder of the test's own (class-prompt matrices, ONNX copies):
+    what the tests that train or build label spaces share (`pytestmark = pytest.mark.usefixtures(...)`)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    monkeypatch.setenv("EBRIDGE_CACHE", str(tmp_path / "cache"))
+    yield
+    torch.set_num_threads(before)

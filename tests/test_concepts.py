@@ -19,10 +19,7 @@ from bridge.model import Head  # noqa: E402
 SAMPLES = Path(__file__).resolve().parents[1] / "query" / "eval" / "samples"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread(tmp_path, monkeypatch):
-    torch.set_num_threads(1)
-    monkeypatch.setenv("EBRIDGE_CACHE", str(tmp_path / "cache"))
+pytestmark = pytest.mark.usefixtures("one_thread_fresh_cache")
 
 
 def _toy() -> ConceptTable:

@@ -22,10 +22,7 @@ from query import Index  # noqa: E402
 PRESET = "tiny-labels"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread(tmp_path, monkeypatch):
-    torch.set_num_threads(1)
-    monkeypatch.setenv("EBRIDGE_CACHE", str(tmp_path / "cache"))
+pytestmark = pytest.mark.usefixtures("one_thread_fresh_cache")
 
 
 def _pairs(n: int = 80, seed: int = 1) -> dict[str, ModalityData]:
