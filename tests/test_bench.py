@@ -154,6 +154,7 @@ def test_indexed_evaluation_takes_the_raw_route_a_cross_pair_on_one_encoder_chos
     assert pair["relevance"] == "pair" and pair["queries"] == 8
     assert pair["auto"]["route"] == "raw"  # the bridge's choice, not `direct` for want of the query's features
     assert {k: pair["auto"][k] for k in ("r1", "map")} == {k: pair["raw"][k] for k in ("r1", "map")}
+    assert pair["auto"]["vs_raw"] == [0, 0]  # the same ranking as the raw route, query by query
     wins, losses = pair["direct"]["vs_raw"]
     assert 0 <= wins + losses <= 8
 

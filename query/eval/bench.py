@@ -217,7 +217,7 @@ def evaluate_index(index: Any, points: dict[str, Any], routes: list[str], max_qu
                     m["route"] = hits[0][0].route if hits and hits[0] else None
                 pair[route] = m
                 first[route] = [bool(r) and r[0] in qrels.get(key, ()) for r, key in zip(ranked, q_keys)]
-            for route in (r for r in first if r not in ("raw", "auto") and "raw" in first):
+            for route in (r for r in first if r != "raw" and "raw" in first):
                 pair[route]["vs_raw"] = list(discordant(first[route], first["raw"]))
     return out
 
