@@ -101,3 +101,68 @@ def test_bench_config_defaults_are_the_command_line_defaults():
     assert args.data is None and cfg.scale == "sample"  # no data: the shipped sample, as the CLI says
     assert BenchConfig(out=args.out, data="x").scale == "full"
     assert cfg.max_queries == 300 and args.max_queries is None  # the CLI falls back to the config's
+
+
+def test_indexed_evaluation_takes_the_raw_route_a_cross_pair_on_one_encoder_chose(tmp_path, monkeypatch):
+    """Issue 32: a bridge whose training routed thermal->image `raw` (image and thermal on one encoder)
+    is measured through that route: the bench passes each query's stored encoder features to the
+    router, scores `raw` beside `direct` with the sign-test counts calibration reads."""
+    import csv
+
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from bridge.config import TrainConfig
+    from bridge.encoders import load_preset
+    from bridge.pairs import ModalityData
+    from bridge.train import train
+    from indexer import index_directory
+    from query import Index
+    from query.eval.bench import evaluate_index, index_points
+
+    torch.set_num_threads(1)
+    monkeypatch.setenv("EBRIDGE_CACHE", str(tmp_path / "cache"))
+    rng = np.random.default_rng(0)
+    n, preset = 60, "tiny-labels"
+    # Thermal features are the image features plus a little noise: the raw features match each pair.
+    imgs = rng.standard_normal((n, 64)).astype(np.float32)
+    feats = {"image": imgs, "thermal": imgs + 0.3 * rng.standard_normal((n, 64)).astype(np.float32)}
+    data = {m: ModalityData(ids=[f"{m}{i}" for i in range(n)], features=x, labels=[None] * n,
+                            pairs=[f"p{i}" for i in range(n)]) for m, x in feats.items()}
+    cfg = TrainConfig(preset=preset, steps=100, proxy_steps=10, eval_every=20, batch_size=32)
+    bridge, _ = train(cfg, data, preset_info=load_preset(preset).info())
+    assert bridge.config["routes"]["thermal->image"] == "raw"
+
+    test = tmp_path / "world" / "test"
+    rows = []
+    for sub in ("photos", "thermal"):
+        (test / sub).mkdir(parents=True)
+    for i in range(8):
+        img = rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)
+        Image.fromarray(img).save(test / "photos" / f"p{i}.png")
+        Image.fromarray(255 - img.mean(2).astype(np.uint8)).save(test / "thermal" / f"p{i}_ir.png")
+        rows += [[f"photos/p{i}.png", "image", f"p{i}"], [f"thermal/p{i}_ir.png", "thermal", f"p{i}"]]
+    with open(test / "metadata.csv", "w", newline="") as fh:
+        csv.writer(fh).writerows([["path", "modality", "pair"], *rows])
+    index_directory(test, tmp_path / "idx", bridge=bridge.save(tmp_path / "ckpt"), progress=False)
+
+    with Index.open(tmp_path / "idx") as index:
+        points = index_points(index.store, "test/")
+        result = evaluate_index(index, points, ["direct", "raw", "instance", "auto"], 8, split="test", prefix="test/")
+    pair = result["thermal->image"]
+    assert pair["relevance"] == "pair" and pair["queries"] == 8
+    assert pair["auto"]["route"] == "raw"  # the bridge's choice, not `direct` for want of the query's features
+    assert {k: pair["auto"][k] for k in ("r1", "map")} == {k: pair["raw"][k] for k in ("r1", "map")}
+    assert pair["auto"]["vs_raw"] == [0, 0]  # the same ranking as the raw route, query by query
+    wins, losses = pair["direct"]["vs_raw"]
+    assert 0 <= wins + losses <= 8
+
+
+def test_route_calibration_keeps_the_encoders_features_unless_a_route_clearly_beats_them():
+    m = lambda r1, vs=None: {"r1": r1, "map": 0.5, **({"vs_raw": vs} if vs else {})}  # noqa: E731
+    val = {"t->i": {"direct": m(0.55, [6, 3]), "proxy": m(0.2), "fused": m(0.3), "raw": m(0.5)},  # noise: raw
+           "i->t": {"direct": m(0.9, [30, 5]), "proxy": m(0.2), "fused": m(0.3), "raw": m(0.5)},
+           "d->i": {"direct": m(0.9, [30, 5]), "instance": m(0.95, [40, 4]), "raw": m(0.5)},
+           "i->d": {"direct": m(0.9, [9, 6]), "instance": m(0.8, [30, 2]), "raw": m(0.5)}}
+    assert calibrate_routes(val) == {"t->i": "raw", "i->t": "direct", "d->i": "instance", "i->d": "instance"}

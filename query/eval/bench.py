@@ -42,6 +42,7 @@ from query.eval.metrics import (qrels_by_key, ranked_list_metrics, search_metric
                                 zero_shot_from_ranked, class_embeddings)
 from query.eval.tasks import DATASETS
 from query.search import CROSS_ROUTES as ROUTES
+from query.search import FEATURE_ROUTES
 
 log = logging.getLogger(__name__)
 QUICK_TRAINING = {"steps": 300, "proxy_steps": 600}
@@ -152,15 +153,30 @@ def _score(q_keys, ranked_keys, ranked_labels, qrels, q_labels, zero_shot: bool)
     return m
 
 
+def feature_routes(index: Any, source: str, target: str) -> list[str]:
+    """The encoder-feature routes (`raw`, `instance`) a cross pair can take in `index`: `raw` where one
+    encoder reads both sides and the index stores the target's features, `instance` where the bridge
+    also holds a map for the pair. As at training (`choose_cross_modal_routes`), only for pairs the
+    bridge searches directly: a never-paired pair is G's to route."""
+    b = index.bridge
+    if source == target or not index.shares_encoder(source, target) or not index.has_raw(target) \
+            or (b.has_proxy and not b.is_paired(source, target)):
+        return []
+    return ["raw", *(["instance"] if b.has_instance(source, target) else [])]
+
+
 def evaluate_index(index: Any, points: dict[str, Any], routes: list[str], max_queries: int, *, split: str = "test",
                    relevance: str = "auto", zero_shot: bool = True, unseen: set[str] = frozenset(),
                    max_k: int = 1000, prefix: str = "") -> dict[str, dict[str, Any]]:
     """Metrics for every ordered cross-modal pair and route through the router.
 
-    Queries are `split` items of the source modality; the corpus is every point of the target
-    modality in the index (the gallery). Zero-shot (text targets, labelled queries): a
-    query's class ranking is the order in which labels first appear among its prompt hits.
-    `prefix` + a hit's payload path is its key in `points` (see `index_points`)."""
+    Queries are `split` items of the source modality, with their stored encoder features (the
+    `raw`/`instance` routes' queries, asked only of pairs that can take them: `feature_routes`); the
+    corpus is every point of the target modality in the index (the gallery). Where `raw` is scored,
+    each other route records `vs_raw`: (queries only it gets right at rank 1, only raw does).
+    Zero-shot (text targets, labelled queries): a query's class ranking is the order in which labels
+    first appear among its prompt hits. `prefix` + a hit's payload path is its key in `points`
+    (see `index_points`)."""
     from bridge.modalities import MODALITIES
 
     out: dict[str, dict[str, Any]] = {}
@@ -173,6 +189,7 @@ def evaluate_index(index: Any, points: dict[str, Any], routes: list[str], max_qu
         q_keys = [points[s]["keys"][i] for i in rows]
         q_labels = [points[s]["labels"][i] for i in rows]
         q_pairs = [points[s]["pairs"][i] for i in rows]
+        features = None if points[s].get("raw") is None else points[s]["raw"][rows]
         views = index.bridge.proxy_view(q) if index.bridge.has_proxy else None  # once per source
         for t in mods:
             if s == t:
@@ -183,10 +200,13 @@ def evaluate_index(index: Any, points: dict[str, Any], routes: list[str], max_qu
             pair = out.setdefault(f"{s}->{t}", {"paired": bool(index.bridge.is_paired(s, t)), "relevance": how,
                                                 "queries": len(q_keys), "gallery": len(c["keys"])})
             k = min(len(c["keys"]), max_k)
+            first: dict[str, list[bool]] = {}
             for route in routes:
                 if route in ("proxy", "fused") and views is None:
                     continue  # a zero-training space has no G
-                hits = index.search_vectors(s, q, target=t, k=k, route=route, views=views)
+                if route in FEATURE_ROUTES and (features is None or route not in feature_routes(index, s, t)):
+                    continue
+                hits = index.search_vectors(s, q, target=t, k=k, route=route, views=views, features=features)
                 ranked = [[prefix + str(h.path) for h in hs] for hs in hits]
                 ranked_labels = [[h.label or None for h in hs] for hs in hits]
                 m = _score(q_keys, ranked, ranked_labels, qrels, q_labels, zs)
@@ -197,6 +217,9 @@ def evaluate_index(index: Any, points: dict[str, Any], routes: list[str], max_qu
                 if route == "auto":
                     m["route"] = hits[0][0].route if hits and hits[0] else None
                 pair[route] = m
+                first[route] = [bool(r) and r[0] in qrels.get(key, ()) for r, key in zip(ranked, q_keys)]
+            for route in (r for r in first if r != "raw" and "raw" in first):
+                pair[route]["vs_raw"] = list(discordant(first[route], first["raw"]))
     return out
 
 
@@ -369,15 +392,19 @@ def validate_exact(bridge: Any, val: dict[str, dict[str, Any]], max_queries: int
 
 
 def calibrate_routes(val_metrics: dict[str, dict[str, Any]]) -> dict[str, str]:
-    """Best route per pair by validation R@1 (then mAP); ties keep the simpler route (for search
-    by example, the encoder's own features: never below the zero-training baseline on a tie)."""
+    """Best route per pair by validation R@1 (then mAP); ties keep the simpler route. The encoder's
+    own features are the floor wherever they are scored: search by example and a cross pair on one
+    encoder take another route only where it clearly beats them (sign test, `clearly_better`, as at
+    training), so a pair is never below the zero-training baseline on a tie or on noise."""
     table = {}
     for pair, res in val_metrics.items():
         if "direct_only" in res:  # search by example: the space only where it clearly beats the encoder
             table[pair] = "direct" if clearly_better(res["direct_only"], res["raw_only"]) else "raw"
             continue
-        candidates = [r for r in (*ROUTES, "raw") if isinstance(res.get(r), dict)]
-        preference = ["raw", *ROUTES]
+        candidates = [r for r in (*ROUTES, *FEATURE_ROUTES) if isinstance(res.get(r), dict)]
+        if "raw" in candidates:
+            candidates = [r for r in candidates if r == "raw" or clearly_better(*res[r].get("vs_raw", (0, 0)))]
+        preference = ["raw", "instance", *ROUTES]
         table[pair] = max(candidates, key=lambda r: (round(res[r]["r1"], 6), round(res[r]["map"], 6),
                                                      -preference.index(r)))
     return table
@@ -619,7 +646,8 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
             # The route table is calibrated through the real index and router, on validation.
             index = build_index(bridge, f"{variant}-s{seed}-val", "val")
             with timer("query"):
-                val_routed = evaluate_index(index, index_points(index.store, prefix_of("val")), list(ROUTES),
+                val_routed = evaluate_index(index, index_points(index.store, prefix_of("val")),
+                                            [*ROUTES, *FEATURE_ROUTES],
                                             cfg.max_queries, split="val", prefix=prefix_of("val"), **eval_opts)
             with timer("query"):
                 val_same = evaluate_same_modality(index, index_points(index.store, prefix_of("val")),
@@ -639,7 +667,8 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
             index.store.update_metadata({"routes": routes})
             points = index_points(index.store, prefix_of("test"))
             with timer("query"):
-                result = evaluate_index(index, points, [*ROUTES, "auto"], cfg.max_queries, split="test",
+                result = evaluate_index(index, points, [*ROUTES, *FEATURE_ROUTES, "auto"], cfg.max_queries,
+                                        split="test",
                                         prefix=prefix_of("test"), **eval_opts)
             with timer("query"):
                 same = evaluate_same_modality(index, points, [*SAME_MODALITY_ROUTES, "auto"], cfg.max_queries,
@@ -744,8 +773,9 @@ def aggregate(per_seed: dict[int, Any]) -> dict[str, Any]:
     pairs: dict[str, Any] = {}
     routes: dict[str, Any] = {}
     for pair, first in per_seed[seeds[0]]["pairs"].items():
-        routes[pair] = {route: _aggregate_metrics([per_seed[s]["pairs"][pair][route] for s in seeds])
-                        for route in [*ROUTES, "auto"]}
+        runs = [per_seed[s]["pairs"][pair] for s in seeds]  # `instance` only in seeds whose bridge kept the map
+        routes[pair] = {route: _aggregate_metrics([r[route] for r in runs if route in r])
+                        for route in [*ROUTES, *FEATURE_ROUTES, "auto"] if any(route in r for r in runs)}
         pairs[pair] = {"paired": first["paired"], "relevance": first["relevance"], **routes[pair]["auto"],
                        "route": [per_seed[s]["routes"].get(pair, "direct") for s in seeds]}
     unpaired = [p["r1"] for p in pairs.values() if not p["paired"]]

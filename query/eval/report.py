@@ -187,6 +187,19 @@ def markdown(report: dict[str, Any], plots_made: list[str] = ()) -> str:
                 lines.append(f"| {v} | {pair} | " + " | ".join(_pct(res[r]["r1"]) for r in ROUTES)
                              + f" | {_pct(res['auto']['r1'])} ({', '.join(sorted(set(variants[v]['pairs'][pair]['route'])))}) |")
 
+    encoder_pairs = [p for p in _pairs(report) if any("raw" in variants[v]["routes"][p] for v in names)]
+    if encoder_pairs:
+        lines += ["", "## Routes (pairs read by one encoder, searched directly; test R@1 mean over seeds)", "",
+                  "`raw` = the encoder's own features (the baseline column above), `instance` = the bridge's map into "
+                  "them; the calibrated route leaves `raw` only where another clearly beats it on validation.", "",
+                  "| variant | pair | raw features | direct | instance | calibrated |", "|---|---|---|---|---|---|"]
+        for v in names:
+            for pair in encoder_pairs:
+                res = variants[v]["routes"][pair]
+                lines.append(f"| {v} | {pair} | {_pct(raw[pair]['r1']) if pair in raw else 'n/a'} | "
+                             f"{_pct(res['direct']['r1'])} | {_pct((res.get('instance') or {}).get('r1'))} | "
+                             f"{_pct(res['auto']['r1'])} ({', '.join(sorted(set(variants[v]['pairs'][pair]['route'])))}) |")
+
     lines += ["", "## System", ""]
     stages = report.get("stages_s", {})
     lines.append("- wall time per stage (s): " + ", ".join(f"{k} {v}" for k, v in stages.items())
