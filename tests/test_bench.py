@@ -103,14 +103,14 @@ def test_bench_config_defaults_are_the_command_line_defaults():
     assert cfg.max_queries == 300 and args.max_queries is None  # the CLI falls back to the config's
 
 
-def test_indexed_evaluation_takes_the_raw_route_a_cross_pair_on_one_encoder_chose(tmp_path, monkeypatch):
+@pytest.mark.usefixtures("one_thread_fresh_cache")
+def test_indexed_evaluation_takes_the_raw_route_a_cross_pair_on_one_encoder_chose(tmp_path):
     """Issue 32: a bridge whose training routed thermal->image `raw` (image and thermal on one encoder)
     is measured through that route: the bench passes each query's stored encoder features to the
     router, scores `raw` beside `direct` with the sign-test counts calibration reads."""
     import csv
 
     import numpy as np
-    import torch
     from PIL import Image
 
     from bridge.config import TrainConfig
@@ -121,8 +121,6 @@ def test_indexed_evaluation_takes_the_raw_route_a_cross_pair_on_one_encoder_chos
     from query import Index
     from query.eval.bench import evaluate_index, index_points
 
-    torch.set_num_threads(1)
-    monkeypatch.setenv("EBRIDGE_CACHE", str(tmp_path / "cache"))
     rng = np.random.default_rng(0)
     n, preset = 60, "tiny-labels"
     # Thermal features are the image features plus a little noise: the raw features match each pair.
