@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import itertools
 import logging
 import shutil
 import time
@@ -35,23 +34,32 @@ from typing import Any, Iterator
 import numpy as np
 
 from bridge.config import VARIANTS
-from core.errors import EmergentBridgeError
 from bridge.validation import clearly_better
+from core.errors import EmergentBridgeError
+# The bench by concern; every name stays importable from here (tests, scripts and the demo do).
+from query.eval.aggregate import (METRICS, aggregate, aggregate_same, deltas, gap_closed,
+                                  summarise_zero_training)
 from query.eval.digits import DIGITS_PRESET
-from query.eval.metrics import (qrels_by_key, ranked_list_metrics, search_metrics, zero_shot_accuracy,
-                                zero_shot_from_ranked, class_embeddings)
+from query.eval.evaluate import (SAME_MODALITY_ROUTES, discordant, evaluate_index, evaluate_same_modality,
+                                 feature_routes, index_points, keyed_features, latency, qrels_for, query_rows,
+                                 raw_baseline, relevance_of)
+from query.eval.selection import (DEFAULT_SWEEP, MAX_SWEEP, PAIRED_TOLERANCE, calibrate_routes, choose,
+                                  fused_order, grid_edges, sweep_candidates, train_config, validate_exact,
+                                  validation_score, variants_to_run)
 from query.eval.tasks import DATASETS
 from query.search import CROSS_ROUTES as ROUTES
 from query.search import FEATURE_ROUTES
 
+__all__ = ["BenchConfig", "DEFAULTS", "DEFAULT_SWEEP", "FEATURE_ROUTES", "MAX_SWEEP", "METRICS", "NothingToScore",
+           "PAIRED_TOLERANCE", "QUICK_TRAINING", "ROUTES", "SAME_MODALITY_ROUTES", "StageTimer", "add_parser",
+           "aggregate", "aggregate_same", "calibrate_routes", "check_something_to_score", "choose", "clearly_better",
+           "deltas", "discordant", "evaluate_index", "evaluate_same_modality", "feature_routes", "fused_order",
+           "gap_closed", "grid_edges", "index_points", "keyed_features", "latency", "qrels_for", "query_rows",
+           "raw_baseline", "relevance_of", "run", "run_bench", "summarise_zero_training", "sweep_candidates",
+           "train_config", "validate_exact", "validation_score", "variants_to_run"]
+
 log = logging.getLogger(__name__)
 QUICK_TRAINING = {"steps": 300, "proxy_steps": 600}
-# lambda 4 (then the grid's top) was chosen for both proxy variants with validation still rising: the
-# grid reaches past it.
-DEFAULT_SWEEP = {"lambda_proxy": [1.0, 2.0, 4.0, 8.0, 16.0]}
-MAX_SWEEP = 16  # candidates per variant and seed: the sweep must stay small
-METRICS = ("r1", "r5", "r10", "map", "mrr10", "ndcg10", "top1", "top5")
-PAIRED_TOLERANCE = 0.01  # a candidate may cost paired pairs at most one R@1 point on validation
 
 
 @dataclass
@@ -101,379 +109,6 @@ class StageTimer:
 # ------------------------------------------------------------------------------ reading an index
 
 
-def index_points(store: Any, prefix: str = "") -> dict[str, dict[str, Any]]:
-    """All points of a store by modality, sorted by key (`prefix` + the payload path, i.e. the
-    item's path in the world): keys, labels, pair keys, bridged vectors."""
-    by_mod: dict[str, dict[str, Any]] = {}
-    for rec in store.scroll(with_payload=True, with_vectors=True):
-        p = rec.payload
-        d = by_mod.setdefault(p["modality"], {"keys": [], "labels": [], "pairs": [], "vectors": [], "raw": []})
-        d["keys"].append(prefix + p["path"])
-        d["labels"].append(p.get("label") or None)
-        d["pairs"].append(p.get("pair") or None)
-        d["vectors"].append(np.asarray(rec.vectors["bridged"], dtype=np.float32))
-        d["raw"].append(rec.vectors.get(f"raw_{p['modality']}"))  # the raw route's query (search by example)
-    for d in by_mod.values():
-        order = np.argsort(d["keys"])
-        for k in ("keys", "labels", "pairs"):
-            d[k] = [d[k][i] for i in order]
-        d["vectors"] = np.stack(d["vectors"])[order]
-        d["raw"] = None if any(r is None for r in d["raw"]) else np.stack(d["raw"]).astype(np.float32)[order]
-    return by_mod
-
-
-def query_rows(keys: list[str], split: str, limit: int) -> np.ndarray:
-    """Rows (into sorted `keys`) of the queries: items of `split`, at most `limit`, drawn with a
-    fixed seed, so every variant, route and the raw baseline ask the same queries."""
-    rows = np.flatnonzero([k.startswith(split + "/") for k in keys])
-    if rows.size > limit:
-        rows = np.sort(np.random.default_rng(7).choice(rows, size=limit, replace=False))
-    return rows
-
-
-def relevance_of(mode: str, q_pairs: list, c_pairs: list) -> str:
-    """"pair" or "label" for one ordered pair: `auto` takes pair keys when both sides share any."""
-    if mode != "auto":
-        return mode
-    return "pair" if {p for p in q_pairs if p} & {p for p in c_pairs if p} else "label"
-
-
-def _subsets(labels: list, unseen: set[str]) -> dict[str, np.ndarray]:
-    if not unseen:
-        return {}
-    is_unseen = np.array([y in unseen for y in labels])
-    return {"seen": np.flatnonzero(~is_unseen), "unseen": np.flatnonzero(is_unseen)}
-
-
-def _score(q_keys, ranked_keys, ranked_labels, qrels, q_labels, zero_shot: bool) -> dict[str, Any]:
-    m: dict[str, Any] = ranked_list_metrics(q_keys, ranked_keys, qrels)
-    m["top1"] = m["top5"] = None
-    if zero_shot:
-        m.update(zero_shot_from_ranked(q_labels, ranked_labels, ks=(1, 5)))
-    return m
-
-
-def feature_routes(index: Any, source: str, target: str) -> list[str]:
-    """The encoder-feature routes (`raw`, `instance`) a cross pair can take in `index`: `raw` where one
-    encoder reads both sides and the index stores the target's features, `instance` where the bridge
-    also holds a map for the pair. As at training (`choose_cross_modal_routes`), only for pairs the
-    bridge searches directly: a never-paired pair is G's to route."""
-    b = index.bridge
-    if source == target or not index.shares_encoder(source, target) or not index.has_raw(target) \
-            or (b.has_proxy and not b.is_paired(source, target)):
-        return []
-    return ["raw", *(["instance"] if b.has_instance(source, target) else [])]
-
-
-def evaluate_index(index: Any, points: dict[str, Any], routes: list[str], max_queries: int, *, split: str = "test",
-                   relevance: str = "auto", zero_shot: bool = True, unseen: set[str] = frozenset(),
-                   max_k: int = 1000, prefix: str = "") -> dict[str, dict[str, Any]]:
-    """Metrics for every ordered cross-modal pair and route through the router.
-
-    Queries are `split` items of the source modality, with their stored encoder features (the
-    `raw`/`instance` routes' queries, asked only of pairs that can take them: `feature_routes`); the
-    corpus is every point of the target modality in the index (the gallery). Where `raw` is scored,
-    each other route records `vs_raw`: (queries only it gets right at rank 1, only raw does).
-    Zero-shot (text targets, labelled queries): a query's class ranking is the order in which labels
-    first appear among its prompt hits. `prefix` + a hit's payload path is its key in `points`
-    (see `index_points`)."""
-    from bridge.modalities import MODALITIES
-
-    out: dict[str, dict[str, Any]] = {}
-    mods = [m for m in MODALITIES if m in points]
-    for s in mods:
-        rows = query_rows(points[s]["keys"], split, max_queries)
-        if not rows.size:
-            continue
-        q = points[s]["vectors"][rows]
-        q_keys = [points[s]["keys"][i] for i in rows]
-        q_labels = [points[s]["labels"][i] for i in rows]
-        q_pairs = [points[s]["pairs"][i] for i in rows]
-        features = None if points[s].get("raw") is None else points[s]["raw"][rows]
-        views = index.bridge.proxy_view(q) if index.bridge.has_proxy else None  # once per source
-        for t in mods:
-            if s == t:
-                continue  # search by example: `evaluate_same_modality`
-            c = points[t]
-            how, qrels = _relevant(relevance, q_keys, q_pairs, q_labels, c)
-            zs = zero_shot and t == "text" and any(q_labels) and any(c["labels"])
-            pair = out.setdefault(f"{s}->{t}", {"paired": bool(index.bridge.is_paired(s, t)), "relevance": how,
-                                                "queries": len(q_keys), "gallery": len(c["keys"])})
-            k = min(len(c["keys"]), max_k)
-            first: dict[str, list[bool]] = {}
-            for route in routes:
-                if route in ("proxy", "fused") and views is None:
-                    continue  # a zero-training space has no G
-                if route in FEATURE_ROUTES and (features is None or route not in feature_routes(index, s, t)):
-                    continue
-                hits = index.search_vectors(s, q, target=t, k=k, route=route, views=views, features=features)
-                ranked = [[prefix + str(h.path) for h in hs] for hs in hits]
-                ranked_labels = [[h.label or None for h in hs] for hs in hits]
-                m = _score(q_keys, ranked, ranked_labels, qrels, q_labels, zs)
-                for name, sub in _subsets(q_labels, unseen).items():
-                    m[name] = _score([q_keys[i] for i in sub], [ranked[i] for i in sub],
-                                     [ranked_labels[i] for i in sub], qrels, [q_labels[i] for i in sub], zs) \
-                        if sub.size else None
-                if route == "auto":
-                    m["route"] = hits[0][0].route if hits and hits[0] else None
-                pair[route] = m
-                first[route] = [bool(r) and r[0] in qrels.get(key, ()) for r, key in zip(ranked, q_keys)]
-            for route in (r for r in first if r != "raw" and "raw" in first):
-                pair[route]["vs_raw"] = list(discordant(first[route], first["raw"]))
-    return out
-
-
-SAME_MODALITY_ROUTES = ("direct", "raw")
-
-
-def evaluate_same_modality(index: Any, points: dict[str, Any], routes: list[str], max_queries: int, *,
-                           split: str = "test", unseen: set[str] = frozenset(), max_k: int = 1000,
-                           prefix: str = "") -> dict[str, dict[str, Any]]:
-    """Search by example, m -> m for every labelled modality: through the space (`direct`) and
-    through the encoder's own features (`raw`, the zero-training baseline), relevance by label,
-    each query's own item left out of its hits. Kept apart from the cross-modal pairs' means."""
-    out: dict[str, dict[str, Any]] = {}
-    for m, d in points.items():
-        rows = query_rows(d["keys"], split, max_queries)
-        if rows.size and any(d["labels"][i] for i in rows):
-            _same_modality(index, m, rows, d, routes, max_k, unseen, out, prefix)
-    return out
-
-
-def _same_modality(index: Any, m: str, rows: np.ndarray, d: dict[str, Any], routes: list[str], max_k: int,
-                   unseen: set[str], out: dict[str, dict[str, Any]], prefix: str) -> None:
-    q_keys = [d["keys"][i] for i in rows]
-    q_labels = [d["labels"][i] for i in rows]
-    qrels = qrels_by_key(q_keys, q_labels, d["keys"], d["labels"])
-    qrels = {q: set(rel) - {q} for q, rel in qrels.items()}
-    k = min(len(d["keys"]) - 1, max_k)
-    if k < 1:
-        return
-    pair = out.setdefault(f"{m}->{m}", {"relevance": "label", "queries": len(q_keys), "gallery": len(d["keys"]) - 1})
-    features = d["raw"][rows] if d.get("raw") is not None else None
-    wanted = [r for r in routes if r in (*SAME_MODALITY_ROUTES, "auto")] or list(SAME_MODALITY_ROUTES)
-    first: dict[str, list[bool]] = {}  # per route: was each query's first hit relevant
-    for route in wanted:
-        if route == "raw" and features is None:
-            continue  # an index without raw vectors
-        hits = index.search_vectors(m, d["vectors"][rows], target=m, k=k + 1, route=route, features=features)
-        ranked = [[key for key in (prefix + str(h.path) for h in hs) if key != q][:k] for hs, q in zip(hits, q_keys)]
-        no_labels = [[None]] * len(q_keys)
-        metrics = _score(q_keys, ranked, no_labels, qrels, q_labels, False)
-        for name, sub in _subsets(q_labels, unseen).items():
-            metrics[name] = _score([q_keys[i] for i in sub], [ranked[i] for i in sub], [[None]] * len(sub), qrels,
-                                   [q_labels[i] for i in sub], False) if sub.size else None
-        if route == "auto":
-            metrics["route"] = hits[0][0].route if hits and hits[0] else None
-        pair[route] = metrics
-        first[route] = [bool(r) and r[0] in qrels.get(q, ()) for r, q in zip(ranked, q_keys)]
-    if "direct" in first and "raw" in first:
-        pair["direct_only"], pair["raw_only"] = discordant(first["direct"], first["raw"])
-
-
-def discordant(a: list[bool], b: list[bool]) -> tuple[int, int]:
-    """(queries only `a` gets right at rank 1, queries only `b` gets right): what a sign test reads."""
-    return sum(x and not y for x, y in zip(a, b)), sum(y and not x for x, y in zip(a, b))
-
-
-# ------------------------------------------------------------------------------ the raw-feature baseline
-
-
-def raw_baseline(world: Any, preset: Any, cache: Any, splits: list[str], max_queries: int, *, relevance: str,
-                 zero_shot: bool, unseen: set[str]) -> dict[str, dict[str, Any]]:
-    """Exact search on the frozen encoders' own (normalised) features, for every ordered pair
-    whose two sides share an encoder; the same queries, gallery and qrels as the routed runs."""
-    mods = world.modalities("test")
-    pairs = [(s, t) for s in mods for t in mods if s != t and preset.shares_encoder(s, t)]
-    if not pairs:
-        return {}
-    keyed = keyed_features(world, preset, cache, splits, sorted({m for p in pairs for m in p}))
-    for d in keyed.values():
-        x = d["features"].astype(np.float32)
-        d["vectors"] = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-    out = {}
-    for s, t in pairs:
-        src, c = keyed[s], keyed[t]
-        rows_q = query_rows(src["keys"], "test", max_queries)
-        if not rows_q.size:
-            continue
-        q_keys = [src["keys"][i] for i in rows_q]
-        q_labels = [src["labels"][i] for i in rows_q]
-        q_pairs = [src["pairs"][i] for i in rows_q]
-        how = relevance_of(relevance, q_pairs, c["pairs"])
-        qrels = qrels_by_key(q_keys, q_pairs if how == "pair" else q_labels, c["keys"],
-                             c["pairs"] if how == "pair" else c["labels"])
-
-        def score(sub: np.ndarray) -> dict[str, Any]:
-            keys = [q_keys[i] for i in sub]
-            m: dict[str, Any] = search_metrics(src["vectors"][rows_q[sub]], keys, c["vectors"], c["keys"], qrels)
-            m["top1"] = m["top5"] = None
-            if zero_shot and t == "text" and any(q_labels) and any(c["labels"]):
-                test_prompts = [i for i, k in enumerate(c["keys"]) if k.startswith("test/") and c["labels"][i]]
-                classes, names = class_embeddings(c["vectors"][test_prompts], [c["labels"][i] for i in test_prompts])
-                m.update(zero_shot_accuracy(src["vectors"][rows_q[sub]], [q_labels[i] for i in sub], classes, names,
-                                            ks=(1, 5)))
-            return m
-
-        res = score(np.arange(len(q_keys)))
-        for name, sub in _subsets(q_labels, unseen).items():
-            res[name] = score(sub) if sub.size else None
-        out[f"{s}->{t}"] = {"relevance": how, **res}
-    return out
-
-
-# ------------------------------------------------------------------------------ settings on validation
-
-
-def keyed_features(world: Any, preset: Any, cache: Any, splits: list[str], modalities: list[str] | None = None
-                   ) -> dict[str, dict[str, Any]]:
-    """Frozen features of the items of `splits` by modality, sorted by key (as `index_points`)."""
-    from bridge.pairs import training_set
-
-    need = [m for m in world.modalities() if modalities is None or m in modalities]
-    rows = [r for split in splits for r in world.rows(split) if r.modality in need]
-    if not rows:
-        return {}
-    feats = training_set(rows, preset, cache)  # grouped by modality, in row order
-    out: dict[str, dict[str, Any]] = {}
-    for m in feats:
-        its = [it for split in splits for it in world.items if it.split == split and it.modality == m]
-        order = np.argsort([it.key for it in its])
-        out[m] = {"keys": [its[i].key for i in order], "labels": [its[i].label for i in order],
-                  "pairs": [its[i].pair for i in order], "features": feats[m].features[order]}
-    return out
-
-
-def fused_order(direct: np.ndarray, proxy: np.ndarray, k: int, fusion: Any = None) -> list[np.ndarray]:
-    """The fused route's ranking computed in numpy, as `Index.search(route="fused")` ranks it: each
-    side's top `max(fusion.depth, k)` by score, fused with the store's weighted RRF (`rrf_scores`,
-    `DEFAULT_RRF_K`, the weights of `FusionSettings`), the top `k` of the items either side found.
-    One row of item indices per query, best first."""
-    from indexer.store.types import DEFAULT_RRF_K, rrf_scores
-    from query.search import FusionSettings
-
-    f = fusion or FusionSettings()
-    depth = min(max(f.depth, k), direct.shape[1])
-    sides = [np.argsort(-scores, axis=1, kind="stable")[:, :depth] for scores in (direct, proxy)]
-    fused = rrf_scores(sides, [f.direct_weight, f.proxy_weight], direct.shape[1], DEFAULT_RRF_K)
-    order = np.argsort(-fused, axis=1, kind="stable")[:, :k]
-    return [row[fused[i, row] > 0] for i, row in enumerate(order)]
-
-
-def validate_exact(bridge: Any, val: dict[str, dict[str, Any]], max_queries: int, relevance: str = "auto",
-                   max_k: int = 1000) -> dict[str, dict[str, Any]]:
-    """Validation R@1/mAP per pair and route by exact search in numpy on the validation
-    features: the sweep's yardstick, so trying a setting costs no indexing. Same queries,
-    qrels, depth (`max_k` hits) and route definitions as `evaluate_index` (fused: `fused_order`)."""
-    emb = {m: bridge.embed_features(m, d["features"]) for m, d in val.items() if m in bridge.modalities}
-    views = {m: bridge.proxy_view(z) for m, z in emb.items()}
-    out: dict[str, dict[str, Any]] = {}
-    for s in emb:
-        rows = query_rows(val[s]["keys"], "val", max_queries)
-        if not rows.size:
-            continue
-        q_keys = [val[s]["keys"][i] for i in rows]
-        q_labels = [val[s]["labels"][i] for i in rows]
-        q_pairs = [val[s]["pairs"][i] for i in rows]
-        for t in emb:
-            if s == t:
-                continue
-            c = val[t]
-            how, qrels = _relevant(relevance, q_keys, q_pairs, q_labels, c)
-            direct, proxy = emb[s][rows] @ emb[t].T, views[s][rows] @ views[t].T
-            k = min(len(c["keys"]), max_k)
-            orders = {"direct": np.argsort(-direct, axis=1, kind="stable")[:, :k],
-                      "proxy": np.argsort(-proxy, axis=1, kind="stable")[:, :k], "fused": fused_order(direct, proxy, k)}
-            res: dict[str, Any] = {"paired": bool(bridge.is_paired(s, t)), "relevance": how}
-            for route, order in orders.items():
-                res[route] = ranked_list_metrics(q_keys, [[c["keys"][j] for j in row] for row in order], qrels)
-            out[f"{s}->{t}"] = res
-    return out
-
-
-def calibrate_routes(val_metrics: dict[str, dict[str, Any]]) -> dict[str, str]:
-    """Best route per pair by validation R@1 (then mAP); ties keep the simpler route. The encoder's
-    own features are the floor wherever they are scored: search by example and a cross pair on one
-    encoder take another route only where it clearly beats them (sign test, `clearly_better`, as at
-    training), so a pair is never below the zero-training baseline on a tie or on noise."""
-    table = {}
-    for pair, res in val_metrics.items():
-        if "direct_only" in res:  # search by example: the space only where it clearly beats the encoder
-            table[pair] = "direct" if clearly_better(res["direct_only"], res["raw_only"]) else "raw"
-            continue
-        candidates = [r for r in (*ROUTES, *FEATURE_ROUTES) if isinstance(res.get(r), dict)]
-        if "raw" in candidates:
-            candidates = [r for r in candidates if r == "raw" or clearly_better(*res[r].get("vs_raw", (0, 0)))]
-        preference = ["raw", "instance", *ROUTES]
-        table[pair] = max(candidates, key=lambda r: (round(res[r]["r1"], 6), round(res[r]["map"], 6),
-                                                     -preference.index(r)))
-    return table
-
-
-def validation_score(val_metrics: dict[str, dict[str, Any]]) -> dict[str, float | None]:
-    """Mean R@1 of the unpaired and of the paired pairs, each pair under its best route (what
-    calibrating the route table on these figures would give)."""
-    best = {p: max(res[r]["r1"] for r in ROUTES) for p, res in val_metrics.items()}
-    unpaired = [v for p, v in best.items() if not val_metrics[p]["paired"]]
-    paired = [v for p, v in best.items() if val_metrics[p]["paired"]]
-    return {"unpaired_r1": round(float(np.mean(unpaired)), 4) if unpaired else None,
-            "paired_r1": round(float(np.mean(paired)), 4) if paired else None}
-
-
-def choose(trials: list[dict[str, Any]], anchor_paired: float | None) -> int:
-    """The trial to test: best validation unpaired R@1 (all pairs when none is unpaired) among
-    those that keep the paired pairs within a point of `anchor`; first in grid order on ties."""
-    def objective(t: dict[str, Any]) -> float:
-        v = t["val"]
-        return v["unpaired_r1"] if v["unpaired_r1"] is not None else (v["paired_r1"] or 0.0)
-
-    ok = [i for i, t in enumerate(trials) if anchor_paired is None or t["val"]["paired_r1"] is None
-          or t["val"]["paired_r1"] >= anchor_paired - PAIRED_TOLERANCE]
-    pool = ok or list(range(len(trials)))
-    return max(pool, key=lambda i: (round(objective(trials[i]), 6), -i))
-
-
-def grid_edges(setting: dict[str, Any], sweep: dict[str, list[Any]]) -> list[str]:
-    """The swept settings whose chosen value is the smallest or largest of its grid (a grid to extend)."""
-    return [f"{k}={v}" for k, v in setting.items() if len(sweep.get(k, [])) > 2
-            and isinstance(v, (int, float)) and v in (min(sweep[k]), max(sweep[k]))]
-
-
-def sweep_candidates(sweep: dict[str, list[Any]], variant: str, base_keys: tuple[str, ...],
-                     bound_modalities: bool) -> list[dict[str, Any]]:
-    """The settings to try for one variant: `anchor` and `oracle` sweep only base settings (they
-    have no proxy term for lambda to weigh), and nothing is swept that cannot matter (no modality
-    bound in stage 3)."""
-    keys = [k for k in sweep if (variant not in ("anchor", "oracle") or k in base_keys)
-            and (bound_modalities or k in base_keys)]
-    combos = [dict(zip(keys, values)) for values in itertools.product(*(sweep[k] for k in keys))]
-    if len(combos) > MAX_SWEEP:
-        raise ValueError(f"the sweep has {len(combos)} settings per variant; keep it to {MAX_SWEEP} or fewer")
-    return combos or [{}]
-
-
-def _train_config(cfg: BenchConfig, world: Any, variant: str, seed: int, setting: dict[str, Any]) -> Any:
-    from bridge.config import TrainConfig
-
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
-    given = {**cfg.train_overrides, **setting, "preset": cfg.preset, "variant": variant, "seed": seed,
-             "anchor": world.spec.anchor, "proxy": world.spec.proxy}
-    unknown = set(given) - known
-    if unknown:
-        raise ValueError(f"unknown training settings {sorted(unknown)}")
-    return TrainConfig(**given)
-
-
-# ------------------------------------------------------------------------------ the run
-
-
-def _relevant(relevance: str, q_keys: list, q_pairs: list, q_labels: list, corpus: dict[str, Any]) -> tuple[str, Any]:
-    """("pair" or "label", the qrels) for queries against one modality's corpus."""
-    how = relevance_of(relevance, q_pairs, corpus["pairs"])
-    return how, qrels_by_key(q_keys, q_pairs if how == "pair" else q_labels, corpus["keys"],
-                             corpus["pairs"] if how == "pair" else corpus["labels"])
-
-
 class NothingToScore(EmergentBridgeError, ValueError):
     """The benchmark's test split holds nothing that can be scored."""
 
@@ -503,38 +138,130 @@ def check_something_to_score(world: Any, gallery: str = "test") -> None:
                          "prompts, in any split) for zero-shot")
 
 
-def variants_to_run(asked: list[str], bound: bool, modalities: list[str]) -> tuple[list[str], str | None]:
-    """The variants worth training, and why others are not: they differ only in how stage 3 binds
-    modalities beyond the anchor and proxy, so with nothing to bind they are one model."""
-    if bound or len(asked) < 2:
-        return list(asked), None
-    keep = ["anchor"] if "anchor" in asked else asked[:1]
-    note = (f"only `{keep[0]}` runs: the data holds {' and '.join(modalities)} only (the anchor and the proxy), "
-            f"so nothing is bound in stage 3 and {', '.join(asked)} would be one and the same model")
-    log.warning("%s", note)
-    return keep, note
+# ------------------------------------------------------------------------------ the run, step by step
+
+
+@dataclass
+class _Run:
+    """What every step of one bench run reads: the config, the world, the preset and its frozen
+    features, the variants and sweep worth running; and what the steps add up (`indexing`)."""
+
+    cfg: BenchConfig
+    timer: StageTimer
+    world: Any
+    preset: Any
+    preset_info: dict[str, Any]  # what training records about the preset, read once
+    cache: Any
+    train_set: Any
+    val_set: Any
+    bound: bool  # some modality beyond the anchor and proxy is bound in stage 3
+    variants: list[str]
+    variants_note: str | None
+    sweep: dict[str, list[Any]]
+    indexing: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def unseen(self) -> set[str]:
+        return set(self.world.unseen)
+
+    def eval_opts(self) -> dict[str, Any]:
+        spec = self.world.spec
+        return {"relevance": spec.relevance, "zero_shot": spec.zero_shot, "unseen": self.unseen,
+                "max_k": self.cfg.max_k}
+
+    @property
+    def gallery_splits(self) -> list[str]:
+        return ["test", "train"] if self.cfg.gallery == "test+train" else ["test"]
+
+    def prefix_of(self, split: str) -> str:  # the test index of a test+train gallery is the world folder itself
+        return "" if split == "test" and self.cfg.gallery == "test+train" else f"{split}/"
+
+    def build_index(self, bridge: Any, name: str, split: str) -> Any:
+        """Index `split` of the world (the test gallery with the training items where asked) with `bridge`."""
+        from indexer.index import index_directory
+        from query.search import Index
+
+        cfg, root = self.cfg, self.world.root
+        path = cfg.out / "indexes" / name
+        shutil.rmtree(path, ignore_errors=True)
+        with self.timer("index"):
+            if split == "test" and cfg.gallery == "test+train":
+                summary = index_directory(root, path, bridge=bridge, sidecar=root / "gallery.csv",
+                                          exclude=["val"], batch_size=64, progress=False, device=cfg.device)
+            else:
+                summary = index_directory(root / split, path, bridge=bridge, batch_size=64, progress=False,
+                                          device=cfg.device)
+        self.indexing.append({"run": name, "items": summary.indexed, "items_per_s": summary.items_per_s,
+                              "seconds": summary.seconds, "encode_seconds": summary.encode_seconds,
+                              "errors": summary.errors})
+        return Index.open(path, device=cfg.device)
+
+    def evaluate(self, index: Any, split: str, routes: list[str], same_routes: list[str],
+                 points: dict[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(cross-modal pairs, search by example) of `index` on `split`, timed as querying."""
+        prefix, opts = self.prefix_of(split), self.eval_opts()
+        with self.timer("query"):
+            points = points or index_points(index.store, prefix)
+            pairs = evaluate_index(index, points, routes, self.cfg.max_queries, split=split, prefix=prefix, **opts)
+            same = evaluate_same_modality(index, points, same_routes, self.cfg.max_queries, split=split,
+                                          prefix=prefix, unseen=opts["unseen"], max_k=self.cfg.max_k)
+        return pairs, same
+
+
+@dataclass
+class _Results:
+    """What the seeds' loop gathers for the report."""
+
+    runs: dict[str, dict[int, Any]]
+    selection: dict[str, dict[int, Any]]
+    settings: dict[str, Any] = field(default_factory=dict)
+    latency: dict[str, Any] = field(default_factory=dict)
 
 
 def run_bench(cfg: BenchConfig) -> dict[str, Any]:
-    """Run the benchmark described by `cfg`; returns the report (also written to `cfg.out`)."""
-    from bridge.encoders import load_preset
-    from bridge.features import FeatureCache
-    from bridge.pairs import training_set
-    from bridge.train import train
-    from query.eval.report import write_report
-    from query.eval.tasks import prepare_world
+    """Run the benchmark described by `cfg`; returns the report (also written to `cfg.out`).
 
-    from bridge.train import BASE_KEYS
+    Example:
+        report = run_bench(BenchConfig(out=Path("bench-out"), seeds=[0], preset="tiny"))
+        report["variants"]["emergentbridge"]["summary"]["unpaired_mean_r1"]
+    """
     from bridge.provenance import provenance
+    from query.eval.report import write_report
 
     prov = provenance()  # at the start: the code that runs is the checkout as it is now, not when it ends
     t_start = time.perf_counter()
+    run = _prepare(cfg)
+    with run.timer("encode"):  # the raw features' own search is counted with encoding: no bridge involved
+        raw = raw_baseline(run.world, run.preset, run.cache, run.gallery_splits, cfg.max_queries,
+                           relevance=run.world.spec.relevance, zero_shot=run.world.spec.zero_shot, unseen=run.unseen)
+    zero_training = _zero_training(run)
+    with run.timer("encode"):
+        val_feats = keyed_features(run.world, run.preset, run.cache, ["val"])
+    results = _train_and_test(run, val_feats)
+    report = _report(run, results, raw, zero_training, {"stages_s": run.timer.report(),
+                                                        "seconds": round(time.perf_counter() - t_start, 1),
+                                                        "provenance": prov})
+    if not any(p for v in results.runs.values() for r in v.values() for p in r["pairs"].values()):
+        raise NothingToScore(f"{run.world.spec.title}: no test query found a gallery to score against; "
+                             "the test split needs items of two modalities that share labels or pair keys")
+    write_report(report, cfg.out)
+    return report
+
+
+def _prepare(cfg: BenchConfig) -> _Run:
+    """The world, the preset on its device, the frozen features of train and val, and what is worth
+    running on them (variants, sweep); a world with nothing to score fails before any encoder loads."""
+    from bridge.encoders import load_preset
+    from bridge.features import FeatureCache
+    from bridge.pairs import training_set
+    from bridge.train import BASE_KEYS
+    from query.eval.tasks import prepare_world
+
     timer = StageTimer()
     cfg.out.mkdir(parents=True, exist_ok=True)
     with timer("prepare"):
         world = prepare_world(cfg.dataset, cfg.data, cfg.out, scale=cfg.scale, unseen=cfg.unseen,
                               anchor=cfg.anchor, proxy=cfg.proxy)
-    spec, unseen = world.spec, set(world.unseen)
     check_something_to_score(world, cfg.gallery)  # before any encoder loads
     if cfg.device is not None:
         from core.device import resolve_device
@@ -550,305 +277,158 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
         val_rows = world.rows("val")
         # Validation picks each head's best step (and, below, the swept settings); never test.
         val_set = training_set(val_rows, preset, cache) if val_rows else None
-    mods = world.modalities()
-    bound = any(m not in (spec.anchor, spec.proxy) for m in train_set)
-    variants, variants_note = variants_to_run(cfg.variants, bound, sorted(train_set))
+    bound = any(m not in (world.spec.anchor, world.spec.proxy) for m in train_set)
+    variants, note = variants_to_run(cfg.variants, bound, sorted(train_set))
     sweep = {k: v for k, v in cfg.sweep.items() if bound or k in BASE_KEYS}  # what is really swept
-    gallery_splits = ["test", "train"] if cfg.gallery == "test+train" else ["test"]
-    with timer("encode"):  # the raw features' own search is counted with encoding: no bridge involved
-        raw = raw_baseline(world, preset, cache, gallery_splits, cfg.max_queries, relevance=spec.relevance,
-                           zero_shot=spec.zero_shot, unseen=unseen)
+    return _Run(cfg, timer, world, preset, preset_info, cache, train_set, val_set, bound, variants, note, sweep)
 
-    eval_opts = {"relevance": spec.relevance, "zero_shot": spec.zero_shot, "unseen": unseen, "max_k": cfg.max_k}
-    runs: dict[str, dict[int, Any]] = {v: {} for v in variants}
-    selection: dict[str, dict[int, Any]] = {v: {} for v in variants}
-    indexing: list[dict[str, Any]] = []
-    lat: dict[str, Any] = {}
-    settings: dict[str, Any] = {}
-    order = sorted(variants, key=lambda v: v != "anchor")  # anchor trains the shared base
 
-    def build_index(bridge: Any, name: str, split: str) -> Any:
-        from indexer.index import index_directory
-        from query.search import Index
+def _zero_training(run: _Run) -> dict[str, Any] | None:
+    """The preset's pretrained space alone, nothing bound (the zero-training row); None for a preset
+    with no aligned pairs."""
+    if not run.preset.aligned_pairs:
+        return None
+    from bridge.space import Bridge
 
-        path = cfg.out / "indexes" / name
-        shutil.rmtree(path, ignore_errors=True)
-        with timer("index"):
-            if split == "test" and cfg.gallery == "test+train":
-                summary = index_directory(world.root, path, bridge=bridge, sidecar=world.root / "gallery.csv",
-                                          exclude=["val"], batch_size=64, progress=False, device=cfg.device)
-            else:
-                summary = index_directory(world.root / split, path, bridge=bridge, batch_size=64, progress=False,
-                                          device=cfg.device)
-        indexing.append({"run": name, "items": summary.indexed, "items_per_s": summary.items_per_s,
-                         "seconds": summary.seconds, "encode_seconds": summary.encode_seconds,
-                         "errors": summary.errors})
-        return Index.open(path, device=cfg.device)
+    mods = run.world.modalities()
+    zb = Bridge.from_preset(run.preset, extra=[m for m in ("depth", "thermal") if m in mods])
+    zb.feature_cache = run.cache
+    index = run.build_index(zb, "zero-training-test", "test")
+    pairs, same = run.evaluate(index, "test", ["auto"], [*SAME_MODALITY_ROUTES, "auto"])
+    index.close()
+    return {"modalities": zb.modalities, "pairs": pairs, "same_modality": same}
 
-    def prefix_of(split: str) -> str:  # the test index of a test+train gallery is the world folder itself
-        return "" if split == "test" and cfg.gallery == "test+train" else f"{split}/"
 
-    zero_training = None
-    if preset.aligned_pairs:  # the preset's pretrained space alone, nothing bound: the zero-training row
-        from bridge.space import Bridge
+def _train_and_test(run: _Run, val_feats: dict[str, Any]) -> _Results:
+    """For every seed and variant (`anchor` first: it trains the shared base): choose the setting on
+    validation, calibrate the route table through the validation index, score the test index once."""
+    from bridge.train import BASE_KEYS
 
-        zb = Bridge.from_preset(preset, extra=[m for m in ("depth", "thermal") if m in mods])
-        zb.feature_cache = cache
-        index = build_index(zb, "zero-training-test", "test")
-        points = index_points(index.store, prefix_of("test"))
-        with timer("query"):
-            zero_training = {
-                "modalities": zb.modalities,
-                "pairs": evaluate_index(index, points, ["auto"], cfg.max_queries, split="test",
-                                        prefix=prefix_of("test"), **eval_opts),
-                "same_modality": evaluate_same_modality(index, points, [*SAME_MODALITY_ROUTES, "auto"],
-                                                        cfg.max_queries, split="test", prefix=prefix_of("test"),
-                                                        unseen=unseen, max_k=cfg.max_k)}
-        index.close()
-    with timer("encode"):
-        val_feats = keyed_features(world, preset, cache, ["val"])
+    cfg = run.cfg
+    res = _Results(runs={v: {} for v in run.variants}, selection={v: {} for v in run.variants})
     chosen_settings: dict[str, dict[str, Any]] = {}
     for seed_no, seed in enumerate(cfg.seeds):
-        bases: dict[tuple, Any] = {}
+        bases: dict[tuple, Any] = {}  # trained bases by their settings: variants re-bind on them
         anchor_paired: float | None = None
-        for variant in order:
+        for variant in sorted(run.variants, key=lambda v: v != "anchor"):
             sweeping = seed_no == 0 or cfg.sweep_every_seed or variant not in chosen_settings
-            candidates = sweep_candidates(sweep, variant, BASE_KEYS, bound) if sweeping \
+            candidates = sweep_candidates(run.sweep, variant, BASE_KEYS, run.bound) if sweeping \
                 else [chosen_settings[variant]]
-            trials = []
-            for setting in candidates:
-                tc = _train_config(cfg, world, variant, seed, setting)
-                base_key = tuple(getattr(tc, k, None) for k in BASE_KEYS)
-                with timer("train"):
-                    bridge, curves = train(tc, train_set, val=val_set, preset_info=preset_info,
-                                           base=bases.get(base_key), device=cfg.device)
-                bases.setdefault(base_key, bridge)
-                with timer("query"):
-                    val = validate_exact(bridge, val_feats, cfg.max_queries, spec.relevance, cfg.max_k) \
-                        if val_feats else {}
-                trials.append({"setting": setting, "val": validation_score(val), "bridge": bridge, "config": tc,
-                               "curves": curves})
-                log.info("%s seed %d %s: validation %s", variant, seed, setting or "(defaults)", trials[-1]["val"])
-            pick = choose(trials, anchor_paired if variant != "anchor" else None)
+            trials, pick, edges = _choose_setting(run, variant, seed, candidates, bases, val_feats,
+                                                  anchor_paired if variant != "anchor" else None)
             chosen = trials[pick]
-            edges = grid_edges(chosen["setting"], sweep) if len(trials) > 2 else []
-            if edges:
-                log.warning("%s seed %d: %s chosen at the edge of its grid; extend --sweep past it before comparing",
-                            variant, seed, ", ".join(edges))
             chosen_settings.setdefault(variant, chosen["setting"])
             if variant == "anchor":
                 anchor_paired = chosen["val"]["paired_r1"]
-                settings = {k: v for k, v in dataclasses.asdict(chosen["config"]).items()
-                            if k not in ("variant", "seed")}
+                res.settings = {k: v for k, v in dataclasses.asdict(chosen["config"]).items()
+                                if k not in ("variant", "seed")}
             bridge = chosen["bridge"]
             bridge.save(cfg.out / "checkpoints" / f"{variant}-s{seed}", chosen["curves"])
-            bridge.feature_cache = cache  # indexing re-uses the frozen features
-            # The route table is calibrated through the real index and router, on validation.
-            index = build_index(bridge, f"{variant}-s{seed}-val", "val")
-            with timer("query"):
-                val_routed = evaluate_index(index, index_points(index.store, prefix_of("val")),
-                                            [*ROUTES, *FEATURE_ROUTES],
-                                            cfg.max_queries, split="val", prefix=prefix_of("val"), **eval_opts)
-            with timer("query"):
-                val_same = evaluate_same_modality(index, index_points(index.store, prefix_of("val")),
-                                                  list(SAME_MODALITY_ROUTES), cfg.max_queries, split="val",
-                                                  prefix=prefix_of("val"), max_k=cfg.max_k)
-            index.close()
-            routes = calibrate_routes(val_routed)
-            same_routes = calibrate_routes(val_same)
-            routes.update(same_routes)
-            selection[variant][seed] = {
+            bridge.feature_cache = run.cache  # indexing re-uses the frozen features
+            routes, val_routed, val_same = _calibrate(run, bridge, f"{variant}-s{seed}")
+            res.selection[variant][seed] = {
                 "chosen": chosen["setting"], "swept": sweeping, "routes": routes, "at_grid_edge": edges,
-                "same_modality_val": {p: {r: round(res[r]["r1"], 4) for r in SAME_MODALITY_ROUTES if r in res}
-                                      for p, res in val_same.items()},
+                "same_modality_val": {p: {r: round(m[r]["r1"], 4) for r in SAME_MODALITY_ROUTES if r in m}
+                                      for p, m in val_same.items()},
                 "val_routed": validation_score(val_routed),
                 "trials": [{"setting": t["setting"], **t["val"], "chosen": i == pick} for i, t in enumerate(trials)]}
-            index = build_index(bridge, f"{variant}-s{seed}-test", "test")
-            index.store.update_metadata({"routes": routes})
-            points = index_points(index.store, prefix_of("test"))
-            with timer("query"):
-                result = evaluate_index(index, points, [*ROUTES, *FEATURE_ROUTES, "auto"], cfg.max_queries,
-                                        split="test",
-                                        prefix=prefix_of("test"), **eval_opts)
-            with timer("query"):
-                same = evaluate_same_modality(index, points, [*SAME_MODALITY_ROUTES, "auto"], cfg.max_queries,
-                                              split="test", prefix=prefix_of("test"), unseen=unseen, max_k=cfg.max_k)
-            runs[variant][seed] = {"pairs": result, "routes": routes, "version": bridge.version, "same": same}
-            if not lat:
-                lat = latency(index, points)
-            index.close()
-            unpaired = [p["auto"]["r1"] for p in result.values() if not p["paired"]]
-            log.info("bench %s seed %d (%s): test unpaired mean R@1 %s", variant, seed, chosen["setting"] or "defaults",
-                     f"{np.mean(unpaired):.3f}" if unpaired else "n/a")
+            _test(run, res, bridge, variant, seed, routes, chosen["setting"])
+    return res
 
+
+def _choose_setting(run: _Run, variant: str, seed: int, candidates: list[dict[str, Any]], bases: dict[tuple, Any],
+                    val_feats: dict[str, Any], anchor_paired: float | None
+                    ) -> tuple[list[dict[str, Any]], int, list[str]]:
+    """Train `variant` once per candidate setting and score each by exact search on validation:
+    (the trials, the one chosen, the chosen settings at the edge of their grid)."""
+    from bridge.train import BASE_KEYS, train
+
+    cfg, spec = run.cfg, run.world.spec
+    trials = []
+    for setting in candidates:
+        tc = train_config(cfg, run.world, variant, seed, setting)
+        base_key = tuple(getattr(tc, k, None) for k in BASE_KEYS)
+        with run.timer("train"):
+            bridge, curves = train(tc, run.train_set, val=run.val_set, preset_info=run.preset_info,
+                                   base=bases.get(base_key), device=cfg.device)
+        bases.setdefault(base_key, bridge)
+        with run.timer("query"):
+            val = validate_exact(bridge, val_feats, cfg.max_queries, spec.relevance, cfg.max_k) if val_feats else {}
+        trials.append({"setting": setting, "val": validation_score(val), "bridge": bridge, "config": tc,
+                       "curves": curves})
+        log.info("%s seed %d %s: validation %s", variant, seed, setting or "(defaults)", trials[-1]["val"])
+    pick = choose(trials, anchor_paired)
+    edges = grid_edges(trials[pick]["setting"], run.sweep) if len(trials) > 2 else []
+    if edges:
+        log.warning("%s seed %d: %s chosen at the edge of its grid; extend --sweep past it before comparing",
+                    variant, seed, ", ".join(edges))
+    return trials, pick, edges
+
+
+def _calibrate(run: _Run, bridge: Any, name: str) -> tuple[dict[str, str], dict[str, Any], dict[str, Any]]:
+    """The route table, calibrated through the real index and router on validation:
+    (the table, the cross-modal pairs' and the search-by-example validation metrics)."""
+    index = run.build_index(bridge, f"{name}-val", "val")
+    val_routed, val_same = run.evaluate(index, "val", [*ROUTES, *FEATURE_ROUTES], list(SAME_MODALITY_ROUTES))
+    index.close()
+    routes = calibrate_routes(val_routed)
+    routes.update(calibrate_routes(val_same))
+    return routes, val_routed, val_same
+
+
+def _test(run: _Run, res: _Results, bridge: Any, variant: str, seed: int, routes: dict[str, str],
+          setting: dict[str, Any]) -> None:
+    """Index the test gallery with the calibrated route table in its metadata and score it once,
+    every route and the table's own (`auto`); the first test index also times the routes."""
+    index = run.build_index(bridge, f"{variant}-s{seed}-test", "test")
+    index.store.update_metadata({"routes": routes})
+    points = index_points(index.store, run.prefix_of("test"))
+    result, same = run.evaluate(index, "test", [*ROUTES, *FEATURE_ROUTES, "auto"], [*SAME_MODALITY_ROUTES, "auto"],
+                                points)
+    res.runs[variant][seed] = {"pairs": result, "routes": routes, "version": bridge.version, "same": same}
+    if not res.latency:
+        res.latency = latency(index, points)
+    index.close()
+    unpaired = [p["auto"]["r1"] for p in result.values() if not p["paired"]]
+    log.info("bench %s seed %d (%s): test unpaired mean R@1 %s", variant, seed, setting or "defaults",
+             f"{np.mean(unpaired):.3f}" if unpaired else "n/a")
+
+
+def _report(run: _Run, res: _Results, raw: dict[str, Any], zero_training: dict[str, Any] | None,
+            system: dict[str, Any]) -> dict[str, Any]:
+    """The report: what was measured, the choices made on validation, the figures over seeds, and
+    `system` (wall time per stage, total, provenance)."""
+    cfg, world, spec, variants = run.cfg, run.world, run.world.spec, run.variants
+    mods = world.modalities()
+    data = str(cfg.data) if cfg.data else "shipped sample"
     report = {
         "dataset": {
-            "name": spec.name, "title": spec.title, "data": str(cfg.data) if cfg.data else "shipped sample",
+            "name": spec.name, "title": spec.title, "data": data,
             "scale": cfg.scale if spec.name == "digits" else None, "source": spec.source,
             "anchor": spec.anchor, "proxy": spec.proxy,
             "paired": [list(p) for p in spec.paired(mods)], "never_paired": [list(p) for p in spec.never_paired(mods)],
             "relevance": spec.relevance, "zero_shot": spec.zero_shot, "splits": spec.splits, "notes": spec.notes,
-            "unseen_classes": sorted(unseen), "gallery": cfg.gallery, "items": world.counts(),
+            "unseen_classes": sorted(run.unseen), "gallery": cfg.gallery, "items": world.counts(),
         },
-        "world": {"scale": cfg.scale, "data": str(cfg.data) if cfg.data else "shipped sample", "items": world.counts()},
-        "preset": cfg.preset, "seeds": cfg.seeds, "settings": settings, "sweep": sweep,
+        "world": {"scale": cfg.scale, "data": data, "items": world.counts()},
+        "preset": cfg.preset, "seeds": cfg.seeds, "settings": res.settings, "sweep": run.sweep,
         "sweep_every_seed": cfg.sweep_every_seed,
-        "selection": selection, "max_queries": cfg.max_queries, "max_k": cfg.max_k,
+        "selection": res.selection, "max_queries": cfg.max_queries, "max_k": cfg.max_k,
         "raw": raw,
-        "variants": {v: aggregate(runs[v]) for v in variants}, "variants_note": variants_note,
-        "routes_per_seed": {v: {s: r["routes"] for s, r in runs[v].items()} for v in variants},
+        "variants": {v: aggregate(res.runs[v]) for v in variants}, "variants_note": run.variants_note,
+        "routes_per_seed": {v: {s: r["routes"] for s, r in res.runs[v].items()} for v in variants},
         "per_seed": {v: {s: {p: {"r1": m["auto"]["r1"], "paired": m["paired"]} for p, m in r["pairs"].items()}
-                         for s, r in runs[v].items()} for v in variants},
-        "indexing": indexing, "latency_ms": lat, "stages_s": timer.report(),
-        "seconds": round(time.perf_counter() - t_start, 1), "provenance": prov,
+                         for s, r in res.runs[v].items()} for v in variants},
+        "indexing": run.indexing, "latency_ms": res.latency, **system,
     }
-    report["same_modality"] = {v: aggregate_same(runs[v]) for v in variants}
+    report["same_modality"] = {v: aggregate_same(res.runs[v]) for v in variants}
     if zero_training is not None:
         report["zero_training"] = summarise_zero_training(zero_training, spec.never_paired(mods))
     if "anchor" in report["variants"] and len(report["variants"]) > 1:
         report["deltas_vs_anchor"] = deltas(report["variants"])
     if {"anchor", "oracle"} <= set(report["variants"]):
         report["gap_closed"] = gap_closed(report["variants"])
-    if not any(p for v in runs.values() for r in v.values() for p in r["pairs"].values()):
-        raise NothingToScore(f"{spec.title}: no test query found a gallery to score against; "
-                             "the test split needs items of two modalities that share labels or pair keys")
-    write_report(report, cfg.out)
     return report
-
-
-def latency(index: Any, points: dict[str, Any], n: int = 100) -> dict[str, dict[str, float]]:
-    """p50/p95 ms of one top-10 query per route for one unpaired pair (audio -> depth when there
-    is one), encoding excluded: G's view of the query is timed on its own, as part of encoding."""
-    mods = list(points)
-    unpaired = [(s, t) for s in mods for t in mods if s != t and not index.bridge.is_paired(s, t)]
-    s, t = ("audio", "depth") if {"audio", "depth"} <= points.keys() else \
-        (unpaired[0] if unpaired else tuple(mods[:2]) if len(mods) > 1 else (mods[0], mods[0]))
-    rows = query_rows(points[s]["keys"], points[s]["keys"][0].split("/", 1)[0], n)
-    q = points[s]["vectors"][rows]
-    out: dict[str, dict[str, float]] = {"pair": f"{s}->{t}"}  # type: ignore[dict-item]
-    views, times = [], []
-    for v in q:
-        t0 = time.perf_counter()
-        views.append(index.bridge.proxy_view(v[None, :]))
-        times.append((time.perf_counter() - t0) * 1000)
-    out["proxy_view"] = _percentiles(times)
-    for route in ROUTES:
-        times = []
-        for v, g in zip(q, views):
-            t0 = time.perf_counter()
-            index.search_vectors(s, v[None, :], target=t, k=10, route=route, views=g)
-            times.append((time.perf_counter() - t0) * 1000)
-        out[route] = _percentiles(times)
-    return out
-
-
-def _percentiles(times_ms: list[float]) -> dict[str, float]:
-    return {"p50_ms": round(float(np.percentile(times_ms, 50)), 3), "p95_ms": round(float(np.percentile(times_ms, 95)), 3)}
-
-
-def _mean_std(values: list[Any]) -> tuple[float | None, float | None]:
-    vals = [v for v in values if v is not None]
-    if not vals:
-        return None, None
-    return round(float(np.mean(vals)), 4), round(float(np.std(vals)), 4)
-
-
-def _aggregate_metrics(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
-    agg: dict[str, Any] = {}
-    for key in METRICS:
-        mean, std = _mean_std([m.get(key) for m in per_seed])
-        agg[key] = mean
-        if mean is not None:
-            agg[f"{key}_std"] = std
-    for sub in ("seen", "unseen"):
-        subs = [m.get(sub) for m in per_seed if m.get(sub)]
-        if subs:
-            agg[sub] = _aggregate_metrics(subs)
-    return agg
-
-
-def aggregate(per_seed: dict[int, Any]) -> dict[str, Any]:
-    """Mean and spread (std over seeds) per pair and route; `pairs` holds the calibrated (auto) route."""
-    seeds = sorted(per_seed)
-    pairs: dict[str, Any] = {}
-    routes: dict[str, Any] = {}
-    for pair, first in per_seed[seeds[0]]["pairs"].items():
-        runs = [per_seed[s]["pairs"][pair] for s in seeds]  # `instance` only in seeds whose bridge kept the map
-        routes[pair] = {route: _aggregate_metrics([r[route] for r in runs if route in r])
-                        for route in [*ROUTES, *FEATURE_ROUTES, "auto"] if any(route in r for r in runs)}
-        pairs[pair] = {"paired": first["paired"], "relevance": first["relevance"], **routes[pair]["auto"],
-                       "route": [per_seed[s]["routes"].get(pair, "direct") for s in seeds]}
-    unpaired = [p["r1"] for p in pairs.values() if not p["paired"]]
-    paired = [p["r1"] for p in pairs.values() if p["paired"]]
-    return {"pairs": pairs, "routes": routes,
-            "summary": {"unpaired_mean_r1": round(float(np.mean(unpaired)), 4) if unpaired else None,
-                        "paired_mean_r1": round(float(np.mean(paired)), 4) if paired else None}}
-
-
-def aggregate_same(per_seed: dict[int, Any]) -> dict[str, Any]:
-    """Search by example per modality: mean R@1 over seeds through the space, the raw features and
-    the calibrated route, with the routes chosen."""
-    seeds = sorted(per_seed)
-    out: dict[str, Any] = {}
-    for pair in per_seed[seeds[0]].get("same", {}):
-        runs = [per_seed[s]["same"][pair] for s in seeds]
-        out[pair] = {r: _mean_std([x[r]["r1"] for x in runs if isinstance(x.get(r), dict)])[0]
-                     for r in (*SAME_MODALITY_ROUTES, "auto")}
-        for part in ("seen", "unseen"):  # classes held out of training (--unseen) apart
-            if any(isinstance((x.get("auto") or {}).get(part), dict) for x in runs):
-                out[pair][part] = {r: _mean_std([x[r][part]["r1"] for x in runs
-                                                 if isinstance((x.get(r) or {}).get(part), dict)])[0]
-                                   for r in (*SAME_MODALITY_ROUTES, "auto")}
-        out[pair]["route"] = [(per_seed[s]["same"][pair].get("auto") or {}).get("route") or "?" for s in seeds]
-    return out
-
-
-def summarise_zero_training(zero: dict[str, Any], never_paired: list[tuple[str, str]]) -> dict[str, Any]:
-    """The zero-training row: per pair R@1 where the pretrained space places both sides, and the
-    never-paired mean over the pairs it can score (it places no audio without an aligned tower)."""
-    pairs = {p: {"r1": m["auto"]["r1"], "top1": m["auto"].get("top1"), "route": m["auto"].get("route")}
-             for p, m in zero["pairs"].items()}
-    never = {f"{a}->{b}" for a, b in never_paired} | {f"{b}->{a}" for a, b in never_paired}
-    scored = [pairs[p]["r1"] for p in pairs if p in never]
-    return {"modalities": zero["modalities"], "pairs": pairs,
-            "never_paired_scored": sorted(p for p in pairs if p in never),
-            "never_paired_mean_r1": round(float(np.mean(scored)), 4) if scored else None,
-            "same_modality": {p: {r: m[r]["r1"] for r in (*SAME_MODALITY_ROUTES, "auto") if isinstance(m.get(r), dict)}
-                              for p, m in zero["same_modality"].items()}}
-
-
-def gap_closed(variants: dict[str, Any]) -> dict[str, Any]:
-    """How much of the gap between `anchor` (binding only) and `oracle` (every pair trained with its
-    own pairs) each variant closes on the never-paired pairs' mean R@1: the figure that matters."""
-    lo, hi = (variants[v]["summary"]["unpaired_mean_r1"] for v in ("anchor", "oracle"))
-    out: dict[str, Any] = {"anchor": lo, "oracle": hi}
-    for v, res in variants.items():
-        if v in ("anchor", "oracle") or lo is None or hi is None:
-            continue
-        mean = res["summary"]["unpaired_mean_r1"]
-        out[v] = {"unpaired_mean_r1": mean, "gap_closed": round((mean - lo) / (hi - lo), 4) if hi != lo else None}
-    return out
-
-
-def deltas(variants: dict[str, Any]) -> dict[str, Any]:
-    """Each variant minus `anchor`, in R@1 points per pair (calibrated route), and the relative
-    gain on the mean unpaired R@1."""
-    base = variants["anchor"]["pairs"]
-    base_mean = variants["anchor"]["summary"]["unpaired_mean_r1"]
-    out = {}
-    for v, res in variants.items():
-        if v == "anchor":
-            continue
-        d = {p: round(100 * (res["pairs"][p]["r1"] - base[p]["r1"]), 2) for p in base}
-        unpaired = [d[p] for p in d if not base[p]["paired"]]
-        paired = [d[p] for p in d if base[p]["paired"]]
-        mean = res["summary"]["unpaired_mean_r1"]
-        out[v] = {"pairs_r1_points": d,
-                  "unpaired_mean_points": round(float(np.mean(unpaired)), 2) if unpaired else None,
-                  "unpaired_relative_gain": round(mean / base_mean - 1, 4) if unpaired and base_mean else None,
-                  "unpaired_worst_points": min(unpaired) if unpaired else None,
-                  "paired_worst_points": min(paired) if paired else None}
-    return out
 
 
 # ------------------------------------------------------------------------------ CLI
