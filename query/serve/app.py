@@ -12,7 +12,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, AsyncIterator
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.security import APIKeyHeader
@@ -74,7 +74,11 @@ async def _send_json(send: Any, status: int, message: str) -> None:
 
 
 def create_app(service: SearchService) -> FastAPI:
-    """The ASGI app over an opened service; closing the app (lifespan end) closes the service."""
+    """The ASGI app over an opened service; closing the app (lifespan end) closes the service.
+
+    Example:
+        uvicorn.run(create_app(SearchService.open(Path("my-index"), ServeSettings(api_key="s3cret"))))
+    """
     settings = service.settings
 
     @asynccontextmanager
@@ -86,7 +90,17 @@ def create_app(service: SearchService) -> FastAPI:
                   description="Cross-modal search over one index: text, files or indexed ids; media and previews of hits.")
     app.state.service = service
     app.add_middleware(_BodyLimit, limit=settings.max_upload_bytes)
+    _add_error_handlers(app)
+    guarded = [Depends(_key_guard(settings))]
+    for router in (_server_routes(service, guarded), _search_routes(service, guarded),
+                   _item_routes(service, guarded), _page_routes()):
+        app.include_router(router)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    return app
 
+
+def _key_guard(settings: ServeSettings) -> Any:
+    """The dependency that refuses a request without the API key (when the server has one)."""
     key_header = APIKeyHeader(name=API_KEY_HEADER, auto_error=False,
                               description="needed when the server was started with --api-key")
 
@@ -97,6 +111,11 @@ def create_app(service: SearchService) -> FastAPI:
         if not hmac.compare_digest(given.encode(), settings.api_key.encode()):
             raise ApiError(401, f"missing or wrong API key: send it in the {API_KEY_HEADER} header")
 
+    return require_key
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    """Every error answers `{"error": one line}` with its status; the unexpected ones are logged."""
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
         return JSONResponse({"error": exc.message}, status_code=exc.status)
@@ -117,25 +136,34 @@ def create_app(service: SearchService) -> FastAPI:
         log.exception("%s %s failed", request.method, request.url.path)
         return JSONResponse({"error": "internal error; the server log has the details"}, status_code=500)
 
-    guarded = [Depends(require_key)]
 
-    @app.get("/health", tags=["server"])
+def _server_routes(service: SearchService, guarded: list[Any]) -> APIRouter:
+    """Liveness, the route menu and the index's stats."""
+    router = APIRouter(tags=["server"])
+
+    @router.get("/health")
     async def health() -> dict[str, Any]:
         """Liveness: answers without an API key."""
         return {"status": "ok"}
 
-    @app.get("/routes", tags=["server"])
+    @router.get("/routes")
     async def routes() -> dict[str, Any]:
         """The routes a search can ask for, each with what it does (the page's route menu). Needs no
         API key: it describes the server's code, not the index."""
         return {"routes": [r.to_json() for r in SEARCH_ROUTES]}
 
-    @app.get("/stats", tags=["server"], dependencies=guarded)
+    @router.get("/stats", dependencies=guarded)
     async def stats() -> dict[str, Any]:
         """Points per modality, the bridge version and the route of every modality pair."""
         return await service.run(service.stats)
+    return router
 
-    @app.post("/search", tags=["search"], dependencies=guarded, response_model=SearchResponse,
+
+def _search_routes(service: SearchService, guarded: list[Any]) -> APIRouter:
+    """Search by text, indexed id or uploaded file."""
+    router = APIRouter(tags=["search"])
+
+    @router.post("/search", dependencies=guarded, response_model=SearchResponse,
               openapi_extra={"requestBody": {"required": True, "content": {
                   "application/json": {"schema": SearchRequest.model_json_schema()},
                   "multipart/form-data": {"schema": {"type": "object", "properties": {
@@ -160,13 +188,19 @@ def create_app(service: SearchService) -> FastAPI:
         finally:
             if upload is not None:
                 shutil.rmtree(upload.parent, ignore_errors=True)
+    return router
 
-    @app.get("/items/{item_id}", tags=["items"], dependencies=guarded, response_model=ItemOut)
+
+def _item_routes(service: SearchService, guarded: list[Any]) -> APIRouter:
+    """An indexed item's payload, its file and its preview."""
+    router = APIRouter(tags=["items"])
+
+    @router.get("/items/{item_id}", dependencies=guarded, response_model=ItemOut)
     async def item(item_id: str) -> dict[str, Any]:
         """An indexed item's payload (path relative to the indexed folder, modality, label...)."""
         return await service.run(service.item, item_id)
 
-    @app.get("/items/{item_id}/media", tags=["items"], dependencies=guarded,
+    @router.get("/items/{item_id}/media", dependencies=guarded,
              response_class=FileResponse)
     async def media(item_id: str) -> FileResponse:
         """The indexed file itself, streamed with its content type."""
@@ -174,19 +208,23 @@ def create_app(service: SearchService) -> FastAPI:
         kind = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
         return FileResponse(path, media_type=kind, headers={"Cache-Control": "private, max-age=300"})
 
-    @app.get("/items/{item_id}/preview", tags=["items"], dependencies=guarded,
+    @router.get("/items/{item_id}/preview", dependencies=guarded,
              responses={200: {"content": {"image/png": {}}}}, response_class=Response)
     async def preview(item_id: str) -> Response:
         """A PNG thumbnail: pictures as they are, depth and thermal in false colour."""
         png = await service.run(service.preview, item_id)
         return Response(png, media_type="image/png", headers={"Cache-Control": "private, max-age=300"})
+    return router
 
-    @app.get("/", include_in_schema=False)
+
+def _page_routes() -> APIRouter:
+    """The web page."""
+    router = APIRouter()
+
+    @router.get("/", include_in_schema=False)
     async def page() -> HTMLResponse:
         return HTMLResponse((STATIC_DIR / "index.html").read_text(encoding="utf-8"))
-
-    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
-    return app
+    return router
 
 
 async def _read_search_request(request: Request, service: SearchService) -> tuple[SearchRequest, Path | None, str | None]:
