@@ -76,6 +76,11 @@ def _run_rows(report: dict[str, Any], pair: str) -> list[tuple[str, dict[str, An
     return ([("raw", raw[pair])] if pair in raw else []) + [(v, variants[v]["pairs"][pair]) for v in variants]
 
 
+def _heading(title: str, intro: str, columns: list[str]) -> list[str]:
+    """A section's title, its one-paragraph intro and the head of its table."""
+    return ["", f"## {title}", "", intro, "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+
+
 def _chosen_routes(report: dict[str, Any], variant: str, pair: str) -> str:
     return ", ".join(sorted(set(report["variants"][variant]["pairs"][pair]["route"])))
 
@@ -136,13 +141,13 @@ def _against_anchor(report: dict[str, Any]) -> list[str]:
 
 
 def _gap_closed(report: dict[str, Any]) -> list[str]:
-    if not report.get("gap_closed"):
+    g = report.get("gap_closed")
+    if not g:
         return []
-    g = report["gap_closed"]
-    lines = ["", "## Never-paired pairs: the gap between `anchor` and `oracle` each variant closes", "",
-             f"`anchor` (binding only) {_pct(g['anchor'])}, `oracle` (every pair trained with its own pairs) "
-             f"{_pct(g['oracle'])} mean R@1 over the never-paired pairs.", "",
-             "| variant | never-paired mean R@1 | gap closed |", "|---|---|---|"]
+    lines = _heading("Never-paired pairs: the gap between `anchor` and `oracle` each variant closes",
+                     f"`anchor` (binding only) {_pct(g['anchor'])}, `oracle` (every pair trained with its own "
+                     f"pairs) {_pct(g['oracle'])} mean R@1 over the never-paired pairs.",
+                     ["variant", "never-paired mean R@1", "gap closed"])
     for v, d in g.items():
         if isinstance(d, dict):
             closed = "–" if d["gap_closed"] is None else f"{100 * d['gap_closed']:+.0f}%"
@@ -154,10 +159,10 @@ def _zero_training(report: dict[str, Any]) -> list[str]:
     if not report.get("zero_training"):
         return []
     z = report["zero_training"]
-    lines = ["", "## Zero training: the preset's pretrained space alone, nothing bound", "",
-             f"It places {', '.join(z['modalities'])}; never-paired mean R@1 over the pairs it can score "
-             f"({', '.join(z['never_paired_scored']) or 'none'}): {_pct(z['never_paired_mean_r1'])}.", "",
-             "| pair | R@1 | zero-shot top-1 |", "|---|---|---|"]
+    lines = _heading("Zero training: the preset's pretrained space alone, nothing bound",
+                     f"It places {', '.join(z['modalities'])}; never-paired mean R@1 over the pairs it can score "
+                     f"({', '.join(z['never_paired_scored']) or 'none'}): {_pct(z['never_paired_mean_r1'])}.",
+                     ["pair", "R@1", "zero-shot top-1"])
     return lines + [f"| {pair} | {_pct(m['r1'])} | {_pct(m.get('top1'))} |" for pair, m in z["pairs"].items()]
 
 
