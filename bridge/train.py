@@ -398,10 +398,24 @@ def _bind_instances(run: TrainRun) -> None:
 # ------------------------------------------------------------------------------ 5. routes
 
 
+def _apply_guard_scales(run: TrainRun) -> None:
+    """Keep of each trained label-space head's learned part only the share the class guard found safe
+    for the classes the pairs never showed (`residual_scale`: its MLP's output scaled down)."""
+    for m, g in run.guard.items():
+        head = run.modules.heads[m]
+        scale = g.get("residual_scale", 1.0)
+        if head.kind == "labelspace-residual" and 0.0 < scale < 1.0:
+            with torch.no_grad():
+                head.net[-1].weight.mul_(scale)
+                head.net[-1].bias.mul_(scale)
+            run.config["heads"].setdefault(m, {})["residual_scale"] = scale
+
+
 def _choose_routes(run: TrainRun) -> Bridge:
     """Stage 5: the bridge, with each search's route chosen on validation and the validation R@1 in the curves."""
     config = run.config
     run.modules.eval()
+    _apply_guard_scales(run)
     fixed = [m for m in config["feature_dims"] if config["head_kinds"].get(m) == "labelspace"]
     for i, a in enumerate(fixed):  # the pretrained space's own vectors meet as they did with no training
         for b in fixed[i + 1:]:

@@ -172,10 +172,10 @@ def test_binding_a_modality_the_space_placed_reembeds_it_and_keeps_the_photos_bi
             assert not np.allclose(after[path], vec)  # the new head's vector, not the zero-training one
 
 
-def test_class_guard_keeps_a_placed_heads_start_when_training_forgets_held_out_classes(tmp_path):
+def test_class_guard_keeps_only_the_share_of_training_that_held_out_classes_survive(tmp_path):
     """A head that starts at its label-space vector is trained on a trial without a third of the
-    classes first; the figures are recorded, and where the trial lost the held-out classes the head
-    stays the zero-training map (its vectors are the pretrained space's, bit for bit)."""
+    classes first; where the fully trained head loses held-out classes, only the largest share of
+    its learned part at which they hold is kept (none: the head stays the zero-training map)."""
     from bridge.config import TrainConfig
     from bridge.encoders import load_preset
     from bridge.pairs import ModalityData
@@ -205,8 +205,12 @@ def test_class_guard_keeps_a_placed_heads_start_when_training_forgets_held_out_c
     guard = bound.config["class_guard"]["thermal"]
     assert 1 <= len(guard["held_out"]) <= 2 and set(guard["held_out"]) <= set(labels)
     assert guard["queries"] == 10 * len(guard["held_out"])  # every item of those classes, train and val
-    # The start already finds every held-out item's class; training on the others cannot do better.
-    assert guard["start_r1"] == 1.0 and guard["trial_r1"] < 1.0 and guard["keep_start"]
-    assert bound.config["head_kinds"]["thermal"] == "labelspace"
+    # The start already finds every held-out item's class; the fully trained head loses some of them,
+    # so only a share of its learned part is kept (the largest at which the held-out classes hold).
+    assert guard["start_r1"] == 1.0 and guard["trial_r1"] == 1.0 and not guard["keep_start"]
+    assert 0.0 < guard["residual_scale"] < 1.0
+    kept = bound.config["heads"]["thermal"]
+    assert kept["kind"] == "labelspace" or kept["residual_scale"] == guard["residual_scale"]
     zero = Bridge.from_preset(preset)
-    np.testing.assert_array_equal(bound.embed_features("thermal", thermal[:5]), zero.embed_features("thermal", thermal[:5]))
+    near = (bound.embed_features("thermal", thermal[:5]) * zero.embed_features("thermal", thermal[:5])).sum(1)
+    assert (near > 0.9).all()  # a small step from the zero-training placement, not a new place
