@@ -66,9 +66,9 @@ class TrainConfig:
     # the batch). Against heads that pull items onto their classes and lose what tells them apart.
     keep_neighbours: float = 0.0
     # A head that starts at its label-space vector (a modality the pretrained space places) is first
-    # trained with a third of the manifest's classes held out; where that loses the held-out classes
-    # against its start (a sign test), the head stays its label-space map: a space that knew those
-    # classes with no pairs must not forget them for the classes the pairs show.
+    # trained with a third of the manifest's classes held out; the bridge keeps only the largest share
+    # of its learned part at which the held-out classes lose nothing against the start (none: the head
+    # stays its label-space map): a space that knew those classes with no pairs must not forget them.
     class_guard: bool = True
     select: bool = True  # keep each head's best validation step (the start included)
     eval_every: int = 50  # steps between validation checks for selection
