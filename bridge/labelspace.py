@@ -253,12 +253,17 @@ def read_as_concept(spec_entry: dict[str, Any] | None, texts: list[str]) -> list
     return out
 
 
-def to_label_space(logits: np.ndarray) -> np.ndarray:
-    """Numpy twin of `LabelMap`'s last step: sqrt(softmax(logits)) per row (unit vectors)."""
-    z = logits - logits.max(axis=1, keepdims=True)
+def to_label_space(logits: np.ndarray, spread: np.ndarray | None = None) -> np.ndarray:
+    """Numpy twin of `LabelMap`'s last step: sqrt(softmax(logits)) per row (unit vectors); with a
+    concept space's `spread` (classes, concepts), the mass under each concept, square-rooted and
+    normalised."""
+    z = logits - logits.max(axis=-1, keepdims=True)
     p = np.exp(z)
-    p /= p.sum(axis=1, keepdims=True)
-    return np.sqrt(p).astype(np.float32)
+    p /= p.sum(axis=-1, keepdims=True)
+    if spread is None:
+        return np.sqrt(p).astype(np.float32)
+    q = np.sqrt(np.maximum(p @ spread, 0))
+    return (q / np.maximum(np.linalg.norm(q, axis=-1, keepdims=True), 1e-12)).astype(np.float32)
 
 
 def supplies_proxy(preset_info: dict[str, Any], anchor: str, proxy: str, base: str = "auto") -> bool:

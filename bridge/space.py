@@ -434,13 +434,8 @@ def _fixed_head(config: dict[str, Any], state: dict[str, np.ndarray], modality: 
     mode = int(state[key + "cosine"])
     x = _unit(features) if mode == 1 else np.log(np.maximum(features, 1e-6)) if mode == 2 else features
     logits = (x @ state[key + "weight"].T + state[key + "bias"]) * float(state[key + "scale"])
-    logits -= logits.max(axis=-1, keepdims=True)
-    p = np.exp(logits)
-    p /= p.sum(axis=-1, keepdims=True)
     family = (config.get("label_classes") or {}).get(modality)
-    if family is None:
-        return np.sqrt(p).astype(np.float32)
     from bridge.concepts import concept_table
+    from bridge.labelspace import to_label_space
 
-    spread = concept_table().spread(family)
-    return _unit(np.sqrt(np.maximum(p @ spread, 0))).astype(np.float32)
+    return to_label_space(logits, None if family is None else concept_table().spread(family))
