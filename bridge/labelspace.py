@@ -79,7 +79,6 @@ class LabelSpaceSpec:
                              "format strings with one {}")
         if not (spec.image_temperature > 0 and spec.text_temperature > 0 and spec.audio_temperature > 0):
             raise ValueError("label_space temperatures must be positive")
-
         return spec
 
     def to_json(self) -> dict[str, Any]:
@@ -159,15 +158,19 @@ def concept_prompts(spec: LabelSpaceSpec) -> list[list[str]]:
     name, both in the spec's templates; a sound-only concept (AudioSet) as "the sound of {name}."."""
     from bridge.concepts import concept_table
 
-    table = concept_table()
     names = spec.class_names()
-    out = []
-    for i, node in enumerate(table.nodes):
-        if node["family"] == "audio":
-            out.append([SOUND_TEMPLATE.format(node["name"].lower())] * len(spec.prompts("x")))
-        else:
-            out.append(spec.prompts(names[i] if i < len(names) else node["name"]))
-    return out
+    return [concept_prompt(spec, i, names) for i in range(concept_table().size)]
+
+
+def concept_prompt(spec: LabelSpaceSpec, node: int, names: list[str] | None = None) -> list[str]:
+    """One concept's prompts (see `concept_prompts`); `names`, the spec's class names, if at hand."""
+    from bridge.concepts import concept_table
+
+    entry = concept_table().nodes[node]
+    if entry["family"] == "audio":
+        return [SOUND_TEMPLATE.format(entry["name"].lower())] * len(spec.prompts("x"))
+    names = spec.class_names() if names is None else names
+    return spec.prompts(names[node] if node < len(names) else entry["name"])
 
 
 def label_maps(preset: Any, modalities: list[str]) -> dict[str, dict[str, np.ndarray | float | int]]:
@@ -185,6 +188,15 @@ def label_maps(preset: Any, modalities: list[str]) -> dict[str, dict[str, np.nda
         from bridge.concepts import concept_table
 
         table = concept_table()
+    def classes_of(family: str) -> str:  # a classifier's classes, each concept's mass over its class count^A
+        return f"{family}:{spec.concept_prior:g}" if spec.concept_prior else family
+
+    def identity(n: int, temperature: float, mode: int, family: str) -> dict[str, Any]:
+        """A map that reads `n` class scores as they come (the encoder already outputs its classes)."""
+        out = {"weight": np.eye(n, dtype=np.float32), "bias": np.zeros(n, np.float32), "scale": 1.0 / temperature,
+               "cosine": mode}
+        return {**out, "family": classes_of(family)} if table is not None else out
+
     out: dict[str, dict[str, Any]] = {}
     for m in modalities:
         backbone = preset.encoder(m).backbone
@@ -195,22 +207,14 @@ def label_maps(preset: Any, modalities: list[str]) -> dict[str, dict[str, np.nda
             if table is not None:
                 out[m]["family"] = f"concepts:{spec.text_ancestor_weight:g}"
         elif getattr(backbone, "label_family", None) == "imagenet":  # a sound read as ImageNet logits (soundnet)
-            n = backbone.dim
-            out[m] = {"weight": np.eye(n, dtype=np.float32), "bias": np.zeros(n, np.float32),
-                      "scale": 1.0 / spec.audio_temperature, "cosine": 0}
-            if table is not None:
-                out[m]["family"] = f"imagenet:{spec.concept_prior:g}" if spec.concept_prior else "imagenet"
+            out[m] = identity(backbone.dim, spec.audio_temperature, 0, "imagenet")
         elif hasattr(backbone, "class_map"):  # an audio tagger: its own classes, AudioSet's in a concept space
-            n = len(backbone.class_map())
-            out[m] = {"weight": np.eye(n, dtype=np.float32), "bias": np.zeros(n, np.float32),
-                      "scale": 1.0 / spec.audio_temperature, "cosine": 2}
-            if table is not None:
-                out[m]["family"] = f"audioset:{spec.concept_prior:g}" if spec.concept_prior else "audioset"
+            out[m] = identity(len(backbone.class_map()), spec.audio_temperature, 2, "audioset")
         elif hasattr(backbone, "classifier"):
             weight, bias = backbone.classifier(len(spec.class_names()))
             out[m] = {"weight": weight, "bias": bias, "scale": 1.0 / spec.image_temperature, "cosine": 0}
             if table is not None:
-                out[m]["family"] = f"imagenet:{spec.concept_prior:g}" if spec.concept_prior else "imagenet"
+                out[m]["family"] = classes_of("imagenet")
     return out
 
 
@@ -241,16 +245,8 @@ def read_as_concept(spec_entry: dict[str, Any] | None, texts: list[str]) -> list
     if not spec.lexicon:
         return list(texts)
     table = concept_table()
-    prompts = None
-    out = []
-    for t in texts:
-        node = table.lookup(t) if isinstance(t, str) else None
-        if node is None:
-            out.append(t)
-            continue
-        prompts = prompts or concept_prompts(spec)
-        out.append(prompts[node][0])
-    return out
+    nodes = [table.lookup(t) if isinstance(t, str) else None for t in texts]
+    return [t if node is None else concept_prompt(spec, node)[0] for t, node in zip(texts, nodes)]
 
 
 def to_label_space(logits: np.ndarray, spread: np.ndarray | None = None) -> np.ndarray:
