@@ -131,6 +131,13 @@ class Head(nn.Module):
         """True for a head with nothing to train: its vectors are the encoder's (or their label-space map)."""
         return self.kind in ("identity", "labelspace")
 
+    def scale_learned(self, scale: float) -> None:
+        """Keep `scale` of what a residual head learned on top of its start: its MLP's output scaled
+        (the class guard's share; 0 would be the start itself)."""
+        with torch.no_grad():
+            self.net[-1].weight.mul_(scale)
+            self.net[-1].bias.mul_(scale)
+
 
 # ------------------------------------------------------------------------------ where heads start
 

@@ -405,9 +405,7 @@ def _apply_guard_scales(run: TrainRun) -> None:
         head = run.modules.heads[m]
         scale = g.get("residual_scale", 1.0)
         if head.kind == "labelspace-residual" and 0.0 < scale < 1.0:
-            with torch.no_grad():
-                head.net[-1].weight.mul_(scale)
-                head.net[-1].bias.mul_(scale)
+            head.scale_learned(scale)
             run.config["heads"].setdefault(m, {})["residual_scale"] = scale
 
 

@@ -29,8 +29,7 @@ from bridge.config import TrainConfig
 from bridge.head_plan import frozen_modalities, on_label_space
 from bridge.pairs import TrainingSet
 from bridge.space import Bridge
-from bridge.validation import hits_at_1
-from core.deps import require
+from bridge.validation import hits_at_1, subset
 
 log = logging.getLogger(__name__)
 
@@ -73,42 +72,41 @@ def _largest_safe_scale(trial: Any, m: str, q: np.ndarray, q_labels: list, galle
     """The largest share of the trial head's learned part (its MLP, on top of the label-space start)
     at which the held-out queries lose no more than they win against the start; 0.0 when none.
     Returns it with the hits at that share (at the full head when none is safe)."""
-    torch = require("torch", "the class guard")
+    def holds(hits: np.ndarray) -> bool:  # the start is the safe side: no more queries lost than won
+        return int((start_hits & ~hits).sum()) <= int((hits & ~start_hits).sum())
+
     head = trial.modules.heads[m]
     if head.kind != "labelspace-residual":
         hits = hits_at_1(trial.embed_features(m, q), q_labels, gallery, g_labels)
-        return (1.0 if int((start_hits & ~hits).sum()) <= int((hits & ~start_hits).sum()) else 0.0), hits
-    last = head.net[-1]
-    weight, bias = last.weight.detach().clone(), last.bias.detach().clone()
+        return (1.0 if holds(hits) else 0.0), hits
+    learned = {k: v.clone() for k, v in head.net[-1].state_dict().items()}
     first_hits = None
     try:
         for scale in GUARD_SCALES:
-            with torch.no_grad():
-                last.weight.copy_(weight * scale)
-                last.bias.copy_(bias * scale)
+            head.net[-1].load_state_dict(learned)
+            head.scale_learned(scale)
             hits = hits_at_1(trial.embed_features(m, q), q_labels, gallery, g_labels)
             first_hits = hits if first_hits is None else first_hits
-            if int((start_hits & ~hits).sum()) <= int((hits & ~start_hits).sum()):
+            if holds(hits):
                 return scale, hits
     finally:
-        with torch.no_grad():
-            last.weight.copy_(weight)
-            last.bias.copy_(bias)
+        head.net[-1].load_state_dict(learned)
     return 0.0, first_hits
 
 
 def guard_held_out_classes(cfg: TrainConfig, data: TrainingSet, val: TrainingSet, preset_info: dict[str, Any],
                            as_given: tuple[TrainConfig, TrainingSet, TrainingSet | None], *,
                            train: Train) -> dict[str, dict[str, Any]]:
-    """Which heads that start at their label-space vector must stay there, because training on the
-    manifest's classes loses classes it never showed.
+    """How much of what each head that starts at its label-space vector learns may be kept, because
+    training on the manifest's classes can lose classes it never showed.
 
     Validation holds the manifest's classes only, so it cannot see a head that pulls every sound onto
     the words the pairs taught. A trial bridge is trained with a third of the classes (at least one)
     left out; each such head's items of those classes then search their partner modality (every item
-    of it, all classes) through the trial bridge and through the zero-training start. A head whose
-    trial loses there (more of those queries lost than won) is kept at its start. Returns per checked
-    modality the figures and `keep_start`; empty when no head qualifies (unlabelled pairs, fewer
+    of it, all classes) through the trial bridge and through the zero-training start; the largest
+    share of the trial head's learned part (`GUARD_SCALES`) at which no more of those queries are lost
+    than won is its `residual_scale`, and a head with no safe share is kept at its start. Returns per
+    checked modality the figures, `residual_scale` and `keep_start`; empty when no head qualifies (unlabelled pairs, fewer
     than three classes, a base trained from the features). `data` and `val` are the run's (split,
     class prompts added); `as_given` the configuration and data `train` was called with, which the
     trial is trained from."""
@@ -128,12 +126,7 @@ def guard_held_out_classes(cfg: TrainConfig, data: TrainingSet, val: TrainingSet
     held = set(rng.choice(classes, size=max(1, len(classes) // 3), replace=False).tolist())
 
     def without(ts: TrainingSet) -> TrainingSet:
-        out = {}
-        for m, d in ts.items():
-            keep = [i for i, y in enumerate(d.labels) if y not in held]
-            out[m] = dataclasses.replace(d, ids=[d.ids[i] for i in keep], features=d.features[keep],
-                                         labels=[d.labels[i] for i in keep], pairs=[d.pairs[i] for i in keep])
-        return out
+        return {m: subset(d, np.array([y not in held for y in d.labels], bool)) for m, d in ts.items()}
 
     log.info("class guard: training a trial bridge without %s, to see what the heads starting at their label-space "
              "vector do to classes the pairs never show", ", ".join(sorted(held)))
