@@ -29,8 +29,9 @@ import numpy as np
 
 from bridge.config import DEFAULT_PRESET
 from bridge.provenance import write_json_report
+from bridge.validation import recall_at_1
 from query.eval.shared_data import shared_data_dir
-from scripts.bench_pretrained_space import SOUND_CLASSES, load_photos, log_figures, precision_at_10, top1
+from scripts.bench_pretrained_space import SOUND_CLASSES, load_photos, log_figures, precision_at_10
 
 log = logging.getLogger("bench_bind_sounds")
 SPLITS = {"1": "train", "2": "train", "3": "train", "4": "val", "5": "test"}
@@ -68,12 +69,11 @@ def evaluate(bridge: Any, audio: np.ndarray, labels: list[str], photos: dict, ph
     z = bridge.embed_features("audio", audio)
     t = bridge.embed("text", [SOUND_CLASSES[c][0] for c in names])
     out: dict[str, float] = {}
-    sim = z @ t.T
     for part, keep in (("seen", [c not in unseen for c in labels]), ("unseen", [c in unseen for c in labels])):
         rows = np.flatnonzero(keep)
         if len(rows):
-            out[f"audio->text top-1 {part}"] = top1(sim[rows], [labels[i] for i in rows], names)
-    out["audio->text top-1"] = top1(sim, labels, names)
+            out[f"audio->text top-1 {part}"] = recall_at_1(z[rows], [labels[i] for i in rows], t, names)
+    out["audio->text top-1"] = recall_at_1(z, labels, t, names)
     out["text->audio P@10"] = precision_at_10(t @ z.T, names, labels)
     makers = np.array([i for i, c in enumerate(labels) if SOUND_CLASSES[c][1]])
     if len(makers):

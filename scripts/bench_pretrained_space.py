@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 
 from bridge.config import DEFAULT_PRESET
 from bridge.provenance import write_json_report
+from bridge.validation import recall_at_1
 from query.eval.shared_data import shared_data_dir
 
 log = logging.getLogger("bench_pretrained_space")
@@ -76,10 +77,6 @@ def precision_at_10(sim: np.ndarray, query_labels: list[Any], item_labels: list[
     top = np.argsort(-sim, axis=1)[:, :10]
     hits = [[item_labels[j] in (q if isinstance(q, (set, list)) else {q}) for j in row] for q, row in zip(query_labels, top)]
     return float(np.mean(hits))
-
-
-def top1(sim: np.ndarray, item_labels: list[Any], query_labels: list[Any]) -> float:
-    return float(np.mean([query_labels[j] == y for j, y in zip(sim.argmax(1), item_labels)]))
 
 
 def split(labels: list[str], per_class_val: int | float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -153,14 +150,14 @@ def evaluate(bridge: Any, feats: dict[str, np.ndarray], photos: dict, sounds: di
     for form, template in (("bare", "{}"), ("photo", "a photo of a {}.")):
         t = bridge.embed("text", [template.format(CIFAR_WORDS[c]) for c in classes])
         out[f"text->image P@10 {form}"] = precision_at_10(t @ img.T, classes, photos["labels"])
-        out[f"zero-shot top-1 {form}"] = top1(img @ t.T, photos["labels"], classes)
+        out[f"zero-shot top-1 {form}"] = recall_at_1(img, photos["labels"], t, classes)
     if sounds and "audio" in bridge.modalities:
         aud = bridge.embed_features("audio", feats["audio"])
         if second is not None:
             aud = together(aud, second.embed_features("audio", feats["audio base"]))
         names = sorted(set(sounds["labels"]))
         t = bridge.embed("text", [SOUND_CLASSES[c][0] for c in names])
-        out["audio->text top-1"] = top1(aud @ t.T, sounds["labels"], names)
+        out["audio->text top-1"] = recall_at_1(aud, sounds["labels"], t, names)
         out["text->audio P@10"] = precision_at_10(t @ aud.T, names, sounds["labels"])
         makers = [c for c in names if SOUND_CLASSES[c][1]]
         if makers:
