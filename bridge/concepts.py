@@ -129,8 +129,8 @@ def check_table(config: dict[str, Any]) -> None:
     """
     recorded = config.get("concepts_sha256")
     if recorded not in (None, concept_table().sha256):
-        raise ValueError(f"this bridge was built on concept table {recorded}; this version ships "
-                         f"{concept_table().sha256}: re-index with `ebridge index DIR --index INDEX --reembed`")
+        raise ValueError(f"built on concept table {recorded}, this version ships {concept_table().sha256}: "
+                         "ebridge index --reembed rebuilds a zero-training index; a trained bridge is trained again")
 
 
 @functools.cache

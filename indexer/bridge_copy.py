@@ -83,9 +83,15 @@ def resolve_bridge(index_dir: Path, bridge: Any, *, reembed: bool = False,
                             index_dir, copy_bridge.config.get("preset_name"), preset)
             return copy_bridge, None
         except CheckpointError as exc:
-            raise CheckpointError(
-                f"the index's bridge copy is damaged ({exc}). Restore it: re-run with --bridge CKPT_DIR, the "
-                f"checkpoint the index was built with (version {copy_version or 'unknown'})") from None
+            zero = _copy_config(copy).get("variant") == "zero-training"
+            if not (reembed and zero):
+                redo = ("re-run with --reembed: an index built with no training is built again from its preset"
+                        if zero else "re-run with --bridge CKPT_DIR, the checkpoint the index was built with")
+                raise CheckpointError(f"the index's bridge copy cannot be loaded ({exc}). {redo} (version "
+                                      f"{copy_version or 'unknown'})") from None
+            bridge = Bridge.from_preset(preset or _copy_config(copy).get("preset_name") or DEFAULT_PRESET)
+            log.warning("%s: its zero-training bridge cannot be loaded (%s); --reembed builds it again from preset "
+                        "%s", index_dir, exc, bridge.config["preset_name"])
     given = bridge if isinstance(bridge, Bridge) else Bridge.load(bridge)
     extended = None
     if have_copy and isinstance(bridge, (str, Path)) and Path(bridge).resolve() == copy.resolve():
@@ -154,11 +160,17 @@ def lent_bridge(index_dir: Path, bridge: Any) -> Any:
     return bridge
 
 
-def _copy_version(copy: Path) -> str | None:
+def _copy_config(copy: Path) -> dict[str, Any]:
+    """The copy's config.json as far as it can be read ({} when it cannot)."""
     try:
-        version = json.loads((copy / "config.json").read_text(encoding="utf-8")).get("version")
-    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
-        return None
+        config = json.loads((copy / "config.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return {}
+    return config if isinstance(config, dict) else {}
+
+
+def _copy_version(copy: Path) -> str | None:
+    version = _copy_config(copy).get("version")
     return version if isinstance(version, str) else None
 
 

@@ -290,3 +290,20 @@ def test_auto_base_starts_from_the_label_space_only_where_validation_says_so(kno
     assert choice["chosen"] == ("finetune" if knows_the_classes else "trained"), choice
     kinds = bridge.config["head_kinds"]
     assert kinds["image"] == ("labelspace" if knows_the_classes else "residual")  # a kept start is the fixed map
+
+
+def test_a_zero_training_index_whose_bridge_cannot_load_is_rebuilt_by_reembed(tmp_path):
+    """A zero-training copy that no longer loads (a changed concept table, a damaged file) names
+    --reembed, and --reembed builds the space again from the copy's preset."""
+    from bridge.errors import CheckpointError
+
+    root = _folder(tmp_path / "data")
+    index_directory(root, tmp_path / "idx", preset=PRESET, progress=False)
+    (tmp_path / "idx" / "bridge" / "model.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(CheckpointError, match="--reembed"):
+        index_directory(root, tmp_path / "idx", progress=False)
+    summary = index_directory(root, tmp_path / "idx", reembed=True, progress=False)
+    assert summary.by_modality == {"image": 6, "text": 3} and summary.errors == 0
+    with Index.open(tmp_path / "idx") as index:
+        assert index.bridge.version == Bridge.from_preset(PRESET).version
+        assert len(index.search("a photo of a cat", target="image", k=3)) == 3
