@@ -87,7 +87,7 @@ def log_mel_patches(clips: np.ndarray) -> np.ndarray:
     """float32 (N, samples) 16 kHz clips -> YAMNet's log-mel patches (N, P, 96, 64), P >= 1.
 
     Example:
-        >>> log_mel_patches(np.zeros((2, 16_000), np.float32)).shape
+        >>> log_mel_patches(np.zeros((2, MIN_SAMPLES), np.float32)).shape  # 0.975 s: exactly one patch
         (2, 1, 96, 64)
     """
     clips = pad_for_patches(np.asarray(clips, np.float32))
