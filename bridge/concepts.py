@@ -56,8 +56,8 @@ class ConceptTable:
 
     def classes(self, family: str) -> int:
         """How many classes a spread family reads: 1000 (imagenet), 521 (audioset), or the concepts."""
-        family = family.partition(":")[0]
-        return len(self.spreads[family]) if family in self.spreads else self.size
+        name = _parse_family(family)[0]
+        return len(self.spreads[name]) if name in self.spreads else self.size
 
     def spread(self, family: str) -> np.ndarray:
         """(classes, concepts) 0/1 matrix: which concepts hold each class's mass (itself and its ancestors).
@@ -67,6 +67,15 @@ class ConceptTable:
         "audioset" (a classifier's classes), or "concepts:B" for a word's distribution over the
         concepts: it keeps 1 - B on each concept and adds B on the concept's ancestors, so
         "a dog barking" (the Bark sound) also reaches photos of dogs.
+
+        A family ending in "+slack" has one more column, the space's *slack* coordinate, which no
+        photo or sound ever fills. A word family "concepts:B:P+slack" moves a share of each concept's
+        mass there: all but (classes under it)^-P, so after the square root and normalisation a word
+        that names one concept keeps `(classes)^(-P/2)` of its length on it and the rest on the slack.
+        Which images or sounds that word ranks first does not change (every score is scaled alike),
+        but which word an image or sound is nearest to does: "dog", over 118 breeds, no longer wins
+        every doubtful photo by collecting the tails of its breeds (`text_prior` in
+        `bridge.labelspace.LabelSpaceSpec`).
 
         Example:
             >>> s = concept_table().spread("imagenet")
@@ -82,21 +91,35 @@ class ConceptTable:
         return out
 
     def _spread(self, family: str) -> np.ndarray:
-        if family.startswith("concepts:"):
-            beta = float(family.split(":", 1)[1])
+        name, params, slack = _parse_family(family)
+        if name == "concepts":
+            beta = params[0] if params else 0.0
             out = np.eye(self.size, dtype=np.float32) * (1 - beta)
             for i, chain in enumerate(self.chains):
                 out[i, chain[1:]] += beta
+        else:
+            rows = self.spreads[name]
+            out = np.zeros((len(rows), self.size), np.float32)
+            for i, row in enumerate(rows):
+                out[i, row] = 1.0
+            if params and params[0]:  # "imagenet:A": a concept's mass divided by (its number of classes)^A, so a
+                # concept with a hundred classes under it does not win every doubt by collecting their tails
+                out /= np.maximum(out.sum(0, keepdims=True), 1.0) ** params[0]
+        if not slack:
             return out
-        family, _, prior = family.partition(":")
-        rows = self.spreads[family]
-        out = np.zeros((len(rows), self.size), np.float32)
-        for i, row in enumerate(rows):
-            out[i, row] = 1.0
-        if prior:  # "imagenet:A": a concept's mass divided by (its number of classes)^A, so a concept
-            # with a hundred classes under it does not win every doubt by collecting their tails
-            out /= np.maximum(out.sum(0, keepdims=True), 1.0) ** float(prior)
-        return out
+        kept = self.class_counts() ** -(params[1] if name == "concepts" and len(params) > 1 else 0.0)
+        if name != "concepts":
+            return np.concatenate([out, np.zeros((len(out), 1), np.float32)], axis=1)
+        return np.concatenate([out * kept, (out @ (1 - kept))[:, None]], axis=1).astype(np.float32)
+
+    def class_counts(self) -> np.ndarray:
+        """(concepts,) how many classifier classes (ImageNet's and AudioSet's together) lie under each
+        concept, at least 1."""
+        counts = np.zeros(self.size, np.float64)
+        for rows in self.spreads.values():
+            for row in rows:
+                counts[row] += 1
+        return np.maximum(counts, 1.0)
 
     def lookup(self, text: str) -> int | None:
         """The concept a short query names ("dog", "a photo of dogs", "the sound of rain"), or None
@@ -109,6 +132,13 @@ class ConceptTable:
             if form in self.lexicon:
                 return self.lexicon[form]
         return None
+
+
+def _parse_family(family: str) -> tuple[str, list[float], bool]:
+    """"imagenet:0.5+slack" -> ("imagenet", [0.5], True): a spread family's name, numbers and slack flag."""
+    slack = family.endswith("+slack")
+    name, *params = family.removesuffix("+slack").split(":")
+    return name, [float(p) for p in params], slack
 
 
 def _singulars(word: str) -> list[str]:

