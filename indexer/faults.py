@@ -8,6 +8,7 @@ moments it can hit. These hooks let a test hit each stage of `index_directory` d
     bridge     after the bridge copy is written, before the store exists
     store      after the store is created, before any point is written
     batch      after the first batch is durable (points flushed, journal written)
+    moments    a batch with a long file's moments flushed, its journal line not yet written
     pipeline   after the last batch, before orphans are swept and the HNSW graph is built
     optimize   as the HNSW graph build starts (with EBRIDGE_TEST_KILL_DELAY=<seconds>, a watchdog
                process kills us that long into the build instead, since it runs in native code)
@@ -38,7 +39,7 @@ log = logging.getLogger(__name__)
 
 KILL_ENV = "EBRIDGE_TEST_KILL_AT"
 DELAY_ENV = "EBRIDGE_TEST_KILL_DELAY"
-STAGES = ("lock", "bridge", "store", "batch", "pipeline", "optimize", "compact", "partition-folder",
+STAGES = ("lock", "bridge", "store", "batch", "moments", "pipeline", "optimize", "compact", "partition-folder",
           "partition-collection", "partition-manifest-before", "partition-manifest-after", "partition-optimize")
 _NATIVE = ("optimize", "partition-optimize")  # stages that run into native code: a watchdog can land inside
 

@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from bridge.moments import moment_specs_json
 from core.device import torch_threads as torch_threads_for_run
 from core.errors import BridgeMismatchError, EmergentBridgeError
 from core.files import fsync_dir
@@ -57,7 +58,8 @@ from indexer.store.types import StoreUnreadableError
 
 log = logging.getLogger(__name__)
 
-PAYLOAD_INDEXES = {"modality": "keyword", "label": "keyword", "path": "prefix", "folder": "keyword"}
+PAYLOAD_INDEXES = {"modality": "keyword", "label": "keyword", "path": "prefix", "folder": "keyword",
+                   "segment": "integer"}  # a moment's number: what searching files or moments only filters on
 
 
 class IndexRootError(EmergentBridgeError):
@@ -342,7 +344,7 @@ def _record(run: _IndexRun) -> None:
     summary.points = run.store.count()
     summary.seconds = round(time.perf_counter() - run.t_start, 3)
     write_record(index_dir, root=str(run.root), store=run.location, bridge_version=run.bridge.version,
-                 last_run=summary.to_dict(), optimized=not run.graph_pending)
+                 last_run=summary.to_dict(), optimized=not run.graph_pending, moments=moment_specs_json())
 
 
 def _close(run: _IndexRun) -> None:
@@ -366,7 +368,7 @@ def _adopt_extension(store: Store, manifest: Manifest, old: Any, new: Any) -> No
             and r.bridge_version == old.version]
     for start in range(0, len(todo), 512):
         rows = todo[start:start + 512]
-        records = [rec for rec in store.retrieve([r.point_id for r in rows], with_vectors=True)
+        records = [rec for rec in store.retrieve([pid for r in rows for pid in r.point_ids()], with_vectors=True)
                    if "bridged" in (rec.vectors or {})]
         views = new.proxy_view(np.stack([np.asarray(rec.vectors["bridged"], np.float32) for rec in records])) \
             if new.has_proxy and records else None  # one G pass for the whole batch
@@ -379,7 +381,8 @@ def _adopt_extension(store: Store, manifest: Manifest, old: Any, new: Any) -> No
         store.upsert(points)
         store.flush()
         moved = {str(rec.id) for rec in records}
-        manifest.commit([dataclasses.replace(r, bridge_version=new.version) for r in rows if str(r.point_id) in moved])
+        manifest.commit([dataclasses.replace(r, bridge_version=new.version) for r in rows
+                         if all(pid in moved for pid in r.point_ids())])
     if todo:
         log.info("%d points of %s kept their vectors under bridge %s", len(todo), ", ".join(sorted(kept)),
                  new.version)
@@ -530,14 +533,15 @@ def _repair_damage(store: Store, manifest: Manifest, index_dir: Path, where: str
 
 def _drop_missing_points(store: Store, manifest: Manifest) -> None:
     """Forget manifest rows whose point is not in the store, so their files are embedded again."""
-    expected = manifest.indexed_count()
-    if expected == 0 or store.count() >= expected:
+    expected = manifest.indexed_ids()
+    if not expected or store.count() >= len(expected):
         return
     rows = [r for r in manifest.rows.values() if r.status == INDEXED]
+    ids = [pid for r in rows for pid in r.point_ids()]  # a long file's moments too: one missing re-embeds it
     present: set[Any] = set()
-    for i in range(0, len(rows), 1024):
-        present.update(rec.id for rec in store.retrieve([r.point_id for r in rows[i:i + 1024]]))
-    missing = [r.path for r in rows if r.point_id not in present]
+    for i in range(0, len(ids), 1024):
+        present.update(str(rec.id) for rec in store.retrieve(ids[i:i + 1024]))
+    missing = [r.path for r in rows if not all(pid in present for pid in r.point_ids())]
     log.warning("%d manifest rows have no point in the store; they will be embedded again", len(missing))
     manifest.commit(deleted=missing)
 
@@ -545,7 +549,7 @@ def _drop_missing_points(store: Store, manifest: Manifest) -> None:
 def _remove_deleted(store: Store, manifest: Manifest, deleted: list[ManifestRow]) -> int:
     if not deleted:
         return 0
-    ids = [r.point_id for r in deleted if r.status == INDEXED]
+    ids = [pid for r in deleted if r.status == INDEXED for pid in r.point_ids()]
     if ids:
         store.delete(ids)
         store.flush()
@@ -567,12 +571,12 @@ def _sweep_orphans(store: Store, manifest: Manifest, root: Path, shard: ShardSpe
     file is still there it was overwritten under the same id, but if the file was deleted
     meanwhile nothing else would ever remove it. Only checked when the count disagrees.
     """
-    expected = {r.point_id for r in manifest.rows.values() if r.status == INDEXED}
+    expected = manifest.indexed_ids()
     if store.count() == len(expected):
         return 0
     prefix = str(root) + "/"
     orphans = [rec.id for rec in store.scroll()
-               if rec.id not in expected and str(rec.payload.get("abs_path", "")).startswith(prefix)
+               if str(rec.id) not in expected and str(rec.payload.get("abs_path", "")).startswith(prefix)
                and (shard is None or shard.owns(str(rec.payload.get("path", ""))))]
     if orphans:
         store.delete(orphans)

@@ -35,6 +35,7 @@ from typing import Any, Iterable
 from core.files import atomic_path, atomic_write
 from indexer.faults import crash_point
 from indexer.scan import FileEntry, ShardSpec
+from indexer.store.types import moment_id
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,12 @@ class ManifestRow:
     reason: str = ""
     bridge_version: str = ""
     updated: float = 0.0  # unix time of this row
+    moments: int = 0  # a long file's moment points (bridge.moments), besides its whole-file point
+
+    def point_ids(self) -> list[str]:
+        """Every point this row accounts for: the file's, then its moments' (one unit: written,
+        carried and deleted together)."""
+        return [self.point_id, *(moment_id(self.point_id, k) for k in range(self.moments))]
 
 
 _COLUMNS = [f.name for f in fields(ManifestRow)]
@@ -79,9 +86,11 @@ def _row_from(rec: Any) -> ManifestRow | None:
         return None
     extra = {k: rec[k] for k in ("reason", "bridge_version") if isinstance(rec.get(k), str)}
     updated = rec.get("updated")
+    moments = rec.get("moments")  # absent from manifests written before moments
     return ManifestRow(**{k: rec[k] for k in _REQUIRED}, **extra,
                        updated=float(updated) if isinstance(updated, (int, float)) and not isinstance(updated, bool)
-                       else 0.0)
+                       else 0.0, moments=moments if isinstance(moments, int) and not isinstance(moments, bool)
+                       and moments > 0 else 0)
 
 
 @dataclass
@@ -183,8 +192,14 @@ class Manifest:
         """
         added = 0
         rows = []
+        moments: dict[str, int] = {}  # file point id -> its moments found (a row claims them all)
         for rec in records:
             p = rec.payload or {}
+            if p.get("moment") is True:
+                number = p.get("segment")
+                if isinstance(number, int):
+                    moments[str(p.get("file_id"))] = max(moments.get(str(p.get("file_id")), 0), number + 1)
+                continue
             path = p.get("path")
             if not isinstance(path, str) or path in self.rows or (owns is not None and not owns(path)):
                 continue
@@ -195,11 +210,17 @@ class Manifest:
                                     str(rec.id), str(p.get("modality") or ""), INDEXED, "",
                                     str(p.get("bridge_version") or ""), time.time()))
             added += 1
+        for row in rows:  # a missing moment is found by the store check, and the file embedded again
+            row.moments = moments.get(row.point_id, 0)
         self.commit(rows)
         self.damaged = None
         return added
     def indexed_count(self) -> int:
         return sum(r.status == INDEXED for r in self.rows.values())
+
+    def indexed_ids(self) -> set[str]:
+        """Every point the indexed rows account for (files and their moments)."""
+        return {pid for r in self.rows.values() if r.status == INDEXED for pid in r.point_ids()}
 
     def errors(self) -> list[ManifestRow]:
         return sorted((r for r in self.rows.values() if r.status == ERROR), key=lambda r: r.path)
@@ -259,7 +280,7 @@ class Manifest:
         ordered = [asdict(self.rows[p]) for p in sorted(self.rows)]
         schema = {"path": pl.String, "size": pl.Int64, "mtime_ns": pl.Int64, "content_hash": pl.String,
                   "point_id": pl.String, "modality": pl.String, "status": pl.String, "reason": pl.String,
-                  "bridge_version": pl.String, "updated": pl.Float64}
+                  "bridge_version": pl.String, "updated": pl.Float64, "moments": pl.Int64}
         df = pl.DataFrame(ordered, schema=schema)
         with atomic_path(self.parquet_path) as tmp:
             df.write_parquet(tmp)

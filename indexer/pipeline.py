@@ -36,12 +36,13 @@ from typing import Any, Sequence
 import numpy as np
 
 from bridge.modalities import file_kind, load, text_part
+from bridge.moments import Moment, cut_moments
 from core.device import set_threads
 from core.errors import EmergentBridgeError, InputError
 from indexer.faults import crash_point
 from indexer.ledger import ERROR, INDEXED, Manifest, ManifestRow
 from indexer.scan import FileEntry, display_path
-from indexer.store import Point, Store, point_id
+from indexer.store import Point, Store, moment_id, point_id
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,7 @@ class ReadResult:
     error: str | None = None
     touched: bool = False  # same bytes as the manifest's row: nothing to embed
     skipped: bool = False  # a modality this bridge's space cannot place (the reason says how to bind it)
+    moments: list[Moment] = field(default_factory=list)  # a long file's windows (bridge.moments), each a point
 
 
 @dataclass
@@ -128,6 +130,7 @@ def read_file(entry: FileEntry, known: ManifestRow | None = None, modalities: Se
         return res
     try:
         res.item = load(entry.modality, Path(entry.abs_path))
+        res.moments = cut_moments(entry.modality, Path(entry.abs_path), res.item)
     except InputError as exc:
         res.error = exc.reason
     except EmergentBridgeError as exc:  # e.g. a missing optional decoder (av for video)
@@ -237,6 +240,7 @@ def _die_with_parent(parent_pid: int) -> None:
 class _Batch:
     results: list[ReadResult]
     features: np.ndarray | None = None  # encoder features of the results that have an item
+    moment_features: dict[str, np.ndarray] = field(default_factory=dict)  # path -> one row per moment
 
 
 class Pipeline:
@@ -345,11 +349,12 @@ class Pipeline:
     def embed_batch(self, results: list[ReadResult]) -> _Batch:
         """Encoder forward pass over the decoded items of one batch (one modality)."""
         batch = _Batch(results)
+        t0 = time.perf_counter()
+        self._embed_moments(batch)
         good = [r for r in results if r.item is not None]
         if not good:
             return batch
         modality = good[0].entry.modality
-        t0 = time.perf_counter()
         try:
             batch.features = self.bridge.encode(modality, [r.item for r in good])
         except _ITEM_ERRORS:
@@ -366,6 +371,23 @@ class Pipeline:
             batch.features = np.stack(rows) if rows else None
         self.counts.encode_seconds += time.perf_counter() - t0
         return batch
+
+    def _embed_moments(self, batch: _Batch) -> None:
+        """Each long file's moments, one encoder call per file; a file whose moments the encoder
+        rejects is reported as a whole (its moments and its whole-file point are one unit). The
+        moments' items are dropped once embedded: the writer needs only their times."""
+        for r in batch.results:
+            if r.item is None or not r.moments:
+                continue
+            try:
+                batch.moment_features[r.entry.rel_path] = self.bridge.encode(r.entry.modality,
+                                                                             [m.item for m in r.moments])
+            except _ITEM_ERRORS as exc:
+                log.debug("encoder failed on the moments of %s", r.entry.abs_path, exc_info=True)
+                reason = exc.reason if isinstance(exc, InputError) else f"{type(exc).__name__}: {exc}"
+                r.item, r.error = None, f"the {r.entry.modality} encoder cannot take its moments ({reason})"[:300]
+            for m in r.moments:
+                m.item = None
 
     # ----------------------------------------------------------------- writer stage
 
@@ -404,32 +426,30 @@ class Pipeline:
             good = [r for r in batch.results if r.item is not None]
             if good and batch.features is not None:
                 modality = good[0].entry.modality
-                z = self.bridge.embed_features(modality, batch.features)
-                proxy = self.bridge.proxy_view(z) if self.bridge.has_proxy else None
-                raw = f"raw_{modality}" if f"raw_{modality}" in self.store.spec.vectors else None
-                # Unit rows, as the engine stores cosine vectors (qdrant-client's local mode does not normalise).
-                feats = batch.features / np.maximum(np.linalg.norm(batch.features, axis=1, keepdims=True), 1e-12)
-                for i, (r, zb) in enumerate(zip(good, z)):
+                for i, (r, vectors) in enumerate(zip(good, self.vectors(modality, batch.features))):
                     pid = point_id(r.entry.rel_path)
-                    vectors = {"bridged": zb}
-                    if proxy is not None:
-                        vectors["proxy"] = proxy[i]
-                    if raw is not None:
-                        vectors[raw] = feats[i]
-                    points.append(Point(pid, vectors, payload_for(r, version)))
-                    rows.append(_row(r, pid, INDEXED, "", version))
+                    payload = payload_for(r, version)
+                    points.append(Point(pid, vectors, payload))
+                    row = _row(r, pid, INDEXED, "", version)
+                    row.moments = self._moment_points(r, pid, payload, batch.moment_features, points)
+                    old = self.manifest.rows.get(r.entry.rel_path)
+                    if old is not None and old.status == INDEXED:  # a changed file: its moments past the new last
+                        stale.extend(old.point_ids()[1 + row.moments:])
+                    rows.append(row)
                     self.counts.by_modality[modality] += 1
                 self.counts.indexed += len(good)
             for r in batch.results:
                 if r.touched:
                     old = self.manifest.rows[r.entry.rel_path]
-                    rows.append(_row(r, old.point_id, INDEXED, "", old.bridge_version))
+                    row = _row(r, old.point_id, INDEXED, "", old.bridge_version)
+                    row.moments = old.moments
+                    rows.append(row)
                     self.counts.unchanged += 1
                 elif r.error is not None:
                     pid = point_id(r.entry.rel_path)
                     old = self.manifest.rows.get(r.entry.rel_path)
                     if old is not None and old.status == INDEXED:
-                        stale.append(old.point_id)
+                        stale.extend(old.point_ids())
                     rows.append(_row(r, pid, ERROR, r.error, version))
                     if r.skipped:
                         self.counts.skipped[r.entry.modality] += 1
@@ -442,12 +462,51 @@ class Pipeline:
             self.store.delete(stale)
         if points or stale:
             self.store.flush()
+        if any(row.moments for row in rows):
+            crash_point("moments")  # a long file's points durable, its journal line not yet written
         self.manifest.commit(rows)
         crash_point("batch")
         if self.on_commit is not None:
             self.on_commit(rows)  # may raise to stop the run here: everything so far is durable
         if self._bar is not None:
             self._bar.update(sum(len(b.results) for b in batches))
+
+
+    def vectors(self, modality: str, features: np.ndarray) -> list[dict[str, np.ndarray]]:
+        """The named vectors of encoder features: bridged, G's view (where the bridge has G) and the
+        features themselves as `raw_<modality>` (where the collection stores them)."""
+        z = self.bridge.embed_features(modality, features)
+        proxy = self.bridge.proxy_view(z) if self.bridge.has_proxy else None
+        raw = f"raw_{modality}" if f"raw_{modality}" in self.store.spec.vectors else None
+        # Unit rows, as the engine stores cosine vectors (qdrant-client's local mode does not normalise).
+        feats = features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
+        out = []
+        for i, zb in enumerate(z):
+            named = {"bridged": zb}
+            if proxy is not None:
+                named["proxy"] = proxy[i]
+            if raw is not None:
+                named[raw] = feats[i]
+            out.append(named)
+        return out
+
+    def _moment_points(self, r: ReadResult, pid: str, payload: dict[str, Any],
+                       moment_features: dict[str, np.ndarray], points: list[Point]) -> int:
+        """Append the points of a long file's moments (ids from its own: `moment_id`); how many."""
+        feats = moment_features.get(r.entry.rel_path)
+        if feats is None or not r.moments:
+            return 0
+        for k, (m, vectors) in enumerate(zip(r.moments, self.vectors(r.entry.modality, feats))):
+            points.append(Point(moment_id(pid, k), vectors, moment_payload(payload, pid, k, m.start, m.end)))
+        return len(r.moments)
+
+
+def moment_payload(file_payload: dict[str, Any], file_id: str, number: int, start: float,
+                   end: float) -> dict[str, Any]:
+    """A moment's payload: its file's (so every filter and hit reads as for the file), which file,
+    which window and its times in seconds. `moment: true` is what search filters on."""
+    return {**file_payload, "moment": True, "file_id": file_id, "segment": number,
+            "start": round(float(start), 3), "end": round(float(end), 3)}
 
 
 def payload_for(r: ReadResult, bridge_version: str) -> dict[str, Any]:
@@ -467,6 +526,8 @@ def payload_for(r: ReadResult, bridge_version: str) -> dict[str, Any]:
     })
     if e.label is not None:
         payload["label"] = e.label
+    if r.moments:
+        payload["moments"] = len(r.moments)  # how many moment points stand beside this whole-file one
     if payload["abs_path"] != str(e.abs_path):
         payload["name_escaped"] = True  # the file's real name has bytes that are not UTF-8
     if e.modality == "text" and isinstance(r.item, str):

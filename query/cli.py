@@ -82,6 +82,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-k", type=int, default=10, help="number of hits (default 10)")
     p.add_argument("--route", default="auto", choices=ROUTE_CHOICES,
                    help="; ".join(f"{r.name}: {r.meaning}" for r in SEARCH_ROUTES))
+    level = p.add_mutually_exclusive_group()
+    level.add_argument("--moments", dest="level", action="store_const", const="moments", default="auto",
+                       help="moments only: the windows of long recordings and videos, each with its times (default: "
+                            "whole files and moments ranked together, a long file by its best moments)")
+    level.add_argument("--files", dest="level", action="store_const", const="files",
+                       help="whole files only, no moments")
+    p.add_argument("--per-file", type=int, default=1, metavar="N",
+                   help="at most N hits of one file: its N best moments (default 1)")
     p.add_argument("--filter", action="append", default=[], metavar="FIELD=VALUE",
                    help="payload filter, repeatable (label=seven, path_prefix=audio/)")
     p.add_argument("--bridge", type=Path, default=None,
@@ -100,6 +108,7 @@ def run(args: argparse.Namespace) -> int:
     import time
 
     started = time.perf_counter()
+    from bridge.moments import clock
     from query.search import Index, parse_filters
 
     if args.k < 1:
@@ -109,9 +118,11 @@ def run(args: argparse.Namespace) -> int:
     if args.server:
         from query.serve.client import search
 
-        hits = [{k: h.get(k) for k in ("id", "path", "modality", "score", "route", "score_kind", "label")} for h in search(
+        keys = ("id", "path", "modality", "score", "route", "score_kind", "label", "start", "end", "file_id")
+        hits = [{k: h[k] for k in keys if k in h} for h in search(
             args.server, text=args.text, file=args.file, id=args.id, target=args.target, k=args.k,
-            filter=parse_filters(args.filter), route=args.route, source=args.source, api_key=args.api_key)]
+            filter=parse_filters(args.filter), route=args.route, source=args.source, api_key=args.api_key,
+            level=args.level, per_file=args.per_file)]
     else:
         from core.device import set_threads
 
@@ -122,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
                         bridge=args.bridge, device=_query_device(args.device)) as index:
             hits = [h.to_json() for h in index.search(query, target=args.target, k=args.k,
                                                        filter=parse_filters(args.filter), route=args.route,
-                                                       source=source)]
+                                                       source=source, level=args.level, per_file=args.per_file)]
     logging.getLogger("ebridge").info("first result %.2f s after the command started (%d hits)",
                                       time.perf_counter() - started, len(hits))
     if args.json:
@@ -131,7 +142,8 @@ def run(args: argparse.Namespace) -> int:
     if not hits:
         print("no hits")
     for rank, h in enumerate(hits, 1):
-        print(f"{rank:>3}. {h['score']:8.4f}  {h['modality']:<8} {h['route']:<7} {h['label'] or '-':<10} {h['path']}")
+        where = h["path"] if h.get("start") is None else f"{h['path']} @ {clock(h['start'])}-{clock(h['end'])}"
+        print(f"{rank:>3}. {h['score']:8.4f}  {h['modality']:<8} {h['route']:<7} {h.get('label') or '-':<10} {where}")
     return 0
 
 

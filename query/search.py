@@ -33,12 +33,14 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from bridge.modalities import MODALITIES, check_modality, detect_modality, file_kind, load, names_a_file
+from bridge.moments import clock
 from core.errors import BridgeMismatchError, EmergentBridgeError
 from indexer.lock import IndexBusyError, ReadLock  # noqa: F401  (IndexBusyError: part of this API)
 from indexer.record import read_record, unfinished_first_run
 from indexer.store import Filter, Prefetch, Range, Store, open_store, store_in_folder
 from indexer.store.types import StoreUnreadableError
 from indexer.verify import StoreDamagedError, check_page
+from query.moments import LEVELS, MOMENT_OVERFETCH, at_level as _at_level, collapse
 
 log = logging.getLogger(__name__)
 
@@ -112,9 +114,34 @@ class SearchHit:
         """The scale of `score`: "cosine" (direct, proxy, raw) or "rrf" (fused ranks): never compare across."""
         return score_kind(self.route)
 
+    @property
+    def file_id(self) -> str:
+        """The id of the file's whole-file point (a moment's own id differs)."""
+        return str(self.payload.get("file_id") or self.id) if self.payload.get("moment") is True else str(self.id)
+
+    @property
+    def start(self) -> float | None:
+        """Seconds into the file where a moment hit begins (None for a whole-file hit)."""
+        return float(self.payload["start"]) if self.payload.get("moment") is True else None
+
+    @property
+    def end(self) -> float | None:
+        return float(self.payload["end"]) if self.payload.get("moment") is True else None
+
+    def where(self) -> str:
+        """`path`, or `path @ mm:ss-mm:ss` for a moment: what the CLI prints."""
+        if self.start is None:
+            return str(self.path)
+        return f"{self.path} @ {clock(self.start)}-{clock(self.end or self.start)}"
+
     def to_json(self) -> dict[str, Any]:
-        return {"id": str(self.id), "path": self.path, "modality": self.modality, "score": round(self.score, 6),
-                "route": self.route, "score_kind": self.score_kind, "label": self.label}
+        out = {"id": str(self.id), "path": self.path, "modality": self.modality, "score": round(self.score, 6),
+               "route": self.route, "score_kind": self.score_kind, "label": self.label}
+        if self.start is not None:
+            out.update(start=self.start, end=self.end, file_id=self.file_id)
+        return out
+
+
 
 
 @dataclass
@@ -323,19 +350,26 @@ class Index:
 
     def search(self, query: Any, target: str | Sequence[str] | None = None, k: int = 10,
                filter: Mapping[str, Any] | Filter | None = None, route: str = "auto",
-               source: str | None = None) -> list[SearchHit]:
+               source: str | None = None, *, level: str = "auto", per_file: int = 1) -> list[SearchHit]:
         """Top-k items of the target modality(ies) for one query, best first.
+
+        A long recording or video is found by its moments (`hit.start`, `hit.end` in seconds), at most
+        `per_file` of them per file; `level="files"` searches whole files only, `level="moments"`
+        moments only (see `LEVELS`).
 
         Example:
             >>> index.search("seven", target="audio", k=3, filter={"label": "seven"})   # doctest: +SKIP
+            >>> index.search("dog barking", target="audio", per_file=3)[0].where()      # doctest: +SKIP
+            'field/walk.wav @ 02:13-02:16'
         """
         modality, z, features = self.embed_query_features(query, source)
         return self.search_vectors(modality, z[None, :], target, k, filter, route,
-                                   features=None if features is None else features[None, :])[0]
+                                   features=None if features is None else features[None, :],
+                                   level=level, per_file=per_file)[0]
 
     def search_batch(self, queries: Sequence[Any], target: str | Sequence[str] | None = None, k: int = 10,
                      filter: Mapping[str, Any] | Filter | None = None, route: str = "auto",
-                     source: str | None = None) -> list[list[SearchHit]]:
+                     source: str | None = None, *, level: str = "auto", per_file: int = 1) -> list[list[SearchHit]]:
         """Many queries of one modality at once (one backend call per route)."""
         if not queries:
             return []
@@ -345,18 +379,21 @@ class Index:
             raise QueryError(f"a batch must hold one query modality, got {sorted(modalities)}")
         features = None if any(f is None for _, _, f in embedded) else np.stack([f for _, _, f in embedded])
         return self.search_vectors(modalities.pop(), np.stack([z for _, z, _ in embedded]), target, k, filter, route,
-                                   features=features)
+                                   features=features, level=level, per_file=per_file)
 
     def search_vectors(self, source: str, vectors: np.ndarray, target: str | Sequence[str] | None = None,
                        k: int = 10, filter: Mapping[str, Any] | Filter | None = None,
                        route: str = "auto", views: np.ndarray | None = None,
-                       features: np.ndarray | None = None) -> list[list[SearchHit]]:
+                       features: np.ndarray | None = None, *, level: str = "auto",
+                       per_file: int = 1) -> list[list[SearchHit]]:
         """Search with bridged vectors already computed (what the benchmark uses); `views`,
         their proxy views if already computed (G costs a few denoiser passes per query);
-        `features`, the queries' encoder features (the raw route; without them it is not taken)."""
+        `features`, the queries' encoder features (the raw route; without them it is not taken);
+        `level` and `per_file` as in `search`."""
         targets = _targets(target)
         _check_k(k)
         _check_filter(filter)
+        _check_level(level, per_file)
         if route not in ROUTE_CHOICES:
             raise QueryError(f"unknown route {route!r}; choose {', '.join(ROUTE_CHOICES)}")
         if route == "raw" and any(t != source and not self.shares_encoder(source, t) for t in targets):
@@ -381,16 +418,19 @@ class Index:
             by_route.setdefault((r, t) if r in FEATURE_ROUTES else (r, ""), []).append(t)
         if views is None and {r for r, _ in by_route} & set(PROXY_ROUTES):
             views = self.bridge.proxy_view(vectors)
-        per_route = [self._search_route(r, ts, vectors, views, k, filter, features, source)
-                     for (r, _), ts in by_route.items()]
-        if len(per_route) == 1:
-            return per_route[0]
-        # Scores of different routes are not comparable (cosine vs fusion): interleave by rank.
-        merged = []
-        for lists in zip(*per_route):
-            ranked = sorted((rank, j, h) for j, hits in enumerate(lists) for rank, h in enumerate(hits))
-            merged.append([h for _, _, h in ranked][:k])
-        return merged
+        flt = _at_level(filter, level)
+        depth = k if level == "files" else min(100_000, k * per_file * MOMENT_OVERFETCH)
+        while True:
+            per_route = [self._search_route(r, ts, vectors, views, depth, flt, features, source)
+                         for (r, _), ts in by_route.items()]
+            merged = per_route[0] if len(per_route) == 1 else _interleave(per_route, depth)
+            if level == "files":
+                return merged
+            out = [collapse(hits, k, per_file, level) for hits in merged]
+            # A list cut short by the file limit while the store had more candidates: look deeper.
+            if depth >= 100_000 or all(len(o) == k or len(h) < depth for o, h in zip(out, merged)):
+                return out
+            depth = min(100_000, depth * 4)
 
     def _search_route(self, route: str, targets: list[str], vectors: np.ndarray, views: np.ndarray | None,
                       k: int, filter: Mapping[str, Any] | Filter | None,
@@ -425,6 +465,24 @@ class Index:
         if any(not np.isfinite(h.score) for hits in results for h in hits):
             raise StoreDamagedError(f"the store holds garbage vectors (non-finite scores); {self.repair_hint}")
         return [[_hit(h, route) for h in hits] for hits in results]
+
+
+def _interleave(per_route: list[list[list[SearchHit]]], k: int) -> list[list[SearchHit]]:
+    """Scores of different routes are not comparable (cosine vs fusion): interleave by rank."""
+    merged = []
+    for lists in zip(*per_route):
+        ranked = sorted((rank, j, h) for j, hits in enumerate(lists) for rank, h in enumerate(hits))
+        merged.append([h for _, _, h in ranked][:k])
+    return merged
+
+
+def _check_level(level: Any, per_file: Any) -> None:
+    if level not in LEVELS:
+        raise QueryError(f"level={level!r}: choose {', '.join(LEVELS)} (files: whole files only; moments: the "
+                         "moments of long recordings and videos only; auto: both, a long file by its best moments)")
+    if isinstance(per_file, bool) or not isinstance(per_file, (int, np.integer)) or not 1 <= per_file <= 1000:
+        raise QueryError(f"per_file={per_file!r}: the number of moments shown per file must be an integer from 1 "
+                         "to 1000")
 
 
 def _unloadable(path: Path, exc: Exception) -> StoreDamagedError:

@@ -221,3 +221,47 @@ def test_the_page_shows_a_watching_servers_progress(browser, tmp_path_factory):
             page.close()
     finally:
         service.close()
+
+
+@pytest.fixture(scope="module")
+def moment_server(tmp_path_factory):
+    """A server over a long recording (ESC-10 clips joined with pauses) on the offline preset."""
+    from indexer.index import index_directory
+    from query.serve.app import create_app
+    from query.serve.service import SearchService, ServeSettings
+    from tests.serve_support import RunningServer
+    from tests.test_moments import long_recording
+
+    root = tmp_path_factory.mktemp("moment-page")
+    parts = long_recording(root / "src" / "walk.wav", 0, seed=0)
+    index_directory(root / "src", root / "index", preset="offline", workers=1, progress=False)
+    service = SearchService.open(root / "index", ServeSettings(workers=1))
+    try:
+        with RunningServer(create_app(service)) as url:
+            yield url, parts
+    finally:
+        service.close()
+
+
+def test_a_moment_hit_plays_from_its_start_and_shows_its_time(browser, moment_server, tmp_path):
+    url, parts = moment_server
+    page = browser.new_page(viewport={"width": 1100, "height": 700})
+    page.goto(url)
+    page.fill("#q", "dog barking")
+    page.click("#go")
+    card = cards(page).first
+    card.wait_for()
+    start = float(card.get_attribute("data-start"))
+    dog = next(p for p in parts if p[0] == "dog")
+    assert dog[1] - 0.05 <= start < dog[2]  # the dog's part of the recording
+    when = card.locator(".when").text_content()
+    assert when.startswith("@ ") and when[2:7] == f"{int(start) // 60:02d}:{int(start) % 60:02d}"
+    player = card.locator("audio")
+    assert f"#t={start:g}" in player.get_attribute("src") or f"#t={start}" in player.get_attribute("src")
+    page.wait_for_function("el => el.readyState >= 1", arg=player.element_handle(), timeout=20_000)
+    assert abs(player.evaluate("el => el.currentTime") - start) < 0.3  # the player starts at the moment
+    shot = tmp_path / "moment-hit.png"
+    page.screenshot(path=str(shot), full_page=True)
+    if os.environ.get("EBRIDGE_SHOTS"):  # a folder to keep the screenshot in, to look at it
+        shutil.copy(shot, Path(os.environ["EBRIDGE_SHOTS"]) / shot.name)
+    page.close()

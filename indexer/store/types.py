@@ -81,6 +81,16 @@ def point_id(identity: str) -> str:
     return str(uuid.uuid5(ID_NAMESPACE, identity))
 
 
+def moment_id(file_id: str, number: int) -> str:
+    """Deterministic id of a long file's `number`-th moment (bridge.moments), from its file's point id:
+    re-indexing the file overwrites the same ids, so a resumed run never duplicates a moment.
+
+    >>> moment_id(point_id("a.wav"), 0) == moment_id(point_id("a.wav"), 0)
+    True
+    """
+    return point_id(f"{file_id}#moment{number}")
+
+
 # ---------------------------------------------------------------------------
 # Plain types shared by every backend
 # ---------------------------------------------------------------------------

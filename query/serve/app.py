@@ -171,6 +171,8 @@ def _search_routes(service: SearchService, guarded: list[Any]) -> APIRouter:
                       "target": {"type": "string", "description": "comma-separated, or repeat the field"},
                       "k": {"type": "integer"}, "route": {"type": "string", "enum": list(ROUTE_CHOICES)},
                       "source": {"type": "string", "enum": list(MODALITIES)},
+                      "level": {"type": "string", "enum": ["auto", "files", "moments"]},
+                      "per_file": {"type": "integer"},
                       "filter": {"type": "string", "description": "FIELD=VALUE, repeatable"}}}}}}})
     async def search(request: Request) -> dict[str, Any]:
         """Search by text or indexed id (JSON), or by an uploaded file (multipart field `file`).

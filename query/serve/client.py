@@ -26,28 +26,29 @@ class ServerError(EmergentBridgeError):
 def search(url: str, *, text: str | None = None, file: str | Path | None = None, id: str | None = None,
            target: Sequence[str] | None = None, k: int = 10, filter: Mapping[str, str] | None = None,
            route: str = "auto", source: str | None = None, api_key: str | None = None,
-           timeout: float = 120.0) -> list[dict[str, Any]]:
+           timeout: float = 120.0, level: str = "auto", per_file: int = 1) -> list[dict[str, Any]]:
     """One search on the server at `url`: by text, an indexed id, or a file (uploaded). Returns the hits
-    as dicts (id, path, modality, score, route, label, media, preview), best first."""
+    as dicts (id, path, modality, score, route, label, media, preview; a moment's start and end), best first."""
     body, content_type = search_body(text=text, file=file, id=id, target=target, k=k, filter=filter,
-                                     route=route, source=source)
+                                     route=route, source=source, level=level, per_file=per_file)
     return request(url, "/search", body, content_type, api_key=api_key, timeout=timeout)["hits"]
 
 
 def search_body(*, text: str | None = None, file: str | Path | None = None, id: str | None = None,
                 target: Sequence[str] | None = None, k: int = 10, filter: Mapping[str, str] | None = None,
-                route: str = "auto", source: str | None = None) -> tuple[bytes, str]:
+                route: str = "auto", source: str | None = None, level: str = "auto",
+                per_file: int = 1) -> tuple[bytes, str]:
     """The /search request body and its content type: JSON for text and ids, multipart for a file."""
     if file is None:
         data = {"text": text, "id": id, "target": list(target) if target else None, "k": k,
-                "filter": dict(filter or {}), "route": route}
+                "filter": dict(filter or {}), "route": route, "level": level, "per_file": per_file}
         return json.dumps({key: v for key, v in data.items() if v is not None}).encode(), "application/json"
     path = Path(file)
     try:
         content = path.read_bytes()
     except OSError as exc:
         raise ServerError(f"{path}: cannot read the query file ({exc.strerror})") from None
-    fields: list[tuple[str, str]] = [("k", str(k)), ("route", route)]
+    fields: list[tuple[str, str]] = [("k", str(k)), ("route", route), ("level", level), ("per_file", str(per_file))]
     fields += [("target", t) for t in target or []]
     fields += [("filter", f"{key}={v}") for key, v in (filter or {}).items()]
     if source:

@@ -49,6 +49,7 @@ from core.device import set_threads
 from core.errors import InputError
 from indexer.lock import IndexLock
 from indexer.store import Filter, store_in_folder
+from query.moments import LEVELS
 from query.search import PROXY_ROUTES, ROUTE_CHOICES, Index, QueryError, score_kind
 
 from query.serve.batching import Batcher, LruCache
@@ -89,6 +90,9 @@ class SearchRequest(BaseModel):
     filter: dict[str, str] = Field(default_factory=dict, description="payload filter, e.g. {'label': 'seven'}")
     route: Literal[ROUTE_CHOICES] = Field("auto", description="a route of GET /routes; auto: the index's route table")
     source: str | None = Field(None, description="an uploaded file's modality, when its name does not tell")
+    level: Literal[LEVELS] = Field("auto", description="files: whole files only; moments: the moments of long "
+                                   "recordings and videos only; auto: both, a long file by its best moments")
+    per_file: int = Field(1, ge=1, le=1000, description="at most this many hits (moments) of one file")
     group_by: Literal["modality"] | None = Field(
         None, description="'modality': one ranked list of k hits per target modality in `groups` (each list on one "
                           "route, so its scores compare); default: one list, ranked across routes by rank")
@@ -123,6 +127,9 @@ class HitOut(BaseModel):
     label: str | None
     media: str
     preview: str | None
+    start: float | None = Field(None, description="a moment's start in seconds into the file (absent for a file)")
+    end: float | None = Field(None, description="a moment's end in seconds")
+    file_id: str | None = Field(None, description="a moment's file: the id of its whole-file point")
 
 
 class GroupOut(BaseModel):
@@ -364,7 +371,8 @@ class SearchService:
                        features: np.ndarray | None = None) -> list[Any]:
         views = None if view is None else view[None, :]
         return self.index.search_vectors(source, z[None, :], req.target, req.k, req.filter or None, req.route,
-                                         views=views, features=None if features is None else features[None, :])[0]
+                                         views=views, features=None if features is None else features[None, :],
+                                         level=req.level, per_file=req.per_file)[0]
 
     def _search_groups(self, source: str, z: np.ndarray, view: np.ndarray | None, req: SearchRequest,
                        features: np.ndarray | None = None) -> dict[str, dict[str, Any]]:
@@ -379,7 +387,8 @@ class SearchService:
             if req.route == "instance" and not self.index.bridge.has_instance(source, target):
                 continue  # no instance map between the two
             hits = self.index.search_vectors(source, z[None, :], [target], req.k, req.filter or None, req.route,
-                                             views=views, features=feats)[0]
+                                             views=views, features=feats, level=req.level,
+                                             per_file=req.per_file)[0]
             if hits:
                 route = hits[0].route
                 groups[target] = {"route": route, "score_kind": score_kind(route), "hits": [_hit_json(h) for h in hits]}

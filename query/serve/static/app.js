@@ -165,6 +165,12 @@ function makeCard(h, i) {
   card.querySelector(".route").textContent = h.route;
   card.querySelector(".label").textContent = h.label || "";
   card.querySelector(".path").textContent = h.path || "";
+  if (h.start != null) {  // a moment of a long recording or video: say where
+    const when = card.querySelector(".when");
+    when.textContent = `@ ${clock(h.start)}–${clock(h.end)}`;
+    when.hidden = false;
+    card.dataset.start = String(h.start);
+  }
   fillMedia(card.querySelector(".media"), h);
   const more = card.querySelector(".more");
   more.setAttribute("aria-label", `More like this ${h.modality} ${h.label || ""} (${h.path || h.id})`);
@@ -174,8 +180,32 @@ function makeCard(h, i) {
   return card;
 }
 
+function clock(seconds) {
+  const t = Math.floor(Math.max(0, seconds) + 1e-6);
+  const h = Math.floor(t / 3600), m = Math.floor((t % 3600) / 60), s = t % 60;
+  const mm = String(m).padStart(2, "0"), ss = String(s).padStart(2, "0");
+  return h ? `${h}:${mm}:${ss}` : `${mm}:${ss}`;
+}
+
+// A moment's player starts at its time: a media fragment (#t=start,end) where the browser honours
+// it, and a seek once the metadata is in where it does not.
+function momentPlayer(tag, h) {
+  const player = document.createElement(tag);
+  player.controls = true;
+  player.preload = "metadata";
+  player.src = `${h.media}#t=${h.start},${h.end}`;
+  player.addEventListener("loadedmetadata", () => {
+    if (Math.abs(player.currentTime - h.start) > 0.25) player.currentTime = h.start;
+  }, { once: true });
+  player.setAttribute("aria-label", `play ${h.path || tag} from ${clock(h.start)}`);
+  return player;
+}
+
 function fillMedia(box, h) {
-  if (h.preview) {
+  if (h.start != null && (h.modality === "audio" || h.modality === "video")) {
+    box.classList.add(h.modality);
+    box.appendChild(momentPlayer(h.modality, h));
+  } else if (h.preview) {
     const img = document.createElement("img");
     img.src = h.preview;
     img.alt = `${h.modality} ${h.label || ""}`.trim();
