@@ -18,6 +18,8 @@ Example:
     [(0.0, 3.0), (1.5, 4.5), (3.0, 6.0)]
     >>> clock(75.4)
     '01:15'
+    >>> span(23.17, 23.39)
+    '00:23-00:24'
 """
 from __future__ import annotations
 
@@ -79,6 +81,47 @@ def clock(seconds: float) -> str:
     h, rest = divmod(total, 3600)
     m, s = divmod(rest, 60)
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
+
+
+def span(start: float, end: float) -> str:
+    """A moment's times as `mm:ss-mm:ss`, the end rounded up, so a moment shorter than a second
+    does not read as ending where it starts."""
+    return f"{clock(start)}-{clock(math.ceil(float(end) - 1e-6))}"
+
+
+def embedded_part(modality: str, source: str | Path, item: Any) -> str | None:
+    """What of a long audio or video file the index covers, when not all of it (for the payload and
+    the run's summary): a recording is embedded, and cut into moments, from its first
+    `MAX_AUDIO_SECONDS`; a video's whole-file point sees all of it, its moments the first
+    `MAX_MOMENT_SECONDS`. None when the file is covered whole (or its length cannot be told)."""
+    if modality == "audio":
+        covered = item.size / SAMPLE_RATE
+        whole = _declared_seconds(source, audio=True)
+        what = "embedded and cut into moments"
+    elif modality == "video":
+        whole = _declared_seconds(source, audio=False)
+        covered, what = MAX_MOMENT_SECONDS, "cut into moments"
+    else:
+        return None
+    if whole is None or whole <= covered + 1.0:
+        return None
+    return f"first {clock(covered)} of {clock(whole)} {what} (the first {MAX_MOMENT_SECONDS // 60} minutes of a long file)"
+
+
+def _declared_seconds(source: str | Path, audio: bool) -> float | None:
+    """A file's length as its header declares it, or None where it does not say."""
+    try:
+        if audio:
+            import soundfile as sf
+
+            info = sf.info(str(source))
+            return info.frames / info.samplerate if info.samplerate else None
+        import av
+
+        with av.open(str(source)) as container:
+            return container.duration / 1e6 if container.duration else None
+    except Exception:  # noqa: BLE001 - a note in the payload, never a reason to fail the file
+        return None
 
 
 def window_starts(duration: float, spec: MomentSpec) -> list[float]:

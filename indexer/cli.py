@@ -79,6 +79,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from bridge.moments import MAX_MOMENT_SECONDS
     from indexer.index import index_directory
 
     summary = index_directory(args.directory, args.index, bridge=args.bridge, options=options_from_args(args))
@@ -96,6 +97,9 @@ def run(args: argparse.Namespace) -> int:
     if s.skipped:
         print(f"  skipped   {sum(s.skipped.values()):>8}   {_by_modality(s.skipped)}: this space cannot place them; "
               "bind them with `ebridge train` (see the errors report)")
+    if s.cut:
+        print(f"  cut       {s.cut:>8}   longer than {MAX_MOMENT_SECONDS // 60} minutes: searched in their first "
+              f"{MAX_MOMENT_SECONDS // 60} minutes only")
     if s.ignored:
         print(f"  ignored   {s.ignored:>8}   (no modality reads these files)")
     print(f"  points    {s.points:>8}   in {s.seconds:.1f}s"

@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from bridge.moments import moment_specs_json
+from bridge.moments import MAX_MOMENT_SECONDS, moment_specs_json
 from core.device import torch_threads as torch_threads_for_run
 from core.errors import BridgeMismatchError, EmergentBridgeError
 from core.files import fsync_dir
@@ -90,6 +90,7 @@ class IndexSummary:
     shard: str | None = None
     by_modality: dict[str, int] = field(default_factory=dict)
     skipped: dict[str, int] = field(default_factory=dict)  # files of modalities the space cannot place
+    cut: int = 0  # recordings or videos longer than the part of them embedded and cut into moments
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -319,6 +320,11 @@ def _embed(run: _IndexRun, plan: Plan) -> None:
     summary.errors += counts.errors
     summary.by_modality = dict(counts.by_modality)
     summary.skipped = dict(counts.skipped)
+    summary.cut = counts.cut
+    if counts.cut:
+        log.warning("%d file(s) longer than %d minutes: only their first %d minutes are cut into moments (a "
+                    "recording's whole-file point too); the payload's `media_embedded` says what each covers",
+                    counts.cut, MAX_MOMENT_SECONDS // 60, MAX_MOMENT_SECONDS // 60)
     preset = run.bridge.config.get("preset_name")
     for m, n in sorted(summary.skipped.items()):
         log.warning("%d %s file(s) skipped: the space of %s cannot place %s. Bind %s to it from a few pairs "

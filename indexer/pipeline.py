@@ -36,7 +36,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from bridge.modalities import file_kind, load, text_part
-from bridge.moments import Moment, cut_moments
+from bridge.moments import Moment, cut_moments, embedded_part
 from core.device import set_threads
 from core.errors import EmergentBridgeError, InputError
 from indexer.faults import crash_point
@@ -70,6 +70,7 @@ class ReadResult:
     touched: bool = False  # same bytes as the manifest's row: nothing to embed
     skipped: bool = False  # a modality this bridge's space cannot place (the reason says how to bind it)
     moments: list[Moment] = field(default_factory=list)  # a long file's windows (bridge.moments), each a point
+    part: str | None = None  # what of a very long recording or video is covered (bridge.moments.embedded_part)
 
 
 @dataclass
@@ -79,6 +80,7 @@ class RunCounts:
     errors: int = 0
     by_modality: Counter = field(default_factory=Counter)
     skipped: Counter = field(default_factory=Counter)  # per modality: files the space cannot place
+    cut: int = 0  # files longer than the part of them that is embedded and cut into moments
     encode_seconds: float = 0.0  # time inside the encoder's forward passes
 
 
@@ -131,6 +133,8 @@ def read_file(entry: FileEntry, known: ManifestRow | None = None, modalities: Se
     try:
         res.item = load(entry.modality, Path(entry.abs_path))
         res.moments = cut_moments(entry.modality, Path(entry.abs_path), res.item)
+        if res.moments:
+            res.part = embedded_part(entry.modality, Path(entry.abs_path), res.item)
     except InputError as exc:
         res.error = exc.reason
     except EmergentBridgeError as exc:  # e.g. a missing optional decoder (av for video)
@@ -437,6 +441,9 @@ class Pipeline:
                         stale.extend(old.point_ids()[1 + row.moments:])
                     rows.append(row)
                     self.counts.by_modality[modality] += 1
+                    if r.part:
+                        self.counts.cut += 1
+                        log.debug("%s: %s", r.entry.rel_path, r.part)
                 self.counts.indexed += len(good)
             for r in batch.results:
                 if r.touched:
@@ -528,6 +535,8 @@ def payload_for(r: ReadResult, bridge_version: str) -> dict[str, Any]:
         payload["label"] = e.label
     if r.moments:
         payload["moments"] = len(r.moments)  # how many moment points stand beside this whole-file one
+    if r.part:
+        payload["media_embedded"] = r.part  # a very long file: what of it the points stand for
     if payload["abs_path"] != str(e.abs_path):
         payload["name_escaped"] = True  # the file's real name has bytes that are not UTF-8
     if e.modality == "text" and isinstance(r.item, str):

@@ -108,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
     import time
 
     started = time.perf_counter()
-    from bridge.moments import clock
+    from bridge.moments import span
     from query.search import Index, parse_filters
 
     if args.k < 1:
@@ -142,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
     if not hits:
         print("no hits")
     for rank, h in enumerate(hits, 1):
-        where = h["path"] if h.get("start") is None else f"{h['path']} @ {clock(h['start'])}-{clock(h['end'])}"
+        where = h["path"] if h.get("start") is None else f"{h['path']} @ {span(h['start'], h['end'])}"
         print(f"{rank:>3}. {h['score']:8.4f}  {h['modality']:<8} {h['route']:<7} {h.get('label') or '-':<10} {where}")
     return 0
 

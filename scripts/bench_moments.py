@@ -28,21 +28,29 @@ SR = 16_000
 log = logging.getLogger("bench_moments")
 
 
-def make_recordings(folder: Path, files: int, minutes: float, seed: int = 0) -> None:
-    """`files` recordings of `minutes` each: clips in random order after pauses of 2-10 s."""
+def make_recordings(folder: Path, files: int, minutes: float, seed: int = 0, labels: bool = False) -> None:
+    """`files` recordings of `minutes` each: clips in random order after pauses of 2-10 s; with
+    `labels`, each with its `walk-NN.txt` of `onset<TAB>offset<TAB>class` lines (DCASE's format)."""
     import soundfile as sf
 
-    clips = [sf.read(p, dtype="float32")[0] for p in sorted(SOUNDS.glob("*/*.flac"))]
+    paths = sorted(SOUNDS.glob("*/*.flac"))
+    clips = [sf.read(p, dtype="float32")[0] for p in paths]
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
+    end = int(minutes * 60 * SR)
     for i in range(files):
-        parts, n = [], 0
-        while n < minutes * 60 * SR:
+        parts, rows, n = [], [], 0
+        while n < end:
             pause = np.zeros(int(rng.uniform(2, 10) * SR), np.float32)
-            clip = clips[int(rng.integers(len(clips)))]
-            parts += [pause, clip]
-            n += pause.size + clip.size
-        sf.write(folder / f"walk-{i:02d}.wav", np.concatenate(parts)[: int(minutes * 60 * SR)], SR)
+            c = int(rng.integers(len(clips)))
+            parts += [pause, clips[c]]
+            n += pause.size
+            if n < end:
+                rows.append(f"{n / SR:.3f}\t{min(n + clips[c].size, end) / SR:.3f}\t{paths[c].parent.name}\n")
+            n += clips[c].size
+        sf.write(folder / f"walk-{i:02d}.wav", np.concatenate(parts)[:end], SR)
+        if labels:
+            (folder / f"walk-{i:02d}.txt").write_text("".join(rows), encoding="utf-8")
 
 
 def folder_bytes(path: Path) -> int:

@@ -94,7 +94,7 @@ def test_search_drop_and_more_like_this(browser, server, tmp_path):
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     page.goto(url + "/")
     page.wait_for_selector("#targets input[value=audio]")  # chips come from /stats
-    assert "210 items" in page.locator("#stats").inner_text()
+    assert "210 files" in page.locator("#stats").inner_text()
     # The route menu is the server's list (GET /routes), auto first and chosen.
     page.wait_for_function("document.querySelectorAll('#route option').length > 1")
     assert page.locator("#route option").evaluate_all("os => os.map(o => o.value)") == list(ROUTE_CHOICES)
@@ -217,7 +217,7 @@ def test_the_page_shows_a_watching_servers_progress(browser, tmp_path_factory):
                                    "document.querySelector('#indexing').textContent.includes(w))", timeout=60_000)
             line = page.locator("#indexing").inner_text()
             assert "0 queued" in line and "2 done" in line and "broken.png: unknown or corrupt image format" in line
-            assert "7 items" in page.locator("#stats").inner_text()
+            assert "7 files" in page.locator("#stats").inner_text()
             page.close()
     finally:
         service.close()
@@ -254,6 +254,8 @@ def test_a_moment_hit_plays_from_its_start_and_shows_its_time(browser, moment_se
     start = float(card.get_attribute("data-start"))
     dog = next(p for p in parts if p[0] == "dog")
     assert dog[1] - 0.05 <= start < dog[2]  # the dog's part of the recording
+    header = page.locator("#stats").inner_text()  # one file, however many moments it is cut into
+    assert header.startswith("1 file (1 audio) · ") and " moments · " in header, header
     when = card.locator(".when").text_content()
     assert when.startswith("@ ") and when[2:7] == f"{int(start) // 60:02d}:{int(start) % 60:02d}"
     player = card.locator("audio")

@@ -48,7 +48,7 @@ from bridge.modalities import MODALITIES, check_modality, detect_modality
 from core.device import set_threads
 from core.errors import InputError
 from indexer.lock import IndexLock
-from indexer.store import Filter, store_in_folder
+from indexer.store import Filter, Range, store_in_folder
 from query.moments import LEVELS
 from query.search import PROXY_ROUTES, ROUTE_CHOICES, Index, QueryError, score_kind
 
@@ -402,11 +402,17 @@ class SearchService:
 
     def stats(self) -> dict[str, Any]:
         store, bridge = self.index.store, self.index.bridge
-        by_modality = {m: store.count(Filter(must={"modality": m})) for m in MODALITIES}
+        points = store.count()
+        # Files, not points: a long recording is one file however many moments (points) it is cut into.
+        whole = {"segment": Range(gte=0)}
+        by_modality = {m: store.count(Filter(must={"modality": m}, must_not=whole)) for m in MODALITIES}
+        files = sum(by_modality.values())
         return {
             "index": str(self.index_dir),
-            "points": store.count(),
-            "by_modality": {m: n for m, n in by_modality.items() if n},
+            "points": points,  # files and moments
+            "files": files,
+            "moments": points - files,
+            "by_modality": {m: n for m, n in by_modality.items() if n},  # files of each modality
             "bridge_version": bridge.version,
             "bridge_modalities": bridge.modalities,
             "routes": {f"{s}->{t}": self.index.route_for(s, t) for s in bridge.modalities for t in bridge.modalities},

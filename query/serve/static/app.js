@@ -52,11 +52,19 @@ const SCALES = {
   rrf: "rank fusion (RRF: a sum of 1/(k+rank) over the direct and proxy lists; ranks, not a similarity)",
 };
 
+// The header counts files (a long recording is one, however many moments it is cut into) and says
+// the moments beside them.
+function statsLine(s) {
+  const counts = Object.entries(s.by_modality).map(([m, n]) => `${n} ${m}`).join(", ");
+  const files = s.files ?? s.points;
+  const moments = s.moments ? ` · ${s.moments} moments` : "";
+  return `${files} ${files === 1 ? "file" : "files"} (${counts})${moments} · bridge ${s.bridge_version}`;
+}
+
 async function loadStats() {
   try {
     const s = await api("/stats");
-    const counts = Object.entries(s.by_modality).map(([m, n]) => `${n} ${m}`).join(", ");
-    $("#stats").textContent = `${s.points} items (${counts}) · bridge ${s.bridge_version}`;
+    $("#stats").textContent = statsLine(s);
     showIndexing(s.indexing);
     const box = $("#targets");
     box.querySelectorAll("label").forEach((l) => l.remove());
@@ -125,8 +133,7 @@ function showIndexing(ix) {
 async function refreshIndexing() {
   try {
     const s = await api("/stats");
-    const counts = Object.entries(s.by_modality).map(([m, n]) => `${n} ${m}`).join(", ");
-    $("#stats").textContent = `${s.points} items (${counts}) · bridge ${s.bridge_version}`;
+    $("#stats").textContent = statsLine(s);
     showIndexing(s.indexing);
   } catch (err) { /* the next search says what is wrong */ }
 }
@@ -167,7 +174,7 @@ function makeCard(h, i) {
   card.querySelector(".path").textContent = h.path || "";
   if (h.start != null) {  // a moment of a long recording or video: say where
     const when = card.querySelector(".when");
-    when.textContent = `@ ${clock(h.start)}–${clock(h.end)}`;
+    when.textContent = `@ ${clock(h.start)}–${clock(Math.ceil(h.end - 1e-6))}`;  // a moment under a second still spans one
     when.hidden = false;
     card.dataset.start = String(h.start);
   }
