@@ -198,6 +198,33 @@ def test_a_lexicon_only_change_keeps_bridges_loading_and_a_spread_change_is_refu
     assert ConceptTable.from_raw({**raw, "nodes": renamed}, blob).sha256 != shipped.sha256
 
 
+def test_a_bridge_saved_on_the_format_1_table_loads_and_one_of_another_table_is_refused(tmp_path):
+    """A zero-training bridge records the table's hash; one recorded before the lexicon's change (the
+    format-1 table's hash) loads and embeds as it did; an unknown table is refused at load."""
+    import json
+
+    from bridge.model import build_modules
+    from bridge.space import Bridge
+
+    table = concept_table()
+    config = {"preset": "tiny", "preset_name": "tiny", "variant": "zero-training", "dim": table.size,
+              "feature_dims": {"image": 8}, "head_kinds": {"image": "labelspace"},
+              "label_classes": {"image": "imagenet"}, "concepts_sha256": "79d651b1b1d6838a", "proxy_model": None,
+              "hidden": 0, "dropout": 0.0, "temperature": 0.07, "paired": [], "version": "unsaved"}
+    modules = build_modules(config)
+    gen = torch.Generator().manual_seed(0)
+    modules.heads["image"].labels.set(torch.randn(1000, 8, generator=gen), torch.zeros(1000), 2.0, 0)
+    saved = Bridge(config, modules.eval()).save(tmp_path / "old")
+    features = np.random.default_rng(0).standard_normal((3, 8)).astype(np.float32)
+    loaded = Bridge.load(saved)
+    np.testing.assert_allclose(loaded.embed_features("image", features),
+                               Bridge(config, modules).embed_features("image", features), atol=1e-6)
+    cfg = json.loads((saved / "config.json").read_text())
+    (saved / "config.json").write_text(json.dumps({**cfg, "concepts_sha256": "0123456789abcdef"}))
+    with pytest.raises(Exception, match="--reembed"):
+        Bridge.load(saved).embed_features("image", features)
+
+
 @pytest.mark.slow
 def test_zero_training_index_of_a_mixed_folder_places_sounds(tmp_path):
     """The offline preset with no training: photos and sounds are both indexed, words find sounds and
