@@ -48,7 +48,19 @@ class ConceptTable:
     spreads: dict[str, list[list[int]]]  # "imagenet" / "audioset": per class, its concepts
     chains: list[list[int]]  # per concept: itself and its ancestors among the concepts
     lexicon: dict[str, int]
-    sha256: str  # of the shipped table's content: a bridge records it, so a changed table is never read silently
+    # Of what stored vectors depend on (`content_sha256`): a bridge records it, so a table that would place
+    # photos, sounds or texts elsewhere is never read silently; a new lexicon alone keeps it.
+    sha256: str
+    same_vectors_as: tuple[str, ...] = ()  # older tables' recorded hashes whose vectors this table keeps
+
+    @classmethod
+    def from_raw(cls, raw: dict[str, Any], blob: bytes = b"") -> "ConceptTable":
+        """The table from its JSON (`blob`, the JSON's bytes, names a format-1 table: see `recorded_sha256`)."""
+        sha = recorded_sha256(raw, blob)
+        same = raw.get("same_vectors_as") or {}
+        return cls(nodes=raw["nodes"], spreads={"imagenet": raw["imagenet"], "audioset": raw["audioset"]},
+                   chains=raw["chains"], lexicon=raw["lexicon"], sha256=sha,
+                   same_vectors_as=tuple(same.get("hashes", ())) if same.get("of") == sha else ())
 
     @property
     def size(self) -> int:
@@ -151,22 +163,52 @@ def _singulars(word: str) -> list[str]:
     return forms
 
 
-def check_table(config: dict[str, Any]) -> None:
-    """Refuse a bridge built on another concept table than the one shipped (its vectors would change).
+VECTOR_PARTS = ("nodes", "imagenet", "audioset", "chains")  # what a photo's, sound's or text's vector reads
+
+
+def content_sha256(raw: dict[str, Any]) -> str:
+    """The hash of what stored vectors depend on: the concepts (their names make the text prompts),
+    the classes' spreads and the chains. Not the lexicon, which only decides how a query is read.
+
+    Example:
+        >>> empty = {"nodes": [], "imagenet": [], "audioset": [], "chains": []}
+        >>> content_sha256({**empty, "lexicon": {"dog": 0}}) == content_sha256({**empty, "lexicon": {}})
+        True
+    """
+    part = json.dumps({k: raw[k] for k in VECTOR_PARTS}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(part.encode("utf-8")).hexdigest()[:16]
+
+
+def recorded_sha256(raw: dict[str, Any], blob: bytes = b"") -> str:
+    """The hash a bridge records for a table: `content_sha256` from format 2 on; a format-1 table was
+    known by the hash of its whole JSON, lexicon included (`blob`)."""
+    return content_sha256(raw) if raw.get("format", 1) >= 2 else hashlib.sha256(blob).hexdigest()[:16]
+
+
+def check_table(config: dict[str, Any], table: ConceptTable | None = None) -> None:
+    """Refuse a bridge built on another concept table than `table` (the one shipped): its vectors
+    would change. A table whose nodes, spreads and chains are the same (a new lexicon) is the same.
+
+    A one-word text file indexed under an older lexicon keeps the vector that lexicon gave it
+    (`bridge.labelspace.read_as_concept` reads a text as it is indexed too) until it is re-indexed.
 
     Example:
         >>> check_table({"concepts_sha256": concept_table().sha256})
     """
+    table = table or concept_table()
     recorded = config.get("concepts_sha256")
-    if recorded not in (None, concept_table().sha256):
-        raise ValueError(f"built on concept table {recorded}, this version ships {concept_table().sha256}: "
+    if recorded not in (None, table.sha256, *table.same_vectors_as):
+        raise ValueError(f"built on concept table {recorded}, this version ships {table.sha256}: "
                          "ebridge index --reembed rebuilds a zero-training index; a trained bridge is trained again")
+
+
+def read_raw() -> tuple[dict[str, Any], bytes]:
+    """The shipped table's JSON, parsed and as bytes."""
+    blob = gzip.decompress((resources.files("bridge") / "data" / DATA_FILE).read_bytes())
+    return json.loads(blob), blob
 
 
 @functools.cache
 def concept_table() -> ConceptTable:
     """The shipped table, read once per process."""
-    blob = gzip.decompress((resources.files("bridge") / "data" / DATA_FILE).read_bytes())
-    raw = json.loads(blob)
-    return ConceptTable(nodes=raw["nodes"], spreads={"imagenet": raw["imagenet"], "audioset": raw["audioset"]},
-                        chains=raw["chains"], lexicon=raw["lexicon"], sha256=hashlib.sha256(blob).hexdigest()[:16])
+    return ConceptTable.from_raw(*read_raw())

