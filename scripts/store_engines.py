@@ -43,6 +43,10 @@ EDGE_PRESETS: dict[str, dict[str, Any]] = {
     # no payload links and no ACORN: what a filtered search does without either
     "bare": {"payload_m": 0, "acorn_max_selectivity": None},
     "int8-cold": {"quantization": "int8", "vectors_memory": "cold"},
+    # the chunk before issue 29 (100k points: partitions' 20k segments merged and re-built), and the
+    # same chunk with the merges stopped (more, smaller graphs per partition)
+    "chunk100k": {"optimize_every": 100_000},
+    "chunk100k-nomerge": {"optimize_every": 100_000, "default_segment_number": 4},
 }
 
 
