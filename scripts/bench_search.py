@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from scripts.bench_store import make_vectors
+from scripts.store_data import make_vectors
 
 MODALITIES = ["image", "text", "audio", "depth", "thermal"]
 

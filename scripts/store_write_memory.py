@@ -26,15 +26,16 @@ import tempfile
 import tracemalloc
 from pathlib import Path
 
+from bridge.provenance import write_json_report
 from indexer.store import PartitionedEdgeStore, Point
-from scripts import bench_store as bench
+from scripts import store_data, store_engines, store_procs
 
 log = logging.getLogger("store_write_memory")
 MIB = 2 ** 20
 
 
 def _write_vectors(path: Path, n: int, dim: int) -> None:
-    bench.make_vectors(n, dim, 300, 0.8, 0.2, 16, 0).tofile(path)  # bench_store's defaults and seed
+    store_data.make_vectors(n, dim, 300, 0.8, 0.2, 16, 0).tofile(path)  # bench_store's defaults and seed
 
 
 def measure(n: int, dim: int, overrides: dict, workdir: Path, batch: int = 1000) -> dict[str, float]:
@@ -46,20 +47,20 @@ def measure(n: int, dim: int, overrides: dict, workdir: Path, batch: int = 1000)
     proc.join()
     if proc.exitcode != 0:
         raise RuntimeError(f"making the vectors failed (exit code {proc.exitcode})")
-    out: dict[str, float] = {f"after_imports_{k}_mib": v / MIB for k, v in bench.proc_status().items()}
+    out: dict[str, float] = {f"after_imports_{k}_mib": v / MIB for k, v in store_procs.proc_status().items()}
     args = argparse.Namespace(dim=dim, m=16, ef_construct=100, threads=1, edge_presets={})
-    spec = dataclasses.replace(bench.edge_spec(args, "default"), optimize_every=None, **overrides)
+    spec = dataclasses.replace(store_engines.edge_spec(args, "default"), optimize_every=None, **overrides)
     tracemalloc.start()
     store = PartitionedEdgeStore(workdir / "store")
     store.create(spec)
-    for lo, rows in bench.read_chunks(data, n, dim, batch):
+    for lo, rows in store_data.read_chunks(data, n, dim, batch):
         vecs = rows.tolist()
-        store.upsert((Point(bench.id_of(lo + j), {"bridged": v}, bench.payload_of(lo + j)) for j, v in enumerate(vecs)),
+        store.upsert((Point(store_data.id_of(lo + j), {"bridged": v}, store_data.payload_of(lo + j)) for j, v in enumerate(vecs)),
                      batch=batch)
         del vecs  # before the next batch's lists exist: one batch at a time
     current, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    out.update({f"after_writes_{k}_mib": v / MIB for k, v in bench.proc_status().items()})
+    out.update({f"after_writes_{k}_mib": v / MIB for k, v in store_procs.proc_status().items()})
     out.update(python_current_mib=current / MIB, python_peak_mib=peak / MIB)
     store.close()
     return out
@@ -81,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     for key, value in res.items():
         log.info("%s: %s", key, f"{value:.1f}" if isinstance(value, float) else value)
     if args.json:
-        bench.write_json_report(args.json, res)
+        write_json_report(args.json, res)
     return 0
 
 

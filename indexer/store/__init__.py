@@ -31,8 +31,8 @@ from typing import Any
 
 from indexer.record import read_record
 from indexer.store.base import Store
-from indexer.store.edge import (EdgeStore, PartitionedEdgeStore, StoreInUseError, in_use_error, is_single_shard,
-                                store_holders)
+from indexer.store.edge import EdgeStore, StoreInUseError, in_use_error, store_holders
+from indexer.store.edge_partitioned import PartitionedEdgeStore, is_single_shard
 from indexer.store.partitioned import PartitionedStore, partition_vectors
 from indexer.store.server import PartitionedServerStore, ServerStore, is_partitioned_collection
 from indexer.store.types import (BUILD_SETTINGS, DEFAULT_RRF_K, ID_NAMESPACE, CollectionSpec, Filter, Hit, Point,

@@ -192,6 +192,12 @@ class Store(abc.ABC):
         """Points by id, in the order asked; missing ids are left out. ``with_payload=False`` reads no
         payload (records get ``{}``), which works even where a payload page is garbled."""
 
+    def present_ids(self, ids: Sequence[PointId]) -> list[PointId]:
+        """Which of `ids` (canonical: see `_normalize_id`) the store holds, in no set order. The check
+        a per-modality store runs on every write (is this point in another partition?), so a backend
+        may answer it without building records."""
+        return [r.id for r in self.retrieve(ids, with_payload=False)]
+
     @abc.abstractmethod
     def count(self, filter: Filter | None = None) -> int:
         """Exact number of points, optionally matching ``filter``."""

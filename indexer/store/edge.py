@@ -19,9 +19,8 @@ from typing import IO, Any
 import numpy as np
 
 from core.errors import EmergentBridgeError
-from core.files import atomic_write_json, fsync_dir
+from core.files import atomic_write_json
 from indexer.faults import crash_point
-from indexer.store.partitioned import LAYOUT, PartitionedStore
 from indexer.store.base import (Store, _as_vector, _batched, _match_values, _merge_metadata,
                                 _normalize_id, _search_params, _vectors_out)
 from indexer.store.types import (DEFAULT_RRF_K, CollectionSpec, Filter, FilterValue, FusionKind, Hit,
@@ -29,6 +28,10 @@ from indexer.store.types import (DEFAULT_RRF_K, CollectionSpec, Filter, FilterVa
                                  VectorLike)
 
 log = logging.getLogger(__name__)
+
+# The folder of a per-modality store's partitions (`indexer.store.edge_partitioned`), named here
+# because the helpers below that move or find a store's files need it too.
+PARTS_DIR = "modalities"
 
 
 # ---------------------------------------------------------------------------
@@ -310,6 +313,11 @@ class EdgeStore(Store):
         recs = self._live().retrieve(norm, with_payload, wv)
         return self._order_records(norm, [_edge_record(r) for r in recs])
 
+    def present_ids(self, ids: Sequence[PointId]) -> list[PointId]:
+        # Straight to the engine: no second id check, no records, no reordering. Measured at 100k
+        # points per modality, retrieve() here was a third of the per-modality store's write time.
+        return [_edge_id(r.id) for r in self._live().retrieve(list(ids), False, False)]
+
     def count(self, filter: Filter | None = None) -> int:
         qe = _edge()
         self._warn_unindexed(filter)
@@ -398,7 +406,7 @@ def set_aside(path: str | os.PathLike[str], dest: str | os.PathLike[str]) -> lis
     the moved paths (at their new place); nothing else of the index folder is touched."""
     moved = []
     Path(dest).mkdir(parents=True, exist_ok=True)
-    for name in (EdgeStore.META_FILE, EdgeStore.SHARD_DIR, PartitionedEdgeStore.PARTS_DIR):
+    for name in (EdgeStore.META_FILE, EdgeStore.SHARD_DIR, PARTS_DIR):
         src = Path(path) / name
         if src.exists():
             moved.append(Path(dest) / name)
@@ -414,7 +422,7 @@ def store_holders(index_dir: str | os.PathLike[str]) -> list[int]:
     """Pids of this user's processes with a file of the embedded store of `index_dir` open
     (its `shard/` or `modalities/` folder; Linux /proc; empty elsewhere)."""
     root = Path(index_dir).resolve()
-    prefixes = (*(str(root / d) + "/" for d in (EdgeStore.SHARD_DIR, PartitionedEdgeStore.PARTS_DIR)),
+    prefixes = (*(str(root / d) + "/" for d in (EdgeStore.SHARD_DIR, PARTS_DIR)),
                 str(root / EdgeStore.LOCK_FILE))
     me, found = os.getpid(), []
     for proc in Path("/proc").glob("[0-9]*"):
@@ -440,120 +448,6 @@ def in_use_error(index_dir: str | os.PathLike[str], exc: Exception) -> Exception
         "at a time: wait for it to finish or close it, then retry (serve the index with `ebridge serve` "
         "to search it from several clients).")
 
-
-class PartitionedEdgeStore(PartitionedStore):
-    """The embedded store, one shard (one HNSW graph) per modality, persisted under ``path``.
-
-    Layout: ``<path>/collection.json`` (the manifest: spec, metadata, partitions) and
-    ``<path>/modalities/<modality>/`` (an `EdgeStore` each: ``shard/`` + its own ``collection.json``).
-    Partitions open on first use, so opening the index reads one small file.
-
-    Example::
-
-        with PartitionedEdgeStore("my-index") as store:
-            if not store.exists():
-                store.create(CollectionSpec(vectors={"bridged": 256}))
-            store.upsert(points)            # routed by payload["modality"]
-            store.search("bridged", q, filter=Filter(must={"modality": "audio"}))  # the audio graph only
-    """
-
-    META_FILE = EdgeStore.META_FILE
-    PARTS_DIR = "modalities"
-
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = Path(path)
-        self._init_partitions()
-
-    def __repr__(self) -> str:
-        return f"PartitionedEdgeStore({str(self.path)!r})"
-
-    def _read_manifest(self) -> dict[str, Any] | None:
-        meta = self.path / self.META_FILE
-        if not meta.is_file():
-            return None
-        try:
-            data = json.loads(meta.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as e:
-            raise StoreUnreadableError(f"{meta}: unreadable store description ({e})") from e
-        if not isinstance(data, dict):
-            raise StoreUnreadableError(f"{meta}: unreadable store description (not a JSON object)")
-        layout = data.get("layout")
-        if layout is None:  # a one-shard store's description (is_single_shard found no shard beside it)
-            raise StoreUnreadableError(f"{meta}: describes a one-shard store, but its {EdgeStore.SHARD_DIR}/ is "
-                                       "missing or incomplete")
-        if layout != LAYOUT:
-            from indexer.record import IndexFormatError
-
-            raise IndexFormatError(f"{meta}: store layout {layout!r} is not one this version of EmergentBridge reads "
-                                   f"({LAYOUT!r}); upgrade emergentbridge, or index into a fresh folder")
-        return data
-
-    def _write_manifest(self, manifest: dict[str, Any]) -> None:
-        self.path.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(self.path / self.META_FILE, manifest)
-
-    def _part_store(self, name: str) -> Store:
-        try:
-            return EdgeStore(self.path / self.PARTS_DIR / name)
-        except Exception as exc:  # noqa: BLE001 - the engine raises plain Exception
-            raise in_use_error(self.path, exc) from None
-
-    def _make_part(self, name: str, spec: CollectionSpec) -> Store:
-        """Build the partition in ``modalities/.<name>.tmp/`` and rename it into place, so
-        ``modalities/<name>/`` appears whole (shard and collection.json) or not at all. A folder a
-        run killed there left (before this, partitions were made in place: a shard without its
-        collection.json) holds no point and is replaced."""
-        import shutil
-
-        parts = self.path / self.PARTS_DIR
-        final, tmp = parts / name, parts / f".{name}.tmp"
-        for leftover in parts.glob(".*.tmp"):  # of this or another partition, from a killed run
-            shutil.rmtree(leftover, ignore_errors=True)
-        built = EdgeStore(tmp)
-        try:
-            built.create(spec)
-        finally:
-            built.close()
-        crash_point("partition-collection")
-        if final.exists():
-            log.warning("%s: partition %r was left half-made by an interrupted run (%s); it holds no point: "
-                        "made anew", self.path, name, ", ".join(sorted(p.name for p in final.iterdir())) or "empty")
-            shutil.rmtree(final)
-        os.rename(tmp, final)
-        fsync_dir(parts)
-        return self._part_store(name)
-
-    def _adopt_part(self, name: str, store: Store, spec: CollectionSpec) -> Store:
-        if dict(store.spec.vectors) != dict(spec.vectors):  # made for another spec; it holds no recorded point
-            log.warning("%s: unlisted partition %r has vectors %s, not %s; made anew", self.path, name,
-                        dict(store.spec.vectors), dict(spec.vectors))
-            store.close()
-            return self._make_part(name, spec)
-        return super()._adopt_part(name, store, spec)
-
-    def _drop_storage(self) -> None:
-        import shutil
-
-        shutil.rmtree(self.path / self.PARTS_DIR, ignore_errors=True)
-        shutil.rmtree(self.path / EdgeStore.SHARD_DIR, ignore_errors=True)  # a single-shard store it replaces
-        (self.path / self.META_FILE).unlink(missing_ok=True)
-
-    def engine_config(self) -> dict[str, dict[str, Any]]:
-        """Each partition's engine config (``shard/edge_config.json``), for checks and reports."""
-        return {name: store.engine_config() for name, store in self._open_parts()}  # type: ignore[attr-defined]
-
-
-def is_single_shard(path: str | os.PathLike[str]) -> bool:
-    """Whether `path` holds a store of the layout before issue 22: one shard for every modality
-    (``shard/`` beside a ``collection.json`` without a ``layout``). Such a store is read as it is."""
-    path = Path(path)
-    meta = path / EdgeStore.META_FILE
-    if not (path / EdgeStore.SHARD_DIR / "edge_config.json").is_file() or not meta.is_file():
-        return False
-    try:
-        return json.loads(meta.read_text(encoding="utf-8")).get("layout") is None
-    except (OSError, ValueError, AttributeError):
-        return True  # EdgeStore's own loader names the problem
 
 
 def _edge_memory(where: str | None) -> Any:
@@ -608,8 +502,11 @@ def _edge_record(r: Any) -> Record:
     return Record(_normalize_id(r.id), dict(r.payload or {}), _vectors_out(r.vector))
 
 
+def _edge_id(pid: Any) -> PointId:
+    """An id the engine answers (uuid.UUID or int: already valid, only the UUID needs its string)."""
+    return str(pid) if isinstance(pid, uuid.UUID) else _normalize_id(pid)
+
+
 def _edge_hit(p: Any) -> Hit:
-    pid = p.id  # the engine answers uuid.UUID or int: already valid, only the UUID needs its string
-    return Hit(str(pid) if isinstance(pid, uuid.UUID) else _normalize_id(pid), float(p.score), dict(p.payload or {}),
-               _vectors_out(p.vector))
+    return Hit(_edge_id(p.id), float(p.score), dict(p.payload or {}), _vectors_out(p.vector))
 

@@ -25,7 +25,7 @@ features, carried only by that modality's points) are declared only in that moda
 other named vectors in every partition (a point may lack a declared named vector: the engine stores
 and searches only the points that carry it).
 
-Subclasses say where the manifest and the partitions live: `indexer.store.edge.PartitionedEdgeStore`
+Subclasses say where the manifest and the partitions live: `indexer.store.edge_partitioned.PartitionedEdgeStore`
 (folders) and `indexer.store.server.PartitionedServerStore` (collections).
 """
 from __future__ import annotations
@@ -333,7 +333,7 @@ class PartitionedStore(Store):
         ids = [_normalize_id(p.id) for p in points]
         for name, store in self._open_parts():
             if name != home:
-                stale = [r.id for r in store.retrieve(ids, with_payload=False)]
+                stale = store.present_ids(ids)
                 if stale:
                     store.delete(stale)
 

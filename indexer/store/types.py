@@ -143,15 +143,20 @@ class CollectionSpec:
     payload_m: int | None = 0
     # Payload fields whose values get those links when payload_m != 0; None = every indexed field.
     hnsw_payload_fields: list[str] | None = field(default_factory=lambda: ["modality"])
-    # Largest segment the optimizer merges into (KB of vectors). Equal to one optimize_every chunk of
-    # 256-d float vectors, so chunks are indexed once and never re-merged into ever larger segments
-    # (each merge rebuilds the graph and holds source and target in memory at once).
+    # Largest segment the optimizer merges into (KB of vectors): ~100k 256-d float vectors. A
+    # per-modality store's chunk puts ~60k points in each of five partitions, so two chunk segments
+    # never fit one merge (each merge rebuilds the graph and holds source and target at once).
     max_segment_size_kb: int | None = 100_000
     # Segments the optimizer aims for (0/None = Qdrant's CPU-derived default).
     default_segment_number: int | None = None
     # Embedded store: run the optimizer after every this many upserted points, so the
-    # unindexed (appendable) segment never grows past one chunk. None = only on optimize().
-    optimize_every: int | None = 100_000
+    # unindexed (appendable) segments never grow past one chunk. None = only on optimize().
+    # 300,000 since issue 29 (100,000 before): with 100k chunks a per-modality store's partitions got
+    # 20k-point segments which the engine then merged, re-building each graph (at 300k every
+    # partition's graph was built three times: 20k, 40k, 60k); the build took 2.9x FAISS's CPU time.
+    # A 300k chunk builds each graph once (1.9x) and costs build memory: peak 932 MiB at 300k
+    # against 498 MiB (docs/store-benchmark.md, "Build time").
+    optimize_every: int | None = 300_000
     # Filtered searches walk the graph ACORN-style (neighbours of neighbours) when the filter keeps
     # at most this fraction of the points (Qdrant's estimate); None = off. This is what keeps a
     # filtered search correct without payload_m links: a plain walk restricted to the matching
