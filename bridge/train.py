@@ -64,7 +64,7 @@ __all__ = ["BASE_KEYS", "PairSampler", "TopClassPairs", "TrainConfig", "TrainRun
 
 def train(cfg: TrainConfig, data: TrainingSet, val: TrainingSet | None = None,
           preset_info: dict[str, Any] | None = None, base: Bridge | None = None,
-          device: Any = None) -> tuple[Bridge, dict[str, Any]]:
+          device: Any = None, *, instance_maps: bool = True) -> tuple[Bridge, dict[str, Any]]:
     """Train the bridge on frozen features; returns it and its training curves.
 
     `val` (never the test split) picks each head's best step and is reported per pair; without
@@ -73,7 +73,8 @@ def train(cfg: TrainConfig, data: TrainingSet, val: TrainingSet | None = None,
     side by side differ only in how the other modalities are bound. `preset_info` is
     `Preset.info()`: its aligned pairs decide the frozen base, its backbones which heads start
     as a copy of the anchor's. `device` ("auto", "cpu", "cuda", "mps") runs the whole training
-    there; the checkpoint is the same.
+    there; the checkpoint is the same. `instance_maps=False` skips stage 4: a trial run
+    (`bridge.trials`) is scored by its heads alone.
 
     Example:
         >>> bridge, curves = train(TrainConfig(preset="tiny", steps=50), data, device="cpu")  # doctest: +SKIP
@@ -87,7 +88,8 @@ def train(cfg: TrainConfig, data: TrainingSet, val: TrainingSet | None = None,
         _train_base(run)
         _train_proxy(run)
         _bind_modalities(run)
-        _bind_instances(run)
+        if instance_maps:
+            _bind_instances(run)
         bridge = _choose_routes(run)
     if dev is not None:
         bridge.device = dev
@@ -388,11 +390,38 @@ def _bind(run: TrainRun, m: str) -> None:
     run.config["paired"].append([m, cfg.anchor])
 
 
+# What an instance map's training reads from the config: a lent base's maps serve a run that agrees on these.
+INSTANCE_KEYS = ("preset", "anchor", "seed", "steps", "batch_size", "lr", "weight_decay", "start_decay", "temperature",
+                 "select", "eval_every", "patience", "val_fraction")
+
+
 def _bind_instances(run: TrainRun) -> None:
     """Stage 4: each modality read by the anchor's encoder is also bound in that encoder's own geometry
-    (an instance map into the anchor's raw features), where items are told apart, not only classed."""
+    (an instance map into the anchor's raw features), where items are told apart, not only classed.
+    A map reads the raw features alone, never the base or the variant's proxy term, so a lent base
+    trained with the same settings lends the maps it trained (`trained_instance_maps`)."""
+    lent = getattr(run.base, "trained_instance_maps", None) or {}
+    same = lent.get("settings") == {k: getattr(run.cfg, k) for k in INSTANCE_KEYS}
     for m in sorted(run.shares_anchor & set(run.data)):
+        key = instance_key(m, run.cfg.anchor)
+        if same and key in lent.get("maps", {}):
+            imap, info, curve = lent["maps"][key]
+            run.modules.instance[key] = imap
+            run.config.setdefault("instance_maps", {})[key] = {**info, "lent_by": run.base.version}
+            run.curves[f"instance/{m}-{run.cfg.anchor}"] = curve
+            log.info("instance map %s->%s: lent by the base's bridge %s", m, run.cfg.anchor, run.base.version)
+            continue
         bind_instance(run.modules, run.config, run.cfg, m, run.data, run.val, run.curves, run.rng)
+
+
+def _keep_instance_maps(run: TrainRun, bridge: Bridge) -> None:
+    """Hold every trained instance map on the bridge in memory (routes may drop some from the checkpoint),
+    so a run that borrows this bridge as its base borrows them too."""
+    maps = run.config.get("instance_maps") or {}
+    bridge.trained_instance_maps = {
+        "settings": {k: getattr(run.cfg, k) for k in INSTANCE_KEYS},
+        "maps": {key: (run.modules.instance[key], dict(info), run.curves.get(f"instance/{info['source']}-{info['target']}"))
+                 for key, info in maps.items() if key in run.modules.instance}}
 
 
 # ------------------------------------------------------------------------------ 5. routes
@@ -426,6 +455,7 @@ def _choose_routes(run: TrainRun) -> Bridge:
             same[f"{m}->{m}"] = {"route": "raw", "why": "no training data: the encoder's own features"}
     config["same_modality"] = same
     config["cross_modal"] = choose_cross_modal_routes(bridge, run.data, run.val, run.same_encoder)
+    _keep_instance_maps(run, bridge)
     drop_unused_instance_maps(bridge)
     config["routes"] = {pair: info["route"] for pair, info in {**same, **config["cross_modal"]}.items()}
     if run.val:
