@@ -331,10 +331,23 @@ def _train_proxy(run: TrainRun) -> None:
     g.eval()
     for p in g.parameters():
         p.requires_grad_(False)
-    # Sampling G costs `diffusion_steps` denoiser passes: draw a bank of noisy proxies per
-    # anchor item once (each with its own noise) rather than at every binding step.
+    if cfg.variant not in ("anchor", "oracle") and cfg.lambda_proxy > 0:  # only the proxy term reads the bank
+        run.bank = _proxy_bank(run, g)
+
+
+def _proxy_bank(run: TrainRun, g: Any) -> "torch.Tensor":
+    """G's noisy proxies, a bank of `proxy_bank` per anchor item, (n, K, dim). Sampling G costs
+    `diffusion_steps` denoiser passes, so the bank is drawn once rather than at every binding step;
+    a lent base lends the bank a run on it drew (the same G on the same anchor vectors), so proxy
+    variants compared side by side read the same proxies."""
+    lent = getattr(run.base, "proxy_bank", None)
+    if lent is not None and lent[1].shape[1] == run.cfg.proxy_bank and torch.equal(lent[0], run.z_anchor):
+        return lent[1]
     with torch.no_grad():
-        run.bank = torch.stack([g.sample(run.z_anchor) for _ in range(cfg.proxy_bank)], dim=1)  # (n, K, dim)
+        bank = torch.stack([g.sample(run.z_anchor) for _ in range(run.cfg.proxy_bank)], dim=1)
+    if run.base is not None:
+        run.base.proxy_bank = (run.z_anchor, bank)  # for the next run that borrows this base
+    return bank
 
 
 # ------------------------------------------------------------------------------ 3-4. binding

@@ -149,3 +149,20 @@ def test_a_lent_base_lends_its_instance_maps_and_a_trial_trains_none(caplog):
         assert variant.modules.instance["thermal_to_image"] is lent[0]
     trial, _ = train(cfg, data, preset_info=info, instance_maps=False)
     assert not trial.config.get("instance_maps") and trial.trained_instance_maps["maps"] == {}
+
+
+def test_proxy_variants_on_one_lent_base_read_one_bank_of_proxies():
+    """Issue 29: G's bank of noisy proxies is drawn by the first proxy variant bound on a lent base and
+    read by the next (the same G on the same anchor vectors); `anchor` draws none (it has no proxy term)."""
+    import dataclasses
+
+    data = _pairs()
+    info = load_preset(PRESET).info()
+    cfg = TrainConfig(preset=PRESET, steps=40, proxy_steps=10, eval_every=20, batch_size=32)
+    anchor, _ = train(cfg, data, preset_info=info)
+    assert getattr(anchor, "proxy_bank", None) is None
+    train(dataclasses.replace(cfg, variant="naive-proxy"), data, preset_info=info, base=anchor)
+    z_anchor, bank = anchor.proxy_bank
+    assert bank.shape[:2] == (len(z_anchor), cfg.proxy_bank)  # per anchor item of the training split
+    train(dataclasses.replace(cfg, variant="emergentbridge"), data, preset_info=info, base=anchor)
+    assert anchor.proxy_bank[1] is bank

@@ -23,6 +23,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import os
+import resource
 import shutil
 import time
 from collections import defaultdict
@@ -245,12 +247,20 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
     results = _train_and_test(run, val_feats)
     report = _report(run, results, raw, zero_training, {"stages_s": run.timer.report(),
                                                         "seconds": round(time.perf_counter() - t_start, 1),
-                                                        "provenance": prov})
+                                                        "cpu_seconds": _cpu_seconds(), "provenance": prov,
+                                                        "loadavg_end": [round(x, 2) for x in os.getloadavg()]})
     if not any(p for v in results.runs.values() for r in v.values() for p in r["pairs"].values()):
         raise NothingToScore(f"{run.world.spec.title}: no test query found a gallery to score against; "
                              "the test split needs items of two modalities that share labels or pair keys")
     write_report(report, cfg.out)
     return report
+
+
+def _cpu_seconds() -> float:
+    """CPU seconds this process (and any worker it waited for) has used: on a shared machine the
+    measure of the bench's own work, where wall time also counts the other processes'."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return round(own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime, 1)
 
 
 def _prepare(cfg: BenchConfig) -> _Run:

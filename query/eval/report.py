@@ -279,7 +279,10 @@ def _system(report: dict[str, Any]) -> list[str]:
     lines = ["", "## System", ""]
     stages = report.get("stages_s", {})
     lines.append("- wall time per stage (s): " + ", ".join(f"{k} {v}" for k, v in stages.items())
-                 + f"; total {report['seconds']} s")
+                 + f"; total {report['seconds']} s"
+                 + (f", {report['cpu_seconds']} CPU s" if report.get("cpu_seconds") is not None else "")
+                 + (f" (load average {report['provenance']['loadavg'][0]} at the start, "
+                    f"{report['loadavg_end'][0]} at the end)" if report.get("loadavg_end") else ""))
     ips = [r["items_per_s"] for r in report["indexing"] if r["items"]]
     if report["indexing"]:
         lines.append(f"- indexing: first run {report['indexing'][0]['items_per_s']} items/s (cold encoders); "
