@@ -31,7 +31,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -40,19 +39,19 @@ import numpy as np
 from bridge.config import TrainConfig
 from bridge.head_plan import (BASE_KEYS, adopt_base, base_kinds, carried_modalities, frozen_modalities,
                               label_maps_for, on_label_space)
+from bridge.instance_maps import bind_instance, borrow_instance_map, keep_instance_maps
 from bridge.labelspace import label_classes, space_dim
-from bridge.model import (BridgeModules, InstanceMap, build_modules, info_nce, init_copy, init_pca, init_ridge,
-                          instance_key, instance_loss, neighbour_loss, proxy_loss)
+from bridge.model import (BridgeModules, build_modules, info_nce, init_copy, init_pca, init_ridge, neighbour_loss,
+                          proxy_loss)
 from bridge.optimise import PairSampler, TopClassPairs, optimise, pair_and_mean, rows_tensor
 from bridge.pairs import ModalityData, TrainingSet, pair_keys
 from bridge.route_choice import choose_cross_modal_routes, choose_same_modality_routes, drop_unused_instance_maps
 from bridge.space import Bridge
 from bridge.trials import choose_base, guard_held_out_classes
-from bridge.validation import PairCheck, hold_out, recall_at_1, unit_rows
+from bridge.validation import PairCheck, hold_out, recall_at_1
 from core.deps import require
 
 torch = require("torch", "training")
-nn = torch.nn
 log = logging.getLogger(__name__)
 
 # Names that lived here before the stages had modules of their own; importable from here as before.
@@ -403,38 +402,13 @@ def _bind(run: TrainRun, m: str) -> None:
     run.config["paired"].append([m, cfg.anchor])
 
 
-# What an instance map's training reads from the config: a lent base's maps serve a run that agrees on these.
-INSTANCE_KEYS = ("preset", "anchor", "seed", "steps", "batch_size", "lr", "weight_decay", "start_decay", "temperature",
-                 "select", "eval_every", "patience", "val_fraction")
-
-
 def _bind_instances(run: TrainRun) -> None:
     """Stage 4: each modality read by the anchor's encoder is also bound in that encoder's own geometry
-    (an instance map into the anchor's raw features), where items are told apart, not only classed.
-    A map reads the raw features alone, never the base or the variant's proxy term, so a lent base
-    trained with the same settings lends the maps it trained (`trained_instance_maps`)."""
-    lent = getattr(run.base, "trained_instance_maps", None) or {}
-    same = lent.get("settings") == {k: getattr(run.cfg, k) for k in INSTANCE_KEYS}
+    (an instance map into the anchor's raw features), where items are told apart, not only classed;
+    a lent base trained with the same settings lends the maps it trained (`bridge.instance_maps`)."""
     for m in sorted(run.shares_anchor & set(run.data)):
-        key = instance_key(m, run.cfg.anchor)
-        if same and key in lent.get("maps", {}):
-            imap, info, curve = lent["maps"][key]
-            run.modules.instance[key] = imap
-            run.config.setdefault("instance_maps", {})[key] = {**info, "lent_by": run.base.version}
-            run.curves[f"instance/{m}-{run.cfg.anchor}"] = curve
-            log.info("instance map %s->%s: lent by the base's bridge %s", m, run.cfg.anchor, run.base.version)
-            continue
-        bind_instance(run.modules, run.config, run.cfg, m, run.data, run.val, run.curves, run.rng)
-
-
-def _keep_instance_maps(run: TrainRun, bridge: Bridge) -> None:
-    """Hold every trained instance map on the bridge in memory (routes may drop some from the checkpoint),
-    so a run that borrows this bridge as its base borrows them too."""
-    maps = run.config.get("instance_maps") or {}
-    bridge.trained_instance_maps = {
-        "settings": {k: getattr(run.cfg, k) for k in INSTANCE_KEYS},
-        "maps": {key: (run.modules.instance[key], dict(info), run.curves.get(f"instance/{info['source']}-{info['target']}"))
-                 for key, info in maps.items() if key in run.modules.instance}}
+        if not borrow_instance_map(run.base, run.modules, run.config, run.cfg, m, run.curves):
+            bind_instance(run.modules, run.config, run.cfg, m, run.data, run.val, run.curves, run.rng)
 
 
 # ------------------------------------------------------------------------------ 5. routes
@@ -468,7 +442,7 @@ def _choose_routes(run: TrainRun) -> Bridge:
             same[f"{m}->{m}"] = {"route": "raw", "why": "no training data: the encoder's own features"}
     config["same_modality"] = same
     config["cross_modal"] = choose_cross_modal_routes(bridge, run.data, run.val, run.same_encoder)
-    _keep_instance_maps(run, bridge)
+    keep_instance_maps(bridge, run.modules, run.config, run.cfg, run.curves)
     drop_unused_instance_maps(bridge)
     config["routes"] = {pair: info["route"] for pair, info in {**same, **config["cross_modal"]}.items()}
     if run.val:
@@ -550,41 +524,6 @@ def _settle(run: TrainRun, m: str, result: dict[str, Any]) -> None:
 
 
 # ------------------------------------------------------------------------------ the rest
-
-
-def bind_instance(modules: BridgeModules, config: dict[str, Any], cfg: TrainConfig, m: str, data: TrainingSet,
-                  val: TrainingSet, curves: dict[str, Any], rng: np.random.Generator) -> None:
-    """Train m's instance map into the anchor's raw features (`InstanceMap`), from the identity (the raw
-    route of two modalities on one encoder), with InfoNCE on the pairs both ways, kept at its best
-    validation step (the start included). Whether a search takes it is decided with the routes."""
-    anchor = cfg.anchor
-    check = PairCheck(m, anchor, data, val)
-    if not check.usable:
-        return
-    imap = InstanceMap(data[m].features.shape[1], data[anchor].features.shape[1])
-    sampler = PairSampler(data[m], data[anchor], rng, f"{m}<->{anchor}")
-    scale = nn.Parameter(torch.tensor(math.log(1 / cfg.temperature)))
-    x_m, x_a = torch.as_tensor(data[m].features), torch.as_tensor(data[anchor].features)
-
-    def loss(_: int) -> "torch.Tensor":
-        rows, cols, pos = sampler.batch(cfg.batch_size)
-        return instance_loss(imap, x_m[rows], x_a[cols], scale.exp().clamp(max=100), pos)
-
-    def embed(s: str, x: np.ndarray) -> np.ndarray:
-        z = torch.as_tensor(x, dtype=torch.float32)
-        return (imap.to_target(z) if s == m else imap.to_source(z)).cpu().numpy()
-
-    result = optimise([*imap.parameters(), scale], cfg.steps, cfg, loss, f"instance/{m}-{anchor}", curves,
-                      keep=[imap], check=lambda: check.score(embed, unit_rows), anchored=list(imap.parameters()))
-    imap.eval()
-    key = instance_key(m, anchor)
-    modules.instance[key] = imap
-    config.setdefault("instance_maps", {})[key] = {
-        "source": m, "target": anchor, "kept_step": result.get("best_step"),
-        "start_r1": round(result.get("start_r1", float("nan")), 4), "val_r1": round(result.get("best_r1", float("nan")), 4)}
-    log.info("instance map %s->%s (the encoder's own geometry) val R@1: raw features %.3f, kept %.3f -> keeping %s",
-             m, anchor, result.get("start_r1", float("nan")), result.get("best_r1", float("nan")),
-             f"step {result['best_step']}" if result.get("best_step") else "the start (the raw features)")
 
 
 def _oracle_pairs(m: str, d: ModalityData, data: TrainingSet, modules: BridgeModules,

@@ -4,9 +4,11 @@ One path for every dataset (`--dataset digits|esc50|nyud|sunrgbd|llvip|audiocaps
 adapter -> world (split folders + the pairs manifest, see `query.eval.tasks`) -> train the
 variants -> index with the real indexer -> query through the router -> report.
 
-For every seed: `anchor` trains the base space and G once; each proxy variant re-binds on
-that base for every setting of a small, bounded sweep (default `lambda_proxy` in
-{1, 2, 4, 8, 16}), each candidate is indexed and scored on the **validation** split, and the
+For every seed: `anchor` trains the base space and G once; the other variants re-bind on that
+base, borrowing with it what no variant changes (the instance maps, G's bank of noisy proxies);
+each proxy variant does so for every setting of a small, bounded sweep (default `lambda_proxy` in
+{1, 2, 4, 8, 16}; {2, 4, 8} with `--quick`), run on the first seed with `--base auto`'s trials
+(later seeds reuse both choices); each candidate is scored on the **validation** split, and the
 best one (mean unpaired R@1 under the best route per pair, paired pairs kept within a point
 of `anchor`) is the one tested. The route table is calibrated on validation too; the test
 split is touched once per variant and seed. Every report holds the raw frozen features
