@@ -31,7 +31,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -40,19 +39,19 @@ import numpy as np
 from bridge.config import TrainConfig
 from bridge.head_plan import (BASE_KEYS, adopt_base, base_kinds, carried_modalities, frozen_modalities,
                               label_maps_for, on_label_space)
+from bridge.instance_maps import bind_instance, borrow_instance_map, keep_instance_maps
 from bridge.labelspace import label_classes, space_dim
-from bridge.model import (BridgeModules, InstanceMap, build_modules, info_nce, init_copy, init_pca, init_ridge,
-                          instance_key, instance_loss, neighbour_loss, proxy_loss)
+from bridge.model import (BridgeModules, build_modules, info_nce, init_copy, init_pca, init_ridge, neighbour_loss,
+                          proxy_loss)
 from bridge.optimise import PairSampler, TopClassPairs, optimise, pair_and_mean, rows_tensor
 from bridge.pairs import ModalityData, TrainingSet, pair_keys
 from bridge.route_choice import choose_cross_modal_routes, choose_same_modality_routes, drop_unused_instance_maps
 from bridge.space import Bridge
 from bridge.trials import choose_base, guard_held_out_classes
-from bridge.validation import PairCheck, hold_out, recall_at_1, unit_rows
+from bridge.validation import PairCheck, hold_out, recall_at_1
 from core.deps import require
 
 torch = require("torch", "training")
-nn = torch.nn
 log = logging.getLogger(__name__)
 
 # Names that lived here before the stages had modules of their own; importable from here as before.
@@ -64,7 +63,7 @@ __all__ = ["BASE_KEYS", "PairSampler", "TopClassPairs", "TrainConfig", "TrainRun
 
 def train(cfg: TrainConfig, data: TrainingSet, val: TrainingSet | None = None,
           preset_info: dict[str, Any] | None = None, base: Bridge | None = None,
-          device: Any = None) -> tuple[Bridge, dict[str, Any]]:
+          device: Any = None, *, instance_maps: bool = True) -> tuple[Bridge, dict[str, Any]]:
     """Train the bridge on frozen features; returns it and its training curves.
 
     `val` (never the test split) picks each head's best step and is reported per pair; without
@@ -73,7 +72,8 @@ def train(cfg: TrainConfig, data: TrainingSet, val: TrainingSet | None = None,
     side by side differ only in how the other modalities are bound. `preset_info` is
     `Preset.info()`: its aligned pairs decide the frozen base, its backbones which heads start
     as a copy of the anchor's. `device` ("auto", "cpu", "cuda", "mps") runs the whole training
-    there; the checkpoint is the same.
+    there; the checkpoint is the same. `instance_maps=False` skips stage 4: a trial run
+    (`bridge.trials`) is scored by its heads alone.
 
     Example:
         >>> bridge, curves = train(TrainConfig(preset="tiny", steps=50), data, device="cpu")  # doctest: +SKIP
@@ -87,7 +87,8 @@ def train(cfg: TrainConfig, data: TrainingSet, val: TrainingSet | None = None,
         _train_base(run)
         _train_proxy(run)
         _bind_modalities(run)
-        _bind_instances(run)
+        if instance_maps:
+            _bind_instances(run)
         bridge = _choose_routes(run)
     if dev is not None:
         bridge.device = dev
@@ -329,10 +330,23 @@ def _train_proxy(run: TrainRun) -> None:
     g.eval()
     for p in g.parameters():
         p.requires_grad_(False)
-    # Sampling G costs `diffusion_steps` denoiser passes: draw a bank of noisy proxies per
-    # anchor item once (each with its own noise) rather than at every binding step.
+    if cfg.variant not in ("anchor", "oracle") and cfg.lambda_proxy > 0:  # only the proxy term reads the bank
+        run.bank = _proxy_bank(run, g)
+
+
+def _proxy_bank(run: TrainRun, g: Any) -> "torch.Tensor":
+    """G's noisy proxies, a bank of `proxy_bank` per anchor item, (n, K, dim). Sampling G costs
+    `diffusion_steps` denoiser passes, so the bank is drawn once rather than at every binding step;
+    a lent base lends the bank a run on it drew (the same G on the same anchor vectors), so proxy
+    variants compared side by side read the same proxies."""
+    lent = getattr(run.base, "proxy_bank", None)
+    if lent is not None and lent[1].shape[1] == run.cfg.proxy_bank and torch.equal(lent[0], run.z_anchor):
+        return lent[1]
     with torch.no_grad():
-        run.bank = torch.stack([g.sample(run.z_anchor) for _ in range(cfg.proxy_bank)], dim=1)  # (n, K, dim)
+        bank = torch.stack([g.sample(run.z_anchor) for _ in range(run.cfg.proxy_bank)], dim=1)
+    if run.base is not None:
+        run.base.proxy_bank = (run.z_anchor, bank)  # for the next run that borrows this base
+    return bank
 
 
 # ------------------------------------------------------------------------------ 3-4. binding
@@ -390,9 +404,11 @@ def _bind(run: TrainRun, m: str) -> None:
 
 def _bind_instances(run: TrainRun) -> None:
     """Stage 4: each modality read by the anchor's encoder is also bound in that encoder's own geometry
-    (an instance map into the anchor's raw features), where items are told apart, not only classed."""
+    (an instance map into the anchor's raw features), where items are told apart, not only classed;
+    a lent base trained with the same settings lends the maps it trained (`bridge.instance_maps`)."""
     for m in sorted(run.shares_anchor & set(run.data)):
-        bind_instance(run.modules, run.config, run.cfg, m, run.data, run.val, run.curves, run.rng)
+        if not borrow_instance_map(run.base, run.modules, run.config, run.cfg, m, run.curves):
+            bind_instance(run.modules, run.config, run.cfg, m, run.data, run.val, run.curves, run.rng)
 
 
 # ------------------------------------------------------------------------------ 5. routes
@@ -426,6 +442,7 @@ def _choose_routes(run: TrainRun) -> Bridge:
             same[f"{m}->{m}"] = {"route": "raw", "why": "no training data: the encoder's own features"}
     config["same_modality"] = same
     config["cross_modal"] = choose_cross_modal_routes(bridge, run.data, run.val, run.same_encoder)
+    keep_instance_maps(bridge, run.modules, run.config, run.cfg, run.curves)
     drop_unused_instance_maps(bridge)
     config["routes"] = {pair: info["route"] for pair, info in {**same, **config["cross_modal"]}.items()}
     if run.val:
@@ -507,41 +524,6 @@ def _settle(run: TrainRun, m: str, result: dict[str, Any]) -> None:
 
 
 # ------------------------------------------------------------------------------ the rest
-
-
-def bind_instance(modules: BridgeModules, config: dict[str, Any], cfg: TrainConfig, m: str, data: TrainingSet,
-                  val: TrainingSet, curves: dict[str, Any], rng: np.random.Generator) -> None:
-    """Train m's instance map into the anchor's raw features (`InstanceMap`), from the identity (the raw
-    route of two modalities on one encoder), with InfoNCE on the pairs both ways, kept at its best
-    validation step (the start included). Whether a search takes it is decided with the routes."""
-    anchor = cfg.anchor
-    check = PairCheck(m, anchor, data, val)
-    if not check.usable:
-        return
-    imap = InstanceMap(data[m].features.shape[1], data[anchor].features.shape[1])
-    sampler = PairSampler(data[m], data[anchor], rng, f"{m}<->{anchor}")
-    scale = nn.Parameter(torch.tensor(math.log(1 / cfg.temperature)))
-    x_m, x_a = torch.as_tensor(data[m].features), torch.as_tensor(data[anchor].features)
-
-    def loss(_: int) -> "torch.Tensor":
-        rows, cols, pos = sampler.batch(cfg.batch_size)
-        return instance_loss(imap, x_m[rows], x_a[cols], scale.exp().clamp(max=100), pos)
-
-    def embed(s: str, x: np.ndarray) -> np.ndarray:
-        z = torch.as_tensor(x, dtype=torch.float32)
-        return (imap.to_target(z) if s == m else imap.to_source(z)).cpu().numpy()
-
-    result = optimise([*imap.parameters(), scale], cfg.steps, cfg, loss, f"instance/{m}-{anchor}", curves,
-                      keep=[imap], check=lambda: check.score(embed, unit_rows), anchored=list(imap.parameters()))
-    imap.eval()
-    key = instance_key(m, anchor)
-    modules.instance[key] = imap
-    config.setdefault("instance_maps", {})[key] = {
-        "source": m, "target": anchor, "kept_step": result.get("best_step"),
-        "start_r1": round(result.get("start_r1", float("nan")), 4), "val_r1": round(result.get("best_r1", float("nan")), 4)}
-    log.info("instance map %s->%s (the encoder's own geometry) val R@1: raw features %.3f, kept %.3f -> keeping %s",
-             m, anchor, result.get("start_r1", float("nan")), result.get("best_r1", float("nan")),
-             f"step {result['best_step']}" if result.get("best_step") else "the start (the raw features)")
 
 
 def _oracle_pairs(m: str, d: ModalityData, data: TrainingSet, modules: BridgeModules,

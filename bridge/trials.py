@@ -53,7 +53,7 @@ def choose_base(cfg: TrainConfig, data: TrainingSet, val: TrainingSet, preset_in
         log.info("base: trying the %s start, with the manifest's modalities bound to it (the lines below until "
                  "the choice are this trial's)", "label-space" if candidate == "finetune" else "features' own axes")
         trial = dataclasses.replace(cfg, base=candidate, variant="anchor", proxy_steps=0, proxy_bank=1)
-        _, curves = train(trial, data, val=val, preset_info=preset_info)
+        _, curves = train(trial, data, val=val, preset_info=preset_info, instance_maps=False)  # scored by its heads
         got = list(curves.get("val", {}).values())
         scores[candidate] = round(float(np.mean(got)), 4) if got else float("-inf")
     chosen = "trained" if scores["trained"] > scores["finetune"] else "finetune"
@@ -136,7 +136,7 @@ def guard_held_out_classes(cfg: TrainConfig, data: TrainingSet, val: TrainingSet
     trial_cfg = dataclasses.replace(given_cfg, class_guard=False, variant="anchor", proxy_steps=0, proxy_bank=1,
                                     select=False)
     trial, _ = train(trial_cfg, without(given_data), val=without(given_val) if given_val else None,
-                     preset_info=preset_info)
+                     preset_info=preset_info, instance_maps=False)
     start = Bridge.from_preset(load_preset(cfg.preset))
     out: dict[str, dict[str, Any]] = {}
     for m, p in partner.items():

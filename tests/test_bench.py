@@ -9,6 +9,9 @@ pytest.importorskip("torch")
 
 from query.eval.bench import BenchConfig, calibrate_routes, run_bench  # noqa: E402
 
+# The bench caches features in the user cache by default: each test gets a folder of its own.
+pytestmark = pytest.mark.usefixtures("one_thread_fresh_cache")
+
 
 def test_bench_writes_the_pair_matrix_report(tmp_path):
     cfg = BenchConfig(out=tmp_path, scale="sample", seeds=[0], preset="tiny", max_queries=20,
@@ -103,7 +106,6 @@ def test_bench_config_defaults_are_the_command_line_defaults():
     assert cfg.max_queries == 300 and args.max_queries is None  # the CLI falls back to the config's
 
 
-@pytest.mark.usefixtures("one_thread_fresh_cache")
 def test_indexed_evaluation_takes_the_raw_route_a_cross_pair_on_one_encoder_chose(tmp_path):
     """Issue 32: a bridge whose training routed thermal->image `raw` (image and thermal on one encoder)
     is measured through that route: the bench passes each query's stored encoder features to the
@@ -164,3 +166,21 @@ def test_route_calibration_keeps_the_encoders_features_unless_a_route_clearly_be
            "d->i": {"direct": m(0.9, [30, 5]), "instance": m(0.95, [40, 4]), "raw": m(0.5)},
            "i->d": {"direct": m(0.9, [9, 6]), "instance": m(0.8, [30, 2]), "raw": m(0.5)}}
     assert calibrate_routes(val) == {"t->i": "raw", "i->t": "direct", "d->i": "instance", "i->d": "instance"}
+
+
+def test_zero_training_row_says_which_modalities_its_space_does_not_place():
+    """Issue 34: where the preset's pretrained space places no audio (offline-small: no tagger with named
+    classes), the zero-training row names audio, why, and the never-paired pairs left unscored for it,
+    instead of printing nothing about them."""
+    from query.eval.aggregate import summarise_zero_training
+    from query.eval.report import _zero_training
+
+    metrics = {"auto": {"r1": 0.2, "top1": None, "route": "direct"}}
+    zero = {"modalities": ["text", "image", "depth"], "pairs": {"text->depth": metrics, "depth->text": metrics},
+            "same_modality": {}, "not_placed": {"audio": "no audio tagger"}}
+    row = summarise_zero_training(zero, [("text", "audio"), ("audio", "depth"), ("text", "depth")])
+    assert row["not_placed"] == {"audio": "no audio tagger"}
+    assert row["never_paired_unscored"] == ["audio->depth", "audio->text", "depth->audio", "text->audio"]
+    assert row["never_paired_scored"] == ["depth->text", "text->depth"] and row["never_paired_mean_r1"] == 0.2
+    text = "\n".join(_zero_training({"zero_training": row}))
+    assert "It does not place audio: no audio tagger; audio->depth, audio->text, depth->audio, text->audio" in text

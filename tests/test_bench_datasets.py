@@ -20,6 +20,9 @@ from query.eval.bench import BenchConfig, run_bench  # noqa: E402
 from query.eval.tasks import SPECS, prepare_world  # noqa: E402
 from tests.test_datasets import make_esc50, make_llvip, make_nyu, write_csv, write_jpg, write_wav  # noqa: E402
 
+# The bench caches features in the user cache by default: each test gets a folder of its own.
+pytestmark = pytest.mark.usefixtures("one_thread_fresh_cache")
+
 TINY = {"dim": 16, "hidden": 32, "steps": 20, "proxy_steps": 20, "batch_size": 16, "diffusion_timesteps": 50,
         "diffusion_steps": 2}
 

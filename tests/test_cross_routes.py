@@ -124,3 +124,45 @@ def test_cross_pair_routes_travel_into_an_extended_index_that_keeps_its_vectors(
         assert {h.route for h in mixed} <= {"instance", "raw"} and {h.modality for h in mixed} == {"image", "thermal"}
         with pytest.raises(Exception, match="instance map"):
             index.search("a photo", target="image", route="instance")
+
+
+def test_a_lent_base_lends_its_instance_maps_and_a_trial_trains_none(caplog):
+    """Issue 29: an instance map reads the raw features alone, never the base or the proxy term, so a
+    variant bound on a lent base takes the maps the base's run trained (held on that bridge in memory,
+    also where its routes drop them from the checkpoint) rather than training them again; a trial run
+    (`instance_maps=False`, `bridge.trials`) is scored by its heads and trains none."""
+    import dataclasses
+    import logging
+
+    data = _pairs()
+    info = load_preset(PRESET).info()
+    cfg = TrainConfig(preset=PRESET, steps=200, proxy_steps=10, eval_every=20, batch_size=32)
+    anchor, _ = train(cfg, data, preset_info=info)
+    lent = anchor.trained_instance_maps["maps"]["thermal_to_image"]
+    with caplog.at_level(logging.INFO, logger="bridge.optimise"):
+        variant, curves = train(dataclasses.replace(cfg, variant="naive-proxy"), data, preset_info=info, base=anchor)
+    assert not any("instance/" in r.getMessage() for r in caplog.records)  # nothing trained again
+    kept = variant.trained_instance_maps["maps"]["thermal_to_image"]
+    assert kept[0] is lent[0] and kept[1]["lent_by"] == anchor.version
+    assert curves["instance/thermal-image"] == lent[2]
+    if "thermal_to_image" in (variant.config.get("instance_maps") or {}):  # where its own routes take it
+        assert variant.modules.instance["thermal_to_image"] is lent[0]
+    trial, _ = train(cfg, data, preset_info=info, instance_maps=False)
+    assert not trial.config.get("instance_maps") and trial.trained_instance_maps["maps"] == {}
+
+
+def test_proxy_variants_on_one_lent_base_read_one_bank_of_proxies():
+    """Issue 29: G's bank of noisy proxies is drawn by the first proxy variant bound on a lent base and
+    read by the next (the same G on the same anchor vectors); `anchor` draws none (it has no proxy term)."""
+    import dataclasses
+
+    data = _pairs()
+    info = load_preset(PRESET).info()
+    cfg = TrainConfig(preset=PRESET, steps=40, proxy_steps=10, eval_every=20, batch_size=32)
+    anchor, _ = train(cfg, data, preset_info=info)
+    assert getattr(anchor, "proxy_bank", None) is None
+    train(dataclasses.replace(cfg, variant="naive-proxy"), data, preset_info=info, base=anchor)
+    z_anchor, bank = anchor.proxy_bank
+    assert bank.shape[:2] == (len(z_anchor), cfg.proxy_bank)  # per anchor item of the training split
+    train(dataclasses.replace(cfg, variant="emergentbridge"), data, preset_info=info, base=anchor)
+    assert anchor.proxy_bank[1] is bank

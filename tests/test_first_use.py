@@ -153,6 +153,7 @@ BENCH_TINY = ["--preset", "tiny", "--seeds", "0", "--max-queries", "10", "--dim"
               "--diffusion-steps", "2", "--threads", "1"]
 
 
+@pytest.mark.usefixtures("one_thread_fresh_cache")  # the bench caches features in the user cache
 def test_two_modality_bench_runs_one_variant_and_classifies_against_prompts_of_other_splits(tmp_path, capsys):
     """Audio + text, class prompts in train and val only: zero-shot still scores the test audio (the
     classes come from the prompts of any split), and with nothing bound one variant runs, saying why."""

@@ -76,13 +76,17 @@ def aggregate_same(per_seed: dict[int, Any]) -> dict[str, Any]:
 
 def summarise_zero_training(zero: dict[str, Any], never_paired: list[tuple[str, str]]) -> dict[str, Any]:
     """The zero-training row: per pair R@1 where the pretrained space places both sides, and the
-    never-paired mean over the pairs it can score (it places no audio without an aligned tower)."""
+    never-paired mean over the pairs it can score; the modalities it does not place, with why, and
+    the never-paired pairs left unscored for that (e.g. audio on a preset with no audio tagger)."""
     pairs = {p: {"r1": m["auto"]["r1"], "top1": m["auto"].get("top1"), "route": m["auto"].get("route")}
              for p, m in zero["pairs"].items()}
     never = {f"{a}->{b}" for a, b in never_paired} | {f"{b}->{a}" for a, b in never_paired}
     scored = [pairs[p]["r1"] for p in pairs if p in never]
-    return {"modalities": zero["modalities"], "pairs": pairs,
+    not_placed = zero.get("not_placed") or {}
+    return {"modalities": zero["modalities"], "pairs": pairs, "not_placed": not_placed,
             "never_paired_scored": sorted(p for p in pairs if p in never),
+            "never_paired_unscored": sorted(p for p in never if p not in pairs
+                                            and set(p.split("->")) & set(not_placed)),
             "never_paired_mean_r1": round(float(np.mean(scored)), 4) if scored else None,
             "same_modality": {p: {r: m[r]["r1"] for r in (*SAME_MODALITY_ROUTES, "auto") if isinstance(m.get(r), dict)}
                               for p, m in zero["same_modality"].items()}}

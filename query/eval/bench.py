@@ -4,9 +4,11 @@ One path for every dataset (`--dataset digits|esc50|nyud|sunrgbd|llvip|audiocaps
 adapter -> world (split folders + the pairs manifest, see `query.eval.tasks`) -> train the
 variants -> index with the real indexer -> query through the router -> report.
 
-For every seed: `anchor` trains the base space and G once; each proxy variant re-binds on
-that base for every setting of a small, bounded sweep (default `lambda_proxy` in
-{1, 2, 4, 8, 16}), each candidate is indexed and scored on the **validation** split, and the
+For every seed: `anchor` trains the base space and G once; the other variants re-bind on that
+base, borrowing with it what no variant changes (the instance maps, G's bank of noisy proxies);
+each proxy variant does so for every setting of a small, bounded sweep (default `lambda_proxy` in
+{1, 2, 4, 8, 16}; {2, 4, 8} with `--quick`), run on the first seed with `--base auto`'s trials
+(later seeds reuse both choices); each candidate is scored on the **validation** split, and the
 best one (mean unpaired R@1 under the best route per pair, paired pairs kept within a point
 of `anchor`) is the one tested. The route table is calibrated on validation too; the test
 split is touched once per variant and seed. Every report holds the raw frozen features
@@ -23,6 +25,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import os
+import resource
 import shutil
 import time
 from collections import defaultdict
@@ -51,7 +55,7 @@ from query.search import CROSS_ROUTES as ROUTES
 from query.search import FEATURE_ROUTES
 
 __all__ = ["BenchConfig", "DEFAULTS", "DEFAULT_SWEEP", "FEATURE_ROUTES", "MAX_SWEEP", "METRICS", "NothingToScore",
-           "PAIRED_TOLERANCE", "QUICK_TRAINING", "ROUTES", "SAME_MODALITY_ROUTES", "StageTimer", "add_parser",
+           "PAIRED_TOLERANCE", "QUICK_SWEEP", "QUICK_TRAINING", "ROUTES", "SAME_MODALITY_ROUTES", "StageTimer", "add_parser",
            "aggregate", "aggregate_same", "calibrate_routes", "check_something_to_score", "choose", "clearly_better",
            "deltas", "discordant", "evaluate_index", "evaluate_same_modality", "feature_routes", "fused_order",
            "gap_closed", "grid_edges", "index_points", "keyed_features", "latency", "qrels_for", "query_rows",
@@ -60,6 +64,9 @@ __all__ = ["BenchConfig", "DEFAULTS", "DEFAULT_SWEEP", "FEATURE_ROUTES", "MAX_SW
 
 log = logging.getLogger(__name__)
 QUICK_TRAINING = {"steps": 300, "proxy_steps": 600}
+# --quick sweeps lambda over the middle of the default grid: on the digits world validation chose 4 for both
+# proxy variants in every run, with 1 and 16 below 2 and 8 (docs/reports/bench-digits-quick.json, selection).
+QUICK_SWEEP = {"lambda_proxy": [2.0, 4.0, 8.0]}
 
 
 @dataclass
@@ -80,7 +87,9 @@ class BenchConfig:
     anchor: str | None = None
     proxy: str | None = None
     max_k: int = 1000  # hits asked per query; relevant items beyond count as misses
-    sweep_every_seed: bool = False  # False: the sweep runs on the first seed, later seeds reuse its choice
+    # False: the sweep (and `--base auto`'s choice of start) runs on the first seed, later seeds reuse its choice
+    sweep_every_seed: bool = False
+    cache: Path | None = None  # the frozen features' cache; None: the user's (`user_cache_dir("features")`)
 
     # The defaults above are `ebridge bench`'s: the CLI reads them from here (see add_parser).
     def __post_init__(self) -> None:
@@ -240,12 +249,20 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
     results = _train_and_test(run, val_feats)
     report = _report(run, results, raw, zero_training, {"stages_s": run.timer.report(),
                                                         "seconds": round(time.perf_counter() - t_start, 1),
-                                                        "provenance": prov})
+                                                        "cpu_seconds": _cpu_seconds(), "provenance": prov,
+                                                        "loadavg_end": [round(x, 2) for x in os.getloadavg()]})
     if not any(p for v in results.runs.values() for r in v.values() for p in r["pairs"].values()):
         raise NothingToScore(f"{run.world.spec.title}: no test query found a gallery to score against; "
                              "the test split needs items of two modalities that share labels or pair keys")
     write_report(report, cfg.out)
     return report
+
+
+def _cpu_seconds() -> float:
+    """CPU seconds this process (and any worker it waited for) has used: on a shared machine the
+    measure of the bench's own work, where wall time also counts the other processes'."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return round(own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime, 1)
 
 
 def _prepare(cfg: BenchConfig) -> _Run:
@@ -255,6 +272,7 @@ def _prepare(cfg: BenchConfig) -> _Run:
     from bridge.features import FeatureCache
     from bridge.pairs import training_set
     from bridge.train import BASE_KEYS
+    from core.files import user_cache_dir
     from query.eval.tasks import prepare_world
 
     timer = StageTimer()
@@ -270,7 +288,7 @@ def _prepare(cfg: BenchConfig) -> _Run:
     preset = load_preset(cfg.preset)
     if cfg.device is not None:
         preset.to(cfg.device)
-    cache = FeatureCache(cfg.out / "cache")
+    cache = FeatureCache(cfg.cache or user_cache_dir("features"))  # keyed by encoder and content: shared by runs
     preset_info = preset.info()
     with timer("encode"):
         train_set = training_set(world.rows("train"), preset, cache)
@@ -291,22 +309,38 @@ def _zero_training(run: _Run) -> dict[str, Any] | None:
     from bridge.space import Bridge
 
     mods = run.world.modalities()
-    zb = Bridge.from_preset(run.preset, extra=[m for m in ("depth", "thermal") if m in mods])
+    placed = run.preset.places()
+    extra = [m for m in ("depth", "thermal") if m in mods and m not in placed
+             and run.preset.backbone_key(m) == run.preset.backbone_key("image")]
+    zb = Bridge.from_preset(run.preset, extra=extra)
     zb.feature_cache = run.cache
     index = run.build_index(zb, "zero-training-test", "test")
     pairs, same = run.evaluate(index, "test", ["auto"], [*SAME_MODALITY_ROUTES, "auto"])
     index.close()
-    return {"modalities": zb.modalities, "pairs": pairs, "same_modality": same}
+    return {"modalities": zb.modalities, "pairs": pairs, "same_modality": same,
+            "not_placed": {m: _not_placed_why(run.preset, m) for m in mods if m not in zb.modalities}}
+
+
+def _not_placed_why(preset: Any, modality: str) -> str:
+    """Why the zero-training row has no pair with `modality`: what the preset's pretrained space lacks."""
+    if modality == "audio":
+        return (f"{preset.name}'s pretrained space places no audio: its audio encoder has no named classes to meet "
+                "text in (the offline preset places audio through YAMNet's AudioSet classes)")
+    if modality in ("depth", "thermal"):
+        return f"{preset.name}'s image network does not read {modality}, so its label space cannot place it"
+    return f"{preset.name}'s pretrained space does not place {modality}"
 
 
 def _train_and_test(run: _Run, val_feats: dict[str, Any]) -> _Results:
     """For every seed and variant (`anchor` first: it trains the shared base): choose the setting on
-    validation, calibrate the route table through the validation index, score the test index once."""
+    validation, calibrate the route table through the validation index, score the test index once.
+    As the sweep, `--base auto`'s trials run on the first seed; later seeds train the start it chose."""
     from bridge.train import BASE_KEYS
 
     cfg = run.cfg
     res = _Results(runs={v: {} for v in run.variants}, selection={v: {} for v in run.variants})
     chosen_settings: dict[str, dict[str, Any]] = {}
+    base_start: dict[str, Any] = {}  # {"base": the start the first seed's trials chose}, for later seeds
     for seed_no, seed in enumerate(cfg.seeds):
         bases: dict[tuple, Any] = {}  # trained bases by their settings: variants re-bind on them
         anchor_paired: float | None = None
@@ -314,14 +348,19 @@ def _train_and_test(run: _Run, val_feats: dict[str, Any]) -> _Results:
             sweeping = seed_no == 0 or cfg.sweep_every_seed or variant not in chosen_settings
             candidates = sweep_candidates(run.sweep, variant, BASE_KEYS, run.bound) if sweeping \
                 else [chosen_settings[variant]]
+            if seed_no > 0 and not cfg.sweep_every_seed:
+                candidates = [{**base_start, **c} for c in candidates]
             trials, pick, edges = _choose_setting(run, variant, seed, candidates, bases, val_feats,
                                                   anchor_paired if variant != "anchor" else None)
             chosen = trials[pick]
             chosen_settings.setdefault(variant, chosen["setting"])
             if variant == "anchor":
                 anchor_paired = chosen["val"]["paired_r1"]
+            if variant == "anchor" and seed_no == 0:
                 res.settings = {k: v for k, v in dataclasses.asdict(chosen["config"]).items()
                                 if k not in ("variant", "seed")}
+                base_choice = chosen["bridge"].config.get("base_choice")
+                base_start = {"base": base_choice["chosen"]} if base_choice and "base" not in run.sweep else {}
             bridge = chosen["bridge"]
             bridge.save(cfg.out / "checkpoints" / f"{variant}-s{seed}", chosen["curves"])
             bridge.feature_cache = run.cache  # indexing re-uses the frozen features
@@ -330,7 +369,7 @@ def _train_and_test(run: _Run, val_feats: dict[str, Any]) -> _Results:
                 "chosen": chosen["setting"], "swept": sweeping, "routes": routes, "at_grid_edge": edges,
                 "same_modality_val": {p: {r: round(m[r]["r1"], 4) for r in SAME_MODALITY_ROUTES if r in m}
                                       for p, m in val_same.items()},
-                "val_routed": validation_score(val_routed),
+                "val_routed": validation_score(val_routed), "base_choice": bridge.config.get("base_choice"),
                 "trials": [{"setting": t["setting"], **t["val"], "chosen": i == pick} for i, t in enumerate(trials)]}
             _test(run, res, bridge, variant, seed, routes, chosen["setting"])
     return res
@@ -459,7 +498,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", type=Path, default=None,
                    help="the dataset folder; digits: ../shared/data (default: the shipped sample); manifest: the CSV/Parquet")
     p.add_argument("--out", type=Path, default=DEFAULTS.out)
-    p.add_argument("--quick", action="store_true", help="smaller world, shorter training, fewer queries")
+    p.add_argument("--quick", action="store_true",
+                   help="smaller world, shorter training, fewer queries, lambda_proxy swept over "
+                   + ",".join(f"{v:g}" for v in QUICK_SWEEP["lambda_proxy"]))
     p.add_argument("--scale", choices=["sample", "quick", "full"], default=None, help="digits world size")
     p.add_argument("--seeds", type=int, nargs="+", default=DEFAULTS.seeds)
     p.add_argument("--variants", nargs="+", choices=VARIANTS, default=DEFAULTS.variants)
@@ -469,6 +510,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="settings chosen on validation (repeatable; default lambda_proxy="
                    + ",".join(f"{v:g}" for v in DEFAULT_SWEEP["lambda_proxy"]) + ")")
     p.add_argument("--no-sweep", action="store_true", help="train each variant once with the given settings")
+    p.add_argument("--cache", type=Path, default=None,
+                   help="the frozen features' cache (default: the user's cache; keyed by encoder and content)")
     p.add_argument("--unseen", default=None,
                    help="class-disjoint split: N classes (seeded draw) or a comma list held out of train and val")
     p.add_argument("--gallery", choices=["test", "test+train"], default=DEFAULTS.gallery,
@@ -500,7 +543,7 @@ def run(args: argparse.Namespace) -> int:
         for key in sweep:
             overrides.pop(key, None)
     else:  # the default sweep leaves alone what the user fixed (e.g. --lambda-proxy 2)
-        sweep = {k: v for k, v in DEFAULT_SWEEP.items() if k not in overrides}
+        sweep = {k: v for k, v in (QUICK_SWEEP if args.quick else DEFAULT_SWEEP).items() if k not in overrides}
     unseen: list[str] | int | None = None
     if args.unseen:
         unseen = int(args.unseen) if args.unseen.isdigit() else [c.strip() for c in args.unseen.split(",") if c.strip()]
@@ -509,7 +552,7 @@ def run(args: argparse.Namespace) -> int:
                       max_queries=args.max_queries or (60 if args.quick else DEFAULTS.max_queries), train_overrides=overrides,
                       sweep=sweep, unseen=unseen, gallery=args.gallery,
                       anchor=getattr(args, "anchor", None), proxy=getattr(args, "proxy", None),
-                      device=args.device)
+                      device=args.device, cache=args.cache)
     report = run_bench(cfg)
     print((cfg.out / "report.md").read_text())
     return 0 if report else 1

@@ -161,9 +161,18 @@ def _zero_training(report: dict[str, Any]) -> list[str]:
     z = report["zero_training"]
     lines = _heading("Zero training: the preset's pretrained space alone, nothing bound",
                      f"It places {', '.join(z['modalities'])}; never-paired mean R@1 over the pairs it can score "
-                     f"({', '.join(z['never_paired_scored']) or 'none'}): {_pct(z['never_paired_mean_r1'])}.",
-                     ["pair", "R@1", "zero-shot top-1"])
+                     f"({', '.join(z['never_paired_scored']) or 'none'}): {_pct(z['never_paired_mean_r1'])}."
+                     + _not_placed(z), ["pair", "R@1", "zero-shot top-1"])
     return lines + [f"| {pair} | {_pct(m['r1'])} | {_pct(m.get('top1'))} |" for pair, m in z["pairs"].items()]
+
+
+def _not_placed(z: dict[str, Any]) -> str:
+    """What the zero-training row cannot score, and why (a modality its space does not place)."""
+    out = ""
+    for m, why in (z.get("not_placed") or {}).items():
+        unscored = [p for p in z.get("never_paired_unscored", []) if m in p.split("->")]
+        out += f" It does not place {m}: {why}; {', '.join(unscored) or 'its pairs'} go unscored here."
+    return out
 
 
 def _search_by_example(report: dict[str, Any]) -> list[str]:
@@ -270,7 +279,10 @@ def _system(report: dict[str, Any]) -> list[str]:
     lines = ["", "## System", ""]
     stages = report.get("stages_s", {})
     lines.append("- wall time per stage (s): " + ", ".join(f"{k} {v}" for k, v in stages.items())
-                 + f"; total {report['seconds']} s")
+                 + f"; total {report['seconds']} s"
+                 + (f", {report['cpu_seconds']} CPU s" if report.get("cpu_seconds") is not None else "")
+                 + (f" (load average {report['provenance']['loadavg'][0]} at the start, "
+                    f"{report['loadavg_end'][0]} at the end)" if report.get("loadavg_end") else ""))
     ips = [r["items_per_s"] for r in report["indexing"] if r["items"]]
     if report["indexing"]:
         lines.append(f"- indexing: first run {report['indexing'][0]['items_per_s']} items/s (cold encoders); "
