@@ -137,7 +137,7 @@ def quick_bridge(preset_name: str, seed: int = 0, open_clip_arch: str | None = N
         feats = np.stack([centres[int(y)] + rng.normal(size=d) * 0.5 for y in labels]).astype(np.float32)
         data[m] = ModalityData([f"{m}-{i}" for i in range(n)], feats, labels)
     cfg = TrainConfig(preset=preset_name, steps=60, proxy_steps=60, seed=seed)
-    bridge, _ = train(cfg, data, preset_info=preset.info(), device=device)
+    bridge, _ = train(cfg, data, preset=preset, device=device)
     bridge._preset = preset
     return bridge
 

@@ -129,7 +129,7 @@ def test_indexed_evaluation_takes_the_raw_route_a_cross_pair_on_one_encoder_chos
     data = {m: ModalityData(ids=[f"{m}{i}" for i in range(n)], features=x, labels=[None] * n,
                             pairs=[f"p{i}" for i in range(n)]) for m, x in feats.items()}
     cfg = TrainConfig(preset=preset, steps=100, proxy_steps=10, eval_every=20, batch_size=32)
-    bridge, _ = train(cfg, data, preset_info=load_preset(preset).info())
+    bridge, _ = train(cfg, data, preset=load_preset(preset))
     assert bridge.config["routes"]["thermal->image"] == "raw"
 
     test = tmp_path / "world" / "test"

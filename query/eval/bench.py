@@ -150,7 +150,6 @@ class _Run:
     timer: StageTimer
     world: Any
     preset: Any
-    preset_info: dict[str, Any]  # what training records about the preset, read once
     cache: Any
     train_set: Any
     val_set: Any
@@ -271,7 +270,6 @@ def _prepare(cfg: BenchConfig) -> _Run:
     if cfg.device is not None:
         preset.to(cfg.device)
     cache = FeatureCache(cfg.out / "cache")
-    preset_info = preset.info()
     with timer("encode"):
         train_set = training_set(world.rows("train"), preset, cache)
         val_rows = world.rows("val")
@@ -280,7 +278,7 @@ def _prepare(cfg: BenchConfig) -> _Run:
     bound = any(m not in (world.spec.anchor, world.spec.proxy) for m in train_set)
     variants, note = variants_to_run(cfg.variants, bound, sorted(train_set))
     sweep = {k: v for k, v in cfg.sweep.items() if bound or k in BASE_KEYS}  # what is really swept
-    return _Run(cfg, timer, world, preset, preset_info, cache, train_set, val_set, bound, variants, note, sweep)
+    return _Run(cfg, timer, world, preset, cache, train_set, val_set, bound, variants, note, sweep)
 
 
 def _zero_training(run: _Run) -> dict[str, Any] | None:
@@ -349,7 +347,7 @@ def _choose_setting(run: _Run, variant: str, seed: int, candidates: list[dict[st
         tc = train_config(cfg, run.world, variant, seed, setting)
         base_key = tuple(getattr(tc, k, None) for k in BASE_KEYS)
         with run.timer("train"):
-            bridge, curves = train(tc, run.train_set, val=run.val_set, preset_info=run.preset_info,
+            bridge, curves = train(tc, run.train_set, val=run.val_set, preset=run.preset,
                                    base=bases.get(base_key), device=cfg.device)
         bases.setdefault(base_key, bridge)
         with run.timer("query"):
