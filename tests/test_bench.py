@@ -164,3 +164,12 @@ def test_route_calibration_keeps_the_encoders_features_unless_a_route_clearly_be
            "d->i": {"direct": m(0.9, [30, 5]), "instance": m(0.95, [40, 4]), "raw": m(0.5)},
            "i->d": {"direct": m(0.9, [9, 6]), "instance": m(0.8, [30, 2]), "raw": m(0.5)}}
     assert calibrate_routes(val) == {"t->i": "raw", "i->t": "direct", "d->i": "instance", "i->d": "instance"}
+
+
+def test_the_old_bench_name_for_the_cross_routes_warns():
+    """`query.eval.bench.ROUTES` meant `query.search.CROSS_ROUTES`, where `query.search.ROUTES` means more."""
+    import query.eval.bench as bench
+    from query.search import CROSS_ROUTES, ROUTES
+
+    with pytest.warns(DeprecationWarning, match="CROSS_ROUTES"):
+        assert bench.ROUTES == CROSS_ROUTES != ROUTES

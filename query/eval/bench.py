@@ -47,16 +47,25 @@ from query.eval.selection import (DEFAULT_SWEEP, MAX_SWEEP, PAIRED_TOLERANCE, ca
                                   fused_order, grid_edges, sweep_candidates, train_config, validate_exact,
                                   validation_score, variants_to_run)
 from query.eval.tasks import DATASETS
-from query.search import CROSS_ROUTES as ROUTES
-from query.search import FEATURE_ROUTES
+from query.search import CROSS_ROUTES, FEATURE_ROUTES
 
 __all__ = ["BenchConfig", "DEFAULTS", "DEFAULT_SWEEP", "FEATURE_ROUTES", "MAX_SWEEP", "METRICS", "NothingToScore",
-           "PAIRED_TOLERANCE", "QUICK_TRAINING", "ROUTES", "SAME_MODALITY_ROUTES", "StageTimer", "add_parser",
+           "PAIRED_TOLERANCE", "QUICK_TRAINING", "CROSS_ROUTES", "SAME_MODALITY_ROUTES", "StageTimer", "add_parser",
            "aggregate", "aggregate_same", "calibrate_routes", "check_something_to_score", "choose", "clearly_better",
            "deltas", "discordant", "evaluate_index", "evaluate_same_modality", "feature_routes", "fused_order",
            "gap_closed", "grid_edges", "index_points", "keyed_features", "latency", "qrels_for", "query_rows",
            "raw_baseline", "relevance_of", "run", "run_bench", "summarise_zero_training", "sweep_candidates",
            "train_config", "validate_exact", "validation_score", "variants_to_run"]
+
+
+def __getattr__(name: str) -> object:
+    """`query.eval.bench.ROUTES`, the cross routes under a name `query.search.ROUTES` uses for more, is deprecated."""
+    if name == "ROUTES":
+        import warnings
+
+        warnings.warn("query.eval.bench.ROUTES is deprecated: use query.search.CROSS_ROUTES", DeprecationWarning, 2)
+        return CROSS_ROUTES
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 log = logging.getLogger(__name__)
 QUICK_TRAINING = {"steps": 300, "proxy_steps": 600}
@@ -367,7 +376,7 @@ def _calibrate(run: _Run, bridge: Any, name: str) -> tuple[dict[str, str], dict[
     """The route table, calibrated through the real index and router on validation:
     (the table, the cross-modal pairs' and the search-by-example validation metrics)."""
     index = run.build_index(bridge, f"{name}-val", "val")
-    val_routed, val_same = run.evaluate(index, "val", [*ROUTES, *FEATURE_ROUTES], list(SAME_MODALITY_ROUTES))
+    val_routed, val_same = run.evaluate(index, "val", [*CROSS_ROUTES, *FEATURE_ROUTES], list(SAME_MODALITY_ROUTES))
     index.close()
     routes = calibrate_routes(val_routed)
     routes.update(calibrate_routes(val_same))
@@ -381,7 +390,7 @@ def _test(run: _Run, res: _Results, bridge: Any, variant: str, seed: int, routes
     index = run.build_index(bridge, f"{variant}-s{seed}-test", "test")
     index.store.update_metadata({"routes": routes})
     points = index_points(index.store, run.prefix_of("test"))
-    result, same = run.evaluate(index, "test", [*ROUTES, *FEATURE_ROUTES, "auto"], [*SAME_MODALITY_ROUTES, "auto"],
+    result, same = run.evaluate(index, "test", [*CROSS_ROUTES, *FEATURE_ROUTES, "auto"], [*SAME_MODALITY_ROUTES, "auto"],
                                 points)
     res.runs[variant][seed] = {"pairs": result, "routes": routes, "version": bridge.version, "same": same}
     if not res.latency:

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from query.search import CROSS_ROUTES as ROUTES
+from query.search import CROSS_ROUTES
 
 log = logging.getLogger(__name__)
 PLOTS = {"pair_matrix.png": "R@1 pair matrix per variant", "delta.png": "emergentbridge - anchor (R@1 points)",
@@ -243,7 +243,7 @@ def _unpaired_routes(report: dict[str, Any]) -> list[str]:
     for v in names:
         for pair in unpaired_pairs:
             res = variants[v]["routes"][pair]
-            lines.append(f"| {v} | {pair} | " + " | ".join(_pct(res[r]["r1"]) for r in ROUTES)
+            lines.append(f"| {v} | {pair} | " + " | ".join(_pct(res[r]["r1"]) for r in CROSS_ROUTES)
                          + f" | {_pct(res['auto']['r1'])} ({_chosen_routes(report, v, pair)}) |")
     return lines
 
