@@ -46,6 +46,7 @@ from bridge.model import (BridgeModules, InstanceMap, build_modules, info_nce, i
 from bridge.optimise import PairSampler, TopClassPairs, optimise, pair_and_mean, rows_tensor
 from bridge.pairs import ModalityData, TrainingSet, pair_keys
 from bridge.route_choice import choose_cross_modal_routes, choose_same_modality_routes, drop_unused_instance_maps
+from bridge.route_table import write_route_table
 from bridge.space import Bridge
 from bridge.trials import choose_base, guard_held_out_classes
 from bridge.validation import PairCheck, hold_out, recall_at_1, unit_rows
@@ -448,7 +449,7 @@ def _choose_routes(run: TrainRun) -> Bridge:
     config["same_modality"] = same
     config["cross_modal"] = choose_cross_modal_routes(bridge, run.data, run.val, run.same_encoder)
     drop_unused_instance_maps(bridge)
-    config["routes"] = {pair: info["route"] for pair, info in {**same, **config["cross_modal"]}.items()}
+    write_route_table(config, {**same, **config["cross_modal"]})
     if run.val:
         run.curves["val"] = validate(bridge, run.val)
     return bridge

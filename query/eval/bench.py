@@ -34,6 +34,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from bridge.config import VARIANTS
+from bridge.route_table import write_route_table
 from bridge.validation import clearly_better
 from core.errors import EmergentBridgeError
 # The bench by concern; every name stays importable from here (tests, scripts and the demo do).
@@ -388,7 +389,7 @@ def _test(run: _Run, res: _Results, bridge: Any, variant: str, seed: int, routes
     """Index the test gallery with the calibrated route table in its metadata and score it once,
     every route and the table's own (`auto`); the first test index also times the routes."""
     index = run.build_index(bridge, f"{variant}-s{seed}-test", "test")
-    index.store.update_metadata({"routes": routes})
+    index.store.update_metadata(write_route_table({}, routes))
     points = index_points(index.store, run.prefix_of("test"))
     result, same = run.evaluate(index, "test", [*CROSS_ROUTES, *FEATURE_ROUTES, "auto"], [*SAME_MODALITY_ROUTES, "auto"],
                                 points)
