@@ -44,12 +44,12 @@ from bridge.labelspace import label_classes, space_dim
 from bridge.model import (BridgeModules, InstanceMap, build_modules, info_nce, init_copy, init_pca, init_ridge,
                           instance_key, instance_loss, neighbour_loss, proxy_loss)
 from bridge.optimise import PairSampler, TopClassPairs, optimise, pair_and_mean, rows_tensor
-from bridge.pairs import ModalityData, TrainingSet, pair_keys
+from bridge.pairs import ModalityData, TrainingSet
 from bridge.route_choice import choose_cross_modal_routes, choose_same_modality_routes, drop_unused_instance_maps
 from bridge.route_table import write_route_table
 from bridge.space import Bridge
 from bridge.trials import choose_base, guard_held_out_classes
-from bridge.validation import PairCheck, hold_out, recall_at_1, unit_rows
+from bridge.validation import PairCheck, complete_val, unit_rows, validate
 from core.deps import require
 
 if TYPE_CHECKING:
@@ -206,7 +206,7 @@ def _read_inputs(cfg: TrainConfig, data: TrainingSet, val: TrainingSet | None,
             raise ValueError(f"the training data has no {role!r} items (needed as the {role} role)")
     run.caches = {d.feature_cache for d in data.values() if d.feature_cache}  # set by training_set
     if val is None or not all(m in val for m in data):
-        data, val = _complete_val(data, val, cfg)
+        data, val = complete_val(data, val, cfg.val_fraction, cfg.seed)
     run.data, run.val = data, val
     return run
 
@@ -580,41 +580,4 @@ def _oracle_pairs(m: str, d: ModalityData, data: TrainingSet, modules: BridgeMod
             continue
         with torch.no_grad():
             out.append((sampler, modules.heads[o](torch.as_tensor(other.features))))
-    return out
-
-
-def _complete_val(data: TrainingSet, val: TrainingSet | None, cfg: TrainConfig) -> tuple[TrainingSet, TrainingSet]:
-    """Validation for every modality: where the user's split lacks one, a share of its training
-    pairs is held out (`hold_out`); what cannot be held out (class prompts: a few per class) stays
-    in training and is judged as the gallery the other side's validation items query. Returns
-    (training set, validation set). Never refuses: one log line says what was done."""
-    missing = [m for m in data if not val or m not in val]
-    held_train, held_val = hold_out({m: data[m] for m in missing}, cfg.val_fraction, cfg.seed)
-    out: TrainingSet = {**(val or {}), **held_val}
-    gallery_only = [m for m in missing if m not in out]
-    what = f"{', '.join(m for m in missing if m in out)}: {100 * cfg.val_fraction:.0f}% of the training pairs are " \
-           "held out to judge each head" if len(gallery_only) < len(missing) else ""
-    if gallery_only:
-        what += ("; " if what else "") + f"{', '.join(gallery_only)}: too few to hold out (e.g. class prompts), " \
-                "so the other modalities' validation items are judged against its training items"
-    if val is None:  # the user gave no validation split at all: the documented default
-        log.info("no validation split; %s", what)
-    else:
-        log.warning("the validation split has no %s items; %s", " or ".join(missing), what)
-    return {**data, **held_train}, out
-
-
-def validate(bridge: Bridge, val: TrainingSet) -> dict[str, float]:
-    """R@1 between every two modalities of `val` that relate (same pair key, else same label)."""
-    emb = {m: bridge.embed_features(m, d.features) for m, d in val.items() if m in bridge.modalities}
-    out: dict[str, float] = {}
-    for s in emb:
-        for t in emb:
-            keys_s, keys_t, how = pair_keys(val[s], val[t])
-            if s == t or how == "none":
-                continue
-            r1 = recall_at_1(emb[s], keys_s, emb[t], keys_t)
-            out[f"{s}->{t}"] = round(r1, 4)
-            kind = "paired" if bridge.is_paired(s, t) else "unpaired"
-            log.debug("val %-8s R@1 %.3f  %s->%s", kind, r1, s, t)
     return out
