@@ -83,7 +83,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from bridge.encoders import load_preset
     from bridge.features import FeatureCache
-    from bridge.labelspace import supplies_proxy
     from bridge.pairs import check_roles, in_split, read_manifest, training_set
     from bridge.train import train
     from core.device import resolve_device, set_threads
@@ -96,14 +95,14 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"{args.manifest}: no rows in split {args.train_split!r}")
     preset = load_preset(cfg.preset).to(device)  # reads the preset only: no encoder loads before the checks
     check_roles(train_rows, cfg.anchor, cfg.proxy, val_rows, source=str(args.manifest),
-                proxy_from_preset=supplies_proxy(preset.info(), cfg.anchor, cfg.proxy, cfg.base))
+                proxy_from_preset=preset.supplies_proxy(cfg.anchor, cfg.proxy, cfg.base))
     set_threads(args.threads)
     cache = FeatureCache(args.cache or args.manifest.parent / ".ebridge-cache")
     data = training_set(train_rows, preset, cache)
     val = training_set(val_rows, preset, cache) if val_rows else None
     # train() records the feature cache (training_set tags the features with it), so `ebridge index`
     # reuses these frozen features instead of encoding the same files again
-    bridge, curves = train(cfg, data, val=val, preset_info=preset.info(), device=device)
+    bridge, curves = train(cfg, data, val=val, preset=preset, device=device)
     bridge.save(args.out, curves)
     # Two figures, two names: each head's `val_r1` (what selection used: both directions, validation
     # queries against validation + training items, as the user's index holds) and `val_only_r1`

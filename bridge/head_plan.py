@@ -2,9 +2,12 @@
 encoders, modalities the pretrained space carries with no pairs, each head's kind, the label maps
 its label-space heads stand on, and a base lent by another run (`BASE_KEYS` must agree).
 
+Each takes `preset_info`, what training records about the preset (`preset_record`: `Preset.info()`).
+
 Example:
-    >>> frozen = frozen_modalities(cfg, preset.info(), data)        # doctest: +SKIP
-    >>> kinds = base_kinds(cfg, preset.info(), data, frozen, set())  # doctest: +SKIP
+    >>> info = preset_record(load_preset("tiny"), "tiny")               # doctest: +SKIP
+    >>> frozen = frozen_modalities(cfg, info, data)                     # doctest: +SKIP
+    >>> kinds = base_kinds(cfg, info, data, frozen, set())              # doctest: +SKIP
 """
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ from bridge.config import TrainConfig
 from bridge.pairs import TrainingSet
 
 if TYPE_CHECKING:
+    from bridge.encoders.presets import Preset
     from bridge.model import BridgeModules
     from bridge.space import Bridge
 
@@ -22,6 +26,13 @@ BASE_KEYS = ("preset", "base", "dim", "anchor", "proxy", "proxy_model", "proxy_s
              "diffusion_timesteps", "diffusion_depth", "hidden", "dropout", "batch_size", "steps", "proxy_steps", "lr",
              "weight_decay", "temperature", "head_init", "start_decay", "select", "eval_every", "patience",
              "val_fraction", "seed", "keep_neighbours")
+
+
+def preset_record(preset: Preset | None, name: str) -> dict[str, Any]:
+    """What training records about the preset (`Preset.info()`: name, fingerprint, aligned pairs,
+    backbones, label space, dims, places). A run given no preset knows only its name: features
+    made elsewhere, so no pair is aligned, no head stands on a label space, every head is trained."""
+    return preset.info() if preset is not None else {"name": name, "fingerprint": None}
 
 
 def frozen_modalities(cfg: TrainConfig, preset_info: dict[str, Any], data: TrainingSet) -> set[str]:

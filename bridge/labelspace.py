@@ -272,13 +272,6 @@ def to_label_space(logits: np.ndarray, spread: np.ndarray | None = None) -> np.n
     return (q / np.maximum(np.linalg.norm(q, axis=-1, keepdims=True), 1e-12)).astype(np.float32)
 
 
-def supplies_proxy(preset_info: dict[str, Any], anchor: str, proxy: str, base: str = "auto") -> bool:
-    """Whether a manifest may leave out the proxy's rows: a label-space preset brings its own text
-    side (the class prompts), so images can be bound to with no text at all (thermal-image, depth-image
-    or audio-image pairs bind to the pretrained space as they come)."""
-    return bool(preset_info.get("label_space")) and (anchor, proxy) == ("image", "text") and base != "trained"
-
-
 def class_prompt_items(preset: Any) -> Any:
     """The label space's class prompts as the proxy's training items (text features, one per class,
     labelled with the class name): what G learns to predict from images when the manifest has no text."""

@@ -21,6 +21,7 @@ import numpy as np
 
 from bridge.config import DEFAULT_PRESET
 from bridge.modalities import check_modality, load
+from bridge.route_table import write_route_table
 from core.deps import require
 from core.errors import CheckpointError
 from core.files import atomic_path, atomic_write_json
@@ -290,12 +291,12 @@ class Bridge:
                       for m in placed},
             # Search by example takes the encoder's own features: the space's vectors are a function of
             # them (a class distribution, for label space), so they can only lose what tells items apart.
-            "routes": {f"{m}->{m}": "raw" for m in placed},
             "same_modality": {f"{m}->{m}": {"route": "raw", "why": "zero-training space: the encoder's own features"}
                               for m in placed},
             **(label_classes(maps) if label_space else {}),
             "label_space": label_space, "proxy_model": None, "hidden": 0, "dropout": 0.0, "temperature": 0.07,
             "version": "unsaved"}
+        write_route_table(config, config["same_modality"])
         modules = build_modules(config)
         for m, args in maps.items():
             modules.heads[m].labels.set(**args)

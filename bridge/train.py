@@ -32,24 +32,28 @@ import contextlib
 import dataclasses
 import logging
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from bridge.config import TrainConfig
 from bridge.head_plan import (BASE_KEYS, adopt_base, base_kinds, carried_modalities, frozen_modalities,
-                              label_maps_for, on_label_space)
+                              label_maps_for, on_label_space, preset_record)
 from bridge.instance_maps import bind_instance, borrow_instance_map, keep_instance_maps
 from bridge.labelspace import label_classes, space_dim
 from bridge.model import (BridgeModules, build_modules, info_nce, init_copy, init_pca, init_ridge, neighbour_loss,
                           proxy_loss)
 from bridge.optimise import PairSampler, TopClassPairs, optimise, pair_and_mean, rows_tensor
-from bridge.pairs import ModalityData, TrainingSet, pair_keys
+from bridge.pairs import ModalityData, TrainingSet
 from bridge.route_choice import choose_cross_modal_routes, choose_same_modality_routes, drop_unused_instance_maps
+from bridge.route_table import write_route_table
 from bridge.space import Bridge
 from bridge.trials import choose_base, guard_held_out_classes
-from bridge.validation import PairCheck, hold_out, recall_at_1
+from bridge.validation import PairCheck, complete_val, validate
 from core.deps import require
+
+if TYPE_CHECKING:
+    from bridge.encoders.presets import Preset
 
 torch = require("torch", "training")
 log = logging.getLogger(__name__)
@@ -62,26 +66,33 @@ __all__ = ["BASE_KEYS", "PairSampler", "TopClassPairs", "TrainConfig", "TrainRun
 
 
 def train(cfg: TrainConfig, data: TrainingSet, val: TrainingSet | None = None,
-          preset_info: dict[str, Any] | None = None, base: Bridge | None = None,
-          device: Any = None, *, instance_maps: bool = True) -> tuple[Bridge, dict[str, Any]]:
+          preset: Preset | None = None, base: Bridge | None = None,
+          device: Any = None, *, preset_info: dict[str, Any] | None = None,
+          instance_maps: bool = True) -> tuple[Bridge, dict[str, Any]]:
     """Train the bridge on frozen features; returns it and its training curves.
 
     `val` (never the test split) picks each head's best step and is reported per pair; without
     it, `val_fraction` of the training pairs are held out for that. `base`, a bridge trained
     with the same base settings, lends its base space and G (stages 1-2), so variants compared
-    side by side differ only in how the other modalities are bound. `preset_info` is
-    `Preset.info()`: its aligned pairs decide the frozen base, its backbones which heads start
-    as a copy of the anchor's. `device` ("auto", "cpu", "cuda", "mps") runs the whole training
-    there; the checkpoint is the same. `instance_maps=False` skips stage 4: a trial run
-    (`bridge.trials`) is scored by its heads alone.
+    side by side differ only in how the other modalities are bound. `preset` is the loaded preset
+    the features came from (`load_preset(cfg.preset)`, loaded once by the caller): its aligned pairs
+    decide the frozen base, its backbones which heads start as a copy of the anchor's, its label
+    space the heads that start there. Without it nothing is known of the encoders and every head is
+    trained (features made elsewhere). `preset_info=` (a `Preset.info()` dict) is deprecated: the
+    preset is then loaded again by `cfg.preset`. `device` ("auto", "cpu", "cuda", "mps") runs the
+    whole training there; the checkpoint is the same. `instance_maps=False`
+    skips stage 4: a trial run (`bridge.trials`) is scored by its heads alone.
 
     Example:
-        >>> bridge, curves = train(TrainConfig(preset="tiny", steps=50), data, device="cpu")  # doctest: +SKIP
+        >>> bridge, curves = train(TrainConfig(preset="tiny", steps=50), data, preset=load_preset("tiny"),
+        ...                        device="cpu")                                             # doctest: +SKIP
         >>> bridge.save("runs/bridge")                                                       # doctest: +SKIP
     """
+    if preset_info is not None:
+        preset = _deprecated_preset_info(cfg, preset)
     dev = _settle_device(device)
     with dev if dev is not None and dev.type != "cpu" else contextlib.nullcontext():
-        run = _read_inputs(cfg, data, val, preset_info, base)
+        run = _read_inputs(cfg, data, val, preset, base, preset_info)
         _choose_start(run)
         _plan_heads(run)
         _train_base(run)
@@ -103,7 +114,8 @@ class TrainRun:
     cfg: TrainConfig
     data: TrainingSet
     val: TrainingSet
-    preset_info: dict[str, Any]
+    preset: Preset | None  # the encoders the features came from; None: nothing known of them
+    info: dict[str, Any]  # what training records about the preset (`head_plan.preset_record`)
     base: Bridge | None  # a bridge that lends its base space and G
     given: tuple[TrainConfig, TrainingSet, TrainingSet | None]  # what `train` was called with (the guard's trial)
     prompts_as_proxy: bool = False
@@ -120,21 +132,20 @@ class TrainRun:
     pairs_ap: PairSampler | TopClassPairs | None = None  # anchor <-> proxy batches (base and G)
     z_anchor: Any = None  # every anchor item in the frozen base space
     bank: Any = None  # noisy proxies drawn by G, per anchor item
-    _preset: Any = None
 
-    def preset(self) -> Any:
-        """The preset's networks, loaded once and only when a label-space head or the class prompts need them."""
-        if self._preset is None:
-            from bridge.encoders import load_preset
-
-            self._preset = load_preset(self.cfg.preset)
-        return self._preset
+    def networks(self) -> Preset:
+        """The preset whose networks a label-space head or the class prompts need (only a preset with
+        a label space asks for them, so a run given none never gets here)."""
+        if self.preset is None:
+            raise ValueError(f"training needs preset {self.cfg.preset!r}'s networks: pass "
+                             "train(..., preset=load_preset(cfg.preset))")
+        return self.preset
 
     def same_encoder(self, a: str, b: str) -> bool:
         """One network on one kind of input: a head's map can be copied, raw features compared."""
         from bridge.encoders.presets import shares_encoder
 
-        return shares_encoder(self.preset_info, a, b, aligned=False)
+        return shares_encoder(self.info, a, b, aligned=False)
 
     def embed(self, m: str, x: np.ndarray) -> np.ndarray:
         return self.modules.heads[m](torch.as_tensor(x, dtype=torch.float32)).cpu().numpy()
@@ -148,6 +159,18 @@ class TrainRun:
 
     def head_params(self, *ms: str) -> list:
         return [p for m in ms for p in self.modules.heads[m].parameters()]
+
+
+def _deprecated_preset_info(cfg: TrainConfig, preset: Preset | None) -> Preset:
+    """`train(preset_info=...)`, the dict form, still works: the dict is what the run records about the
+    preset, as before, and the preset's networks are loaded by `cfg.preset`."""
+    import warnings
+
+    from bridge.encoders import load_preset
+
+    warnings.warn("train(preset_info=preset.info()) is deprecated: pass train(..., preset=preset)",
+                  DeprecationWarning, stacklevel=3)
+    return preset if preset is not None else load_preset(cfg.preset)
 
 
 def _settle_device(device: Any) -> Any:
@@ -165,27 +188,27 @@ def _settle_device(device: Any) -> Any:
 
 
 def _read_inputs(cfg: TrainConfig, data: TrainingSet, val: TrainingSet | None,
-                 preset_info: dict[str, Any] | None, base: Bridge | None) -> TrainRun:
+                 preset: Preset | None, base: Bridge | None, preset_info: dict[str, Any] | None = None) -> TrainRun:
     """The run's data: the label space's class prompts stand for missing proxy rows (the base then
-    stays frozen), the anchor and proxy must be there, and every modality gets validation items."""
-    from bridge.labelspace import supplies_proxy
-
-    run = TrainRun(cfg=cfg, data=data, val=val, preset_info=preset_info or {}, base=base, given=(cfg, data, val))
-    run.prompts_as_proxy = cfg.proxy not in data and supplies_proxy(preset_info or {}, cfg.anchor, cfg.proxy, cfg.base)
+    stays frozen), the anchor and proxy must be there, and every modality gets validation items.
+    `preset_info`: the deprecated dict form, recorded as given."""
+    run = TrainRun(cfg=cfg, data=data, val=val, preset=preset, info=preset_info or preset_record(preset, cfg.preset),
+                   base=base, given=(cfg, data, val))
+    run.prompts_as_proxy = (cfg.proxy not in data and preset is not None
+                            and preset.supplies_proxy(cfg.anchor, cfg.proxy, cfg.base))
     if run.prompts_as_proxy:
         from bridge.labelspace import class_prompt_items
 
-        data = {**data, cfg.proxy: class_prompt_items(run.preset())}
+        data = {**data, cfg.proxy: class_prompt_items(run.networks())}
         run.cfg = cfg = dataclasses.replace(cfg, base="frozen")
         log.info("no %s rows: the preset's class prompts stand for them; the base stays the pretrained space and G "
                  "learns each %s's top class prompt", cfg.proxy, cfg.anchor)
     for role in (cfg.anchor, cfg.proxy):
         if role not in data:
             raise ValueError(f"the training data has no {role!r} items (needed as the {role} role)")
-    run.preset_info = preset_info or {"name": cfg.preset, "fingerprint": None}
     run.caches = {d.feature_cache for d in data.values() if d.feature_cache}  # set by training_set
     if val is None or not all(m in val for m in data):
-        data, val = _complete_val(data, val, cfg)
+        data, val = complete_val(data, val, cfg.val_fraction, cfg.seed)
     run.data, run.val = data, val
     return run
 
@@ -193,20 +216,20 @@ def _read_inputs(cfg: TrainConfig, data: TrainingSet, val: TrainingSet | None,
 def _choose_start(run: TrainRun) -> None:
     """Where the base starts (a lent base's choice, else `choose_base` on a label-space preset whose
     pairs hold anchor and proxy), and which heads the class guard keeps at their label-space start."""
-    cfg, info = run.cfg, run.preset_info
+    cfg, info = run.cfg, run.info
     if run.base is not None and cfg.base == "auto":  # a lent base was chosen when it was trained
         run.cfg = dataclasses.replace(cfg, base=run.base.config["base"])
     elif cfg.base == "auto" and on_label_space(info) and any(
             cfg.anchor in p and cfg.proxy in p for p in info.get("aligned") or []):
-        run.base_choice = choose_base(cfg, run.data, run.val, info, train=train)  # trial runs of train itself
+        run.base_choice = choose_base(cfg, run.data, run.val, run.preset, train=train)  # trial runs of train itself
         run.cfg = dataclasses.replace(cfg, base=run.base_choice["chosen"])
     if run.cfg.class_guard and run.base is None:
-        run.guard = guard_held_out_classes(run.cfg, run.data, run.val, info, run.given, train=train)  # a trial run
+        run.guard = guard_held_out_classes(run.cfg, run.data, run.val, run.preset, run.given, train=train)  # a trial run
 
 
 def _plan_heads(run: TrainRun) -> None:
     """Frozen and carried modalities, each head's kind and label map; then the config and the modules."""
-    cfg, data, info = run.cfg, run.data, run.preset_info
+    cfg, data, info = run.cfg, run.data, run.info
     torch.manual_seed(cfg.seed)
     run.rng = np.random.default_rng(cfg.seed)
     frozen = frozen_modalities(cfg, info, data) | {m for m, g in run.guard.items() if g["keep_start"]}
@@ -218,7 +241,7 @@ def _plan_heads(run: TrainRun) -> None:
         feature_dims[m], kinds[m] = int(info["dims"][m]), kinds[cfg.anchor]
         frozen = frozen | {m}
     run.frozen, run.kinds = frozen, kinds
-    maps = label_maps_for(run.preset, kinds)
+    maps = label_maps_for(run.networks, kinds)
     run.config = _run_config(run, feature_dims, carried, maps)
     run.modules = modules = build_modules(run.config)
     for m, d in data.items():
@@ -231,7 +254,7 @@ def _plan_heads(run: TrainRun) -> None:
 def _run_config(run: TrainRun, feature_dims: dict[str, int], carried: list[str],
                 maps: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """The checkpoint's config as the stages start it (they add heads, pairs and routes)."""
-    cfg, info, frozen, kinds = run.cfg, run.preset_info, run.frozen, run.kinds
+    cfg, info, frozen, kinds = run.cfg, run.info, run.frozen, run.kinds
     dim = space_dim(maps) if maps else feature_dims[cfg.anchor] if frozen else cfg.dim
     aligned = [sorted(p) for p in (info.get("aligned") or []) if set(p) <= frozen]
     aligned += [sorted([m, x]) for m in carried for x in sorted(frozen - set(carried))]
@@ -444,7 +467,7 @@ def _choose_routes(run: TrainRun) -> Bridge:
     config["cross_modal"] = choose_cross_modal_routes(bridge, run.data, run.val, run.same_encoder)
     keep_instance_maps(bridge, run.modules, run.config, run.cfg, run.curves)
     drop_unused_instance_maps(bridge)
-    config["routes"] = {pair: info["route"] for pair, info in {**same, **config["cross_modal"]}.items()}
+    write_route_table(config, {**same, **config["cross_modal"]})
     if run.val:
         run.curves["val"] = validate(bridge, run.val)
     return bridge
@@ -540,41 +563,4 @@ def _oracle_pairs(m: str, d: ModalityData, data: TrainingSet, modules: BridgeMod
             continue
         with torch.no_grad():
             out.append((sampler, modules.heads[o](torch.as_tensor(other.features))))
-    return out
-
-
-def _complete_val(data: TrainingSet, val: TrainingSet | None, cfg: TrainConfig) -> tuple[TrainingSet, TrainingSet]:
-    """Validation for every modality: where the user's split lacks one, a share of its training
-    pairs is held out (`hold_out`); what cannot be held out (class prompts: a few per class) stays
-    in training and is judged as the gallery the other side's validation items query. Returns
-    (training set, validation set). Never refuses: one log line says what was done."""
-    missing = [m for m in data if not val or m not in val]
-    held_train, held_val = hold_out({m: data[m] for m in missing}, cfg.val_fraction, cfg.seed)
-    out: TrainingSet = {**(val or {}), **held_val}
-    gallery_only = [m for m in missing if m not in out]
-    what = f"{', '.join(m for m in missing if m in out)}: {100 * cfg.val_fraction:.0f}% of the training pairs are " \
-           "held out to judge each head" if len(gallery_only) < len(missing) else ""
-    if gallery_only:
-        what += ("; " if what else "") + f"{', '.join(gallery_only)}: too few to hold out (e.g. class prompts), " \
-                "so the other modalities' validation items are judged against its training items"
-    if val is None:  # the user gave no validation split at all: the documented default
-        log.info("no validation split; %s", what)
-    else:
-        log.warning("the validation split has no %s items; %s", " or ".join(missing), what)
-    return {**data, **held_train}, out
-
-
-def validate(bridge: Bridge, val: TrainingSet) -> dict[str, float]:
-    """R@1 between every two modalities of `val` that relate (same pair key, else same label)."""
-    emb = {m: bridge.embed_features(m, d.features) for m, d in val.items() if m in bridge.modalities}
-    out: dict[str, float] = {}
-    for s in emb:
-        for t in emb:
-            keys_s, keys_t, how = pair_keys(val[s], val[t])
-            if s == t or how == "none":
-                continue
-            r1 = recall_at_1(emb[s], keys_s, emb[t], keys_t)
-            out[f"{s}->{t}"] = round(r1, 4)
-            kind = "paired" if bridge.is_paired(s, t) else "unpaired"
-            log.debug("val %-8s R@1 %.3f  %s->%s", kind, r1, s, t)
     return out

@@ -13,30 +13,33 @@ trial, which turns the guard off: two levels at most.
 
 Example:
     >>> from bridge.train import train
-    >>> choice = choose_base(cfg, data, val, preset.info(), train=train)   # doctest: +SKIP
-    >>> choice["chosen"]                                                   # doctest: +SKIP
+    >>> choice = choose_base(cfg, data, val, load_preset(cfg.preset), train=train)   # doctest: +SKIP
+    >>> choice["chosen"]                                                             # doctest: +SKIP
     'finetune'
 """
 from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
 from bridge.config import TrainConfig
-from bridge.head_plan import frozen_modalities, on_label_space
+from bridge.head_plan import frozen_modalities, on_label_space, preset_record
 from bridge.pairs import TrainingSet
 from bridge.space import Bridge
 from bridge.validation import hits_at_1, subset
+
+if TYPE_CHECKING:
+    from bridge.encoders.presets import Preset
 
 log = logging.getLogger(__name__)
 
 Train = Callable[..., tuple[Bridge, dict[str, Any]]]  # bridge.train.train
 
 
-def choose_base(cfg: TrainConfig, data: TrainingSet, val: TrainingSet, preset_info: dict[str, Any], *,
+def choose_base(cfg: TrainConfig, data: TrainingSet, val: TrainingSet, preset: Preset | None, *,
                 train: Train) -> dict[str, Any]:
     """`--base auto` on a label-space preset whose pairs hold the anchor and the proxy: which start
     the base space is trained from, chosen on validation as heads are.
@@ -53,7 +56,7 @@ def choose_base(cfg: TrainConfig, data: TrainingSet, val: TrainingSet, preset_in
         log.info("base: trying the %s start, with the manifest's modalities bound to it (the lines below until "
                  "the choice are this trial's)", "label-space" if candidate == "finetune" else "features' own axes")
         trial = dataclasses.replace(cfg, base=candidate, variant="anchor", proxy_steps=0, proxy_bank=1)
-        _, curves = train(trial, data, val=val, preset_info=preset_info, instance_maps=False)  # scored by its heads
+        _, curves = train(trial, data, val=val, preset=preset, instance_maps=False)  # scored by its heads
         got = list(curves.get("val", {}).values())
         scores[candidate] = round(float(np.mean(got)), 4) if got else float("-inf")
     chosen = "trained" if scores["trained"] > scores["finetune"] else "finetune"
@@ -94,7 +97,7 @@ def _largest_safe_scale(trial: Any, m: str, q: np.ndarray, q_labels: list, galle
     return 0.0, first_hits
 
 
-def guard_held_out_classes(cfg: TrainConfig, data: TrainingSet, val: TrainingSet, preset_info: dict[str, Any],
+def guard_held_out_classes(cfg: TrainConfig, data: TrainingSet, val: TrainingSet, preset: Preset | None,
                            as_given: tuple[TrainConfig, TrainingSet, TrainingSet | None], *,
                            train: Train) -> dict[str, dict[str, Any]]:
     """How much of what each head that starts at its label-space vector learns may be kept, because
@@ -110,10 +113,9 @@ def guard_held_out_classes(cfg: TrainConfig, data: TrainingSet, val: TrainingSet
     than three classes, a base trained from the features). `data` and `val` are the run's (split,
     class prompts added); `as_given` the configuration and data `train` was called with, which the
     trial is trained from."""
-    from bridge.encoders import load_preset
-
+    preset_info = preset_record(preset, cfg.preset)
     places = set(preset_info.get("places") or [])
-    if not on_label_space(preset_info) or cfg.base == "trained" or not places:
+    if preset is None or not on_label_space(preset_info) or cfg.base == "trained" or not places:
         return {}
     frozen = frozen_modalities(cfg, preset_info, data)
     # A trained head that starts at its label-space vector, bound to a partner that stays the space's own.
@@ -136,8 +138,8 @@ def guard_held_out_classes(cfg: TrainConfig, data: TrainingSet, val: TrainingSet
     trial_cfg = dataclasses.replace(given_cfg, class_guard=False, variant="anchor", proxy_steps=0, proxy_bank=1,
                                     select=False)
     trial, _ = train(trial_cfg, without(given_data), val=without(given_val) if given_val else None,
-                     preset_info=preset_info, instance_maps=False)
-    start = Bridge.from_preset(load_preset(cfg.preset))
+                     preset=preset, instance_maps=False)
+    start = Bridge.from_preset(preset)
     out: dict[str, dict[str, Any]] = {}
     for m, p in partner.items():
         items = [d for d in (data[m], val.get(m)) if d is not None]

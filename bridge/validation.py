@@ -1,14 +1,21 @@
 """How heads are judged: validation R@1 against a gallery that also holds the training items (what a
-user's index holds), the raw-feature baseline beside it, and a held-out share of the training pairs
-when the user gave no validation split.
+user's index holds), the raw-feature baseline beside it, a held-out share of the training pairs
+where the user's validation split lacks a modality (`complete_val`), and the R@1 between every two
+modalities of a validation set that a trained bridge reports (`validate`).
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+import logging
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
 from bridge.pairs import ModalityData, TrainingSet, pair_keys
+
+if TYPE_CHECKING:
+    from bridge.space import Bridge
+
+log = logging.getLogger(__name__)
 
 
 HITS_BLOCK = 1024  # queries scored at once by `hits_at_1`
@@ -165,3 +172,41 @@ def subset(d: ModalityData, mask: np.ndarray) -> ModalityData:
     idx = np.flatnonzero(mask)
     return ModalityData(ids=[d.ids[i] for i in idx], features=d.features[idx], labels=[d.labels[i] for i in idx],
                         pairs=[d.pairs[i] for i in idx])
+
+
+def complete_val(data: TrainingSet, val: TrainingSet | None, fraction: float,
+                 seed: int) -> tuple[TrainingSet, TrainingSet]:
+    """Validation for every modality: where the user's split lacks one, a share of its training
+    pairs is held out (`hold_out`); what cannot be held out (class prompts: a few per class) stays
+    in training and is judged as the gallery the other side's validation items query. Returns
+    (training set, validation set). Never refuses: one log line says what was done."""
+    missing = [m for m in data if not val or m not in val]
+    held_train, held_val = hold_out({m: data[m] for m in missing}, fraction, seed)
+    out: TrainingSet = {**(val or {}), **held_val}
+    gallery_only = [m for m in missing if m not in out]
+    what = f"{', '.join(m for m in missing if m in out)}: {100 * fraction:.0f}% of the training pairs are " \
+           "held out to judge each head" if len(gallery_only) < len(missing) else ""
+    if gallery_only:
+        what += ("; " if what else "") + f"{', '.join(gallery_only)}: too few to hold out (e.g. class prompts), " \
+                "so the other modalities' validation items are judged against its training items"
+    if val is None:  # the user gave no validation split at all: the documented default
+        log.info("no validation split; %s", what)
+    else:
+        log.warning("the validation split has no %s items; %s", " or ".join(missing), what)
+    return {**data, **held_train}, out
+
+
+def validate(bridge: Bridge, val: TrainingSet) -> dict[str, float]:
+    """R@1 between every two modalities of `val` that relate (same pair key, else same label)."""
+    emb = {m: bridge.embed_features(m, d.features) for m, d in val.items() if m in bridge.modalities}
+    out: dict[str, float] = {}
+    for s in emb:
+        for t in emb:
+            keys_s, keys_t, how = pair_keys(val[s], val[t])
+            if s == t or how == "none":
+                continue
+            r1 = recall_at_1(emb[s], keys_s, emb[t], keys_t)
+            out[f"{s}->{t}"] = round(r1, 4)
+            kind = "paired" if bridge.is_paired(s, t) else "unpaired"
+            log.debug("val %-8s R@1 %.3f  %s->%s", kind, r1, s, t)
+    return out

@@ -19,6 +19,7 @@ import os
 import sys
 from pathlib import Path
 
+from bridge.config import DEFAULT_PRESET
 from core.cli import add_device_option, add_threads_option
 from indexer.options import IndexOptions
 
@@ -36,7 +37,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "pretrained space of --preset with no training; a bridge trained later on that preset "
                         "extends the index with the modalities it binds")
     p.add_argument("--preset", default=None,
-                   help="for a new index without --bridge: the preset whose pretrained space to use (default: offline)")
+                   help=f"for a new index without --bridge: the preset whose pretrained space to use (default: {DEFAULT_PRESET})")
     p.add_argument("--reembed", action="store_true",
                    help="re-embed every file (required to switch the index to another bridge)")
     p.add_argument("--replace", action="store_true",

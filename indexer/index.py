@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from bridge.moments import MAX_MOMENT_SECONDS, moment_specs_json
+from bridge.route_table import ROUTE_TABLE_KEY, write_route_table
 from core.device import torch_threads as torch_threads_for_run
 from core.errors import BridgeMismatchError, EmergentBridgeError
 from core.files import fsync_dir
@@ -491,8 +492,8 @@ def _update_metadata(store: Store, bridge: Any) -> None:
         "index_format": INDEX_FORMAT,
     }
     # Routes are calibrated by the benchmark for one bridge; a new bridge starts with none.
-    if meta.get("bridge_version") != bridge.version or "routes" not in meta:
-        patch["routes"] = {}
+    if meta.get("bridge_version") != bridge.version or ROUTE_TABLE_KEY not in meta:
+        write_route_table(patch, {})
     if any(meta.get(k) != v for k, v in patch.items()):
         store.update_metadata(patch)
 

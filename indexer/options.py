@@ -33,9 +33,9 @@ def default_workers() -> int:
 class IndexOptions:
     """How a run indexes a folder (the folder, the index and the bridge are `index_directory`'s arguments).
 
-    The space: `preset` (for a new index with no bridge: whose pretrained space; default `offline`),
-    `reembed` (re-embed every file; needed to switch the index to another bridge), `replace` (the
-    index was built from another folder: drop its points and index this one).
+    The space: `preset` (for a new index with no bridge: whose pretrained space; default
+    `bridge.config.DEFAULT_PRESET`), `reembed` (re-embed every file; needed to switch the index to
+    another bridge), `replace` (the index was built from another folder: drop its points and index this one).
     What to index: `exclude` (globs), `modality` (force one for every file), `sidecar` (a table of
     labels and captions), `label_from_folder`, `shard` (`"i/N"` or a `ShardSpec`: only that shard's files).
     Throughput: `batch_size`, `workers` (reader threads), `decode` (auto, threads, processes),

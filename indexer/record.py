@@ -56,6 +56,22 @@ def write_record(index_dir: str | Path, **fields: Any) -> Path:
                                                             **fields})
 
 
+def update_record(index_dir: str | Path, **changes: Any) -> Path:
+    """Change some fields of the record and keep the rest; the record is then one this code wrote
+    (current `format` and `written_by`), as any write of it is.
+
+    Example:
+        >>> import tempfile
+        >>> folder = tempfile.mkdtemp()
+        >>> _ = write_record(folder, root="/photos")
+        >>> _ = update_record(folder, optimized=True)
+        >>> read_record(folder)["root"], read_record(folder)["optimized"]
+        ('/photos', True)
+    """
+    kept = {k: v for k, v in (read_record(index_dir) or {}).items() if k not in ("format", "written_by")}
+    return write_record(index_dir, **{**kept, **changes})
+
+
 def unfinished_first_run(index_dir: str | Path) -> str | None:
     """What to tell a reader of a folder where no `ebridge index` run has finished yet, or None.
 

@@ -45,7 +45,7 @@ from core.errors import EmergentBridgeError
 from indexer.hooks import RunHooks
 from indexer.ledger import ERROR, INDEXED, ManifestRow, Plan
 from indexer.options import IndexOptions
-from indexer.record import read_record, write_record
+from indexer.record import read_record, update_record
 
 log = logging.getLogger(__name__)
 
@@ -312,10 +312,7 @@ class FolderWatcher:
         self._set(state="building the search graph")
         try:
             self.store.optimize()
-            record = read_record(self.index_dir) or {}
-            record.pop("format", None)
-            record["optimized"] = True
-            write_record(self.index_dir, **record)
+            update_record(self.index_dir, optimized=True)
         except Exception as exc:  # noqa: BLE001 - searches still work exactly without the graph
             log.warning("building the search graph failed (%s); the next `ebridge index` builds it", exc)
         self._set(state="watching", graph_pending=False)

@@ -34,6 +34,7 @@ import numpy as np
 
 from bridge.modalities import MODALITIES, check_modality, detect_modality, file_kind, load, names_a_file
 from bridge.moments import clock
+from bridge.route_table import route_table
 from core.errors import BridgeMismatchError, EmergentBridgeError
 from indexer.lock import IndexBusyError, ReadLock  # noqa: F401  (IndexBusyError: part of this API)
 from indexer.record import read_record, unfinished_first_run
@@ -268,14 +269,14 @@ class Index:
 
     @property
     def routes(self) -> dict[str, str]:
-        return dict(self.store.metadata.get("routes", {}))
+        return route_table(self.store.metadata)
 
     def route_for(self, source: str, target: str) -> str:
         """The index's route table (calibrated by the benchmark), else the bridge's own (chosen on
         validation at training: `raw` where the encoder beats the space for a same-modality pair),
         else `direct` for paired pairs and `fused` for unpaired ones (`direct` without G)."""
         pair = f"{source}->{target}"
-        chosen = self.routes.get(pair) or self.bridge.config.get("routes", {}).get(pair)
+        chosen = self.routes.get(pair) or route_table(self.bridge.config).get(pair)
         if chosen in FEATURE_ROUTES and not self.has_raw(target):
             chosen = None  # an index made before raw vectors were stored
         if chosen == "instance" and not self.bridge.has_instance(source, target):

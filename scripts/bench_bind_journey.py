@@ -32,6 +32,7 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from bridge.config import DEFAULT_PRESET
+from bridge.route_table import route_table
 from query.eval.shared_data import shared_data_dir
 
 log = logging.getLogger("bench_bind_journey")
@@ -157,7 +158,7 @@ def main() -> None:
             "through_the_space": thermal_to_image(idx, folder, "direct"),
             "from_scratch_direct": thermal_to_image(scratch_idx, folder, "direct"),
             "from_scratch_routed": thermal_to_image(scratch_idx, folder, "auto")},
-        "route": bound.config["routes"].get("thermal->image"), "cross_modal_val": bound.config.get("cross_modal"),
+        "route": route_table(bound.config).get("thermal->image"), "cross_modal_val": bound.config.get("cross_modal"),
         "text": {"before": before, "after": {"text->image_p@10": text_precision(idx, labels, "image"),
                                              "text->thermal_p@10": text_precision(idx, labels, "thermal")}},
         "settings": vars(args) | {"data": str(args.data), "out": str(out), "json": str(args.json)},

@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
                      if v is not None}
             cfg = TrainConfig(preset=args.preset, anchor="text", proxy="audio", steps=args.steps,
                               proxy_steps=args.steps, seed=seed, class_guard=guarded, **extra)
-            bridge, _ = train(cfg, data, val=val, preset_info=preset.info())
+            bridge, _ = train(cfg, data, val=val, preset=preset)
             assert "image" in bridge.modalities, "the bound bridge dropped the photos"
             got = evaluate(bridge, test_audio, labels, photos, bridge.embed_features("image", photo_feats), unseen)
             runs.append({"seed": seed, "class_guard": guarded, "base": bridge.config["base"],

@@ -137,7 +137,7 @@ def quick_bridge(preset_name: str, seed: int = 0, open_clip_arch: str | None = N
         feats = np.stack([centres[int(y)] + rng.normal(size=d) * 0.5 for y in labels]).astype(np.float32)
         data[m] = ModalityData([f"{m}-{i}" for i in range(n)], feats, labels)
     cfg = TrainConfig(preset=preset_name, steps=60, proxy_steps=60, seed=seed)
-    bridge, _ = train(cfg, data, preset_info=preset.info(), device=device)
+    bridge, _ = train(cfg, data, preset=preset, device=device)
     bridge._preset = preset
     return bridge
 
@@ -217,7 +217,7 @@ def pipeline(bridge: Any, modality: str, files: list[Path], batch_size: int, wor
             "items_per_cpu_s_total": round(s.indexed / max(cpu, 1e-9), 2)}
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     from core.cli import add_threads_option
     from query.eval.shared_data import shared_data_dir
@@ -244,7 +244,11 @@ def main(argv: list[str] | None = None) -> int:
                         "encoder, e.g. offline-sound for audio")
     p.add_argument("--no-torch-baseline", action="store_true",
                    help="skip the eager-torch encoder-only run (on a CPU it is the 'before' of the onnxruntime exports)")
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     for name in ("bridge.train", "indexer"):
         logging.getLogger(name).setLevel(logging.WARNING)

@@ -222,8 +222,7 @@ def subset(d: dict, idx: np.ndarray) -> dict:
     return {k: [v[i] for i in idx] for k, v in d.items()}
 
 
-def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--preset", default=DEFAULT_PRESET)
     ap.add_argument("--per-class", type=int, default=150, help="CIFAR-10 photos per class")
@@ -242,6 +241,12 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.together and not args.audio_backbone:
         ap.error("--together needs --audio-backbone (the second audio encoder)")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    args = parse_args(argv)
 
     import torch
 

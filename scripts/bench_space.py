@@ -95,7 +95,6 @@ def main() -> int:
     cache = FeatureCache(args.cache if not args.world else args.cache)
     rows = read_manifest(Path(world) / "manifest.csv")
     sets = {s: training_set(in_split(rows, s), preset, cache) for s in ("train", "val", "test")}
-    info = preset.info()
     unseen = set(args.unseen)
 
     def raw_embed(m: str, x: np.ndarray) -> np.ndarray:
@@ -121,7 +120,7 @@ def main() -> int:
                 for seed in args.seeds:
                     cfg = TrainConfig(preset=args.preset, variant=variant, seed=seed, head_init=head_init,
                                       steps=args.steps, proxy_steps=args.proxy_steps)
-                    bridge, _ = train(cfg, train_set, val=val_set, preset_info=info, base=bases.get(seed))
+                    bridge, _ = train(cfg, train_set, val=val_set, preset=preset, base=bases.get(seed))
                     bases.setdefault(seed, bridge)
                     key = f"{split_name} | {head_init} | {variant}"
                     results["runs"].setdefault(key, []).append(evaluate(bridge.embed_features, sets["test"], unseen))

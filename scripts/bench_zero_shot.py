@@ -125,7 +125,7 @@ def landing(best: dict, logits: np.ndarray, queries: np.ndarray, text_enc: Any, 
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--preset", default=DEFAULT_PRESET)
     ap.add_argument("--data", type=Path, default=CIFAR, help="CIFAR-10 test folder: {class}/NNNN.jpg")
@@ -134,7 +134,113 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cache", type=Path, default=Path(".cache/features"), help="frozen-feature cache folder")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", type=Path, default=None)
-    args = ap.parse_args(argv)
+    return ap.parse_args(argv)
+
+
+def photos(args: argparse.Namespace, preset: Any) -> tuple[list[str], list[Path], np.ndarray, np.ndarray, float]:
+    """The classes, the photo files, their labels, their image features (through the cache) and the encoding time."""
+    from bridge.features import FeatureCache
+    from bridge.modalities import load
+
+    classes = sorted(p.name for p in args.data.iterdir() if p.is_dir())
+    files = [f for c in classes for f in sorted((args.data / c).glob("*.jpg"))[:args.limit]]
+    labels = np.array([f.parent.name for f in files])
+    t0 = time.perf_counter()
+    feats = FeatureCache(args.cache).get_or_compute(
+        preset, "image", [str(f.relative_to(args.data)) for f in files],
+        lambda ids: [load("image", args.data / i) for i in ids])
+    return classes, files, labels, feats, time.perf_counter() - t0
+
+
+def validation_split(labels: np.ndarray, classes: list[str], per_class: int, seed: int) -> np.ndarray:
+    """`per_class` photos of each class (at most half of them), seeded: the photos settings are chosen on."""
+    rng = np.random.default_rng(seed)
+    val = np.zeros(len(labels), bool)
+    for c in classes:
+        idx = np.flatnonzero(labels == c)
+        val[rng.choice(idx, size=min(per_class, len(idx) // 2), replace=False)] = True
+    return val
+
+
+def candidates(logits: np.ndarray, queries: np.ndarray, text_enc: Any, preset: Any) -> list[tuple[dict, Any]]:
+    """Every setting tried: (settings, a function giving (image vectors, query vectors)), built on demand."""
+    from bridge.labelspace import LabelSpaceSpec, class_prompt_matrix
+
+    out = []
+    for templates in ("photo", "simple", "openai"):
+        prompts = class_prompt_matrix(LabelSpaceSpec(templates=templates), text_enc,
+                                      preset.modality_fingerprint("text"))
+        q_cos = queries @ prompts.T
+        for t_img, t_txt in itertools.product((0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0), (0.0025, 0.005, 0.01, 0.02, 0.05, 0.1)):
+            out.append(({"form": "labelspace", "templates": templates, "image_temperature": t_img,
+                         "text_temperature": t_txt},
+                        functools.partial(label_space, logits, q_cos, t_img, t_txt)))
+        for t_img, top in itertools.product((0.5, 1.0, 2.0), (1, 5, 10, 1000)):
+            out.append(({"form": "conse", "templates": templates, "image_temperature": t_img, "top": top},
+                        functools.partial(conse, logits, prompts, queries, t_img, top)))
+        # Both in one vector: [sqrt(w) label space, sqrt(1 - w) ConSE] is a unit vector whose dot
+        # product is w * Bhattacharyya + (1 - w) * cosine in the text encoder's space.
+        for t_img, t_txt, w in itertools.product((0.3, 0.5, 1.0), (0.01, 0.02, 0.05), (0.25, 0.5, 0.75)):
+            out.append(({"form": "mix", "templates": templates, "image_temperature": t_img,
+                         "text_temperature": t_txt, "label_weight": w},
+                        functools.partial(mix, logits, q_cos, prompts, queries, t_img, t_txt, w)))
+    return out
+
+
+def choose(tried: list[tuple[dict, Any]], labels: np.ndarray, classes: list[str], val: np.ndarray,
+           shipped: dict[str, Any]) -> tuple[list[dict], dict, dict[str, dict]]:
+    """Every candidate scored on validation, the best, and the rows reported on test: the best of each
+    form and the preset's own settings (`as_shipped`, what a user of the preset gets)."""
+    test = ~val
+    rows = []
+    for settings, make in tqdm(tried, desc="candidates on validation", disable=None):
+        img, txt = make()
+        rows.append({**settings, "val": scores(img[val], txt, labels[val], classes)})
+    key = lambda r: r["val"]["zero_shot_top1"] + r["val"]["text_to_image_p10"]  # noqa: E731
+    best = max(rows, key=key)
+    best_form = {f: max((r for r in rows if r["form"] == f), key=key) for f in ("labelspace", "conse", "mix")}
+    reported = {}
+    for form, row in best_form.items():
+        img, txt = tried[rows.index(row)][1]()
+        reported[form] = {**{k: v for k, v in row.items() if k != "val"}, "val": row["val"],
+                          "test": scores(img[test], txt, labels[test], classes),
+                          "all": scores(img, txt, labels, classes)}
+    as_shipped = {"form": "labelspace", "templates": shipped.get("templates"),
+                  "image_temperature": shipped.get("image_temperature"), "text_temperature": shipped.get("text_temperature")}
+    for i, row in enumerate(rows):
+        if {k: row.get(k) for k in as_shipped} == as_shipped:
+            img, txt = tried[i][1]()
+            reported["as_shipped"] = {**as_shipped, "val": row["val"], "test": scores(img[test], txt, labels[test], classes),
+                                      "all": scores(img, txt, labels, classes)}
+    return rows, best, reported
+
+
+def image_to_image(feats: np.ndarray, space: np.ndarray, labels: np.ndarray, val: np.ndarray,
+                   pca_dim: int = 256) -> dict[str, dict[str, float]]:
+    """Search by example on the test photos: through the space, the raw features, and those PCA-reduced
+    (the basis fitted on validation)."""
+    test = ~val
+    centred = feats - feats[val].mean(0)
+    basis = np.linalg.svd(centred[val], full_matrices=False)[2][:pca_dim]
+    return {"space": by_example(space[test], labels[test]), "raw": by_example(feats[test], labels[test]),
+            f"raw_pca{pca_dim}": by_example(centred[test] @ basis.T, labels[test])}
+
+
+def print_report(report: dict[str, Any]) -> None:
+    print(f"preset {report['preset']}: chosen on validation {report['chosen_on_validation']}")
+    for form, r in report["best_of_each_form"].items():
+        print(f"  {form:10s} test: zero-shot top-1 {r['test']['zero_shot_top1']:.3f}, text->image P@10 "
+              f"{r['test']['text_to_image_p10']:.3f}   (all {report['photos']}: {r['all']['zero_shot_top1']:.3f} / "
+              f"{r['all']['text_to_image_p10']:.3f})")
+    for c, w in report["where_each_class_lands"].items():
+        print(f"  {c:10s} test top-1 {w['test_top1']:.2f}; query -> {', '.join(f'{n} {m:.2f}' for n, m in w['query'])}; "
+              f"photos -> {', '.join(f'{n} {m:.2f}' for n, m in w['photos'])}")
+    print("  image->image on test (R@1 / P@10): " + ", ".join(
+        f"{k} {v['r1']:.3f} / {v['p10']:.3f}" for k, v in report["image_to_image_test"].items()))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if not args.data.is_dir():
         print(f"skipped: {args.data} not found (CIFAR-10 test as JPEG folders, see ../shared/data/README.md)")
@@ -144,26 +250,12 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(1)
     from bridge.encoders import load_preset
-    from bridge.features import FeatureCache
-    from bridge.labelspace import LabelSpaceSpec, class_prompt_matrix
-    from bridge.modalities import load
     from bridge.provenance import provenance
 
     prov = provenance()  # at the start: the code that runs
     preset = load_preset(args.preset)
-    classes = sorted(p.name for p in args.data.iterdir() if p.is_dir())
-    files = [f for c in classes for f in sorted((args.data / c).glob("*.jpg"))[:args.limit]]
-    labels = np.array([f.parent.name for f in files])
-    t0 = time.perf_counter()
-    feats = FeatureCache(args.cache).get_or_compute(
-        preset, "image", [str(f.relative_to(args.data)) for f in files],
-        lambda ids: [load("image", args.data / i) for i in ids])
-    encode_s = time.perf_counter() - t0
-    rng = np.random.default_rng(args.seed)
-    val = np.zeros(len(files), bool)
-    for c in classes:
-        idx = np.flatnonzero(labels == c)
-        val[rng.choice(idx, size=min(args.val_per_class, len(idx) // 2), replace=False)] = True
+    classes, files, labels, feats, encode_s = photos(args, preset)
+    val = validation_split(labels, classes, args.val_per_class, args.seed)
     test = ~val
     log.info("%d photos: %d validation, %d test (encoded in %.0f s)", len(files), val.sum(), test.sum(), encode_s)
 
@@ -171,74 +263,19 @@ def main(argv: list[str] | None = None) -> int:
     logits = feats @ weight.T + bias
     text_enc = preset.encoder("text")
     queries = unit(text_enc.encode([QUERY.format(c) for c in classes]))
-    candidates = []  # (settings, a function giving (image vectors, query vectors)): built on demand
-    for templates in ("photo", "simple", "openai"):
-        prompts = class_prompt_matrix(LabelSpaceSpec(templates=templates), text_enc,
-                                      preset.modality_fingerprint("text"))
-        q_cos = queries @ prompts.T
-        for t_img, t_txt in itertools.product((0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0), (0.0025, 0.005, 0.01, 0.02, 0.05, 0.1)):
-            candidates.append(({"form": "labelspace", "templates": templates, "image_temperature": t_img,
-                                "text_temperature": t_txt},
-                               functools.partial(label_space, logits, q_cos, t_img, t_txt)))
-        for t_img, top in itertools.product((0.5, 1.0, 2.0), (1, 5, 10, 1000)):
-            candidates.append(({"form": "conse", "templates": templates, "image_temperature": t_img, "top": top},
-                               functools.partial(conse, logits, prompts, queries, t_img, top)))
-        # Both in one vector: [sqrt(w) label space, sqrt(1 - w) ConSE] is a unit vector whose dot
-        # product is w * Bhattacharyya + (1 - w) * cosine in the text encoder's space.
-        for t_img, t_txt, w in itertools.product((0.3, 0.5, 1.0), (0.01, 0.02, 0.05), (0.25, 0.5, 0.75)):
-            candidates.append(({"form": "mix", "templates": templates, "image_temperature": t_img,
-                                "text_temperature": t_txt, "label_weight": w},
-                               functools.partial(mix, logits, q_cos, prompts, queries, t_img, t_txt, w)))
-    rows = []
-    for settings, make in tqdm(candidates, desc="candidates on validation", disable=None):
-        img, txt = make()
-        rows.append({**settings, "val": scores(img[val], txt, labels[val], classes)})
-    key = lambda r: r["val"]["zero_shot_top1"] + r["val"]["text_to_image_p10"]  # noqa: E731
-    best = max(rows, key=key)
-    best_form = {f: max((r for r in rows if r["form"] == f), key=key) for f in ("labelspace", "conse", "mix")}
-    report_rows = {}
-    for form, row in best_form.items():
-        img, txt = candidates[rows.index(row)][1]()
-        report_rows[form] = {**{k: v for k, v in row.items() if k != "val"}, "val": row["val"],
-                             "test": scores(img[test], txt, labels[test], classes),
-                             "all": scores(img, txt, labels, classes)}
-    shipped = preset.spec.get("label_space") or {}
-    as_shipped = {"form": "labelspace", "templates": shipped.get("templates"),
-                  "image_temperature": shipped.get("image_temperature"), "text_temperature": shipped.get("text_temperature")}
-    for i, row in enumerate(rows):  # what a user of the preset gets: its own settings, on test too
-        if {k: row.get(k) for k in as_shipped} == as_shipped:
-            img, txt = candidates[i][1]()
-            report_rows["as_shipped"] = {**as_shipped, "val": row["val"], "test": scores(img[test], txt, labels[test], classes),
-                                         "all": scores(img, txt, labels, classes)}
-    chosen = report_rows[best["form"]]
-    best_img, best_txt = candidates[rows.index(best)][1]()
+    tried = candidates(logits, queries, text_enc, preset)
+    rows, best, reported = choose(tried, labels, classes, val, preset.spec.get("label_space") or {})
+    best_img, best_txt = tried[rows.index(best)][1]()
     where = landing(best, logits, queries, text_enc, preset, labels, classes, best_img[test], best_txt, test)
-    pca_dim = 256
-    centred = feats - feats[val].mean(0)
-    basis = np.linalg.svd(centred[val], full_matrices=False)[2][:pca_dim]
-    same_modality = {
-        "space": by_example(best_img[test], labels[test]),
-        "raw": by_example(feats[test], labels[test]),
-        f"raw_pca{pca_dim}": by_example(centred[test] @ basis.T, labels[test]),
-    }
     report = {
         "what": "zero-training CIFAR-10: text->image and zero-shot through the preset's pretrained space",
         "preset": args.preset, "photos": len(files), "validation": int(val.sum()), "test": int(test.sum()),
         "query": QUERY, "chosen_on_validation": {k: v for k, v in best.items() if k != "val"},
-        "chosen": chosen, "best_of_each_form": report_rows, "every_candidate_on_validation": rows,
-        "image_to_image_test": same_modality, "where_each_class_lands": where, "encode_seconds": round(encode_s, 1),
-        "provenance": prov,
+        "chosen": reported[best["form"]], "best_of_each_form": reported, "every_candidate_on_validation": rows,
+        "image_to_image_test": image_to_image(feats, best_img, labels, val), "where_each_class_lands": where,
+        "encode_seconds": round(encode_s, 1), "provenance": prov,
     }
-    print(f"preset {args.preset}: chosen on validation {report['chosen_on_validation']}")
-    for form, r in report_rows.items():
-        print(f"  {form:10s} test: zero-shot top-1 {r['test']['zero_shot_top1']:.3f}, text->image P@10 "
-              f"{r['test']['text_to_image_p10']:.3f}   (all {len(files)}: {r['all']['zero_shot_top1']:.3f} / "
-              f"{r['all']['text_to_image_p10']:.3f})")
-    for c, w in where.items():
-        print(f"  {c:10s} test top-1 {w['test_top1']:.2f}; query -> {', '.join(f'{n} {m:.2f}' for n, m in w['query'])}; "
-              f"photos -> {', '.join(f'{n} {m:.2f}' for n, m in w['photos'])}")
-    print("  image->image on test (R@1 / P@10): " + ", ".join(
-        f"{k} {v['r1']:.3f} / {v['p10']:.3f}" for k, v in same_modality.items()))
+    print_report(report)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=1))

@@ -37,7 +37,7 @@ def tiny_digits_index(root: Path):
     data = training_set(in_split(read_manifest(world / "manifest.csv"), "train"), preset, FeatureCache(root / "cache"))
     cfg = TrainConfig(preset="tiny", dim=32, hidden=64, steps=120, proxy_steps=150, batch_size=64,
                       diffusion_timesteps=100, diffusion_steps=4, seed=0)
-    bridge, _ = train(cfg, data, preset_info=preset.info())
+    bridge, _ = train(cfg, data, preset=preset)
     ckpt = bridge.save(root / "bridge")
     index_directory(world / "test", root / "edge.index", bridge=ckpt, progress=False)
     return world, bridge, ckpt

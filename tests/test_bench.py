@@ -131,7 +131,7 @@ def test_indexed_evaluation_takes_the_raw_route_a_cross_pair_on_one_encoder_chos
     data = {m: ModalityData(ids=[f"{m}{i}" for i in range(n)], features=x, labels=[None] * n,
                             pairs=[f"p{i}" for i in range(n)]) for m, x in feats.items()}
     cfg = TrainConfig(preset=preset, steps=100, proxy_steps=10, eval_every=20, batch_size=32)
-    bridge, _ = train(cfg, data, preset_info=load_preset(preset).info())
+    bridge, _ = train(cfg, data, preset=load_preset(preset))
     assert bridge.config["routes"]["thermal->image"] == "raw"
 
     test = tmp_path / "world" / "test"
@@ -184,3 +184,12 @@ def test_zero_training_row_says_which_modalities_its_space_does_not_place():
     assert row["never_paired_scored"] == ["depth->text", "text->depth"] and row["never_paired_mean_r1"] == 0.2
     text = "\n".join(_zero_training({"zero_training": row}))
     assert "It does not place audio: no audio tagger; audio->depth, audio->text, depth->audio, text->audio" in text
+
+
+def test_the_old_bench_name_for_the_cross_routes_warns():
+    """`query.eval.bench.ROUTES` meant `query.search.CROSS_ROUTES`, where `query.search.ROUTES` means more."""
+    import query.eval.bench as bench
+    from query.search import CROSS_ROUTES, ROUTES
+
+    with pytest.warns(DeprecationWarning, match="CROSS_ROUTES"):
+        assert bench.ROUTES == CROSS_ROUTES != ROUTES

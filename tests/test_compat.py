@@ -66,3 +66,15 @@ def test_an_index_record_says_which_versions_wrote_it(tmp_path):
     assert record["format"] == INDEX_FORMAT and record["written_by"]["emergentbridge"] == __version__
     (tmp_path / "index.json").write_text(json.dumps({"format": 1, "root": "/data"}))  # written before written_by
     assert read_record(tmp_path)["root"] == "/data"
+
+
+def test_updating_an_old_index_record_keeps_its_fields_and_says_who_wrote_it(tmp_path):
+    """What the watcher does once it has built the search graph: one field changes, the record is rewritten whole."""
+    from indexer.record import INDEX_FORMAT, read_record, update_record
+
+    (tmp_path / "index.json").write_text(json.dumps({"format": 0, "root": "/data", "written_by": {"emergentbridge": "0.1"},
+                                                     "optimized": False}))
+    update_record(tmp_path, optimized=True)
+    record = read_record(tmp_path)
+    assert record["root"] == "/data" and record["optimized"] is True
+    assert record["format"] == INDEX_FORMAT and record["written_by"]["emergentbridge"] == __version__

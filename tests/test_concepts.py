@@ -337,7 +337,7 @@ def test_class_guard_keeps_only_the_share_of_training_that_held_out_classes_surv
     data, val = part(train_rows), part(val_rows)
     cfg = TrainConfig(preset=str(tmp_path / "tiny-concepts.json"), steps=60,
                       proxy_steps=20, eval_every=20, batch_size=16)
-    bound, _ = train(cfg, data, val=val, preset_info=preset.info())
+    bound, _ = train(cfg, data, val=val, preset=preset)
     guard = bound.config["class_guard"]["thermal"]
     assert 1 <= len(guard["held_out"]) <= 2 and set(guard["held_out"]) <= set(labels)
     assert guard["queries"] == 10 * len(guard["held_out"])  # every item of those classes, train and val

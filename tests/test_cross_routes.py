@@ -39,7 +39,7 @@ def _pairs(n: int = 80, seed: int = 1) -> dict[str, ModalityData]:
 
 def _bind(data: dict[str, ModalityData]) -> Bridge:
     cfg = TrainConfig(preset=PRESET, steps=200, proxy_steps=10, eval_every=20, batch_size=32)
-    bridge, _ = train(cfg, data, preset_info=load_preset(PRESET).info())
+    bridge, _ = train(cfg, data, preset=load_preset(PRESET))
     return bridge
 
 
@@ -64,13 +64,11 @@ def test_a_head_worse_than_the_raw_features_is_not_the_pairs_route():
         for p in head.net.parameters():
             p.zero_()
         head.labels.weight.zero_()  # label-space head: a constant vector for every thermal item
-    from bridge.encoders.presets import shares_encoder
-
-    info = load_preset(PRESET).info()
     from bridge.validation import hold_out
 
+    preset = load_preset(PRESET)
     train_part, val = hold_out(data, 0.2, 0)
-    routes = choose_cross_modal_routes(bridge, train_part, val, lambda a, b: shares_encoder(info, a, b, aligned=False))
+    routes = choose_cross_modal_routes(bridge, train_part, val, lambda a, b: preset.shares_encoder(a, b, aligned=False))
     for pair in ("thermal->image", "image->thermal"):
         assert routes[pair]["route"] in ("raw", "instance"), routes[pair]
         assert routes[pair]["raw_r1"] > routes[pair]["direct_r1"]

@@ -3,11 +3,13 @@
 core (the base layer: errors, files, lazy imports, device and threads, shared options) imports
 nothing else of ours; bridge (the space) imports core only; indexer imports core and bridge, and its
 store (indexer/store) no bridge; query may import all three. Checked on every import statement,
-including those inside functions.
+including those inside functions. Also: no import loops inside a package, scripts that leave sys.path
+alone, a light command line, and the size limits (functions, files) with their named exceptions.
 """
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -156,6 +158,60 @@ def test_scripts_are_modules_that_leave_sys_path_alone():
         if f"python scripts/{path.name}" in text:
             broken.append(f"{path.name}: its usage says python scripts/{path.name}, not python -m scripts.{path.stem}")
     assert not broken, "\n".join(broken)
+
+
+MAX_FUNCTION_LINES, MAX_FILE_LINES = 100, 600
+SIZED = ("core", "bridge", "indexer", "query", "scripts")
+# The exceptions, "file" or "file:function", with their reasons: CONTRIBUTING.md ("Size limits") lists the same.
+SIZE_EXCEPTIONS: dict[str, str] = {}  # none left since scripts/bench_store.py and indexer/store/edge.py were split
+
+
+def oversized(root: Path, folders: tuple[str, ...] = SIZED) -> dict[str, int]:
+    """Files over MAX_FILE_LINES and functions (methods, nested ones) over MAX_FUNCTION_LINES, by
+    "file" or "file:qualified.name", with their length in lines."""
+    found: dict[str, int] = {}
+
+    def walk(node: ast.AST, path: str, prefix: str) -> None:
+        for child in ast.iter_child_nodes(node):
+            name = prefix
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                name = f"{prefix}.{child.name}" if prefix else child.name
+                length = child.end_lineno - child.lineno + 1
+                if not isinstance(child, ast.ClassDef) and length > MAX_FUNCTION_LINES:
+                    found[f"{path}:{name}"] = length
+            walk(child, path, name)
+
+    for folder in folders:
+        for file in sorted((root / folder).rglob("*.py")):
+            path, text = file.relative_to(root).as_posix(), file.read_text(encoding="utf-8")
+            if len(text.splitlines()) > MAX_FILE_LINES:
+                found[path] = len(text.splitlines())
+            walk(ast.parse(text, path), path, "")
+    return found
+
+
+def test_no_function_over_100_lines_and_no_file_over_600():
+    found = oversized(REPO)
+    new = {k: n for k, n in found.items() if k not in SIZE_EXCEPTIONS}
+    stale = sorted(set(SIZE_EXCEPTIONS) - set(found))
+    assert not new, ("over the size limits (split them into named steps, or name the exception and its reason in "
+                     "CONTRIBUTING.md and SIZE_EXCEPTIONS): " + ", ".join(f"{k} ({n} lines)" for k, n in sorted(new.items())))
+    assert not stale, f"within the limits now: remove {', '.join(stale)} from SIZE_EXCEPTIONS and CONTRIBUTING.md"
+
+
+def test_the_size_exceptions_are_the_ones_contributing_names():
+    text = (REPO / "CONTRIBUTING.md").read_text(encoding="utf-8")
+    section = text.split("### Size limits", 1)[1].split("\n#", 1)[0]
+    listed = {m.group(1): m.group(2).strip() for m in re.finditer(r"^\| `([^`]+)` \|(.*)\|\s*$", section, re.M)}
+    assert listed == SIZE_EXCEPTIONS, f"CONTRIBUTING.md lists {listed}, tests/test_layout.py {SIZE_EXCEPTIONS}"
+
+
+def test_the_size_check_sees_a_long_method_and_a_long_file(tmp_path):
+    (tmp_path / "pkg").mkdir()
+    body = "\n".join(f"        x = {i}" for i in range(MAX_FUNCTION_LINES))
+    (tmp_path / "pkg" / "a.py").write_text(f"class A:\n    def long(self):\n{body}\n")
+    (tmp_path / "pkg" / "b.py").write_text("x = 1\n" * (MAX_FILE_LINES + 1))
+    assert oversized(tmp_path, ("pkg",)) == {"pkg/a.py:A.long": MAX_FUNCTION_LINES + 1, "pkg/b.py": MAX_FILE_LINES + 1}
 
 
 def test_the_layer_check_sees_imports_inside_functions(tmp_path):

@@ -127,7 +127,7 @@ def test_binding_a_modality_extends_the_index_bit_for_bit(tmp_path):
                               .astype(np.float32), labels=[None] * 40, pairs=pairs),
     }
     cfg = TrainConfig(preset=PRESET, steps=20, proxy_steps=20, eval_every=10, batch_size=16)
-    bound, _ = train(cfg, data, preset_info=preset.info())
+    bound, _ = train(cfg, data, preset=preset)
     assert bound.config["head_kinds"]["image"] == "labelspace" and bound.dim == 10
     assert bound.config["base"] == "frozen" and {"text", "video"} <= set(bound.modalities)
     ckpt = bound.save(tmp_path / "bound")
@@ -158,7 +158,7 @@ def test_a_collapsing_head_sends_search_by_example_through_raw(tmp_path):
     data["text"] = ModalityData(ids=[f"c{i}" for i in range(classes)], features=centres, labels=[f"c{i}" for i in
                                 range(classes)], pairs=[None] * classes)
     cfg = TrainConfig(preset="tiny", steps=150, proxy_steps=20, eval_every=50, batch_size=32, dim=16)
-    bridge, _ = train(cfg, data, preset_info=load_preset("tiny").info())
+    bridge, _ = train(cfg, data, preset=load_preset("tiny"))
     head = bridge.modules.heads["audio"]
     # Collapse it on purpose: every audio item lands on its class's direction.
     with torch.no_grad():
@@ -185,7 +185,7 @@ def test_keep_neighbours_term_trains_and_is_recorded():
             "audio": ModalityData(ids=[f"a{i}" for i in range(n)], features=x + 0.1, labels=labels, pairs=[None] * n)}
     cfg = TrainConfig(preset="tiny", steps=20, proxy_steps=10, eval_every=10, batch_size=16, dim=16,
                       keep_neighbours=1.0)
-    bridge, curves = train(cfg, data, preset_info=load_preset("tiny").info())
+    bridge, curves = train(cfg, data, preset=load_preset("tiny"))
     assert bridge.config["keep_neighbours"] == 1.0 and curves["bind/audio-image"]
 
 
@@ -283,7 +283,7 @@ def test_auto_base_starts_from_the_label_space_only_where_validation_says_so(kno
         return _labelled_pairs(images, texts, [names[c] for c in y])
 
     cfg = TrainConfig(preset=PRESET, steps=0, proxy_steps=5, batch_size=32)
-    bridge, _ = train(cfg, split(12), val=split(4), preset_info=preset.info())
+    bridge, _ = train(cfg, split(12), val=split(4), preset=preset)
     choice = bridge.config["base_choice"]
     assert set(choice) == {"chosen", "finetune", "trained"}
     assert choice["chosen"] == ("finetune" if choice["finetune"] >= choice["trained"] else "trained")

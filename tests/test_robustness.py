@@ -400,6 +400,6 @@ def test_the_python_train_records_the_feature_cache_as_the_cli_does(tmp_path):
     features = training_set(read_manifest(data / "manifest.csv"), preset, cache)
     cfg = TrainConfig(preset="tiny", dim=8, hidden=16, steps=3, proxy_steps=3, batch_size=8,
                       diffusion_timesteps=20, diffusion_steps=2)
-    bridge, _ = train(cfg, features, preset_info=preset.info())
+    bridge, _ = train(cfg, features, preset=preset)
     bridge.save(tmp_path / "ckpt")
     assert Bridge.load(tmp_path / "ckpt").config["feature_cache"] == str(cache.directory.resolve())

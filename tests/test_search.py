@@ -91,11 +91,15 @@ def test_auto_route_uses_direct_for_paired_and_fused_for_unpaired(index):
 
 
 def test_route_table_overrides_the_default(index):
-    index.store.update_metadata({"routes": {"text->audio": "proxy"}})
+    from bridge.route_table import write_route_table
+
+    index.store.update_metadata(write_route_table({}, {"text->audio": "proxy"}))
     try:
         assert index.search("four", target="audio", k=1)[0].route == "proxy"
     finally:
-        index.store.update_metadata({"routes": {}})
+        index.store.update_metadata(write_route_table({}, {}))
+    with pytest.raises(ValueError, match="'text' is not a 'source->target' pair"):
+        write_route_table({}, {"text": "proxy"})  # a table the router could never read
 
 
 def test_proxy_route_scores_recompute_by_hand_from_stored_vectors(index):

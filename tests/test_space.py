@@ -10,6 +10,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from bridge.config import TrainConfig  # noqa: E402
+from bridge.encoders import load_preset  # noqa: E402
 from bridge.model import proxy_loss  # noqa: E402
 from bridge.pairs import ModalityData  # noqa: E402
 from bridge.train import train  # noqa: E402
@@ -60,11 +61,9 @@ def _clip_training_set(preset, n_classes: int = 4, per_class: int = 6, seed: int
 def test_frozen_base_returns_open_clips_own_normalised_embeddings(tiny_clip):
     from PIL import Image
 
-    from bridge.encoders import load_preset
-
     preset = load_preset(tiny_clip["preset"])
     data, images, texts = _clip_training_set(preset)
-    bridge, _ = train(TrainConfig(preset=tiny_clip["preset"], **SMALL), data, preset_info=preset.info())
+    bridge, _ = train(TrainConfig(preset=tiny_clip["preset"], **SMALL), data, preset=preset)
     assert bridge.config["base"] == "frozen" and bridge.dim == 32
     assert bridge.config["head_kinds"]["image"] == bridge.config["head_kinds"]["text"] == "identity"
     model, preprocess = tiny_clip["model"], tiny_clip["preprocess"]
@@ -85,13 +84,12 @@ def test_frozen_base_returns_open_clips_own_normalised_embeddings(tiny_clip):
 
 
 def test_frozen_base_depth_head_starts_at_the_raw_image_tower_and_round_trips(tiny_clip, tmp_path):
-    from bridge.encoders import load_preset
     from bridge.space import Bridge
 
     preset = load_preset(tiny_clip["preset"])
     data, _, _ = _clip_training_set(preset)
     cfg = TrainConfig(preset=tiny_clip["preset"], **{**SMALL, "steps": 0})
-    bridge, _ = train(cfg, data, preset_info=preset.info())
+    bridge, _ = train(cfg, data, preset=preset)
     head = bridge.config["heads"]["depth"]
     assert head["init"] == "identity (raw features)"
     raw = data["depth"].features / np.linalg.norm(data["depth"].features, axis=1, keepdims=True)
@@ -103,11 +101,9 @@ def test_frozen_base_depth_head_starts_at_the_raw_image_tower_and_round_trips(ti
 
 def test_orthogonal_proxy_gradient_in_frozen_mode(tiny_clip):
     """With frozen CLIP anchors as u, the projected proxy term has no gradient along u."""
-    from bridge.encoders import load_preset
-
     preset = load_preset(tiny_clip["preset"])
     data, _, _ = _clip_training_set(preset)
-    bridge, _ = train(TrainConfig(preset=tiny_clip["preset"], **SMALL), data, preset_info=preset.info())
+    bridge, _ = train(TrainConfig(preset=tiny_clip["preset"], **SMALL), data, preset=preset)
     u = torch.as_tensor(bridge.embed_features("image", data["image"].features))
     proxies = torch.as_tensor(bridge.proxy_view(u.numpy()))
     z = torch.as_tensor(bridge.embed_features("depth", data["depth"].features)).requires_grad_(True)
@@ -133,16 +129,15 @@ def _overfitting_pairs(n_train: int = 30, n_val: int = 30, d: int = 48, seed: in
                                   pairs=[f"{tag}{i}" for i in range(n)])
         return out
 
-    info = {"name": "shared-cnn", "fingerprint": None, "aligned": [], "backbones": {"image": "cnn", "thermal": "cnn"}}
-    return part(n_train, "t"), part(n_val, "v"), info
+    return part(n_train, "t"), part(n_val, "v"), load_preset("tiny")  # its image and thermal share one network
 
 
 def test_selection_keeps_a_head_from_falling_below_the_raw_features():
-    train_set, val_set, info = _overfitting_pairs()
+    train_set, val_set, preset = _overfitting_pairs()
     cfg = dict(SMALL, dim=64, hidden=256, steps=300, proxy_steps=20, dropout=0.0, lr=3e-3, anchor="image",
                proxy="thermal")
-    scratch, _ = train(TrainConfig(**cfg, head_init="random", select=False), train_set, val=val_set, preset_info=info)
-    kept, _ = train(TrainConfig(**cfg), train_set, val=val_set, preset_info=info)
+    scratch, _ = train(TrainConfig(**cfg, head_init="random", select=False), train_set, val=val_set, preset=preset)
+    kept, _ = train(TrainConfig(**cfg), train_set, val=val_set, preset=preset)
     from bridge.validation import PairCheck
 
     check = PairCheck("thermal", "image", train_set, val_set)
@@ -155,11 +150,24 @@ def test_selection_keeps_a_head_from_falling_below_the_raw_features():
 
 
 def test_without_a_validation_split_pairs_are_held_out_for_selection(caplog):
-    train_set, _, info = _overfitting_pairs(n_train=40)
+    train_set, _, preset = _overfitting_pairs(n_train=40)
     caplog.set_level("INFO")
-    bridge, _ = train(TrainConfig(**dict(SMALL, anchor="image", proxy="thermal")), train_set, preset_info=info)
+    bridge, _ = train(TrainConfig(**dict(SMALL, anchor="image", proxy="thermal")), train_set, preset=preset)
     assert "held out" in caplog.text
     assert bridge.config["heads"]["thermal"]["relevance"] == "pair"
+
+
+def test_the_old_preset_info_dict_still_trains_the_same_bridge():
+    """`train(preset_info=preset.info())`, from before the preset was passed as one object, warns and
+    trains what `train(preset=preset)` trains."""
+    train_set, val_set, preset = _overfitting_pairs(n_train=20, n_val=10)
+    cfg = TrainConfig(**dict(SMALL, anchor="image", proxy="thermal", steps=20, proxy_steps=10))
+    new, _ = train(cfg, train_set, val=val_set, preset=preset)
+    with pytest.warns(DeprecationWarning, match="preset=preset"):
+        old, _ = train(cfg, train_set, val=val_set, preset_info=preset.info())
+    assert old.config == new.config
+    x = val_set["thermal"].features
+    np.testing.assert_array_equal(old.embed_features("thermal", x), new.embed_features("thermal", x))
 
 
 def test_role_errors_come_before_any_encoder_loads(tmp_path, monkeypatch, capsys):
@@ -188,8 +196,8 @@ def test_a_modality_with_one_training_item_still_gets_unit_vectors():
     rng = np.random.default_rng(0)
     feats = {m: rng.normal(size=(n, 24)).astype(np.float32) for m, n in (("image", 1), ("text", 1), ("depth", 1))}
     data = {m: ModalityData(ids=[m], features=f, labels=["cat"]) for m, f in feats.items()}
-    info = {"name": "one", "fingerprint": None, "aligned": [], "backbones": {"image": "cnn", "depth": "cnn"}}
-    bridge, _ = train(TrainConfig(**dict(SMALL, steps=5, proxy_steps=5)), data, val=data, preset_info=info)
+    bridge, _ = train(TrainConfig(**dict(SMALL, steps=5, proxy_steps=5)), data, val=data,
+                      preset=load_preset("tiny"))  # its image and depth share one network
     for m, f in feats.items():
         assert np.linalg.norm(bridge.embed_features(m, f), axis=1) == pytest.approx(1.0, abs=1e-5), m
 

@@ -28,7 +28,7 @@ def shares_encoder(info: dict[str, Any], a: str, b: str, *, aligned: bool = True
     """Do modalities `a` and `b` go through one encoder into one feature space? The one definition:
     the raw-feature baseline, head starts and training's raw R@1 all ask it.
 
-    `info` is `Preset.info()` (training gets it as `preset_info`). True when both have the same
+    `info` is `Preset.info()` (what training records about the preset). True when both have the same
     `encoder_key` (one network, one kind of input: image, depth and thermal through one CNN), or,
     with `aligned`, when their encoders are joined by a pair the preset declares aligned (CLIP's
     image and text towers: then depth, read by the image tower, meets text too). `aligned=False`
@@ -146,6 +146,17 @@ class Preset:
             True
         """
         return shares_encoder(self.info(), a, b, aligned=aligned)
+
+    def supplies_proxy(self, anchor: str, proxy: str, base: str = "auto") -> bool:
+        """Whether a manifest may leave out the proxy's rows: a label-space preset brings its own text
+        side (the class prompts), so images can be bound to with no text at all (thermal-image,
+        depth-image or audio-image pairs bind to the pretrained space as they come).
+
+        Example:
+            >>> load_preset("offline").supplies_proxy("image", "text"), load_preset("tiny").supplies_proxy("image", "text")
+            (True, False)
+        """
+        return bool(self.spec.get("label_space")) and (anchor, proxy) == ("image", "text") and base != "trained"
 
     def info(self) -> dict[str, Any]:
         """What training records about the preset: name, fingerprint, aligned pairs, shared backbones.

@@ -11,8 +11,7 @@ from typing import Any
 import numpy as np
 
 from query.eval.evaluate import SAME_MODALITY_ROUTES
-from query.search import CROSS_ROUTES as ROUTES
-from query.search import FEATURE_ROUTES
+from query.search import CROSS_ROUTES, FEATURE_ROUTES
 
 METRICS = ("r1", "r5", "r10", "map", "mrr10", "ndcg10", "top1", "top5")
 
@@ -46,7 +45,7 @@ def aggregate(per_seed: dict[int, Any]) -> dict[str, Any]:
     for pair, first in per_seed[seeds[0]]["pairs"].items():
         runs = [per_seed[s]["pairs"][pair] for s in seeds]  # `instance` only in seeds whose bridge kept the map
         routes[pair] = {route: _aggregate_metrics([r[route] for r in runs if route in r])
-                        for route in [*ROUTES, *FEATURE_ROUTES, "auto"] if any(route in r for r in runs)}
+                        for route in [*CROSS_ROUTES, *FEATURE_ROUTES, "auto"] if any(route in r for r in runs)}
         pairs[pair] = {"paired": first["paired"], "relevance": first["relevance"], **routes[pair]["auto"],
                        "route": [per_seed[s]["routes"].get(pair, "direct") for s in seeds]}
     unpaired = [p["r1"] for p in pairs.values() if not p["paired"]]

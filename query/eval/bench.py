@@ -38,6 +38,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from bridge.config import VARIANTS
+from bridge.route_table import write_route_table
 from bridge.validation import clearly_better
 from core.errors import EmergentBridgeError
 # The bench by concern; every name stays importable from here (tests, scripts and the demo do).
@@ -51,16 +52,25 @@ from query.eval.selection import (DEFAULT_SWEEP, MAX_SWEEP, PAIRED_TOLERANCE, ca
                                   fused_order, grid_edges, sweep_candidates, train_config, validate_exact,
                                   validation_score, variants_to_run)
 from query.eval.tasks import DATASETS
-from query.search import CROSS_ROUTES as ROUTES
-from query.search import FEATURE_ROUTES
+from query.search import CROSS_ROUTES, FEATURE_ROUTES
 
 __all__ = ["BenchConfig", "DEFAULTS", "DEFAULT_SWEEP", "FEATURE_ROUTES", "MAX_SWEEP", "METRICS", "NothingToScore",
-           "PAIRED_TOLERANCE", "QUICK_SWEEP", "QUICK_TRAINING", "ROUTES", "SAME_MODALITY_ROUTES", "StageTimer", "add_parser",
+           "PAIRED_TOLERANCE", "QUICK_SWEEP", "QUICK_TRAINING", "CROSS_ROUTES", "SAME_MODALITY_ROUTES", "StageTimer", "add_parser",
            "aggregate", "aggregate_same", "calibrate_routes", "check_something_to_score", "choose", "clearly_better",
            "deltas", "discordant", "evaluate_index", "evaluate_same_modality", "feature_routes", "fused_order",
            "gap_closed", "grid_edges", "index_points", "keyed_features", "latency", "qrels_for", "query_rows",
            "raw_baseline", "relevance_of", "run", "run_bench", "summarise_zero_training", "sweep_candidates",
            "train_config", "validate_exact", "validation_score", "variants_to_run"]
+
+
+def __getattr__(name: str) -> object:
+    """`query.eval.bench.ROUTES`, the cross routes under a name `query.search.ROUTES` uses for more, is deprecated."""
+    if name == "ROUTES":
+        import warnings
+
+        warnings.warn("query.eval.bench.ROUTES is deprecated: use query.search.CROSS_ROUTES", DeprecationWarning, 2)
+        return CROSS_ROUTES
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 log = logging.getLogger(__name__)
 QUICK_TRAINING = {"steps": 300, "proxy_steps": 600}
@@ -159,7 +169,6 @@ class _Run:
     timer: StageTimer
     world: Any
     preset: Any
-    preset_info: dict[str, Any]  # what training records about the preset, read once
     cache: Any
     train_set: Any
     val_set: Any
@@ -289,7 +298,6 @@ def _prepare(cfg: BenchConfig) -> _Run:
     if cfg.device is not None:
         preset.to(cfg.device)
     cache = FeatureCache(cfg.cache or user_cache_dir("features"))  # keyed by encoder and content: shared by runs
-    preset_info = preset.info()
     with timer("encode"):
         train_set = training_set(world.rows("train"), preset, cache)
         val_rows = world.rows("val")
@@ -298,7 +306,7 @@ def _prepare(cfg: BenchConfig) -> _Run:
     bound = any(m not in (world.spec.anchor, world.spec.proxy) for m in train_set)
     variants, note = variants_to_run(cfg.variants, bound, sorted(train_set))
     sweep = {k: v for k, v in cfg.sweep.items() if bound or k in BASE_KEYS}  # what is really swept
-    return _Run(cfg, timer, world, preset, preset_info, cache, train_set, val_set, bound, variants, note, sweep)
+    return _Run(cfg, timer, world, preset, cache, train_set, val_set, bound, variants, note, sweep)
 
 
 def _zero_training(run: _Run) -> dict[str, Any] | None:
@@ -388,7 +396,7 @@ def _choose_setting(run: _Run, variant: str, seed: int, candidates: list[dict[st
         tc = train_config(cfg, run.world, variant, seed, setting)
         base_key = tuple(getattr(tc, k, None) for k in BASE_KEYS)
         with run.timer("train"):
-            bridge, curves = train(tc, run.train_set, val=run.val_set, preset_info=run.preset_info,
+            bridge, curves = train(tc, run.train_set, val=run.val_set, preset=run.preset,
                                    base=bases.get(base_key), device=cfg.device)
         bases.setdefault(base_key, bridge)
         with run.timer("query"):
@@ -408,7 +416,7 @@ def _calibrate(run: _Run, bridge: Any, name: str) -> tuple[dict[str, str], dict[
     """The route table, calibrated through the real index and router on validation:
     (the table, the cross-modal pairs' and the search-by-example validation metrics)."""
     index = run.build_index(bridge, f"{name}-val", "val")
-    val_routed, val_same = run.evaluate(index, "val", [*ROUTES, *FEATURE_ROUTES], list(SAME_MODALITY_ROUTES))
+    val_routed, val_same = run.evaluate(index, "val", [*CROSS_ROUTES, *FEATURE_ROUTES], list(SAME_MODALITY_ROUTES))
     index.close()
     routes = calibrate_routes(val_routed)
     routes.update(calibrate_routes(val_same))
@@ -420,9 +428,9 @@ def _test(run: _Run, res: _Results, bridge: Any, variant: str, seed: int, routes
     """Index the test gallery with the calibrated route table in its metadata and score it once,
     every route and the table's own (`auto`); the first test index also times the routes."""
     index = run.build_index(bridge, f"{variant}-s{seed}-test", "test")
-    index.store.update_metadata({"routes": routes})
+    index.store.update_metadata(write_route_table({}, routes))
     points = index_points(index.store, run.prefix_of("test"))
-    result, same = run.evaluate(index, "test", [*ROUTES, *FEATURE_ROUTES, "auto"], [*SAME_MODALITY_ROUTES, "auto"],
+    result, same = run.evaluate(index, "test", [*CROSS_ROUTES, *FEATURE_ROUTES, "auto"], [*SAME_MODALITY_ROUTES, "auto"],
                                 points)
     res.runs[variant][seed] = {"pairs": result, "routes": routes, "version": bridge.version, "same": same}
     if not res.latency:

@@ -62,12 +62,11 @@ def run(args: argparse.Namespace) -> int:
     cache = FeatureCache(out / "cache")
     data = training_set(in_split(rows, "train"), preset, cache)
     val = training_set(in_split(rows, "val"), preset, cache)
-    info = preset.info()
 
     results, base = {}, None
     for variant in ("anchor", "emergentbridge"):
         cfg = TrainConfig(preset=args.preset, variant=variant, steps=args.steps, proxy_steps=3 * args.steps)
-        bridge, curves = train(cfg, data, val=val, preset_info=info, base=base)
+        bridge, curves = train(cfg, data, val=val, preset=preset, base=base)
         base = base or bridge
         ckpt = bridge.save(out / f"bridge-{variant}", curves)
         index_path = out / f"index-{variant}"

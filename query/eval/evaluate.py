@@ -17,8 +17,7 @@ import numpy as np
 
 from query.eval.metrics import (qrels_by_key, ranked_list_metrics, search_metrics, zero_shot_accuracy,
                                 zero_shot_from_ranked, class_embeddings)
-from query.search import CROSS_ROUTES as ROUTES
-from query.search import FEATURE_ROUTES
+from query.search import CROSS_ROUTES, FEATURE_ROUTES
 
 SAME_MODALITY_ROUTES = ("direct", "raw")
 
@@ -289,7 +288,7 @@ def latency(index: Any, points: dict[str, Any], n: int = 100) -> dict[str, dict[
         views.append(index.bridge.proxy_view(v[None, :]))
         times.append((time.perf_counter() - t0) * 1000)
     out["proxy_view"] = _percentiles(times)
-    for route in ROUTES:
+    for route in CROSS_ROUTES:
         times = []
         for v, g in zip(q, views):
             t0 = time.perf_counter()

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from query.search import CROSS_ROUTES as ROUTES
+from query.search import CROSS_ROUTES
 
 log = logging.getLogger(__name__)
 PLOTS = {"pair_matrix.png": "R@1 pair matrix per variant", "delta.png": "emergentbridge - anchor (R@1 points)",
@@ -252,7 +252,7 @@ def _unpaired_routes(report: dict[str, Any]) -> list[str]:
     for v in names:
         for pair in unpaired_pairs:
             res = variants[v]["routes"][pair]
-            lines.append(f"| {v} | {pair} | " + " | ".join(_pct(res[r]["r1"]) for r in ROUTES)
+            lines.append(f"| {v} | {pair} | " + " | ".join(_pct(res[r]["r1"]) for r in CROSS_ROUTES)
                          + f" | {_pct(res['auto']['r1'])} ({_chosen_routes(report, v, pair)}) |")
     return lines
 
@@ -300,82 +300,105 @@ def _system(report: dict[str, Any]) -> list[str]:
 
 
 def plots(report: dict[str, Any], out: Path) -> list[str]:
-    """Write the PNGs; returns their file names."""
+    """Write the PNGs (R@1 per ordered pair as a matrix, each variant's change against `anchor`, R@1
+    per pair as bars with every seed); returns their file names."""
     from core.deps import require
 
     require("matplotlib", "benchmark plots").use("Agg")
-    import matplotlib.pyplot as plt
-
     from bridge.modalities import MODALITIES
 
     pairs = _pairs(report)
     mods = [m for m in MODALITIES if any(p.startswith(m + "->") or p.endswith("->" + m) for p in pairs)]
-    made = []
+    unpaired = {p for p in pairs if not next(iter(report["variants"].values()))["pairs"][p]["paired"]}
+    made = [_pair_matrix_png(report, mods, unpaired, out)]
+    if report.get("deltas_vs_anchor"):
+        made.append(_delta_png(report, mods, unpaired, out))
+    made.append(_pairs_bar_png(report, pairs, unpaired, out))
+    return made
 
-    def grid_of(values: dict[str, float | None]) -> np.ndarray:
-        grid = np.full((len(mods), len(mods)), np.nan)
-        for i, s in enumerate(mods):
-            for j, t in enumerate(mods):
-                v = values.get(f"{s}->{t}")
-                if v is not None:
-                    grid[i, j] = v
-        return grid
 
-    def draw(ax: Any, grid: np.ndarray, title: str, cmap: str, lo: float, hi: float, label: str, fig: Any,
-             unpaired: set[str]) -> None:
-        im = ax.imshow(grid, cmap=cmap, vmin=lo, vmax=hi)
-        for i in range(len(mods)):
-            for j in range(len(mods)):
-                if not np.isnan(grid[i, j]):
-                    dark = cmap == "viridis" and grid[i, j] < 0.6 * hi
-                    mark = "*" if f"{mods[i]}->{mods[j]}" in unpaired else ""
-                    ax.text(j, i, f"{grid[i, j]:.0f}{mark}", ha="center", va="center", fontsize=8,
-                            color="white" if dark else "black")
-        ax.set_xticks(range(len(mods)), mods, rotation=45)
-        ax.set_yticks(range(len(mods)), mods)
-        ax.set_xlabel("target")
-        ax.set_ylabel("query")
-        ax.set_title(title, fontsize=10)
-        fig.colorbar(im, ax=ax, fraction=0.046, label=label)
+def _grid(values: dict[str, float | None], mods: list[str]) -> np.ndarray:
+    """An ordered-pair figure as a query x target matrix (NaN where a pair has none)."""
+    grid = np.full((len(mods), len(mods)), np.nan)
+    for i, s in enumerate(mods):
+        for j, t in enumerate(mods):
+            v = values.get(f"{s}->{t}")
+            if v is not None:
+                grid[i, j] = v
+    return grid
 
-    variants = report["variants"]
-    unpaired = {p for p in pairs if not next(iter(variants.values()))["pairs"][p]["paired"]}
+
+def _draw(ax: Any, fig: Any, values: dict[str, float | None], mods: list[str], unpaired: set[str], title: str,
+          cmap: str, lo: float, hi: float, label: str) -> None:
+    """One matrix panel, each cell's figure written in it (* on a pair never paired)."""
+    grid = _grid(values, mods)
+    im = ax.imshow(grid, cmap=cmap, vmin=lo, vmax=hi)
+    for i in range(len(mods)):
+        for j in range(len(mods)):
+            if not np.isnan(grid[i, j]):
+                dark = cmap == "viridis" and grid[i, j] < 0.6 * hi
+                mark = "*" if f"{mods[i]}->{mods[j]}" in unpaired else ""
+                ax.text(j, i, f"{grid[i, j]:.0f}{mark}", ha="center", va="center", fontsize=8,
+                        color="white" if dark else "black")
+    ax.set_xticks(range(len(mods)), mods, rotation=45)
+    ax.set_yticks(range(len(mods)), mods)
+    ax.set_xlabel("target")
+    ax.set_ylabel("query")
+    ax.set_title(title, fontsize=10)
+    fig.colorbar(im, ax=ax, fraction=0.046, label=label)
+
+
+def _save(fig: Any, path: Path) -> str:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path.name
+
+
+def _pair_matrix_png(report: dict[str, Any], mods: list[str], unpaired: set[str], out: Path) -> str:
+    """R@1 per ordered pair: the raw features' panel (when measured), then one per variant."""
+    import matplotlib.pyplot as plt
+
     panels = []
     if report.get("raw"):
         panels.append(("raw features", {p: 100 * m["r1"] for p, m in report["raw"].items()}))
-    panels += [(v, {p: 100 * m["r1"] for p, m in res["pairs"].items()}) for v, res in variants.items()]
+    panels += [(v, {p: 100 * m["r1"] for p, m in res["pairs"].items()}) for v, res in report["variants"].items()]
     fig, axes = plt.subplots(1, len(panels), figsize=(4.4 * len(panels), 4.2), squeeze=False)
     for ax, (title, values) in zip(axes[0], panels):
-        draw(ax, grid_of(values), title, "viridis", 0, 100, "R@1 (%)", fig, unpaired)
+        _draw(ax, fig, values, mods, unpaired, title, "viridis", 0, 100, "R@1 (%)")
     fig.suptitle(f"{report['dataset']['title']}: R@1 per ordered pair (* never paired)", fontsize=11)
-    fig.tight_layout()
-    fig.savefig(out / "pair_matrix.png", dpi=110)
-    plt.close(fig)
-    made.append("pair_matrix.png")
+    return _save(fig, out / "pair_matrix.png")
 
-    deltas = report.get("deltas_vs_anchor", {})
-    if deltas:
-        fig, axes = plt.subplots(1, len(deltas), figsize=(4.8 * len(deltas), 4.4), squeeze=False)
-        for ax, (v, d) in zip(axes[0], deltas.items()):
-            values = d["pairs_r1_points"]
-            span = max(5.0, max((abs(x) for x in values.values()), default=5.0))
-            draw(ax, grid_of(values), f"{v} - anchor", "RdBu", -span, span, "R@1 points", fig, unpaired)
-        fig.tight_layout()
-        fig.savefig(out / "delta.png", dpi=110)
-        plt.close(fig)
-        made.append("delta.png")
 
-    per_seed = report.get("per_seed", {})
-    names = list(variants)
+def _delta_png(report: dict[str, Any], mods: list[str], unpaired: set[str], out: Path) -> str:
+    """Each variant's R@1 minus `anchor`'s, per ordered pair."""
+    import matplotlib.pyplot as plt
+
+    deltas = report["deltas_vs_anchor"]
+    fig, axes = plt.subplots(1, len(deltas), figsize=(4.8 * len(deltas), 4.4), squeeze=False)
+    for ax, (v, d) in zip(axes[0], deltas.items()):
+        values = d["pairs_r1_points"]
+        span = max(5.0, max((abs(x) for x in values.values()), default=5.0))
+        _draw(ax, fig, values, mods, unpaired, f"{v} - anchor", "RdBu", -span, span, "R@1 points")
+    return _save(fig, out / "delta.png")
+
+
+def _pairs_bar_png(report: dict[str, Any], pairs: list[str], unpaired: set[str], out: Path) -> str:
+    """R@1 per pair as bars (mean and std over seeds), every seed a dot, the raw features first."""
+    import matplotlib.pyplot as plt
+
+    variants, per_seed = report["variants"], report.get("per_seed", {})
     x = np.arange(len(pairs))
-    width = 0.8 / max(1, len(names) + bool(report.get("raw")))
+    width = 0.8 / max(1, len(variants) + bool(report.get("raw")))
     fig, ax = plt.subplots(figsize=(min(18, 3 + 0.75 * len(pairs)), 5))
     offset = 0
     if report.get("raw"):
         ax.bar(x + offset * width, [100 * report["raw"][p]["r1"] if p in report["raw"] else 0 for p in pairs], width,
                label="raw features", color="lightgrey")
         offset += 1
-    for v in names:
+    for v in variants:
         means = [100 * variants[v]["pairs"][p]["r1"] for p in pairs]
         stds = [100 * (variants[v]["pairs"][p].get("r1_std") or 0) for p in pairs]
         ax.bar(x + offset * width, means, width, yerr=stds, capsize=2, label=v)
@@ -388,8 +411,4 @@ def plots(report: dict[str, Any], out: Path) -> list[str]:
     ax.set_title(f"{report['dataset']['title']}: R@1 per pair (bars: mean ± std over seeds, dots: seeds; * never paired)",
                  fontsize=10)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / "pairs_bar.png", dpi=110)
-    plt.close(fig)
-    made.append("pairs_bar.png")
-    return made
+    return _save(fig, out / "pairs_bar.png")

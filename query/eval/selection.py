@@ -19,8 +19,7 @@ import numpy as np
 from bridge.validation import clearly_better
 from query.eval.evaluate import qrels_for, query_rows
 from query.eval.metrics import ranked_list_metrics
-from query.search import CROSS_ROUTES as ROUTES
-from query.search import FEATURE_ROUTES
+from query.search import CROSS_ROUTES, FEATURE_ROUTES
 
 log = logging.getLogger(__name__)
 # lambda 4 (then the grid's top) was chosen for both proxy variants with validation still rising: the
@@ -90,10 +89,10 @@ def calibrate_routes(val_metrics: dict[str, dict[str, Any]]) -> dict[str, str]:
         if "direct_only" in res:  # search by example: the space only where it clearly beats the encoder
             table[pair] = "direct" if clearly_better(res["direct_only"], res["raw_only"]) else "raw"
             continue
-        candidates = [r for r in (*ROUTES, *FEATURE_ROUTES) if isinstance(res.get(r), dict)]
+        candidates = [r for r in (*CROSS_ROUTES, *FEATURE_ROUTES) if isinstance(res.get(r), dict)]
         if "raw" in candidates:
             candidates = [r for r in candidates if r == "raw" or clearly_better(*res[r].get("vs_raw", (0, 0)))]
-        preference = ["raw", "instance", *ROUTES]
+        preference = ["raw", "instance", *CROSS_ROUTES]
         table[pair] = max(candidates, key=lambda r: (round(res[r]["r1"], 6), round(res[r]["map"], 6),
                                                      -preference.index(r)))
     return table
@@ -102,7 +101,7 @@ def calibrate_routes(val_metrics: dict[str, dict[str, Any]]) -> dict[str, str]:
 def validation_score(val_metrics: dict[str, dict[str, Any]]) -> dict[str, float | None]:
     """Mean R@1 of the unpaired and of the paired pairs, each pair under its best route (what
     calibrating the route table on these figures would give)."""
-    best = {p: max(res[r]["r1"] for r in ROUTES) for p, res in val_metrics.items()}
+    best = {p: max(res[r]["r1"] for r in CROSS_ROUTES) for p, res in val_metrics.items()}
     unpaired = [v for p, v in best.items() if not val_metrics[p]["paired"]]
     paired = [v for p, v in best.items() if val_metrics[p]["paired"]]
     return {"unpaired_r1": round(float(np.mean(unpaired)), 4) if unpaired else None,

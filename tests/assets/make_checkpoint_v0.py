@@ -48,7 +48,7 @@ def main(out: Path) -> None:
         data[m] = ModalityData(ids=[f"{m}-{i}" for i in range(len(labels))], features=feats, labels=labels)
     cfg = TrainConfig(preset="tiny", dim=16, hidden=32, batch_size=16, steps=30, proxy_steps=30,
                       diffusion_timesteps=100, diffusion_steps=4, seed=7)
-    bridge, _ = train(cfg, data, preset_info=preset.info())
+    bridge, _ = train(cfg, data, preset=preset)
     bridge.save(out)
     inputs = fixed_inputs()
     arrays: dict[str, np.ndarray] = {}
