@@ -133,19 +133,19 @@ def test_a_lent_base_lends_its_instance_maps_and_a_trial_trains_none(caplog):
     import logging
 
     data = _pairs()
-    info = load_preset(PRESET).info()
+    preset = load_preset(PRESET)
     cfg = TrainConfig(preset=PRESET, steps=200, proxy_steps=10, eval_every=20, batch_size=32)
-    anchor, _ = train(cfg, data, preset_info=info)
+    anchor, _ = train(cfg, data, preset=preset)
     lent = anchor.trained_instance_maps["maps"]["thermal_to_image"]
     with caplog.at_level(logging.INFO, logger="bridge.optimise"):
-        variant, curves = train(dataclasses.replace(cfg, variant="naive-proxy"), data, preset_info=info, base=anchor)
+        variant, curves = train(dataclasses.replace(cfg, variant="naive-proxy"), data, preset=preset, base=anchor)
     assert not any("instance/" in r.getMessage() for r in caplog.records)  # nothing trained again
     kept = variant.trained_instance_maps["maps"]["thermal_to_image"]
     assert kept[0] is lent[0] and kept[1]["lent_by"] == anchor.version
     assert curves["instance/thermal-image"] == lent[2]
     if "thermal_to_image" in (variant.config.get("instance_maps") or {}):  # where its own routes take it
         assert variant.modules.instance["thermal_to_image"] is lent[0]
-    trial, _ = train(cfg, data, preset_info=info, instance_maps=False)
+    trial, _ = train(cfg, data, preset=preset, instance_maps=False)
     assert not trial.config.get("instance_maps") and trial.trained_instance_maps["maps"] == {}
 
 
@@ -155,12 +155,12 @@ def test_proxy_variants_on_one_lent_base_read_one_bank_of_proxies():
     import dataclasses
 
     data = _pairs()
-    info = load_preset(PRESET).info()
+    preset = load_preset(PRESET)
     cfg = TrainConfig(preset=PRESET, steps=40, proxy_steps=10, eval_every=20, batch_size=32)
-    anchor, _ = train(cfg, data, preset_info=info)
+    anchor, _ = train(cfg, data, preset=preset)
     assert getattr(anchor, "proxy_bank", None) is None
-    train(dataclasses.replace(cfg, variant="naive-proxy"), data, preset_info=info, base=anchor)
+    train(dataclasses.replace(cfg, variant="naive-proxy"), data, preset=preset, base=anchor)
     z_anchor, bank = anchor.proxy_bank
     assert bank.shape[:2] == (len(z_anchor), cfg.proxy_bank)  # per anchor item of the training split
-    train(dataclasses.replace(cfg, variant="emergentbridge"), data, preset_info=info, base=anchor)
+    train(dataclasses.replace(cfg, variant="emergentbridge"), data, preset=preset, base=anchor)
     assert anchor.proxy_bank[1] is bank
