@@ -103,7 +103,7 @@ def index_directory(directory: str | Path, index_path: str | Path, bridge: Any =
     """Index (or bring up to date) `directory` into the index at `index_path`.
 
     `bridge` is a checkpoint directory or a `Bridge`; the index keeps a copy. Without one, a new
-    index uses the pretrained space of `preset` (default `offline`) with no training at all:
+    index uses the pretrained space of `preset` (default `bridge.config.DEFAULT_PRESET`) with no training at all:
     photos and texts (and video frames) are embedded, and files of modalities that space cannot
     place are reported as skipped with how to bind them. A bridge trained later on the same preset
     extends the index: its points keep their vectors and the new modalities are added. Any other

@@ -53,7 +53,7 @@ class Route:
     `family`: "table" (auto: the index's route table picks per pair), "cross" (through the bridged
     space, between any two modalities) or "feature" (against the target's stored encoder features,
     `raw_<modality>`). `score_kind`: the scale of its scores (None: each hit says). `uses_proxy`:
-    it needs G's view of the query.
+    it needs G's view of the query. `same_modality`: a route a search within one modality takes.
 
     Example:
         >>> [r.name for r in SEARCH_ROUTES if r.family == "cross"]
@@ -65,6 +65,7 @@ class Route:
     family: str
     score_kind: str | None = "cosine"
     uses_proxy: bool = False
+    same_modality: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "meaning": self.meaning, "family": self.family, "score_kind": self.score_kind}
@@ -74,17 +75,19 @@ class Route:
 # (GET /routes) are read from it.
 SEARCH_ROUTES: tuple[Route, ...] = (
     Route("auto", "the index's route table: the route chosen for each pair of modalities", "table", score_kind=None),
-    Route("direct", "nearest bridged vectors to the query's bridged embedding", "cross"),
+    Route("direct", "nearest bridged vectors to the query's bridged embedding", "cross", same_modality=True),
     Route("proxy", "G's view of the query against G's view of each item", "cross", uses_proxy=True),
     Route("fused", "direct and proxy fused by reciprocal rank (ranks, not a similarity)", "cross", score_kind="rrf",
           uses_proxy=True),
-    Route("raw", "the encoder's own features (same modality, or two read by one encoder: thermal->image)", "feature"),
+    Route("raw", "the encoder's own features (same modality, or two read by one encoder: thermal->image)", "feature",
+          same_modality=True),
     Route("instance", "the query through the bridge's instance map into the target's encoder features", "feature"),
 )
 ROUTE_CHOICES = tuple(r.name for r in SEARCH_ROUTES)  # what a caller may ask for: auto and every route
 CROSS_ROUTES = tuple(r.name for r in SEARCH_ROUTES if r.family == "cross")  # between two modalities
 FEATURE_ROUTES = tuple(r.name for r in SEARCH_ROUTES if r.family == "feature")  # the target's `raw_<modality>`
 ROUTES = (*CROSS_ROUTES, *FEATURE_ROUTES)  # what a hit can have come through (auto resolves to one of them)
+SAME_MODALITY_ROUTES = tuple(r.name for r in SEARCH_ROUTES if r.same_modality)  # within one modality
 PROXY_ROUTES = tuple(r.name for r in SEARCH_ROUTES if r.uses_proxy)
 SCORE_KINDS = {r.name: r.score_kind for r in SEARCH_ROUTES if r.score_kind}
 

@@ -17,9 +17,7 @@ import numpy as np
 
 from query.eval.metrics import (qrels_by_key, ranked_list_metrics, search_metrics, zero_shot_accuracy,
                                 zero_shot_from_ranked, class_embeddings)
-from query.search import CROSS_ROUTES, FEATURE_ROUTES
-
-SAME_MODALITY_ROUTES = ("direct", "raw")
+from query.search import CROSS_ROUTES, FEATURE_ROUTES, SAME_MODALITY_ROUTES
 
 
 # ------------------------------------------------------------------------------ reading an index
