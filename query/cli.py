@@ -88,8 +88,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                             "whole files and moments ranked together, a long file by its best moments)")
     level.add_argument("--files", dest="level", action="store_const", const="files",
                        help="whole files only, no moments")
-    p.add_argument("--per-file", type=int, default=1, metavar="N",
-                   help="at most N hits of one file: its N best moments (default 1)")
+    p.add_argument("--per-file", type=int, default=None, metavar="N",
+                   help="at most N hits of one file: its N best moments, never two that overlap (default 1; "
+                        "with --moments, no limit)")
     p.add_argument("--filter", action="append", default=[], metavar="FIELD=VALUE",
                    help="payload filter, repeatable (label=seven, path_prefix=audio/)")
     p.add_argument("--bridge", type=Path, default=None,

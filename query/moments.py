@@ -16,29 +16,42 @@ MOMENT_OVERFETCH = 8  # candidates fetched per hit asked, so one recording's man
 
 
 def collapse(hits: Sequence[Any], k: int, per_file: int, level: str = "auto") -> list[Any]:
-    """The best `k` hits, at most `per_file` of one file; on level "auto" a long file's whole-file hit
-    gives way to its moments when any of them is among the candidates (they say where).
+    """The best `k` hits, at most `per_file` of one file and never two moments of a file that overlap
+    (windows overlap by their hop: the next-best window of one event is that event again); on level
+    "auto" a long file's whole-file hit gives way to its moments when any of them is among the
+    candidates (they say where).
 
     Example:
         >>> from query.search import SearchHit
-        >>> a = SearchHit("m1", "a.wav", "audio", 0.9, "direct", payload={"moment": True, "file_id": "f", "start": 3.0})
+        >>> def moment(id, score, start):
+        ...     return SearchHit(id, "a.wav", "audio", score, "direct",
+        ...                      payload={"moment": True, "file_id": "f", "start": start, "end": start + 3.0})
         >>> b = SearchHit("f", "a.wav", "audio", 0.8, "direct", payload={"moments": 4})
-        >>> [h.id for h in collapse([a, b], k=5, per_file=1)]
+        >>> [h.id for h in collapse([moment("m1", 0.9, 3.0), b], k=5, per_file=1)]
         ['m1']
+        >>> [h.id for h in collapse([moment("m1", 0.9, 3.0), moment("m2", 0.85, 4.5), moment("m3", 0.7, 9.0)],
+        ...                         k=5, per_file=5)]
+        ['m1', 'm3']
     """
     with_moments = {h.file_id for h in hits if h.start is not None}
     kept: list[Any] = []
-    per: dict[str, int] = {}
+    spans: dict[str, list[tuple[float, float]]] = {}
     for h in hits:
         if level == "auto" and h.start is None and h.file_id in with_moments:
             continue
-        if per.get(h.file_id, 0) >= per_file:
+        taken = spans.setdefault(h.file_id, [])
+        if len(taken) >= per_file or (h.start is not None and _overlaps(h, taken)):
             continue
-        per[h.file_id] = per.get(h.file_id, 0) + 1
+        taken.append((h.start, h.end) if h.start is not None else (0.0, 0.0))
         kept.append(h)
         if len(kept) == k:
             break
     return kept
+
+
+def _overlaps(hit: Any, spans: list[tuple[float, float]]) -> bool:
+    end = hit.end if hit.end is not None else hit.start
+    return any(hit.start < e and s < end for s, e in spans)
 
 
 def at_level(filter: Mapping[str, Any] | Filter | None, level: str) -> Mapping[str, Any] | Filter | None:

@@ -354,12 +354,13 @@ class Index:
 
     def search(self, query: Any, target: str | Sequence[str] | None = None, k: int = 10,
                filter: Mapping[str, Any] | Filter | None = None, route: str = "auto",
-               source: str | None = None, *, level: str = "auto", per_file: int = 1) -> list[SearchHit]:
+               source: str | None = None, *, level: str = "auto", per_file: int | None = None) -> list[SearchHit]:
         """Top-k items of the target modality(ies) for one query, best first.
 
         A long recording or video is found by its moments (`hit.start`, `hit.end` in seconds), at most
-        `per_file` of them per file; `level="files"` searches whole files only, `level="moments"`
-        moments only (see `LEVELS`).
+        `per_file` of them per file (default: 1 on level "auto", no limit on level "moments"), never two
+        that overlap; `level="files"` searches whole files only, `level="moments"` moments only (see
+        `LEVELS`).
 
         Example:
             >>> index.search("seven", target="audio", k=3, filter={"label": "seven"})   # doctest: +SKIP
@@ -373,7 +374,7 @@ class Index:
 
     def search_batch(self, queries: Sequence[Any], target: str | Sequence[str] | None = None, k: int = 10,
                      filter: Mapping[str, Any] | Filter | None = None, route: str = "auto",
-                     source: str | None = None, *, level: str = "auto", per_file: int = 1) -> list[list[SearchHit]]:
+                     source: str | None = None, *, level: str = "auto", per_file: int | None = None) -> list[list[SearchHit]]:
         """Many queries of one modality at once (one backend call per route)."""
         if not queries:
             return []
@@ -389,7 +390,7 @@ class Index:
                        k: int = 10, filter: Mapping[str, Any] | Filter | None = None,
                        route: str = "auto", views: np.ndarray | None = None,
                        features: np.ndarray | None = None, *, level: str = "auto",
-                       per_file: int = 1) -> list[list[SearchHit]]:
+                       per_file: int | None = None) -> list[list[SearchHit]]:
         """Search with bridged vectors already computed (what the benchmark uses); `views`,
         their proxy views if already computed (G costs a few denoiser passes per query);
         `features`, the queries' encoder features (the raw route; without them it is not taken);
@@ -397,7 +398,7 @@ class Index:
         targets = _targets(target)
         _check_k(k)
         _check_filter(filter)
-        _check_level(level, per_file)
+        per_file = _per_file(level, per_file, k)
         if route not in ROUTE_CHOICES:
             raise QueryError(f"unknown route {route!r}; choose {', '.join(ROUTE_CHOICES)}")
         if route == "raw" and any(t != source and not self.shares_encoder(source, t) for t in targets):
@@ -480,13 +481,18 @@ def _interleave(per_route: list[list[list[SearchHit]]], k: int) -> list[list[Sea
     return merged
 
 
-def _check_level(level: Any, per_file: Any) -> None:
+def _per_file(level: Any, per_file: Any, k: int) -> int:
+    """The checked `per_file`; None means 1 on level "auto" (a file by its best moment) and no limit on
+    level "moments" (the k best moments, wherever they are)."""
     if level not in LEVELS:
         raise QueryError(f"level={level!r}: choose {', '.join(LEVELS)} (files: whole files only; moments: the "
                          "moments of long recordings and videos only; auto: both, a long file by its best moments)")
+    if per_file is None:
+        return k if level == "moments" else 1
     if isinstance(per_file, bool) or not isinstance(per_file, (int, np.integer)) or not 1 <= per_file <= 1000:
         raise QueryError(f"per_file={per_file!r}: the number of moments shown per file must be an integer from 1 "
                          "to 1000")
+    return int(per_file)
 
 
 def _unloadable(path: Path, exc: Exception) -> StoreDamagedError:

@@ -180,8 +180,12 @@ def test_results_collapse_per_file_and_levels_say_what_is_searched(recordings):
             assert len(three) == 7 and max(sum(h.file_id == f for h in three) for f in {h.file_id for h in three}) == 3
             files = ix.search(query, target="audio", k=10, route=route, level="files")
             assert len(files) == 3 and all(h.start is None for h in files)
-            moments = ix.search(query, target="audio", k=10, route=route, level="moments", per_file=100)
+            moments = ix.search(query, target="audio", k=10, route=route, level="moments")  # no per-file limit
             assert len(moments) == 10 and all(h.start is not None for h in moments)
+            assert max(sum(h.file_id == f for h in moments) for f in {h.file_id for h in moments}) > 1
+            for a in moments:  # two windows of one event are that event twice: never two that overlap
+                assert not any(b is not a and b.file_id == a.file_id and a.start < b.end and b.start < a.end
+                               for b in moments)
         hit = ix.search("dog barking", target="audio", k=1, level="moments")[0]
         assert hit.to_json()["start"] == hit.start and hit.to_json()["file_id"] == hit.file_id
 

@@ -26,7 +26,7 @@ class ServerError(EmergentBridgeError):
 def search(url: str, *, text: str | None = None, file: str | Path | None = None, id: str | None = None,
            target: Sequence[str] | None = None, k: int = 10, filter: Mapping[str, str] | None = None,
            route: str = "auto", source: str | None = None, api_key: str | None = None,
-           timeout: float = 120.0, level: str = "auto", per_file: int = 1) -> list[dict[str, Any]]:
+           timeout: float = 120.0, level: str = "auto", per_file: int | None = None) -> list[dict[str, Any]]:
     """One search on the server at `url`: by text, an indexed id, or a file (uploaded). Returns the hits
     as dicts (id, path, modality, score, route, label, media, preview; a moment's start and end), best first."""
     body, content_type = search_body(text=text, file=file, id=id, target=target, k=k, filter=filter,
@@ -37,7 +37,7 @@ def search(url: str, *, text: str | None = None, file: str | Path | None = None,
 def search_body(*, text: str | None = None, file: str | Path | None = None, id: str | None = None,
                 target: Sequence[str] | None = None, k: int = 10, filter: Mapping[str, str] | None = None,
                 route: str = "auto", source: str | None = None, level: str = "auto",
-                per_file: int = 1) -> tuple[bytes, str]:
+                per_file: int | None = None) -> tuple[bytes, str]:
     """The /search request body and its content type: JSON for text and ids, multipart for a file."""
     if file is None:
         data = {"text": text, "id": id, "target": list(target) if target else None, "k": k,
@@ -48,7 +48,9 @@ def search_body(*, text: str | None = None, file: str | Path | None = None, id: 
         content = path.read_bytes()
     except OSError as exc:
         raise ServerError(f"{path}: cannot read the query file ({exc.strerror})") from None
-    fields: list[tuple[str, str]] = [("k", str(k)), ("route", route), ("level", level), ("per_file", str(per_file))]
+    fields: list[tuple[str, str]] = [("k", str(k)), ("route", route), ("level", level)]
+    if per_file is not None:
+        fields.append(("per_file", str(per_file)))
     fields += [("target", t) for t in target or []]
     fields += [("filter", f"{key}={v}") for key, v in (filter or {}).items()]
     if source:

@@ -92,7 +92,8 @@ class SearchRequest(BaseModel):
     source: str | None = Field(None, description="an uploaded file's modality, when its name does not tell")
     level: Literal[LEVELS] = Field("auto", description="files: whole files only; moments: the moments of long "
                                    "recordings and videos only; auto: both, a long file by its best moments")
-    per_file: int = Field(1, ge=1, le=1000, description="at most this many hits (moments) of one file")
+    per_file: int | None = Field(None, ge=1, le=1000, description="at most this many hits (moments) of one file, "
+                                 "never two that overlap (default: 1 on level auto, no limit on level moments)")
     group_by: Literal["modality"] | None = Field(
         None, description="'modality': one ranked list of k hits per target modality in `groups` (each list on one "
                           "route, so its scores compare); default: one list, ranked across routes by rank")
