@@ -147,7 +147,7 @@ function show(out, what) {
     row.dataset.modality = modality;
     row.dataset.scoreKind = g.score_kind || "";
     row.setAttribute("aria-label", `${modality} results`);
-    row.querySelector(".row-title").textContent = `${modality} · ${g.hits.length} hits`;
+    row.querySelector(".row-title").textContent = `${modality} · ${g.hits.length} ${g.hits.length === 1 ? "hit" : "hits"}`;
     row.querySelector(".row-scale").textContent =
       `route ${g.route} · scores: ${SCALES[g.score_kind] || "per hit"}`;
     const strip = row.querySelector(".strip");
@@ -157,7 +157,7 @@ function show(out, what) {
   }
   const q = out.query;
   const rows = Object.keys(groups).length;
-  say(`${total} hits for ${what} in ${rows} ${rows === 1 ? "row" : "rows"}, one per modality ` +
+  say(`${total} ${total === 1 ? "hit" : "hits"} for ${what} in ${rows} ${rows === 1 ? "row" : "rows"}, one per modality ` +
       `(${q.modality} query, ${out.took_ms.toFixed(1)} ms on the server)`);
 }
 
