@@ -14,16 +14,11 @@ pytest.importorskip("torch")
 pytest.importorskip("fastapi", reason="pip install 'emergentbridge[serve]'")
 pytest.importorskip("watchdog", reason="pip install 'emergentbridge[serve]'")
 
-from fastapi.testclient import TestClient  # noqa: E402
-
 from bridge.moments import MOMENT_SPECS, window_starts  # noqa: E402
 from indexer.ledger import Manifest  # noqa: E402
 from indexer.store import moment_id, point_id  # noqa: E402
-from indexer.watch import WatchSettings  # noqa: E402
-from query.serve.app import create_app  # noqa: E402
-from query.serve.service import SearchService, ServeSettings  # noqa: E402
 from tests.test_indexer import bridge_dir, make_corpus, run_index, write_wav  # noqa: E402,F401
-from tests.test_watch import FAST, settle  # noqa: E402
+from tests.test_watch import settle, watching  # noqa: E402
 
 
 @pytest.fixture
@@ -31,12 +26,8 @@ def watched(tmp_path, bridge_dir):
     src, idx = tmp_path / "src", tmp_path / "idx"
     make_corpus(src, images=2, sounds=1, texts=0)
     run_index(src, idx, bridge=bridge_dir)
-    service = SearchService.open(idx, ServeSettings(warm=False, workers=1), watch=src,
-                                 watch_settings=WatchSettings(**FAST))
-    with TestClient(create_app(service)) as client:
-        assert service.watcher.wait_idle(60)
-        yield {"src": src, "idx": idx, "service": service, "client": client, "watcher": service.watcher}
-    service.close()
+    with watching(src, idx) as w:
+        yield w
 
 
 def ids_of(w: dict, rel: str) -> set[str]:

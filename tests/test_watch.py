@@ -6,6 +6,7 @@ SIGKILLs itself at the indexer's own crash points.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -82,6 +83,13 @@ def watched(tmp_path, bridge_dir):
     make_corpus(src, images=4, sounds=2, texts=1)
     run_index(src, idx, bridge=bridge_dir)
     write_png(src / "cat" / "new-while-down.png", 50)  # added while no server ran: the catch-up finds it
+    with watching(src, idx) as w:
+        yield w
+
+
+@contextlib.contextmanager
+def watching(src, idx):
+    """A server watching `src` into the index `idx`, once its catch-up is done."""
     service = SearchService.open(idx, ServeSettings(warm=False, workers=1), watch=src,
                                  watch_settings=WatchSettings(**FAST))
     with TestClient(create_app(service)) as client:
