@@ -177,7 +177,8 @@ def test_a_half_copied_file_is_indexed_once_and_complete(watched, tmp_path):
         f.flush()
         time.sleep(1.0)  # well past settle_s: only the open writer tells it is not done
         w["watcher"].poke()
-        time.sleep(0.5)
+        # the watcher's pass runs when it gets a core: wait for it rather than for a fixed time
+        assert _wait(lambda: w["watcher"].status()["deferred"] == 1, 30), w["watcher"].status()
         s = w["watcher"].status()
         assert s["deferred"] == 1 and s["queued"] >= 1 and s["indexed"] == before["indexed"]
         assert w["client"].get(f"/items/{point_id('cat/copying.png')}").status_code == 404
