@@ -97,7 +97,7 @@ class Pipeline:
 
     def __init__(self, bridge: Any, store: Store, manifest: Manifest, *, batch_size: int = 64, workers: int = 4,
                  prefetch: int = 2, progress: bool = True, reuse_known: bool = True, decode: str = "auto",
-                 on_commit: Any = None, commit_seconds: float = COMMIT_SECONDS):
+                 on_commit: Any = None, commit_seconds: float | None = None):
         if batch_size < 1 or workers < 1:
             raise ValueError("batch_size and workers must be >= 1")
         self.bridge = bridge
@@ -112,7 +112,7 @@ class Pipeline:
         self.decode = decode
         self.reuse_known = reuse_known  # False for --reembed: equal bytes are embedded again anyway
         self.counts = RunCounts()
-        self.commit_seconds = commit_seconds
+        self.commit_seconds = COMMIT_SECONDS if commit_seconds is None else commit_seconds
         self._staged = _Staged()
         self._bar: Any = None
         self.on_commit = on_commit  # called with each batch's rows once they are durable (a server's progress)

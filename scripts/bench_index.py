@@ -316,7 +316,8 @@ def main(argv: list[str] | None = None) -> int:
     set_threads(args.threads)
     results: dict[str, Any] = {
         "bridge": bridge.version, "preset": bridge.config.get("preset_name"), "batch_size": args.batch_size,
-        "workers": args.workers, "decode": args.decode, "limit": args.limit, "repeat": args.repeat, "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+        "workers": args.workers, "decode": args.decode, "limit": args.limit, "repeat": args.repeat,
+        "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
         "machine": platform.platform(), "device": str(device),
         "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None, "modalities": {},
         "zero_training": bool(args.zero_training and not args.bridge), "load_average_start": os.getloadavg(),
