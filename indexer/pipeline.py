@@ -24,6 +24,7 @@ which is how the tests build and check them one by one.
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 import time
@@ -62,10 +63,17 @@ class RunCounts:
     stages: Counter = field(default_factory=Counter)  # wall and CPU seconds per stage (see `stage_seconds`)
 
     def stage_seconds(self) -> dict[str, float]:
-        """Where a run's time went: `encode` / `encode_cpu` (the calling thread inside the encoder),
+        """Where a run's time went: `run` / `run_cpu` (the whole pipeline: wall, and CPU of this process
+        and its reader processes), `encode` / `encode_cpu` (the calling thread inside the encoder),
         `read_wait` (it waiting for the readers), `write` / `write_cpu` (the writer thread staging and
         committing), `commits`."""
         return {k: round(v, 3) for k, v in sorted(self.stages.items())}
+
+
+def process_cpu() -> float:
+    """CPU seconds of this process and of its children that have ended (reader processes, once shut down)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
 
 
 # What an encoder raises on an item it cannot take (odd shape, size, dtype); a missing package or a
@@ -139,6 +147,7 @@ class Pipeline:
         known = {p: r for p, r in self.manifest.rows.items() if r.bridge_version == version} \
             if self.reuse_known else {}
         modalities = list(self.bridge.modalities)
+        t_run, cpu_run = time.perf_counter(), process_cpu()
         # The pool first: with processes, it forks before our own threads exist.
         pool = make_decode_pool(self.decode_mode(len(todo)), self.workers)
         self._bar = tqdm(total=len(todo), unit="item", desc="indexing", disable=not self.progress,
@@ -184,6 +193,8 @@ class Pipeline:
             writer_q.put(None)
             writer.join()
             self._bar.close()
+            self.counts.stages["run"] += time.perf_counter() - t_run
+            self.counts.stages["run_cpu"] += process_cpu() - cpu_run
         if failure:
             raise failure[0]
         return self.counts
