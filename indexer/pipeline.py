@@ -66,8 +66,20 @@ class RunCounts:
         """Where a run's time went: `run` / `run_cpu` (the whole pipeline: wall, and CPU of this process
         and its reader processes), `encode` / `encode_cpu` (the calling thread inside the encoder),
         `read_wait` (it waiting for the readers), `write` / `write_cpu` (the writer thread staging and
-        committing), `commits`."""
+        committing), `commits`; `*_runqueue`: the part of a stage's wall time its thread waited for a core.
+        The rest of a stage's wall time beyond CPU and run queue is time blocked (the GIL, the disk)."""
         return {k: round(v, 3) for k, v in sorted(self.stages.items())}
+
+
+def runqueue_seconds() -> float:
+    """Seconds the calling thread has spent runnable but waiting for a core (Linux schedstat; 0 elsewhere):
+    with its CPU time, it splits a stage's wall time into working, waiting for a core, and blocked
+    (the GIL, a lock, the disk)."""
+    try:
+        with open("/proc/thread-self/schedstat", encoding="ascii") as fh:
+            return int(fh.read().split()[1]) / 1e9
+    except (OSError, ValueError, IndexError):
+        return 0.0
 
 
 def process_cpu() -> float:
@@ -210,7 +222,7 @@ class Pipeline:
     def embed_batch(self, results: list[ReadResult]) -> _Batch:
         """Encoder forward pass over the decoded items of one batch (one modality)."""
         batch = _Batch(results)
-        t0, cpu0 = time.perf_counter(), time.thread_time()
+        t0, cpu0, queued0 = time.perf_counter(), time.thread_time(), runqueue_seconds()
         self._embed_moments(batch)
         good = [r for r in results if r.item is not None]
         if not good:
@@ -233,6 +245,7 @@ class Pipeline:
         self.counts.encode_seconds += time.perf_counter() - t0
         self.counts.stages["encode"] += time.perf_counter() - t0
         self.counts.stages["encode_cpu"] += time.thread_time() - cpu0
+        self.counts.stages["encode_runqueue"] += runqueue_seconds() - queued0
         return batch
 
     def _embed_moments(self, batch: _Batch) -> None:
@@ -264,7 +277,7 @@ class Pipeline:
                 item: _Batch | None | str = q.get(timeout=wait)
             except queue.Empty:
                 item = "due"
-            t0, cpu0 = time.perf_counter(), time.thread_time()
+            t0, cpu0, queued0 = time.perf_counter(), time.thread_time(), runqueue_seconds()
             if not failure:
                 try:
                     if isinstance(item, _Batch):
@@ -276,6 +289,7 @@ class Pipeline:
                     failure.append(exc)
             self.counts.stages["write"] += time.perf_counter() - t0
             self.counts.stages["write_cpu"] += time.thread_time() - cpu0
+            self.counts.stages["write_runqueue"] += runqueue_seconds() - queued0
             if item is None:
                 return
 

@@ -149,15 +149,17 @@ def quick_bridge(preset_name: str, seed: int = 0, open_clip_arch: str | None = N
 
 def encoder_only(enc: Any, items: list[Any], batch_size: int) -> tuple[dict[str, Any], np.ndarray]:
     """Time `enc.encode` batch after batch on decoded items; (figures, the features)."""
+    from indexer.pipeline import runqueue_seconds
+
     enc.encode(items[:batch_size])  # warm-up: weights loaded, first-call allocations done
     out = []
-    t0, cpu0 = time.perf_counter(), cpu_seconds()
+    t0, cpu0, queued0 = time.perf_counter(), cpu_seconds(), runqueue_seconds()
     for i in range(0, len(items), batch_size):
         out.append(enc.encode(items[i:i + batch_size]))
-    seconds, cpu = time.perf_counter() - t0, cpu_seconds() - cpu0
+    seconds, cpu, queued = time.perf_counter() - t0, cpu_seconds() - cpu0, runqueue_seconds() - queued0
     return ({"items": len(items), "seconds": round(seconds, 3), "items_per_s": round(len(items) / seconds, 2),
-             "cpu_seconds": round(cpu, 3), "items_per_cpu_s": round(len(items) / max(cpu, 1e-9), 2)},
-            np.concatenate(out))
+             "cpu_seconds": round(cpu, 3), "items_per_cpu_s": round(len(items) / max(cpu, 1e-9), 2),
+             "runqueue_seconds": round(queued, 3)}, np.concatenate(out))
 
 
 def cpu_seconds() -> float:
