@@ -84,6 +84,7 @@ class IndexSummary:
     seconds: float = 0.0
     items_per_s: float = 0.0  # indexed items per second of the read/embed/write pipeline
     encode_seconds: float = 0.0
+    stages: dict[str, float] = field(default_factory=dict)  # the pipeline's wall / CPU seconds per stage
     errors_report: str = ""
     index: str = ""
     store: str = "embedded"
@@ -332,6 +333,7 @@ def _embed(run: _IndexRun, plan: Plan) -> None:
                     "(`ebridge train PAIRS.csv --preset %s --out runs/bridge`), then run `ebridge index %s "
                     "--index %s --bridge runs/bridge`", n, m, preset, m, m, preset, run.directory, run.index_path)
     summary.encode_seconds = round(counts.encode_seconds, 3)
+    summary.stages = counts.stage_seconds()
     summary.items_per_s = round(counts.indexed / pipe_seconds, 2) if counts.indexed and pipe_seconds else 0.0
     crash_point("pipeline")
 

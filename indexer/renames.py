@@ -17,7 +17,8 @@ from __future__ import annotations
 import logging
 import time
 from indexer.ledger import INDEXED, Manifest, ManifestRow, Plan
-from indexer.pipeline import ReadResult, hash_file, moment_payload, payload_for
+from indexer.pipeline import moment_payload, payload_for
+from indexer.reader import ReadResult, hash_file
 from indexer.store import Point, Store, moment_id, point_id
 from indexer.verify import point_vectors
 

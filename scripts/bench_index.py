@@ -14,7 +14,11 @@ panning over a CIFAR-10 photo) for video. The made files are written before any 
 * **pipeline**: `index_directory` on a folder holding just those files (symlinks),
   into a fresh embedded index: read + hash + decode, encode, head + proxy view, upsert,
   flush, manifest journal. The pipeline figure is indexed items / pipeline seconds
-  (the store's final HNSW build is reported separately: it runs once per index).
+  (the store's final HNSW build is reported separately: it runs once per index), with the
+  wall and CPU seconds of each stage.
+
+With `--repeat N` the two are timed in turn N times each and the median runs are reported
+beside every run's figure: on a machine shared with other work, the load then falls on both.
 
 Both use one warmed-up encoder (weights loaded, one batch run) so neither pays a load.
 The goal is pipeline >= 0.9 x encoder-only.
@@ -29,6 +33,7 @@ Usage::
     python -m scripts.bench_index --modalities image,audio,depth,thermal,video --limit 256
     python -m scripts.bench_index --limit 2000 --batch-size 64 --json bench-index.json
     python -m scripts.bench_index --bridge runs/bridge --modalities audio
+    python -m scripts.bench_index --modalities audio --limit 1024 --zero-training --repeat 5
     # on a GPU: random-init open_clip ViT-B-32 for images (offline preset otherwise), batch 256
     python -m scripts.bench_index --device cuda --open-clip-arch ViT-B-32 --batch-size 256 --limit 4096 \
         --modalities image --workers 8 --json bench-index-gpu.json
@@ -144,15 +149,17 @@ def quick_bridge(preset_name: str, seed: int = 0, open_clip_arch: str | None = N
 
 def encoder_only(enc: Any, items: list[Any], batch_size: int) -> tuple[dict[str, Any], np.ndarray]:
     """Time `enc.encode` batch after batch on decoded items; (figures, the features)."""
+    from indexer.pipeline import runqueue_seconds
+
     enc.encode(items[:batch_size])  # warm-up: weights loaded, first-call allocations done
     out = []
-    t0, cpu0 = time.perf_counter(), cpu_seconds()
+    t0, cpu0, queued0 = time.perf_counter(), cpu_seconds(), runqueue_seconds()
     for i in range(0, len(items), batch_size):
         out.append(enc.encode(items[i:i + batch_size]))
-    seconds, cpu = time.perf_counter() - t0, cpu_seconds() - cpu0
+    seconds, cpu, queued = time.perf_counter() - t0, cpu_seconds() - cpu0, runqueue_seconds() - queued0
     return ({"items": len(items), "seconds": round(seconds, 3), "items_per_s": round(len(items) / seconds, 2),
-             "cpu_seconds": round(cpu, 3), "items_per_cpu_s": round(len(items) / max(cpu, 1e-9), 2)},
-            np.concatenate(out))
+             "cpu_seconds": round(cpu, 3), "items_per_cpu_s": round(len(items) / max(cpu, 1e-9), 2),
+             "runqueue_seconds": round(queued, 3)}, np.concatenate(out))
 
 
 def cpu_seconds() -> float:
@@ -197,24 +204,57 @@ def agreement(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
 
 
 def pipeline(bridge: Any, modality: str, files: list[Path], batch_size: int, workers: int,
-             work: Path, decode: str) -> dict[str, Any]:
+             work: Path, decode: str, run: int = 0) -> dict[str, Any]:
+    """`index_directory` on the files into a fresh index (the `run`-th of this modality)."""
     from indexer.index import index_directory
 
     src = work / f"{modality}-src"
-    src.mkdir(parents=True)
-    for f in files:  # same files, no copy: the reader still opens and reads every one
-        link = src / f.parent.name / f.name  # image: the class folder; depth/thermal/video: the modality's
-        link.parent.mkdir(exist_ok=True)
-        link.symlink_to(f)
+    if not src.is_dir():
+        src.mkdir(parents=True)
+        for f in files:  # same files, no copy: the reader still opens and reads every one
+            link = src / f.parent.name / f.name  # image: the class folder; depth/thermal/video: the modality's
+            link.parent.mkdir(exist_ok=True)
+            link.symlink_to(f)
     cpu0 = cpu_seconds()
-    s = index_directory(src, work / f"{modality}-index", bridge=bridge, batch_size=batch_size, workers=workers,
-                        decode=decode, progress=False, label_from_folder=(modality == "image"))
+    s = index_directory(src, work / f"{modality}-index-{run}", bridge=bridge, batch_size=batch_size,
+                        workers=workers, decode=decode, progress=False, label_from_folder=(modality == "image"))
     cpu = cpu_seconds() - cpu0
     # CPU of the whole index_directory call (the bridge copy, the manifest record and the graph build
-    # included), so per item it is a bound on what the read/embed/write pipeline costs
+    # included), so per item it is a bound on what the read/embed/write pipeline costs; `stages` says
+    # where the pipeline's own wall and CPU time went (indexer.pipeline.RunCounts.stage_seconds)
     return {"items": s.indexed, "errors": s.errors, "items_per_s": s.items_per_s,
+            "seconds_pipeline": round(s.indexed / s.items_per_s, 3) if s.items_per_s else None,
             "seconds_total": s.seconds, "encode_seconds": s.encode_seconds, "cpu_seconds_total": round(cpu, 3),
-            "items_per_cpu_s_total": round(s.indexed / max(cpu, 1e-9), 2)}
+            "items_per_cpu_s_total": round(s.indexed / max(cpu, 1e-9), 2), "stages": s.stages}
+
+
+def interleaved(bridge: Any, modality: str, files: list[Path], items: list[Any], args: argparse.Namespace,
+                work: Path) -> tuple[dict[str, Any], np.ndarray]:
+    """Encoder-only and pipeline runs taken in turn (`--repeat` of each), so a machine whose load
+    changes meets both alike; each side's median run, every run's figure and the paired ratios."""
+    enc_runs, pipe_runs, feats = [], [], None
+    for run in range(args.repeat):
+        figures, out = encoder_only(bridge.preset.encoder(modality), items, args.batch_size)
+        enc_runs.append(figures)
+        feats = out if feats is None else feats
+        pipe_runs.append(pipeline(bridge, modality, files, args.batch_size, args.workers, work, args.decode, run))
+        log.info("%s run %d: encoder-only %.1f items/s, pipeline %.1f items/s", modality, run + 1,
+                 enc_runs[-1]["items_per_s"], pipe_runs[-1]["items_per_s"])
+    enc, pipe = median_run(enc_runs), median_run(pipe_runs)
+    row = {"encoder_only": enc, "pipeline": pipe, "ratio": round(pipe["items_per_s"] / enc["items_per_s"], 3)}
+    if args.repeat > 1:
+        row["runs"] = {"encoder_only_items_per_s": [r["items_per_s"] for r in enc_runs],
+                       "pipeline_items_per_s": [r["items_per_s"] for r in pipe_runs],
+                       "encoder_only_cpu_seconds": [r["cpu_seconds"] for r in enc_runs],
+                       "pipeline_cpu_seconds_total": [r["cpu_seconds_total"] for r in pipe_runs],
+                       "ratio_paired": [round(p["items_per_s"] / e["items_per_s"], 3)
+                                        for e, p in zip(enc_runs, pipe_runs)]}
+    return row, feats
+
+
+def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run with the median items/s (the lower middle one for an even count): a real run's figures."""
+    return sorted(runs, key=lambda r: r["items_per_s"])[(len(runs) - 1) // 2]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -242,6 +282,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--baseline-preset", default=None, metavar="PRESET",
                    help="also time PRESET's encoder (encoder-only) on the same items: the 'before' of a change of "
                         "encoder, e.g. offline-sound for audio")
+    p.add_argument("--repeat", type=int, default=1,
+                   help="encoder-only and pipeline runs taken in turn, N of each (medians reported)")
     p.add_argument("--no-torch-baseline", action="store_true",
                    help="skip the eager-torch encoder-only run (on a CPU it is the 'before' of the onnxruntime exports)")
     return p.parse_args(argv)
@@ -280,7 +322,8 @@ def main(argv: list[str] | None = None) -> int:
     set_threads(args.threads)
     results: dict[str, Any] = {
         "bridge": bridge.version, "preset": bridge.config.get("preset_name"), "batch_size": args.batch_size,
-        "workers": args.workers, "decode": args.decode, "limit": args.limit, "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+        "workers": args.workers, "decode": args.decode, "limit": args.limit, "repeat": args.repeat,
+        "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
         "machine": platform.platform(), "device": str(device),
         "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None, "modalities": {},
         "zero_training": bool(args.zero_training and not args.bridge), "load_average_start": os.getloadavg(),
@@ -296,8 +339,8 @@ def main(argv: list[str] | None = None) -> int:
             from bridge.modalities import load
 
             items = [load(modality, f) for f in files]  # decoded up front: not timed
-            enc, feats = encoder_only(bridge.preset.encoder(modality), items, args.batch_size)
-            row: dict[str, Any] = {"encoder_only": enc}
+            row, feats = interleaved(bridge, modality, files, items, args, work)
+            enc, pipe, ratio = row["encoder_only"], row["pipeline"], row["ratio"]
             if args.baseline_preset:
                 row["encoder_only_baseline"] = before = baseline_encoder(args.baseline_preset, modality, items,
                                                                           args.batch_size)
@@ -313,9 +356,6 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{modality:>6}: encoder-only {enc['items_per_s']:.1f} items/s vs {before['items_per_s']:.1f} on "
                       f"eager torch ({row['speedup_vs_torch']:.2f}x), per-item cosine min "
                       f"{row['agreement_vs_torch']['cosine_min']:.7f}", flush=True)
-            pipe = pipeline(bridge, modality, files, args.batch_size, args.workers, work, args.decode)
-            ratio = pipe["items_per_s"] / enc["items_per_s"]
-            row.update(pipeline=pipe, ratio=round(ratio, 3))
             results["modalities"][modality] = row
             print(f"{modality:>6}: {len(files)} files, batch {args.batch_size}: pipeline {pipe['items_per_s']:.1f} "
                   f"items/s, encoder-only {enc['items_per_s']:.1f} items/s, ratio {ratio:.2f} "

@@ -232,6 +232,24 @@ def test_incremental_rerun_touch_modify_delete_add(tmp_path, bridge_dir):
     assert (s.indexed, s.unchanged, s.removed) == (0, len(rels), 0)
 
 
+def test_writer_commits_the_first_batch_at_once_and_the_rest_together(tmp_path, bridge_dir, monkeypatch):
+    """A commit (flush, then journal) per COMMIT_SECONDS, not per batch: with a long interval the
+    first batch is durable on its own and the rest in one commit at the end, every file journaled."""
+    import indexer.pipeline
+
+    monkeypatch.setattr(indexer.pipeline, "COMMIT_SECONDS", 3600.0)
+    commits: list[int] = []
+    src, idx = tmp_path / "src", tmp_path / "idx"
+    rels = make_corpus(src)
+    from indexer.hooks import RunHooks
+
+    hooks = RunHooks(on_commit=lambda rows: commits.append(len(rows)))  # only its progress callback
+    s = run_index(src, idx, bridge=bridge_dir, batch_size=2, hooks=hooks)
+    assert commits == [2, len(rels) - 2] and s.stages["commits"] == 2
+    assert s.stages["encode"] >= s.stages["encode_cpu"] > 0 and s.stages["write"] > 0
+    assert set(Manifest(idx).rows) == set(rels) and set(stored(idx)) == set(rels)
+
+
 def test_bad_inputs_go_to_the_errors_report_and_fixed_ones_get_indexed(tmp_path, bridge_dir):
     src, idx = tmp_path / "src", tmp_path / "idx"
     rels = make_corpus(src, images=2, sounds=1, texts=1)

@@ -30,7 +30,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 from indexer.index import index_directory  # noqa: E402
 from indexer.ledger import INDEXED, Manifest  # noqa: E402
 from indexer.lock import IndexLockedError  # noqa: E402
-from indexer.pipeline import hash_file  # noqa: E402
+from indexer.reader import hash_file  # noqa: E402
 from indexer.record import read_record  # noqa: E402
 from indexer.store import point_id  # noqa: E402
 from indexer.watch import WatchSettings  # noqa: E402
