@@ -159,10 +159,12 @@ class CollectionSpec:
     optimize_every: int | None = 300_000
     # Embedded store: run the optimizer also once the points upserted since it last ran hold this many
     # KB (KiB, as the engine's sizes) of vectors, counted from the sizes the collection declares: an
-    # unindexed point keeps a slot for every declared vector, written or not (measured: 23 KiB a photo
-    # point of the offline preset, 2324-d bridged and proxy declared, 1280-d raw_image). The point cap
-    # alone let a chunk of such points hold 7 GB (300k points); this bounds it at the benchmark's
-    # 300k x 256-d chunk, whose graphs are each built once (docs/store-benchmark.md). None = points only.
+    # unindexed point keeps a slot for every declared vector, written or not (measured: 23.6 KiB a photo
+    # point of the offline preset's index, 2324-d bridged and proxy declared, 1280-d raw_image). With
+    # points alone a 300k chunk of photos held 5.0 GiB unindexed at 200k and a 30k build peaked at
+    # 2.3 GiB; this budget is the benchmark's 300k x 256-d chunk (there the point cap binds first and
+    # each graph is built once) and keeps a photo build near 1.1 GiB (docs/store-benchmark.md,
+    # "Chunks bounded by bytes"). None = points only (stores recorded before it read None).
     optimize_every_kb: int | None = 300_000
     # Filtered searches walk the graph ACORN-style (neighbours of neighbours) when the filter keeps
     # at most this fraction of the points (Qdrant's estimate); None = off. This is what keeps a
