@@ -436,6 +436,11 @@ def test_default_spec_bounds_the_build() -> None:
     assert spec.payload_m == 0
     assert spec.max_segment_size_kb is not None and spec.optimize_every is not None
     assert spec.hnsw_payload_fields == ["modality"]
+    # The byte budget is the benchmark's 300k-point chunk of 256-d vectors: there the point cap binds first.
+    assert spec.optimize_every is not None and spec.optimize_every_kb is not None
+    bench = CollectionSpec(vectors={"bridged": 256})
+    assert not bench.chunk_is_full(spec.optimize_every - 1, (spec.optimize_every - 1) * bench.point_bytes())
+    assert bench.optimize_every_kb * 1024 >= bench.optimize_every * bench.point_bytes()
 
 
 def test_edge_build_settings_applied_recorded_and_kept(tmp_path, corpus: Corpus) -> None:
@@ -477,12 +482,15 @@ def test_spec_recorded_before_build_settings_reads_as_engine_defaults(tmp_path) 
         old.pop(name)
     spec = CollectionSpec.from_json(old)
     assert spec.payload_m is None and spec.max_segment_size_kb is None and spec.optimize_every is None
+    assert spec.optimize_every_kb is None  # a store recorded before the byte budget chunks by points only
     assert spec.hnsw_payload_fields is None and spec.acorn_max_selectivity is None and spec.indexing_threads == 0
 
 
 def test_spec_rejects_bad_build_settings() -> None:
     with pytest.raises(ValueError, match="optimize_every"):
         CollectionSpec(vectors={"bridged": DIM}, optimize_every=0)
+    with pytest.raises(ValueError, match="optimize_every_kb"):
+        CollectionSpec(vectors={"bridged": DIM}, optimize_every_kb=0)
     with pytest.raises(ValueError, match="payload_m"):
         CollectionSpec(vectors={"bridged": DIM}, payload_m=-1)
     with pytest.raises(ValueError, match="acorn_max_selectivity"):
@@ -596,6 +604,47 @@ def test_bounded_build_then_merge_pass(tmp_path, corpus: Corpus) -> None:
                 assert store.engine_config()["image"]["optimizers"]["max_segment_size"] == 1  # the cap is back
             hits = store.search("bridged", c.queries[0], k=10, ef=64, filter=Filter(must={"modality": "audio"}))
             assert len(hits) == 10 and all(h.payload["modality"] == "audio" for h in hits)
+
+
+def test_chunk_bounded_by_vector_bytes(tmp_path, corpus: Corpus) -> None:
+    """optimize_every_kb: the optimizer runs once the pending points' declared vectors reach the
+    budget, before the point cap; 2 x 32-d vectors are 256 bytes a point, so 4 KiB is 16 points."""
+    spec = CollectionSpec(vectors={"bridged": DIM, "proxy": DIM}, indexing_threshold_kb=1, full_scan_threshold_kb=1,
+                          optimize_every=1000, optimize_every_kb=4)
+    with EdgeStore(tmp_path / "one") as store:
+        store.create(spec)
+        pts = corpus.points()
+        store.upsert(pts[:12], batch=4)
+        assert store.pending() == 12 and store.info().indexed_vectors == 0
+        store.upsert(pts[12:20], batch=4)  # the 16th point fills the budget: 4 left after it
+        assert store.pending() == 4 and store.info().indexed_vectors > 0
+    with EdgeStore(tmp_path / "one") as store:
+        assert store.spec.optimize_every_kb == 4  # recorded with the collection
+
+
+def test_partitioned_chunk_counts_each_partitions_declared_bytes(tmp_path, corpus: Corpus) -> None:
+    """Across partitions, each point counts the vectors its partition declares (its own raw_<modality>
+    only), whether it carries them or not: an image point here is 4 x (32 + 96) = 512 bytes, an audio
+    point 4 x (32 + 32) = 256, against a 2 KiB budget."""
+    spec = CollectionSpec(vectors={"bridged": DIM, "raw_image": 96, "raw_audio": DIM}, optimize_every=1000,
+                          optimize_every_kb=2)
+
+    def pts(modality: str, lo: int, hi: int) -> list[Point]:
+        return [Point(corpus.ids[i], {"bridged": corpus.bridged[i]}, {"modality": modality, "path": f"{modality}/{i}"})
+                for i in range(lo, hi)]
+
+    with PartitionedEdgeStore(tmp_path / "parts") as store:
+        store.create(spec)
+        store.upsert(pts("image", 0, 3))
+        assert store.pending() == 3
+        store.upsert(pts("image", 3, 4))  # 4 x 512 bytes = 2 KiB
+        assert store.pending() == 0
+        store.upsert(pts("audio", 10, 17))
+        assert store.pending() == 7
+        store.upsert(pts("audio", 17, 18))  # 8 x 256 bytes
+        assert store.pending() == 0
+        store.upsert(pts("audio", 20, 22) + pts("image", 30, 32))  # 2 x 256 + 2 x 512 < 2 KiB
+        assert store.pending() == 4 and store.count() == 16
 
 
 def test_old_index_migrates_once_to_one_graph_per_modality(tmp_path) -> None:

@@ -97,7 +97,7 @@ class EdgeStore(Store):
         self._shard: Any = None
         self._meta: dict[str, Any] = {}
         self._warned_unindexed = set()
-        self._since_optimize = 0  # points upserted since the optimizer last ran (spec.optimize_every)
+        self._since_optimize = 0  # points upserted since the optimizer last ran (spec.optimize_every[_kb])
         self._lock_file: IO[bytes] | None = None
         if self.exists():
             self._lock()
@@ -204,8 +204,8 @@ class EdgeStore(Store):
         self._meta = dict(spec.metadata)
         self._save_meta()
         log.info("created embedded store %s: vectors=%s quantization=%s payload_m=%s max_segment_size_kb=%s "
-                 "optimize_every=%s", self.path, spec.vectors, spec.quantization, spec.payload_m,
-                 spec.max_segment_size_kb, spec.optimize_every)
+                 "optimize_every=%s optimize_every_kb=%s", self.path, spec.vectors, spec.quantization, spec.payload_m,
+                 spec.max_segment_size_kb, spec.optimize_every, spec.optimize_every_kb)
 
     def _drop(self) -> None:
         import shutil
@@ -283,19 +283,20 @@ class EdgeStore(Store):
                  time.perf_counter() - t0)
 
     def upsert(self, points: Iterable[Point], batch: int = 256) -> int:
-        """Write points in calls of `batch`; with ``spec.optimize_every`` set, run the optimizer
-        each time that many points have arrived, so no unindexed segment outgrows one chunk and
-        each graph build is bounded (the build's peak memory follows the largest segment built)."""
+        """Write points in calls of `batch`; with ``spec.optimize_every`` (points) or
+        ``spec.optimize_every_kb`` (their vectors) set, run the optimizer each time that much has
+        arrived, so no unindexed segment outgrows one chunk and each graph build is bounded (the
+        build's peak memory follows the largest segment built)."""
         qe = _edge()
         shard = self._live()
-        every = self._require_spec().optimize_every
+        spec = self._require_spec()
         n = 0
         for chunk in _batched(self._prepare_points(points), batch):
             ops = [qe.Point(p.id, p.vectors, p.payload) for p in chunk]
             shard.update(qe.UpdateOperation.upsert_points(ops))
             n += len(chunk)
             self._since_optimize += len(chunk)
-            if every is not None and self._since_optimize >= every:
+            if spec.chunk_is_full(self._since_optimize, self._since_optimize * spec.point_bytes()):
                 log.info("%s: %d points since the last optimizer run; optimizing", self.path, self._since_optimize)
                 self.optimize_pending()
         return n

@@ -102,6 +102,7 @@ class PartitionedStore(Store):
         self._manifest = {}
         self._warned_unindexed = set()
         self._since_optimize = 0  # points upserted (all partitions) since the optimizer last ran
+        self._since_optimize_bytes = 0  # their vectors' bytes, as their partitions declare them
         manifest = self._read_manifest()
         if manifest is not None:
             self._adopt(manifest)
@@ -170,15 +171,16 @@ class PartitionedStore(Store):
     def _part_spec(self, name: str) -> CollectionSpec:
         """The spec partition `name` is created with."""
         spec = self._require_spec()
-        # The partitions do not count chunks themselves: this store counts points across them
-        # (spec.optimize_every), so the unindexed points of all partitions together stay one chunk.
+        # The partitions do not count chunks themselves: this store counts points and their vectors'
+        # bytes across them (spec.optimize_every, optimize_every_kb), so the unindexed points of all
+        # partitions together stay one chunk.
         # No `modality` payload index in a partition: every point there has the same value, and
         # _targets drops the condition before a partition sees it. The engine keeps an unindexed
         # segment's payload indexes in RAM: this one was 20 MiB per 100k points of the build's heap
         # (docs/store-benchmark.md).
         indexes = {k: v for k, v in spec.payload_indexes.items() if k != PARTITION_KEY}
         return dataclasses.replace(spec, vectors=partition_vectors(spec.vectors, name), optimize_every=None,
-                                   payload_indexes=indexes, metadata={"partition": name})
+                                   optimize_every_kb=None, payload_indexes=indexes, metadata={"partition": name})
 
     def _new_part(self, name: str) -> Store:
         """Partition `name`, not yet in the manifest: made whole (`_make_part`), or, when a killed run
@@ -235,11 +237,12 @@ class PartitionedStore(Store):
 
     def optimize_pending(self) -> None:
         """Index every partition's pending points (one bounded chunk in all)."""
-        log.info("%r: %d points since the last optimizer run; optimizing", self, self._since_optimize)
+        log.info("%r: %d points (%.0f MiB of vectors) since the last optimizer run; optimizing", self,
+                 self._since_optimize, self._since_optimize_bytes / 2 ** 20)
         for _, store in list(self._parts.items()):
             if store.pending():
                 store.optimize_pending()
-        self._since_optimize = 0
+        self._since_optimize = self._since_optimize_bytes = 0
 
     def optimize(self) -> None:
         """Index what is pending, then each partition's final merge pass (``spec.merge_segments_kb``)."""
@@ -247,7 +250,7 @@ class PartitionedStore(Store):
             if i:
                 crash_point("partition-optimize")  # one partition's graph built, the next one's not
             store.optimize()
-        self._since_optimize = 0
+        self._since_optimize = self._since_optimize_bytes = 0
 
     # -- metadata ----------------------------------------------------------------
 
@@ -303,9 +306,9 @@ class PartitionedStore(Store):
                 n += part.upsert(pts, batch=batch)
                 self._evict(name, pts)
                 self._since_optimize += len(pts)
+                self._since_optimize_bytes += len(pts) * part.spec.point_bytes()
             groups.clear()
-            every = spec.optimize_every
-            if every is not None and self._since_optimize >= every:
+            if spec.chunk_is_full(self._since_optimize, self._since_optimize_bytes):
                 self.optimize_pending()
 
         pending = 0

@@ -134,7 +134,7 @@ class ServerStore(Store):
         optimizers = None
         if any(v is not None for v in (spec.indexing_threshold_kb, spec.max_segment_size_kb,
                                         spec.default_segment_number)):
-            # optimize_every and hnsw_memory are the embedded store's; a server optimizes on its own.
+            # optimize_every[_kb] and hnsw_memory are the embedded store's; a server optimizes on its own.
             optimizers = m.OptimizersConfigDiff(indexing_threshold=spec.indexing_threshold_kb,
                                                 max_segment_size=spec.max_segment_size_kb,
                                                 default_segment_number=spec.default_segment_number)

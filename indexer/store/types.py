@@ -68,7 +68,7 @@ def rrf_scores(rankings: Sequence[np.ndarray], weights: Sequence[float], n_items
 # The CollectionSpec fields that bound an index build (issue 15). A spec read from a collection
 # recorded before they existed gets None for each: "the engine's default", which is what it was built with.
 BUILD_SETTINGS = ("payload_m", "hnsw_payload_fields", "max_segment_size_kb", "default_segment_number",
-                  "optimize_every", "acorn_max_selectivity", "payload_index_memory", "hnsw_memory",
+                  "optimize_every", "optimize_every_kb", "acorn_max_selectivity", "payload_index_memory", "hnsw_memory",
                   "indexing_threads", "search_threads", "merge_segments_kb", "wal")
 
 
@@ -157,6 +157,15 @@ class CollectionSpec:
     # A 300k chunk builds each graph once (1.9x) and costs build memory: peak 932 MiB at 300k
     # against 498 MiB (docs/store-benchmark.md, "Build time").
     optimize_every: int | None = 300_000
+    # Embedded store: run the optimizer also once the points upserted since it last ran hold this many
+    # KB (KiB, as the engine's sizes) of vectors, counted from the sizes the collection declares: an
+    # unindexed point keeps a slot for every declared vector, written or not (measured: 23.6 KiB a photo
+    # point of the offline preset's index, 2324-d bridged and proxy declared, 1280-d raw_image). With
+    # points alone a 300k chunk of photos held 5.0 GiB unindexed at 200k and a 30k build peaked at
+    # 2.3 GiB; this budget is the benchmark's 300k x 256-d chunk (there the point cap binds first and
+    # each graph is built once) and keeps a photo build near 1.1 GiB (docs/store-benchmark.md,
+    # "Chunks bounded by bytes"). None = points only (stores recorded before it read None).
+    optimize_every_kb: int | None = 300_000
     # Filtered searches walk the graph ACORN-style (neighbours of neighbours) when the filter keeps
     # at most this fraction of the points (Qdrant's estimate); None = off. This is what keeps a
     # filtered search correct without payload_m links: a plain walk restricted to the matching
@@ -205,21 +214,38 @@ class CollectionSpec:
         if self.quantization not in (None, "int8"):
             raise ValueError(f"quantization {self.quantization!r} is not supported; use 'int8' or None")
         for name in ("payload_m", "max_segment_size_kb", "default_segment_number", "optimize_every",
-                     "indexing_threads", "search_threads", "merge_segments_kb", "wal"):
+                     "optimize_every_kb", "indexing_threads", "search_threads", "merge_segments_kb", "wal"):
             value = getattr(self, name)
             if value is not None and value < 0:
                 raise ValueError(f"CollectionSpec.{name} must be >= 0 (or None), got {value}")
         if self.acorn_max_selectivity is not None and not 0.0 <= self.acorn_max_selectivity <= 1.0:
             raise ValueError(f"CollectionSpec.acorn_max_selectivity must be in [0, 1] or None, "
                              f"got {self.acorn_max_selectivity}")
-        if self.optimize_every == 0:
-            raise ValueError("CollectionSpec.optimize_every must be >= 1, or None to optimize only on request")
+        for name in ("optimize_every", "optimize_every_kb"):
+            if getattr(self, name) == 0:
+                raise ValueError(f"CollectionSpec.{name} must be >= 1, or None to optimize only on request")
         for name, where in self.payload_index_memory.items():
             if where not in ("ram", "cold", "cached"):
                 raise ValueError(f"payload_index_memory[{name!r}] = {where!r}: use 'ram', 'cold' or 'cached'")
         for name in ("vectors_memory", "hnsw_memory"):
             if getattr(self, name) not in (None, "ram", "cold", "cached"):
                 raise ValueError(f"CollectionSpec.{name} {getattr(self, name)!r}: use 'ram', 'cold', 'cached' or None")
+
+    def point_bytes(self) -> int:
+        """Bytes of vectors one point holds in an unindexed segment: a float32 slot per declared vector."""
+        return 4 * sum(self.vectors.values())
+
+    def chunk_is_full(self, points: int, vector_bytes: int) -> bool:
+        """Whether `points` upserted since the optimizer last ran, holding `vector_bytes` of vectors,
+        make a chunk (``optimize_every`` points or ``optimize_every_kb`` KiB, whichever comes first).
+
+        Example:
+            >>> spec = CollectionSpec(vectors={"bridged": 256}, optimize_every=10, optimize_every_kb=4)
+            >>> spec.chunk_is_full(3, 3 * spec.point_bytes()), spec.chunk_is_full(4, 4 * spec.point_bytes())
+            (False, True)
+        """
+        return ((self.optimize_every is not None and points >= self.optimize_every)
+                or (self.optimize_every_kb is not None and vector_bytes >= self.optimize_every_kb * 1024))
 
     def to_json(self) -> dict[str, Any]:
         """The spec as plain JSON (metadata excluded: it is stored and updated separately)."""
