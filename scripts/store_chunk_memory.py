@@ -21,6 +21,8 @@ Usage (the runs of docs/reports/store-chunk-photos.json; the two settings ran si
         --setting 'points={"optimize_every": 300000, "optimize_every_kb": null}'
     python -m scripts.store_chunk_memory --n 30000 --append --json docs/reports/store-chunk-photos.json \
         --setting 'bytes={"optimize_every": 300000, "optimize_every_kb": 300000}'
+    python -m scripts.store_chunk_memory --n 100000 --append --json docs/reports/store-chunk-photos.json \
+        --setting 'bytes={"optimize_every": 300000, "optimize_every_kb": 300000}'
 """
 from __future__ import annotations
 
