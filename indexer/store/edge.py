@@ -24,7 +24,7 @@ from indexer.faults import crash_point
 from indexer.store.base import (Store, _as_vector, _batched, _match_values, _merge_metadata,
                                 _normalize_id, _search_params, _vectors_out)
 from indexer.store.types import (DEFAULT_RRF_K, CollectionSpec, Filter, FilterValue, FusionKind, Hit,
-                                 Point, PointId, Prefetch, Range, Record, StoreInfo, StoreUnreadableError,
+                                 Point, PointId, Prefetch, Range, RankedIds, Record, StoreInfo, StoreUnreadableError,
                                  VectorLike)
 
 log = logging.getLogger(__name__)
@@ -370,6 +370,21 @@ class EdgeStore(Store):
         res = self._live().query_batch(qe.QueryBatchRequest(reqs))
         return [[_edge_hit(p) for p in r] for r in res]
 
+    def search_ids(self, vector_name: str, vectors: Sequence[VectorLike] | np.ndarray, k: int = 10,
+                   filter: Filter | None = None, *, exact: bool = False, ef: int | None = None) -> list[RankedIds]:
+        """`search_batch` with no payload asked of the engine and no `Hit` made: ids and scores read
+        straight off its answer (`Store.search_ids`). `search_fused_ids` is the base class's: fused
+        searches already ask one query per call."""
+        qe = _edge()
+        self._check_vector_name(vector_name)
+        self._warn_unindexed(filter)
+        flt, params = _edge_filter(filter), self._params(exact, ef)
+        reqs = [qe.QueryRequest(limit=k, query=qe.Query.Nearest(_as_vector(v).tolist(), using=vector_name),
+                                filter=flt, params=params, with_payload=False, with_vector=False) for v in vectors]
+        if len(reqs) == 1:
+            return [_edge_ranked(self._live().query(reqs[0]))]
+        return [_edge_ranked(r) for r in self._live().query_batch(qe.QueryBatchRequest(reqs))]
+
     def prefetch_batch(self, prefetches: Sequence[Prefetch], filter: Filter | None = None, *, exact: bool = False,
                        ef: int | None = None, with_payload: bool = True) -> list[list[Hit]]:
         qe = _edge()
@@ -510,3 +525,6 @@ def _edge_id(pid: Any) -> PointId:
 def _edge_hit(p: Any) -> Hit:
     return Hit(_edge_id(p.id), float(p.score), dict(p.payload or {}), _vectors_out(p.vector))
 
+
+def _edge_ranked(points: Sequence[Any]) -> RankedIds:
+    return RankedIds([_edge_id(p.id) for p in points], np.fromiter((p.score for p in points), np.float64, len(points)))
