@@ -32,16 +32,18 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from bridge.modalities import MODALITIES, check_modality, detect_modality, file_kind, load, names_a_file
+from bridge.modalities import check_modality, detect_modality, load, names_a_file
 from bridge.moments import clock
 from bridge.route_table import route_table
 from core.errors import BridgeMismatchError, EmergentBridgeError
 from indexer.lock import IndexBusyError, ReadLock  # noqa: F401  (IndexBusyError: part of this API)
 from indexer.record import read_record, unfinished_first_run
-from indexer.store import Filter, Prefetch, Range, Store, open_store, store_in_folder
+from indexer.store import Filter, Hit, Prefetch, RankedIds, Store, open_store, store_in_folder
 from indexer.store.types import StoreUnreadableError
 from indexer.verify import StoreDamagedError, check_page
-from query.moments import LEVELS, MOMENT_OVERFETCH, at_level as _at_level, collapse
+from query.checks import (QueryError, check_filter, check_k, check_query_file, checked_per_file,  # noqa: F401
+                          parse_filters, parse_targets, with_modality)  # (QueryError, parse_filters: part of this API)
+from query.moments import MOMENT_OVERFETCH, at_level as _at_level, collapse
 
 log = logging.getLogger(__name__)
 
@@ -97,10 +99,6 @@ def score_kind(route: str) -> str:
     Scores on two scales are never compared (the page and `group_by` keep one route per list)."""
     return SCORE_KINDS.get(route, "cosine")
 BRIDGE_DIR = "bridge"
-
-
-class QueryError(EmergentBridgeError, ValueError):
-    """A query that cannot run: unknown modality, unreadable file, empty text, unknown id..."""
 
 
 @dataclass
@@ -332,7 +330,7 @@ class Index:
                     None if raw is None else np.asarray(raw, dtype=np.float32))
         if isinstance(query, Path) or (isinstance(query, str) and source != "text" and names_a_file(query)):
             path = Path(query)
-            _check_query_file(path)
+            check_query_file(path)
             modality = source or detect_modality(path)
             if modality is None:
                 raise QueryError(f"{path}: cannot tell its modality from the name; pass source=/--source")
@@ -395,10 +393,52 @@ class Index:
         their proxy views if already computed (G costs a few denoiser passes per query);
         `features`, the queries' encoder features (the raw route; without them it is not taken);
         `level` and `per_file` as in `search`."""
-        targets = _targets(target)
-        _check_k(k)
-        _check_filter(filter)
-        per_file = _per_file(level, per_file, k)
+        targets = parse_targets(target)
+        check_k(k)
+        check_filter(filter)
+        per_file = checked_per_file(level, per_file, k)
+        by_route = self._plan(source, targets, route, features)
+        if views is None and {r for r, _ in by_route} & set(PROXY_ROUTES):
+            views = self.bridge.proxy_view(vectors)
+        flt = _at_level(filter, level)
+        depth = k if level == "files" else min(100_000, k * per_file * MOMENT_OVERFETCH)
+        while True:
+            per_route = [[[_hit(h, r) for h in hits] for hits in self._ask_store(r, ts, vectors, views, depth, flt,
+                                                                                 features, source, lean=False)]
+                         for (r, _), ts in by_route.items()]
+            merged = per_route[0] if len(per_route) == 1 else _interleave(per_route, depth)
+            if level == "files":
+                return merged
+            out = [collapse(hits, k, per_file, level) for hits in merged]
+            # A list cut short by the file limit while the store had more candidates: look deeper.
+            if depth >= 100_000 or all(len(o) == k or len(h) < depth for o, h in zip(out, merged)):
+                return out
+            depth = min(100_000, depth * 4)
+
+    def search_ids(self, source: str, vectors: np.ndarray, target: str, k: int = 10, route: str = "auto",
+                   views: np.ndarray | None = None, features: np.ndarray | None = None) -> tuple[str, list[RankedIds]]:
+        """`search_vectors(..., level="files")` of one target as ids and scores only: (the route
+        taken, one `RankedIds` per query). The same ranking with no payload read and no hit object
+        made per point: what an evaluation asks, whose every query ranks the whole gallery.
+
+        Example:
+            >>> route, ranked = index.search_ids("audio", z, "depth", k=200)            # doctest: +SKIP
+            >>> route, ranked[0].ids[:2], ranked[0].scores[:2]                          # doctest: +SKIP
+            ('fused', ['0b7f9d2e-...', '5c1e...'], array([0.0328, 0.0323]))
+        """
+        targets = parse_targets(target)
+        check_k(k)
+        if len(targets) != 1:
+            raise QueryError(f"search_ids ranks one target modality, not {', '.join(targets)}")
+        ((r, _), ts), = self._plan(source, targets, route, features).items()
+        if views is None and r in PROXY_ROUTES:
+            views = self.bridge.proxy_view(vectors)
+        return r, self._ask_store(r, ts, vectors, views, k, _at_level(None, "files"), features, source, lean=True)
+
+    def _plan(self, source: str, targets: list[str], route: str, features: np.ndarray | None
+              ) -> dict[tuple[str, str], list[str]]:
+        """The route each target is searched by, grouped: {(route, target for a feature route else ""): targets}.
+        Refuses a route this index or query cannot take."""
         if route not in ROUTE_CHOICES:
             raise QueryError(f"unknown route {route!r}; choose {', '.join(ROUTE_CHOICES)}")
         if route == "raw" and any(t != source and not self.shares_encoder(source, t) for t in targets):
@@ -411,7 +451,7 @@ class Index:
         if route in PROXY_ROUTES and not self.bridge.has_proxy:
             raise QueryError(f"route {route} needs G, and this index's space ({self.bridge.version}) has none: it "
                              "was indexed with no training; use route direct (or bind modalities with `ebridge train`)")
-        by_route: dict[str, list[str]] = {}
+        by_route: dict[tuple[str, str], list[str]] = {}
         for t in targets:
             r = self.route_for(source, t) if route == "auto" else route
             if r in FEATURE_ROUTES and (features is None or not self.has_raw(t)):
@@ -421,45 +461,30 @@ class Index:
                 r = "direct"
             # A feature route searches one target's own `raw_<modality>` vectors: one search per target.
             by_route.setdefault((r, t) if r in FEATURE_ROUTES else (r, ""), []).append(t)
-        if views is None and {r for r, _ in by_route} & set(PROXY_ROUTES):
-            views = self.bridge.proxy_view(vectors)
-        flt = _at_level(filter, level)
-        depth = k if level == "files" else min(100_000, k * per_file * MOMENT_OVERFETCH)
-        while True:
-            per_route = [self._search_route(r, ts, vectors, views, depth, flt, features, source)
-                         for (r, _), ts in by_route.items()]
-            merged = per_route[0] if len(per_route) == 1 else _interleave(per_route, depth)
-            if level == "files":
-                return merged
-            out = [collapse(hits, k, per_file, level) for hits in merged]
-            # A list cut short by the file limit while the store had more candidates: look deeper.
-            if depth >= 100_000 or all(len(o) == k or len(h) < depth for o, h in zip(out, merged)):
-                return out
-            depth = min(100_000, depth * 4)
+        return by_route
 
-    def _search_route(self, route: str, targets: list[str], vectors: np.ndarray, views: np.ndarray | None,
-                      k: int, filter: Mapping[str, Any] | Filter | None,
-                      features: np.ndarray | None = None, source: str = "") -> list[list[SearchHit]]:
-        flt = _with_modality(filter, targets)
+    def _ask_store(self, route: str, targets: list[str], vectors: np.ndarray, views: np.ndarray | None,
+                   k: int, filter: Mapping[str, Any] | Filter | None, features: np.ndarray | None = None,
+                   source: str = "", *, lean: bool = False) -> list[list[Hit]] | list[RankedIds]:
+        """The store's answer for one route: hits, or (`lean`) ids and scores only (`Store.search_ids`)."""
+        flt = with_modality(filter, targets)
+        search = self.store.search_ids if lean else self.store.search_batch
         try:
             if route == "direct":
-                results = self.store.search_batch("bridged", vectors, k, flt)
+                results = search("bridged", vectors, k, flt)
             elif route == "raw":
                 unit = features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
-                results = self.store.search_batch(f"raw_{targets[0]}", unit, k, flt)
+                results = search(f"raw_{targets[0]}", unit, k, flt)
             elif route == "instance":
-                mapped = self.bridge.instance_embed(source, targets[0], features)
-                results = self.store.search_batch(f"raw_{targets[0]}", mapped, k, flt)
+                results = search(f"raw_{targets[0]}", self.bridge.instance_embed(source, targets[0], features), k, flt)
             elif route == "proxy":
-                results = self.store.search_batch("proxy", views, k, flt)
+                results = search("proxy", views, k, flt)
             else:
                 f = self.fusion
                 depth = max(f.depth, k)  # each side must offer at least k candidates
-                results = [
-                    self.store.search_fused([Prefetch("bridged", v, depth, f.direct_weight),
-                                             Prefetch("proxy", g, depth, f.proxy_weight)], k, flt)
-                    for v, g in zip(vectors, views)
-                ]
+                fused = self.store.search_fused_ids if lean else self.store.search_fused
+                results = [fused([Prefetch("bridged", v, depth, f.direct_weight),
+                                  Prefetch("proxy", g, depth, f.proxy_weight)], k, flt) for v, g in zip(vectors, views)]
         except StoreUnreadableError as exc:  # a partition the engine cannot load, met as it opens
             raise StoreDamagedError(f"{exc}; {self.rebuild_hint}") from None
         except (EmergentBridgeError, ValueError, KeyError, TypeError):
@@ -467,9 +492,11 @@ class Index:
         except Exception as exc:  # the engine could not read the store (e.g. an LZ4 decode error)
             raise StoreDamagedError(f"the store failed to answer ({str(exc).strip()[:300]}); it may be damaged: "
                                     f"{self.repair_hint}") from exc
-        if any(not np.isfinite(h.score) for hits in results for h in hits):
+        finite = all(np.isfinite(r.scores).all() for r in results) if lean else \
+            all(np.isfinite(h.score) for hits in results for h in hits)
+        if not finite:
             raise StoreDamagedError(f"the store holds garbage vectors (non-finite scores); {self.repair_hint}")
-        return [[_hit(h, route) for h in hits] for hits in results]
+        return results
 
 
 def _interleave(per_route: list[list[list[SearchHit]]], k: int) -> list[list[SearchHit]]:
@@ -479,20 +506,6 @@ def _interleave(per_route: list[list[list[SearchHit]]], k: int) -> list[list[Sea
         ranked = sorted((rank, j, h) for j, hits in enumerate(lists) for rank, h in enumerate(hits))
         merged.append([h for _, _, h in ranked][:k])
     return merged
-
-
-def _per_file(level: Any, per_file: Any, k: int) -> int:
-    """The checked `per_file`; None means 1 on level "auto" (a file by its best moment) and no limit on
-    level "moments" (the k best moments, wherever they are)."""
-    if level not in LEVELS:
-        raise QueryError(f"level={level!r}: choose {', '.join(LEVELS)} (files: whole files only; moments: the "
-                         "moments of long recordings and videos only; auto: both, a long file by its best moments)")
-    if per_file is None:
-        return k if level == "moments" else 1
-    if isinstance(per_file, bool) or not isinstance(per_file, (int, np.integer)) or not 1 <= per_file <= 1000:
-        raise QueryError(f"per_file={per_file!r}: the number of moments shown per file must be an integer from 1 "
-                         "to 1000")
-    return int(per_file)
 
 
 def _unloadable(path: Path, exc: Exception) -> StoreDamagedError:
@@ -510,92 +523,8 @@ def _rebuild_hint(path: Path) -> str:
             "from the source files")
 
 
-def _check_query_file(path: Path) -> None:
-    """A query file must be a regular file: a named pipe would block the search forever."""
-    import os
-    import stat
-
-    try:
-        st = os.stat(path)
-    except OSError as exc:
-        raise QueryError(f"{path}: cannot open the query file ({exc.strerror or exc})") from None
-    if not stat.S_ISREG(st.st_mode):
-        raise QueryError(f"{path}: not a regular file (a {file_kind(st.st_mode)}); give a saved file as the query")
-
-
-def _check_k(k: Any) -> None:
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= 100_000:
-        raise QueryError(f"k={k!r}: the number of hits must be an integer from 1 to 100000")
-
-
-def _check_filter(filter: Any) -> None:
-    """Each filter value must be a str/int/bool, a non-empty list of strs or of ints, or a Range:
-    checked here so a bad value is one QueryError, not a TypeError from the store's client."""
-    if filter is None or isinstance(filter, Filter):
-        return
-    if not isinstance(filter, Mapping):
-        raise QueryError(f"filter {filter!r}: give a mapping FIELD -> value (e.g. {{'label': 'seven'}})")
-    for key, value in filter.items():
-        if not isinstance(key, str) or not key:
-            raise QueryError(f"filter field {key!r}: field names are non-empty strings")
-        if key == "path_prefix":
-            if not isinstance(value, str):
-                raise QueryError(f"filter path_prefix={value!r}: a path prefix is a string")
-            continue
-        if isinstance(value, (str, int, bool, Range)):
-            continue
-        if isinstance(value, (list, tuple)) and value and (
-                all(isinstance(v, str) for v in value)
-                or all(isinstance(v, int) and not isinstance(v, bool) for v in value)):
-            continue
-        hint = " (a float matches only through a Range, e.g. Range(gte=0.5))" if isinstance(value, float) else ""
-        raise QueryError(f"filter {key}={value!r}: a value must be a str, int or bool, a non-empty list of strs "
-                         f"or of ints, or a Range{hint}")
-
-
-def _targets(target: str | Sequence[str] | None) -> list[str]:
-    if target is None:
-        return list(MODALITIES)
-    if not isinstance(target, (str, list, tuple)):
-        raise QueryError(f"target={target!r}: give a modality or a list of them ({', '.join(MODALITIES)})")
-    targets = [target] if isinstance(target, str) else list(target)
-    if not targets:
-        raise QueryError(f"target=[] names no modality; give one or more of {', '.join(MODALITIES)} or None for all")
-    for t in targets:
-        if not isinstance(t, str):
-            raise QueryError(f"target {t!r} is not a modality name; known: {', '.join(MODALITIES)}")
-        try:
-            check_modality(t)
-        except ValueError as exc:
-            raise QueryError(str(exc)) from None
-    return targets
-
-
-def _with_modality(filter: Mapping[str, Any] | Filter | None, targets: list[str]) -> Filter:
-    """The caller's filter plus `modality in targets` (an index-backed keyword match)."""
-    if isinstance(filter, Filter):
-        must, must_not, prefix = dict(filter.must), dict(filter.must_not), filter.path_prefix
-    else:
-        must, must_not, prefix = dict(filter or {}), {}, None
-        prefix = must.pop("path_prefix", None)
-    must["modality"] = targets[0] if len(targets) == 1 else targets
-    return Filter(must=must, must_not=must_not, path_prefix=prefix)
-
-
 def _hit(h: Any, route: str) -> SearchHit:
     p = h.payload or {}
     return SearchHit(id=str(h.id), path=p.get("path"), modality=p.get("modality", "?"), score=float(h.score),
                      route=route, label=p.get("label"), payload=p)
-
-
-def parse_filters(pairs: Sequence[str]) -> dict[str, Any]:
-    """`["label=seven", "path_prefix=audio/"]` -> {"label": "seven", "path_prefix": "audio/"}."""
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise QueryError(f"bad filter {pair!r}: use FIELD=VALUE")
-        out[key] = value
-    return out
-
 

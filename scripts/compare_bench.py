@@ -69,7 +69,7 @@ def _run(report: dict[str, Any]) -> dict[str, Any]:
     prov = report.get("provenance", {})
     return {"commit": prov.get("commit"), "dirty": prov.get("dirty"), "command": prov.get("command"),
             "seconds": report.get("seconds"), "cpu_seconds": report.get("cpu_seconds"),
-            "stages_s": report.get("stages_s"), "loadavg_start": prov.get("loadavg"),
+            "stages_s": report.get("stages_s"), "stages_cpu_s": report.get("stages_cpu_s"), "loadavg_start": prov.get("loadavg"),
             "loadavg_end": report.get("loadavg_end"), "sweep": report.get("sweep"), "seeds": report.get("seeds")}
 
 

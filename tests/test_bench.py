@@ -149,7 +149,7 @@ def test_indexed_evaluation_takes_the_raw_route_a_cross_pair_on_one_encoder_chos
 
     with Index.open(tmp_path / "idx") as index:
         points = index_points(index.store, "test/")
-        result = evaluate_index(index, points, ["direct", "raw", "instance", "auto"], 8, split="test", prefix="test/")
+        result = evaluate_index(index, points, ["direct", "raw", "instance", "auto"], 8, split="test")
     pair = result["thermal->image"]
     assert pair["relevance"] == "pair" and pair["queries"] == 8
     assert pair["auto"]["route"] == "raw"  # the bridge's choice, not `direct` for want of the query's features

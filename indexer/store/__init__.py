@@ -36,11 +36,11 @@ from indexer.store.edge_partitioned import PartitionedEdgeStore, is_single_shard
 from indexer.store.partitioned import PartitionedStore, partition_vectors
 from indexer.store.server import PartitionedServerStore, ServerStore, is_partitioned_collection
 from indexer.store.types import (BUILD_SETTINGS, DEFAULT_RRF_K, ID_NAMESPACE, CollectionSpec, Filter, Hit, Point,
-                                 PointId, Prefetch, Range, Record, StoreInfo, moment_id, point_id)
+                                 PointId, Prefetch, Range, RankedIds, Record, StoreInfo, moment_id, point_id)
 
 __all__ = ["Store", "EdgeStore", "ServerStore", "PartitionedStore", "PartitionedEdgeStore", "PartitionedServerStore",
            "partition_vectors", "migrate_to_per_modality", "is_single_shard", "store_holders", "CollectionSpec", "Filter", "Hit", "Point", "PointId", "Prefetch",
-           "Range", "Record", "StoreInfo", "point_id", "moment_id", "open_store", "open_edge", "resolve_location", "store_in_folder", "store_location", "ID_NAMESPACE",
+           "Range", "RankedIds", "Record", "StoreInfo", "point_id", "moment_id", "open_store", "open_edge", "resolve_location", "store_in_folder", "store_location", "ID_NAMESPACE",
            "DEFAULT_RRF_K", "StoreInUseError", "BUILD_SETTINGS"]
 
 DEFAULT_COLLECTION = "emergentbridge"

@@ -15,7 +15,7 @@ from typing import Any, Self
 import numpy as np
 
 from indexer.store.types import (DEFAULT_RRF_K, CollectionSpec, Filter, FusionKind, Hit, MatchValue, Point,
-                                 PointId, Prefetch, Record, StoreInfo, VectorLike)
+                                 PointId, Prefetch, RankedIds, Record, StoreInfo, VectorLike)
 
 log = logging.getLogger(__name__)
 
@@ -281,6 +281,27 @@ class Store(abc.ABC):
 
             store.search_fused([("bridged", q, 50, 1.0), ("proxy", g_q, 50, 0.5)], k=10)
         """
+
+    def search_ids(self, vector_name: str, vectors: Sequence[VectorLike] | np.ndarray, k: int = 10,
+                   filter: Filter | None = None, *, exact: bool = False, ef: int | None = None) -> list[RankedIds]:
+        """:meth:`search_batch` as ids and scores only, one `RankedIds` per query: the same ranking with
+        no payload read and no `Hit` made per point (an evaluation ranks whole galleries). Backends
+        with a leaner way to the engine's answer override it.
+
+        Example::
+
+            ranked = store.search_ids("bridged", queries, k=1000, filter=Filter(must={"modality": "depth"}))
+            ranked[0].ids[:3], ranked[0].scores[:3]
+        """
+        return [RankedIds.of(hits) for hits in self.search_batch(vector_name, vectors, k, filter, exact=exact, ef=ef,
+                                                                 with_payload=False)]
+
+    def search_fused_ids(self, prefetches: Sequence[Prefetch | tuple[str, VectorLike, int, float]], k: int = 10,
+                         filter: Filter | None = None, *, fusion: FusionKind = "rrf", rrf_k: int = DEFAULT_RRF_K,
+                         exact: bool = False, ef: int | None = None) -> RankedIds:
+        """:meth:`search_fused` as ids and scores only (see :meth:`search_ids`)."""
+        return RankedIds.of(self.search_fused(prefetches, k, filter, fusion=fusion, rrf_k=rrf_k, exact=exact, ef=ef,
+                                              with_payload=False))
 
     def prefetch_batch(self, prefetches: Sequence[Prefetch], filter: Filter | None = None, *, exact: bool = False,
                        ef: int | None = None, with_payload: bool = True) -> list[list[Hit]]:

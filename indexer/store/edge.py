@@ -24,7 +24,7 @@ from indexer.faults import crash_point
 from indexer.store.base import (Store, _as_vector, _batched, _match_values, _merge_metadata,
                                 _normalize_id, _search_params, _vectors_out)
 from indexer.store.types import (DEFAULT_RRF_K, CollectionSpec, Filter, FilterValue, FusionKind, Hit,
-                                 Point, PointId, Prefetch, Range, Record, StoreInfo, StoreUnreadableError,
+                                 Point, PointId, Prefetch, Range, RankedIds, Record, StoreInfo, StoreUnreadableError,
                                  VectorLike)
 
 log = logging.getLogger(__name__)
@@ -371,6 +371,21 @@ class EdgeStore(Store):
         res = self._live().query_batch(qe.QueryBatchRequest(reqs))
         return [[_edge_hit(p) for p in r] for r in res]
 
+    def search_ids(self, vector_name: str, vectors: Sequence[VectorLike] | np.ndarray, k: int = 10,
+                   filter: Filter | None = None, *, exact: bool = False, ef: int | None = None) -> list[RankedIds]:
+        """`search_batch` with no payload asked of the engine and no `Hit` made: ids and scores read
+        straight off its answer (`Store.search_ids`)."""
+        qe = _edge()
+        self._check_vector_name(vector_name)
+        self._warn_unindexed(filter)
+        flt, params = _edge_filter(filter), self._params(exact, ef)
+        reqs = [qe.QueryRequest(limit=k, query=qe.Query.Nearest(_as_vector(v).tolist(), using=vector_name),
+                                filter=flt, params=params, with_payload=False, with_vector=False) for v in vectors]
+        names: dict[int, PointId] = {}  # the queries of a batch meet the same points: each id turned into a str once
+        if len(reqs) == 1:
+            return [_edge_ranked(self._live().query(reqs[0]), names)]
+        return [_edge_ranked(r, names) for r in self._live().query_batch(qe.QueryBatchRequest(reqs))]
+
     def prefetch_batch(self, prefetches: Sequence[Prefetch], filter: Filter | None = None, *, exact: bool = False,
                        ef: int | None = None, with_payload: bool = True) -> list[list[Hit]]:
         qe = _edge()
@@ -387,6 +402,18 @@ class EdgeStore(Store):
     def search_fused(self, prefetches: Sequence[Prefetch | tuple[str, VectorLike, int, float]], k: int = 10,
                      filter: Filter | None = None, *, fusion: FusionKind = "rrf", rrf_k: int = DEFAULT_RRF_K,
                      exact: bool = False, ef: int | None = None, with_payload: bool = True) -> list[Hit]:
+        return [_edge_hit(p) for p in self._fused_query(prefetches, k, filter, fusion, rrf_k, exact, ef, with_payload)]
+
+    def search_fused_ids(self, prefetches: Sequence[Prefetch | tuple[str, VectorLike, int, float]], k: int = 10,
+                         filter: Filter | None = None, *, fusion: FusionKind = "rrf", rrf_k: int = DEFAULT_RRF_K,
+                         exact: bool = False, ef: int | None = None) -> RankedIds:
+        """`search_fused` read as ids and scores, with no payload (`Store.search_fused_ids`)."""
+        return _edge_ranked(self._fused_query(prefetches, k, filter, fusion, rrf_k, exact, ef, False), {})
+
+    def _fused_query(self, prefetches: Sequence[Prefetch | tuple[str, VectorLike, int, float]], k: int,
+                     filter: Filter | None, fusion: FusionKind, rrf_k: int, exact: bool, ef: int | None,
+                     with_payload: bool) -> list[Any]:
+        """The engine's answer to one fused query (prefetches fused in one Query API call)."""
         qe = _edge()
         pfs, weights = self._fused_prefetches(prefetches, filter, fusion)
         flt = _edge_filter(filter)
@@ -398,7 +425,7 @@ class EdgeStore(Store):
                                                                            using=p.vector_name),
                                     filter=flt, params=params) for p in pfs],
         )
-        return [_edge_hit(p) for p in self._live().query(req)]
+        return self._live().query(req)
 
 
 def set_aside(path: str | os.PathLike[str], dest: str | os.PathLike[str]) -> list[Path]:
@@ -511,3 +538,17 @@ def _edge_id(pid: Any) -> PointId:
 def _edge_hit(p: Any) -> Hit:
     return Hit(_edge_id(p.id), float(p.score), dict(p.payload or {}), _vectors_out(p.vector))
 
+
+def _edge_ranked(points: Sequence[Any], names: dict[int, PointId]) -> RankedIds:
+    """The engine's answer as ids and scores; `names` memoises `_edge_id` (a UUID's str is most of the cost)."""
+    ids = []
+    for p in points:
+        pid = p.id
+        if pid.__class__ is not uuid.UUID:
+            ids.append(_normalize_id(pid))
+            continue
+        name = names.get(pid.int)  # keyed by its int: a UUID's own hash and == run in Python
+        if name is None:
+            name = names[pid.int] = str(pid)
+        ids.append(name)
+    return RankedIds(ids, np.fromiter((p.score for p in points), np.float64, len(points)))

@@ -44,7 +44,7 @@ import numpy as np
 from indexer.faults import crash_point
 from indexer.store.base import Store, _merge_metadata, _normalize_id
 from indexer.store.types import (DEFAULT_RRF_K, CollectionSpec, Filter, FusionKind, Hit, Point, PointId,
-                                 Prefetch, Record, StoreInfo, StoreUnreadableError, VectorLike)
+                                 Prefetch, RankedIds, Record, StoreInfo, StoreUnreadableError, VectorLike)
 
 log = logging.getLogger(__name__)
 
@@ -465,6 +465,31 @@ class PartitionedStore(Store):
             return [[] for _ in range(len(vectors))]
         return [_merge_by_score(lists, k) for lists in zip(*per_part)]
 
+    def search_ids(self, vector_name: str, vectors: Sequence[VectorLike] | np.ndarray, k: int = 10,
+                   filter: Filter | None = None, *, exact: bool = False, ef: int | None = None) -> list[RankedIds]:
+        """Each partition's own lean search; several partitions' lists merged by score as `search_batch` merges them."""
+        self._check_vector_name(vector_name)
+        self._warn_unindexed(filter)
+        parts, rest = self._targets(filter)
+        per_part = [store.search_ids(vector_name, vectors, k, rest, exact=exact, ef=ef)
+                    for _, store in self._open_parts(parts) if vector_name in _spec_vectors(store)]
+        if len(per_part) == 1:
+            return per_part[0]
+        if not per_part:
+            return [RankedIds([], np.zeros(0)) for _ in range(len(vectors))]
+        return [_merge_ranked(lists, k) for lists in zip(*per_part)]
+
+    def search_fused_ids(self, prefetches: Sequence[Prefetch | tuple[str, VectorLike, int, float]], k: int = 10,
+                         filter: Filter | None = None, *, fusion: FusionKind = "rrf", rrf_k: int = DEFAULT_RRF_K,
+                         exact: bool = False, ef: int | None = None) -> RankedIds:
+        """One partition answers through its own lean path; several are fused as `search_fused` fuses them."""
+        pfs, _ = self._fused_prefetches(prefetches, filter, fusion)
+        parts, rest = self._targets(filter)
+        stores = [s for _, s in self._open_parts(parts)]
+        if len(stores) == 1 and all(p.vector_name in _spec_vectors(stores[0]) for p in pfs):
+            return stores[0].search_fused_ids(pfs, k, rest, fusion=fusion, rrf_k=rrf_k, exact=exact, ef=ef)
+        return super().search_fused_ids(prefetches, k, filter, fusion=fusion, rrf_k=rrf_k, exact=exact, ef=ef)
+
     def search_fused(self, prefetches: Sequence[Prefetch | tuple[str, VectorLike, int, float]], k: int = 10,
                      filter: Filter | None = None, *, fusion: FusionKind = "rrf", rrf_k: int = DEFAULT_RRF_K,
                      exact: bool = False, ef: int | None = None, with_payload: bool = True) -> list[Hit]:
@@ -503,6 +528,16 @@ def _merge_by_score(lists: Sequence[list[Hit]], k: int) -> list[Hit]:
     if len(lists) == 1:
         return lists[0][:k]
     return heapq.nlargest(k, (h for hits in lists for h in hits), key=lambda h: h.score)
+
+
+def _merge_ranked(lists: Sequence[RankedIds], k: int) -> RankedIds:
+    """`_merge_by_score` for ids and scores: the top k by score, ties in the order the partitions answered."""
+    if len(lists) == 1:
+        return RankedIds(lists[0].ids[:k], lists[0].scores[:k])
+    ids = [i for r in lists for i in r.ids]
+    scores = np.concatenate([r.scores for r in lists])
+    top = np.argsort(-scores, kind="stable")[:k]
+    return RankedIds([ids[j] for j in top], scores[top])
 
 
 def fuse(lists: Sequence[list[Hit]], k: int, *, fusion: FusionKind = "rrf", rrf_k: int = DEFAULT_RRF_K,

@@ -303,6 +303,28 @@ class Hit:
 
 
 @dataclass(frozen=True)
+class RankedIds:
+    """One query's hits as ids and scores only, best first (`Store.search_ids`): what an evaluation
+    reads, which ranks whole galleries, with no payload or `Hit` made per point.
+
+    Example:
+        >>> r = RankedIds.of([Hit("a", 0.9, {}), Hit("b", 0.5, {})])
+        >>> r.ids, r.scores.tolist()
+        (['a', 'b'], [0.9, 0.5])
+    """
+
+    ids: list[PointId]
+    scores: np.ndarray  # float64, one per id
+
+    @classmethod
+    def of(cls, hits: Sequence[Hit]) -> "RankedIds":
+        return cls([h.id for h in hits], np.fromiter((h.score for h in hits), np.float64, len(hits)))
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+@dataclass(frozen=True)
 class Range:
     """Numeric range condition, e.g. ``Range(gte=2020, lt=2024)``."""
 

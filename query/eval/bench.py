@@ -108,21 +108,27 @@ class BenchConfig:
 
 
 class StageTimer:
-    """Wall seconds per stage (encode, train, index, query), summed over the run."""
+    """Wall and CPU seconds per stage (encode, train, index, query), summed over the run. CPU seconds
+    (this process's, every thread) are the measure of a stage's own work on a shared machine."""
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = defaultdict(float)
+        self.cpu_seconds: dict[str, float] = defaultdict(float)
 
     @contextmanager
     def __call__(self, stage: str) -> Iterator[None]:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         try:
             yield
         finally:
             self.seconds[stage] += time.perf_counter() - t0
+            self.cpu_seconds[stage] += time.process_time() - c0
 
     def report(self) -> dict[str, float]:
         return {k: round(v, 1) for k, v in self.seconds.items()}
+
+    def cpu_report(self) -> dict[str, float]:
+        return {k: round(v, 1) for k, v in self.cpu_seconds.items()}
 
 
 # ------------------------------------------------------------------------------ reading an index
@@ -220,9 +226,9 @@ class _Run:
         prefix, opts = self.prefix_of(split), self.eval_opts()
         with self.timer("query"):
             points = points or index_points(index.store, prefix)
-            pairs = evaluate_index(index, points, routes, self.cfg.max_queries, split=split, prefix=prefix, **opts)
+            pairs = evaluate_index(index, points, routes, self.cfg.max_queries, split=split, **opts)
             same = evaluate_same_modality(index, points, same_routes, self.cfg.max_queries, split=split,
-                                          prefix=prefix, unseen=opts["unseen"], max_k=self.cfg.max_k)
+                                          unseen=opts["unseen"], max_k=self.cfg.max_k)
         return pairs, same
 
 
@@ -257,6 +263,7 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
         val_feats = keyed_features(run.world, run.preset, run.cache, ["val"])
     results = _train_and_test(run, val_feats)
     report = _report(run, results, raw, zero_training, {"stages_s": run.timer.report(),
+                                                        "stages_cpu_s": run.timer.cpu_report(),
                                                         "seconds": round(time.perf_counter() - t_start, 1),
                                                         "cpu_seconds": _cpu_seconds(), "provenance": prov,
                                                         "loadavg_end": [round(x, 2) for x in os.getloadavg()]})

@@ -74,8 +74,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"\nindexed {summary.indexed} test items for `{variant}` at {summary.items_per_s} items/s "
               f"({summary.errors} errors) -> {index_path}")
         with Index.open(index_path) as index:
-            results[variant] = evaluate_index(index, index_points(index.store, "test/"), ["auto"], max_queries=60,
-                                              prefix="test/")
+            results[variant] = evaluate_index(index, index_points(index.store, "test/"), ["auto"], max_queries=60)
             if variant == "emergentbridge":
                 show_searches(index, world / "test")
 

@@ -25,11 +25,13 @@ from query.search import CROSS_ROUTES, FEATURE_ROUTES, SAME_MODALITY_ROUTES
 
 def index_points(store: Any, prefix: str = "") -> dict[str, dict[str, Any]]:
     """All points of a store by modality, sorted by key (`prefix` + the payload path, i.e. the
-    item's path in the world): keys, labels, pair keys, bridged vectors."""
+    item's path in the world): point ids, keys, labels, pair keys, bridged vectors."""
     by_mod: dict[str, dict[str, Any]] = {}
     for rec in store.scroll(with_payload=True, with_vectors=True):
         p = rec.payload
-        d = by_mod.setdefault(p["modality"], {"keys": [], "labels": [], "pairs": [], "vectors": [], "raw": []})
+        d = by_mod.setdefault(p["modality"], {"ids": [], "keys": [], "labels": [], "pairs": [], "vectors": [],
+                                              "raw": []})
+        d["ids"].append(rec.id)
         d["keys"].append(prefix + p["path"])
         d["labels"].append(p.get("label") or None)
         d["pairs"].append(p.get("pair") or None)
@@ -37,7 +39,7 @@ def index_points(store: Any, prefix: str = "") -> dict[str, dict[str, Any]]:
         d["raw"].append(rec.vectors.get(f"raw_{p['modality']}"))  # the raw route's query (search by example)
     for d in by_mod.values():
         order = np.argsort(d["keys"])
-        for k in ("keys", "labels", "pairs"):
+        for k in ("ids", "keys", "labels", "pairs"):
             d[k] = [d[k][i] for i in order]
         d["vectors"] = np.stack(d["vectors"])[order]
         d["raw"] = None if any(r is None for r in d["raw"]) else np.stack(d["raw"]).astype(np.float32)[order]
@@ -89,7 +91,7 @@ def feature_routes(index: Any, source: str, target: str) -> list[str]:
 
 def evaluate_index(index: Any, points: dict[str, Any], routes: list[str], max_queries: int, *, split: str = "test",
                    relevance: str = "auto", zero_shot: bool = True, unseen: set[str] = frozenset(),
-                   max_k: int = 1000, prefix: str = "") -> dict[str, dict[str, Any]]:
+                   max_k: int = 1000) -> dict[str, dict[str, Any]]:
     """Metrics for every ordered cross-modal pair and route through the router.
 
     Queries are `split` items of the source modality, with their stored encoder features (the
@@ -97,8 +99,9 @@ def evaluate_index(index: Any, points: dict[str, Any], routes: list[str], max_qu
     corpus is every point of the target modality in the index (the gallery). Where `raw` is scored,
     each other route records `vs_raw`: (queries only it gets right at rank 1, only raw does).
     Zero-shot (text targets, labelled queries): a query's class ranking is the order in which labels
-    first appear among its prompt hits. `prefix` + a hit's payload path is its key in `points`
-    (see `index_points`)."""
+    first appear among its prompt hits. A hit's key is its point's in `points` (see `index_points`).
+    Every route asks `Index.search_ids` (whole files, ids and scores only: each query ranks the whole
+    gallery, which mAP needs)."""
     from bridge.modalities import MODALITIES
 
     out: dict[str, dict[str, Any]] = {}
@@ -128,16 +131,15 @@ def evaluate_index(index: Any, points: dict[str, Any], routes: list[str], max_qu
                     continue  # a zero-training space has no G
                 if route in FEATURE_ROUTES and (features is None or route not in feature_routes(index, s, t)):
                     continue
-                hits = index.search_vectors(s, q, target=t, k=k, route=route, views=views, features=features)
-                ranked = [[prefix + str(h.path) for h in hs] for hs in hits]
-                ranked_labels = [[h.label or None for h in hs] for hs in hits]
+                taken, hits = index.search_ids(s, q, t, k=k, route=route, views=views, features=features)
+                ranked, ranked_labels = _keys_and_labels(hits, c)
                 m = _score(q_keys, ranked, ranked_labels, qrels, q_labels, zs)
                 for name, sub in _subsets(q_labels, unseen).items():
                     m[name] = _score([q_keys[i] for i in sub], [ranked[i] for i in sub],
                                      [ranked_labels[i] for i in sub], qrels, [q_labels[i] for i in sub], zs) \
                         if sub.size else None
                 if route == "auto":
-                    m["route"] = hits[0][0].route if hits and hits[0] else None
+                    m["route"] = taken if hits and len(hits[0]) else None
                 pair[route] = m
                 first[route] = [bool(r) and r[0] in qrels.get(key, ()) for r, key in zip(ranked, q_keys)]
             for route in (r for r in first if r != "raw" and "raw" in first):
@@ -146,8 +148,8 @@ def evaluate_index(index: Any, points: dict[str, Any], routes: list[str], max_qu
 
 
 def evaluate_same_modality(index: Any, points: dict[str, Any], routes: list[str], max_queries: int, *,
-                           split: str = "test", unseen: set[str] = frozenset(), max_k: int = 1000,
-                           prefix: str = "") -> dict[str, dict[str, Any]]:
+                           split: str = "test", unseen: set[str] = frozenset(), max_k: int = 1000
+                           ) -> dict[str, dict[str, Any]]:
     """Search by example, m -> m for every labelled modality: through the space (`direct`) and
     through the encoder's own features (`raw`, the zero-training baseline), relevance by label,
     each query's own item left out of its hits. Kept apart from the cross-modal pairs' means."""
@@ -155,12 +157,12 @@ def evaluate_same_modality(index: Any, points: dict[str, Any], routes: list[str]
     for m, d in points.items():
         rows = query_rows(d["keys"], split, max_queries)
         if rows.size and any(d["labels"][i] for i in rows):
-            _same_modality(index, m, rows, d, routes, max_k, unseen, out, prefix)
+            _same_modality(index, m, rows, d, routes, max_k, unseen, out)
     return out
 
 
 def _same_modality(index: Any, m: str, rows: np.ndarray, d: dict[str, Any], routes: list[str], max_k: int,
-                   unseen: set[str], out: dict[str, dict[str, Any]], prefix: str) -> None:
+                   unseen: set[str], out: dict[str, dict[str, Any]]) -> None:
     q_keys = [d["keys"][i] for i in rows]
     q_labels = [d["labels"][i] for i in rows]
     qrels = qrels_by_key(q_keys, q_labels, d["keys"], d["labels"])
@@ -175,19 +177,25 @@ def _same_modality(index: Any, m: str, rows: np.ndarray, d: dict[str, Any], rout
     for route in wanted:
         if route == "raw" and features is None:
             continue  # an index without raw vectors
-        hits = index.search_vectors(m, d["vectors"][rows], target=m, k=k + 1, route=route, features=features)
-        ranked = [[key for key in (prefix + str(h.path) for h in hs) if key != q][:k] for hs, q in zip(hits, q_keys)]
+        taken, hits = index.search_ids(m, d["vectors"][rows], m, k=k + 1, route=route, features=features)
+        ranked = [[key for key in keys if key != q][:k] for keys, q in zip(_keys_and_labels(hits, d)[0], q_keys)]
         no_labels = [[None]] * len(q_keys)
         metrics = _score(q_keys, ranked, no_labels, qrels, q_labels, False)
         for name, sub in _subsets(q_labels, unseen).items():
             metrics[name] = _score([q_keys[i] for i in sub], [ranked[i] for i in sub], [[None]] * len(sub), qrels,
                                    [q_labels[i] for i in sub], False) if sub.size else None
         if route == "auto":
-            metrics["route"] = hits[0][0].route if hits and hits[0] else None
+            metrics["route"] = taken if hits and len(hits[0]) else None
         pair[route] = metrics
         first[route] = [bool(r) and r[0] in qrels.get(q, ()) for r, q in zip(ranked, q_keys)]
     if "direct" in first and "raw" in first:
         pair["direct_only"], pair["raw_only"] = discordant(first["direct"], first["raw"])
+
+
+def _keys_and_labels(hits: list[Any], corpus: dict[str, Any]) -> tuple[list[list[str]], list[list[Any]]]:
+    """Each query's ranked keys and labels, read off `corpus` (one modality of `index_points`) by point id."""
+    key_of, label_of = dict(zip(corpus["ids"], corpus["keys"])), dict(zip(corpus["ids"], corpus["labels"]))
+    return [[key_of[i] for i in r.ids] for r in hits], [[label_of[i] for i in r.ids] for r in hits]
 
 
 def discordant(a: list[bool], b: list[bool]) -> tuple[int, int]:

@@ -283,6 +283,8 @@ def _system(report: dict[str, Any]) -> list[str]:
                  + (f", {report['cpu_seconds']} CPU s" if report.get("cpu_seconds") is not None else "")
                  + (f" (load average {report['provenance']['loadavg'][0]} at the start, "
                     f"{report['loadavg_end'][0]} at the end)" if report.get("loadavg_end") else ""))
+    if report.get("stages_cpu_s"):
+        lines.append("- CPU time per stage (s): " + ", ".join(f"{k} {v}" for k, v in report["stages_cpu_s"].items()))
     ips = [r["items_per_s"] for r in report["indexing"] if r["items"]]
     if report["indexing"]:
         lines.append(f"- indexing: first run {report['indexing'][0]['items_per_s']} items/s (cold encoders); "
