@@ -313,8 +313,9 @@ class Bridge:
         return self.modules.proxy is not None
 
     @classmethod
-    def load(cls, directory: str | Path) -> "Bridge":
-        """Load a checkpoint directory written by `save` (no network).
+    def load(cls, directory: str | Path, preset: Any = None) -> "Bridge":
+        """Load a checkpoint directory written by `save` (no network). `preset`: its encoders, already
+        loaded (the bench's, say); by default they load from the config's name on first use.
 
         A missing, unreadable (permissions) or garbled file raises `CheckpointError` naming it.
         """
@@ -372,12 +373,12 @@ class Bridge:
         try:
             if fixed:
                 _check_fixed_state(config, state)
-                return cls(config, None, state=state)
+                return cls(config, None, preset=preset, state=state)
             modules = _torch_modules(config, state)
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:
             raise CheckpointError(f"{directory}: cannot load the bridge ({type(exc).__name__}: "
                                   f"{str(exc).splitlines()[0][:200] if str(exc) else ''}); {redo}") from None
-        return cls(config, modules)
+        return cls(config, modules, preset=preset)
 
 
 def placeable_modalities(preset: Any) -> list[str]:

@@ -361,12 +361,14 @@ def _proxy_bank(run: TrainRun, g: Any) -> "torch.Tensor":
     """G's noisy proxies, a bank of `proxy_bank` per anchor item, (n, K, dim). Sampling G costs
     `diffusion_steps` denoiser passes, so the bank is drawn once rather than at every binding step;
     a lent base lends the bank a run on it drew (the same G on the same anchor vectors), so proxy
-    variants compared side by side read the same proxies."""
+    variants compared side by side read the same proxies. The bank has its own seeded generator: it is
+    the same whichever run draws it first, in whatever process, and leaves the training's draws alone."""
     lent = getattr(run.base, "proxy_bank", None)
     if lent is not None and lent[1].shape[1] == run.cfg.proxy_bank and torch.equal(lent[0], run.z_anchor):
         return lent[1]
+    gen = torch.Generator(device=run.z_anchor.device).manual_seed(run.cfg.seed)
     with torch.no_grad():
-        bank = torch.stack([g.sample(run.z_anchor) for _ in range(run.cfg.proxy_bank)], dim=1)
+        bank = torch.stack([g.sample(run.z_anchor, generator=gen) for _ in range(run.cfg.proxy_bank)], dim=1)
     if run.base is not None:
         run.base.proxy_bank = (run.z_anchor, bank)  # for the next run that borrows this base
     return bank

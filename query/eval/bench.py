@@ -35,10 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-import numpy as np
-
 from bridge.config import VARIANTS
-from bridge.route_table import write_route_table
 from bridge.validation import clearly_better
 from core.errors import EmergentBridgeError
 # The bench by concern; every name stays importable from here (tests, scripts and the demo do).
@@ -51,7 +48,9 @@ from query.eval.evaluate import (SAME_MODALITY_ROUTES, discordant, evaluate_inde
 from query.eval.selection import (DEFAULT_SWEEP, MAX_SWEEP, PAIRED_TOLERANCE, calibrate_routes, choose,
                                   fused_order, grid_edges, sweep_candidates, train_config, validate_exact,
                                   validation_score, variants_to_run)
+from query.eval.seeds import Results, train_and_test
 from query.eval.tasks import DATASETS
+from query.eval.workers import default_jobs
 from query.search import CROSS_ROUTES, FEATURE_ROUTES
 
 __all__ = ["BenchConfig", "DEFAULTS", "DEFAULT_SWEEP", "FEATURE_ROUTES", "MAX_SWEEP", "METRICS", "NothingToScore",
@@ -100,6 +99,9 @@ class BenchConfig:
     # False: the sweep (and `--base auto`'s choice of start) runs on the first seed, later seeds reuse its choice
     sweep_every_seed: bool = False
     cache: Path | None = None  # the frozen features' cache; None: the user's (`user_cache_dir("features")`)
+    # trainings side by side in forked workers (query.eval.workers); 0: every core on a CPU, 1 on an accelerator.
+    # Stage seconds in the report are summed over workers.
+    jobs: int = 0
 
     # The defaults above are `ebridge bench`'s: the CLI reads them from here (see add_parser).
     def __post_init__(self) -> None:
@@ -232,16 +234,6 @@ class _Run:
         return pairs, same
 
 
-@dataclass
-class _Results:
-    """What the seeds' loop gathers for the report."""
-
-    runs: dict[str, dict[int, Any]]
-    selection: dict[str, dict[int, Any]]
-    settings: dict[str, Any] = field(default_factory=dict)
-    latency: dict[str, Any] = field(default_factory=dict)
-
-
 def run_bench(cfg: BenchConfig) -> dict[str, Any]:
     """Run the benchmark described by `cfg`; returns the report (also written to `cfg.out`).
 
@@ -261,8 +253,9 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
     zero_training = _zero_training(run)
     with run.timer("encode"):
         val_feats = keyed_features(run.world, run.preset, run.cache, ["val"])
-    results = _train_and_test(run, val_feats)
-    report = _report(run, results, raw, zero_training, {"stages_s": run.timer.report(),
+    jobs = cfg.jobs or default_jobs(cfg.device)
+    results = train_and_test(run, val_feats, jobs)
+    report = _report(run, results, raw, zero_training, {"jobs": jobs, "stages_s": run.timer.report(),
                                                         "stages_cpu_s": run.timer.cpu_report(),
                                                         "seconds": round(time.perf_counter() - t_start, 1),
                                                         "cpu_seconds": _cpu_seconds(), "provenance": prov,
@@ -346,109 +339,7 @@ def _not_placed_why(preset: Any, modality: str) -> str:
     return f"{preset.name}'s pretrained space does not place {modality}"
 
 
-def _train_and_test(run: _Run, val_feats: dict[str, Any]) -> _Results:
-    """For every seed and variant (`anchor` first: it trains the shared base): choose the setting on
-    validation, calibrate the route table through the validation index, score the test index once.
-    As the sweep, `--base auto`'s trials run on the first seed; later seeds train the start it chose."""
-    from bridge.train import BASE_KEYS
-
-    cfg = run.cfg
-    res = _Results(runs={v: {} for v in run.variants}, selection={v: {} for v in run.variants})
-    chosen_settings: dict[str, dict[str, Any]] = {}
-    base_start: dict[str, Any] = {}  # {"base": the start the first seed's trials chose}, for later seeds
-    for seed_no, seed in enumerate(cfg.seeds):
-        bases: dict[tuple, Any] = {}  # trained bases by their settings: variants re-bind on them
-        anchor_paired: float | None = None
-        for variant in sorted(run.variants, key=lambda v: v != "anchor"):
-            sweeping = seed_no == 0 or cfg.sweep_every_seed or variant not in chosen_settings
-            candidates = sweep_candidates(run.sweep, variant, BASE_KEYS, run.bound) if sweeping \
-                else [chosen_settings[variant]]
-            if seed_no > 0 and not cfg.sweep_every_seed:
-                candidates = [{**base_start, **c} for c in candidates]
-            trials, pick, edges = _choose_setting(run, variant, seed, candidates, bases, val_feats,
-                                                  anchor_paired if variant != "anchor" else None)
-            chosen = trials[pick]
-            chosen_settings.setdefault(variant, chosen["setting"])
-            if variant == "anchor":
-                anchor_paired = chosen["val"]["paired_r1"]
-            if variant == "anchor" and seed_no == 0:
-                res.settings = {k: v for k, v in dataclasses.asdict(chosen["config"]).items()
-                                if k not in ("variant", "seed")}
-                base_choice = chosen["bridge"].config.get("base_choice")
-                base_start = {"base": base_choice["chosen"]} if base_choice and "base" not in run.sweep else {}
-            bridge = chosen["bridge"]
-            bridge.save(cfg.out / "checkpoints" / f"{variant}-s{seed}", chosen["curves"])
-            bridge.feature_cache = run.cache  # indexing re-uses the frozen features
-            routes, val_routed, val_same = _calibrate(run, bridge, f"{variant}-s{seed}")
-            res.selection[variant][seed] = {
-                "chosen": chosen["setting"], "swept": sweeping, "routes": routes, "at_grid_edge": edges,
-                "same_modality_val": {p: {r: round(m[r]["r1"], 4) for r in SAME_MODALITY_ROUTES if r in m}
-                                      for p, m in val_same.items()},
-                "val_routed": validation_score(val_routed), "base_choice": bridge.config.get("base_choice"),
-                "trials": [{"setting": t["setting"], **t["val"], "chosen": i == pick} for i, t in enumerate(trials)]}
-            _test(run, res, bridge, variant, seed, routes, chosen["setting"])
-    return res
-
-
-def _choose_setting(run: _Run, variant: str, seed: int, candidates: list[dict[str, Any]], bases: dict[tuple, Any],
-                    val_feats: dict[str, Any], anchor_paired: float | None
-                    ) -> tuple[list[dict[str, Any]], int, list[str]]:
-    """Train `variant` once per candidate setting and score each by exact search on validation:
-    (the trials, the one chosen, the chosen settings at the edge of their grid)."""
-    from bridge.train import BASE_KEYS, train
-
-    cfg, spec = run.cfg, run.world.spec
-    trials = []
-    for setting in candidates:
-        tc = train_config(cfg, run.world, variant, seed, setting)
-        base_key = tuple(getattr(tc, k, None) for k in BASE_KEYS)
-        with run.timer("train"):
-            bridge, curves = train(tc, run.train_set, val=run.val_set, preset=run.preset,
-                                   base=bases.get(base_key), device=cfg.device)
-        bases.setdefault(base_key, bridge)
-        with run.timer("query"):
-            val = validate_exact(bridge, val_feats, cfg.max_queries, spec.relevance, cfg.max_k) if val_feats else {}
-        trials.append({"setting": setting, "val": validation_score(val), "bridge": bridge, "config": tc,
-                       "curves": curves})
-        log.info("%s seed %d %s: validation %s", variant, seed, setting or "(defaults)", trials[-1]["val"])
-    pick = choose(trials, anchor_paired)
-    edges = grid_edges(trials[pick]["setting"], run.sweep) if len(trials) > 2 else []
-    if edges:
-        log.warning("%s seed %d: %s chosen at the edge of its grid; extend --sweep past it before comparing",
-                    variant, seed, ", ".join(edges))
-    return trials, pick, edges
-
-
-def _calibrate(run: _Run, bridge: Any, name: str) -> tuple[dict[str, str], dict[str, Any], dict[str, Any]]:
-    """The route table, calibrated through the real index and router on validation:
-    (the table, the cross-modal pairs' and the search-by-example validation metrics)."""
-    index = run.build_index(bridge, f"{name}-val", "val")
-    val_routed, val_same = run.evaluate(index, "val", [*CROSS_ROUTES, *FEATURE_ROUTES], list(SAME_MODALITY_ROUTES))
-    index.close()
-    routes = calibrate_routes(val_routed)
-    routes.update(calibrate_routes(val_same))
-    return routes, val_routed, val_same
-
-
-def _test(run: _Run, res: _Results, bridge: Any, variant: str, seed: int, routes: dict[str, str],
-          setting: dict[str, Any]) -> None:
-    """Index the test gallery with the calibrated route table in its metadata and score it once,
-    every route and the table's own (`auto`); the first test index also times the routes."""
-    index = run.build_index(bridge, f"{variant}-s{seed}-test", "test")
-    index.store.update_metadata(write_route_table({}, routes))
-    points = index_points(index.store, run.prefix_of("test"))
-    result, same = run.evaluate(index, "test", [*CROSS_ROUTES, *FEATURE_ROUTES, "auto"], [*SAME_MODALITY_ROUTES, "auto"],
-                                points)
-    res.runs[variant][seed] = {"pairs": result, "routes": routes, "version": bridge.version, "same": same}
-    if not res.latency:
-        res.latency = latency(index, points)
-    index.close()
-    unpaired = [p["auto"]["r1"] for p in result.values() if not p["paired"]]
-    log.info("bench %s seed %d (%s): test unpaired mean R@1 %s", variant, seed, setting or "defaults",
-             f"{np.mean(unpaired):.3f}" if unpaired else "n/a")
-
-
-def _report(run: _Run, res: _Results, raw: dict[str, Any], zero_training: dict[str, Any] | None,
+def _report(run: _Run, res: Results, raw: dict[str, Any], zero_training: dict[str, Any] | None,
             system: dict[str, Any]) -> dict[str, Any]:
     """The report: what was measured, the choices made on validation, the figures over seeds, and
     `system` (wall time per stage, total, provenance)."""
@@ -529,6 +420,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="the frozen features' cache (default: the user's cache; keyed by encoder and content)")
     p.add_argument("--unseen", default=None,
                    help="class-disjoint split: N classes (seeded draw) or a comma list held out of train and val")
+    p.add_argument("--jobs", type=int, default=DEFAULTS.jobs,
+                   help="trainings run side by side, one core each (default 0: every core on a CPU, 1 on a GPU)")
     p.add_argument("--gallery", choices=["test", "test+train"], default=DEFAULTS.gallery,
                    help="what the test index holds: the test split, or test + train (as a user's index would)")
     from bridge.cli import config_options
@@ -567,7 +460,7 @@ def run(args: argparse.Namespace) -> int:
                       max_queries=args.max_queries or (60 if args.quick else DEFAULTS.max_queries), train_overrides=overrides,
                       sweep=sweep, unseen=unseen, gallery=args.gallery,
                       anchor=getattr(args, "anchor", None), proxy=getattr(args, "proxy", None),
-                      device=args.device, cache=args.cache)
+                      device=args.device, cache=args.cache, jobs=args.jobs)
     report = run_bench(cfg)
     print((cfg.out / "report.md").read_text())
     return 0 if report else 1
