@@ -52,7 +52,7 @@ from indexer.record import INDEX_FORMAT, read_record, write_record
 from indexer.renames import carry_renames
 from indexer.options import IndexOptions
 from indexer.scan import ScanResult, ShardSpec, scan_directory
-from indexer.vectors import grow_proxy, layout_fits, raw_vectors, store_vectors  # noqa: F401  (raw_vectors: its old home)
+from indexer.vectors import grow_proxy, layout_fits, raw_vectors, store_vectors
 from indexer.verify import StoreDamagedError, check_points, remove_points
 from indexer.store import (ID_NAMESPACE, CollectionSpec, PartitionedStore, Point, Store, describe, open_store, point_id,
                            resolve_location)
