@@ -26,6 +26,12 @@ that has no partition yet, and in the graph build of one partition:
     partition-optimize         one partition's graph built, the next one's build started (with
                                EBRIDGE_TEST_KILL_DELAY, a watchdog kills us that long into it)
 
+and where a partition is rebuilt with a vector it lacks (a bridge with G extending a zero-training
+index: `PartitionedEdgeStore._grow_part`):
+
+    partition-grow             the new partition whole in its `.<name>.tmp` folder, the old one in place
+    partition-swap             the old partition moved aside (`.<name>.old`), the new one not yet in place
+
 Unset (always, outside tests), each hook is one dictionary lookup.
 """
 from __future__ import annotations
@@ -40,7 +46,8 @@ log = logging.getLogger(__name__)
 KILL_ENV = "EBRIDGE_TEST_KILL_AT"
 DELAY_ENV = "EBRIDGE_TEST_KILL_DELAY"
 STAGES = ("lock", "bridge", "store", "batch", "moments", "pipeline", "optimize", "compact", "partition-folder",
-          "partition-collection", "partition-manifest-before", "partition-manifest-after", "partition-optimize")
+          "partition-collection", "partition-manifest-before", "partition-manifest-after", "partition-optimize",
+          "partition-grow", "partition-swap")
 _NATIVE = ("optimize", "partition-optimize")  # stages that run into native code: a watchdog can land inside
 
 

@@ -52,6 +52,7 @@ from indexer.record import INDEX_FORMAT, read_record, write_record
 from indexer.renames import carry_renames
 from indexer.options import IndexOptions
 from indexer.scan import ScanResult, ShardSpec, scan_directory
+from indexer.vectors import grow_proxy, layout_fits, raw_vectors, store_vectors
 from indexer.verify import StoreDamagedError, check_points, remove_points
 from indexer.store import (ID_NAMESPACE, CollectionSpec, PartitionedStore, Point, Store, describe, open_store, point_id,
                            resolve_location)
@@ -255,6 +256,7 @@ def _verify(run: _IndexRun) -> None:
     if replacing:
         log.warning("%s: replacing the index of %s by one of %s", run.index_dir, run.old_record.get("root"), run.root)
     crash_point("store")
+    grow_proxy(store, run.bridge, run.where)
     if run.extended is not None and not run.created:
         _adopt_extension(store, manifest, run.extended, run.bridge)
     _update_metadata(store, run.bridge)
@@ -397,14 +399,6 @@ def _adopt_extension(store: Store, manifest: Manifest, old: Any, new: Any) -> No
                  new.version)
 
 
-def raw_vectors(bridge: Any) -> dict[str, int]:
-    """The `raw_<modality>` named vectors: each modality's own encoder features (the `raw` route of
-    search by example), declared for every modality of the preset so that a bridge binding more
-    modalities later never changes the collection's layout."""
-    preset = bridge.preset
-    return {f"raw_{m}": int(preset.dim(m)) for m in preset.modalities}
-
-
 def _open_or_set_aside(index_dir: Path, qdrant_url: Any, collection: str | None, api_key: str | None,
                        location: dict[str, Any], root: Path) -> Store:
     """Open the index's store; an embedded store the engine cannot load at all (a truncated
@@ -443,19 +437,12 @@ def _prepare_store(store: Store, bridge: Any, manifest: Manifest, *, shards: int
                    extends: str | None = None) -> bool:
     """Create the collection if needed (or, `fresh`, anew), or check that it fits this bridge (or
     holds the vectors of `extends`, the version it extends); True if created."""
-    vectors = {"bridged": bridge.dim, "proxy": bridge.dim, **raw_vectors(bridge)}
+    vectors = store_vectors(bridge, store.grows_vectors)
     spec = CollectionSpec(vectors=vectors, payload_indexes=dict(PAYLOAD_INDEXES), quantization=quantization,
                           shards=shards, replication=replication)
     if store.exists() and not fresh:
         stored_version = store.metadata.get("bridge_version")
-        dims_differ = store.spec.vectors != vectors
-        if dims_differ and set(store.spec.vectors) == {"bridged", "proxy"} and all(
-                store.spec.vectors[k] == vectors[k] for k in ("bridged", "proxy")):
-            # An index from before the raw route: it still searches (by its bridged vectors); its
-            # points get raw vectors when --reembed rewrites them.
-            dims_differ = False
-            log.info("%s: made before raw vectors were stored; search by example uses the bridged vectors "
-                     "(re-index with --reembed to add them)", where)
+        dims_differ = not layout_fits(store, vectors, where)
         if (stored_version not in (None, bridge.version, extends) or dims_differ) and not reembed:
             raise BridgeMismatchError(
                 f"{where}: the collection holds vectors of bridge {stored_version} ({store.spec.vectors}); this "

@@ -375,23 +375,22 @@ class Pipeline:
                     self.counts.errors += 1
                 log.debug("skipped %s: %s", r.entry.rel_path, r.error)
 
-    def vectors(self, modality: str, features: np.ndarray) -> list[dict[str, np.ndarray]]:
+    def vectors(self, modality: str, features: np.ndarray) -> list[dict[str, list[float]]]:
         """The named vectors of encoder features: bridged, G's view (where the bridge has G) and the
-        features themselves as `raw_<modality>` (where the collection stores them)."""
+        features themselves as `raw_<modality>` (where the collection stores them), one dict per row.
+
+        Each is a plain float list made by one `tolist()` per matrix: the form both backends take
+        fastest (`Store._prepare_points` passes lists through), with the float32 values unchanged."""
         z = self.bridge.embed_features(modality, features)
-        proxy = self.bridge.proxy_view(z) if self.bridge.has_proxy else None
-        raw = f"raw_{modality}" if f"raw_{modality}" in self.store.spec.vectors else None
-        # Unit rows, as the engine stores cosine vectors (qdrant-client's local mode does not normalise).
-        feats = features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
-        out = []
-        for i, zb in enumerate(z):
-            named = {"bridged": zb}
-            if proxy is not None:
-                named["proxy"] = proxy[i]
-            if raw is not None:
-                named[raw] = feats[i]
-            out.append(named)
-        return out
+        named = {"bridged": z}
+        if self.bridge.has_proxy:
+            named["proxy"] = self.bridge.proxy_view(z)
+        raw = f"raw_{modality}"
+        if raw in self.store.spec.vectors:
+            # Unit rows, as the engine stores cosine vectors (qdrant-client's local mode does not normalise).
+            named[raw] = features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
+        rows = [np.asarray(m, dtype=np.float32).tolist() for m in named.values()]
+        return [dict(zip(named, row)) for row in zip(*rows)]
 
     def _moment_points(self, r: ReadResult, pid: str, payload: dict[str, Any],
                        moment_features: dict[str, np.ndarray], points: list[Point]) -> int:

@@ -48,12 +48,12 @@ MIB = 2 ** 20
 
 def photo_dims(preset: str) -> tuple[dict[str, int], list[str]]:
     """(the collection's declared vectors, the names a photo point carries) for `preset`'s
-    zero-training bridge, as `indexer.index._prepare_store` and `indexer.pipeline` make them."""
+    zero-training bridge, as `indexer.vectors.store_vectors` and `indexer.pipeline` make them."""
     from bridge.space import Bridge
-    from indexer.index import raw_vectors
+    from indexer.vectors import store_vectors
 
     bridge = Bridge.from_preset(preset)
-    declared = {"bridged": bridge.dim, "proxy": bridge.dim, **raw_vectors(bridge)}
+    declared = store_vectors(bridge, grows=True)  # the embedded store (PartitionedEdgeStore)
     carried = ["bridged", *(["proxy"] if bridge.has_proxy else []), "raw_image"]
     return declared, carried
 

@@ -585,8 +585,15 @@ def test_each_modality_has_its_own_graph_and_raw_vectors(tmp_path, corpus: Corpu
         store.upsert([Point(corpus.ids[i], {"bridged": corpus.bridged[i], "raw_audio": np.ones(7, np.float32)},
                             corpus.payloads[i]) for i in audio])
         assert store.engine_config()["audio"]["vectors"].keys() == {"bridged", "proxy", "raw_audio"}
-        with pytest.raises(ValueError, match="built without it"):
-            store.add_vectors({"raw_depth": 4})
+        # a vector that belongs to a built partition: that partition is rebuilt with it, its points kept
+        depth = Filter(must={"modality": "depth"})
+        kept = {r.id: (r.vectors, r.payload) for r in store.scroll(depth, with_vectors=True)}
+        store.add_vectors({"raw_depth": 4})
+        assert store.engine_config()["depth"]["vectors"].keys() == {"bridged", "proxy", "raw_depth"}
+        after = {r.id: (r.vectors, r.payload) for r in store.scroll(depth, with_vectors=True)}
+        assert after.keys() == kept.keys() and all(after[i][1] == kept[i][1] for i in kept)
+        assert all((after[i][0][k] == v).all() for i in kept for k, v in kept[i][0].items())
+        assert not [p.name for p in (tmp_path / "pm" / "modalities").iterdir() if p.name.startswith(".")]
         assert store.count() == N and store.count(Filter(must={"modality": "audio"})) == len(audio)
     with open_store(tmp_path / "pm") as store:  # reopened: same partitions, spec and answers
         assert isinstance(store, PartitionedEdgeStore) and "raw_audio" in store.spec.vectors
@@ -594,6 +601,19 @@ def test_each_modality_has_its_own_graph_and_raw_vectors(tmp_path, corpus: Corpu
         ids, _ = corpus.exact_top(q, 10, corpus.mask(lambda p: p["modality"] in ("audio", "depth")))
         hits = store.search("bridged", q, k=10, exact=True, filter=Filter(must={"modality": ["audio", "depth"]}))
         assert [h.id for h in hits] == ids
+
+
+def test_a_server_store_refuses_a_vector_its_built_partitions_lack() -> None:
+    """A server's collections cannot be rebuilt in place (`Store.grows_vectors` false): a vector that
+    belongs to a partition with points must be declared before them."""
+    store = PartitionedServerStore.memory()
+    store.create(CollectionSpec(vectors={"bridged": DIM}))
+    store.upsert([Point(point_id("a.png"), {"bridged": np.ones(DIM, np.float32)}, {"modality": "image"})])
+    assert not store.grows_vectors
+    with pytest.raises(ValueError, match="built without them"):
+        store.add_vectors({"proxy": DIM})
+    store.add_vectors({"raw_audio": 7})  # no partition it belongs to has points yet
+    assert "raw_audio" in store.spec.vectors
 
 
 def test_a_point_changing_modality_moves_and_one_without_stays(tmp_path, corpus: Corpus) -> None:

@@ -117,6 +117,9 @@ class Store(abc.ABC):
 
     _spec: CollectionSpec | None = None
     _warned_unindexed: set[str]
+    # Whether a named vector can be declared after points were written (`PartitionedStore.add_vectors`, rebuilding what
+    # was built without it): the indexer declares a vector its bridge cannot fill only where it cannot.
+    grows_vectors = False
 
     # -- lifecycle -----------------------------------------------------------------
 

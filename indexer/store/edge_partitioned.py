@@ -7,15 +7,16 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
 from core.files import atomic_write_json, fsync_dir
 from indexer.faults import crash_point
-from indexer.store.base import Store
+from indexer.store.base import Store, _batched
 from indexer.store.edge import PARTS_DIR, EdgeStore, in_use_error
 from indexer.store.partitioned import LAYOUT, PartitionedStore
-from indexer.store.types import CollectionSpec, StoreUnreadableError
+from indexer.store.types import CollectionSpec, Point, StoreUnreadableError
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,7 @@ class PartitionedEdgeStore(PartitionedStore):
 
     META_FILE = EdgeStore.META_FILE
     PARTS_DIR = PARTS_DIR
+    grows_vectors = True  # a partition is rebuilt with a vector it lacks (`_grow_part`)
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
@@ -72,6 +74,7 @@ class PartitionedEdgeStore(PartitionedStore):
         atomic_write_json(self.path / self.META_FILE, manifest)
 
     def _part_store(self, name: str) -> Store:
+        self._finish_swap(name)
         try:
             return EdgeStore(self.path / self.PARTS_DIR / name)
         except Exception as exc:  # noqa: BLE001 - the engine raises plain Exception
@@ -82,8 +85,6 @@ class PartitionedEdgeStore(PartitionedStore):
         ``modalities/<name>/`` appears whole (shard and collection.json) or not at all. A folder a
         run killed there left (before this, partitions were made in place: a shard without its
         collection.json) holds no point and is replaced."""
-        import shutil
-
         parts = self.path / self.PARTS_DIR
         final, tmp = parts / name, parts / f".{name}.tmp"
         for leftover in parts.glob(".*.tmp"):  # of this or another partition, from a killed run
@@ -102,6 +103,49 @@ class PartitionedEdgeStore(PartitionedStore):
         fsync_dir(parts)
         return self._part_store(name)
 
+    def _grow_part(self, name: str, spec: CollectionSpec) -> None:
+        """Rebuild partition `name` with `spec`'s vectors (the engine cannot add a named vector to a built
+        shard): its points are copied as they are into ``modalities/.<name>.tmp``, which then takes the
+        place of the old folder (renamed to ``.<name>.old`` first, deleted after). Killed before the swap,
+        the old partition stands; between its two renames, `_finish_swap` puts the old one back; after
+        them, the new one stands. The store's manifest is written by the caller (`add_vectors`)."""
+        parts = self.path / self.PARTS_DIR
+        final, tmp, old = parts / name, parts / f".{name}.tmp", parts / f".{name}.old"
+        source = self._part(name)
+        assert source is not None
+        shutil.rmtree(tmp, ignore_errors=True)
+        built = EdgeStore(tmp)
+        try:
+            built.create(spec)
+            for page in _batched(source.scroll(with_vectors=True), 512):
+                built.upsert([Point(r.id, r.vectors or {}, r.payload) for r in page], batch=512)
+        finally:
+            built.close()  # flushes
+        crash_point("partition-grow")
+        self._close_part(self._parts.pop(name))
+        os.rename(final, old)
+        crash_point("partition-swap")
+        os.rename(tmp, final)
+        fsync_dir(parts)
+        shutil.rmtree(old)
+        self._manifest["partitions"][name]["vectors"] = dict(spec.vectors)
+        log.info("%s: partition %r rebuilt with vectors %s", self.path, name, dict(spec.vectors))
+
+    def _finish_swap(self, name: str) -> None:
+        """A `_grow_part` killed in its swap: the old partition back if the new one is not in place yet,
+        else the old one's leftover folder removed."""
+        parts = self.path / self.PARTS_DIR
+        final, old = parts / name, parts / f".{name}.old"
+        if not old.exists():
+            return
+        if final.exists():
+            shutil.rmtree(old)
+        else:
+            log.warning("%s: partition %r was being rebuilt when a run stopped; the old one is put back", self.path,
+                        name)
+            os.rename(old, final)
+            fsync_dir(parts)
+
     def _adopt_part(self, name: str, store: Store, spec: CollectionSpec) -> Store:
         if dict(store.spec.vectors) != dict(spec.vectors):  # made for another spec; it holds no recorded point
             log.warning("%s: unlisted partition %r has vectors %s, not %s; made anew", self.path, name,
@@ -111,8 +155,6 @@ class PartitionedEdgeStore(PartitionedStore):
         return super()._adopt_part(name, store, spec)
 
     def _drop_storage(self) -> None:
-        import shutil
-
         shutil.rmtree(self.path / self.PARTS_DIR, ignore_errors=True)
         shutil.rmtree(self.path / EdgeStore.SHARD_DIR, ignore_errors=True)  # a single-shard store it replaces
         (self.path / self.META_FILE).unlink(missing_ok=True)

@@ -264,24 +264,39 @@ class PartitionedStore(Store):
         self._write_manifest(self._manifest)
 
     def add_vectors(self, vectors: Mapping[str, int]) -> None:
-        """Declare more named vectors (e.g. ``raw_audio`` when a new bridge binds audio).
+        """Declare more named vectors (``raw_audio`` when a new bridge binds audio; ``proxy`` when a bridge
+        with G extends a zero-training index).
 
-        Partitions created from now on declare them; existing partitions keep the vectors they were
-        created with (the engine cannot add a named vector to a built shard), so a
-        ``raw_<modality>`` vector must be added before that modality's first point.
+        Partitions created from now on declare them. An existing partition that one of them belongs to
+        was built without it, and the engine cannot add a named vector to a built shard: where the backend
+        can (`grows_vectors`) the partition is rebuilt with it (`_grow_part`), its points kept as they are;
+        elsewhere the vector must be added before that partition's first point.
         """
         spec = self._require_spec()
+        wanted = dict(spec.vectors)
         for name, dim in vectors.items():
             if name in spec.vectors and spec.vectors[name] != dim:
                 raise ValueError(f"vector {name!r} is declared with {spec.vectors[name]} dims, not {dim}")
-            holders = [p for p in self.partitions() if name in partition_vectors({name: dim}, p)
-                       and name not in self._manifest["partitions"][p]["vectors"]]
-            if holders:
-                raise ValueError(f"vector {name!r} would belong to existing partitions {holders}, which were built "
-                                 "without it; add it before their first point, or re-index into a fresh store")
-        self._spec = dataclasses.replace(spec, vectors={**spec.vectors, **dict(vectors)})
+            wanted[name] = dim
+        short = [p for p in self.partitions()
+                 if set(partition_vectors(wanted, p)) - set(self._manifest["partitions"][p]["vectors"])]
+        if short and not self.grows_vectors:
+            names = sorted(set(vectors) - set(spec.vectors))
+            raise ValueError(f"vectors {names} would belong to existing partitions {short}, which were built "
+                             "without them; add them before their first point, or re-index into a fresh store")
+        self._spec = dataclasses.replace(spec, vectors=wanted)
+        try:
+            for name in short:
+                self._grow_part(name, self._part_spec(name))
+        except BaseException:
+            self._spec = spec
+            raise
         self._manifest["spec"] = self._spec.to_json()
         self._write_manifest(self._manifest)
+
+    def _grow_part(self, name: str, spec: CollectionSpec) -> None:
+        """Rebuild partition `name` with `spec`'s vectors, keeping its points (`grows_vectors` backends)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot rebuild a partition with more vectors")
 
     # -- writes ------------------------------------------------------------------
 
