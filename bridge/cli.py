@@ -75,6 +75,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cache", type=Path, default=None, help="frozen-feature cache (default: MANIFEST_DIR/.ebridge-cache)")
     p.add_argument("--train-split", default="train", help="rows of this split train (rows with no split too)")
     p.add_argument("--val-split", default="val", help="rows of this split are used to log validation R@1")
+    p.add_argument("--jobs", type=int, default=0,
+                   help="trial runs trained side by side, one core each (--base auto's two; default 0: every core "
+                        "on a CPU with --threads 1, else 1)")
     config_options(p)
     add_device_option(p)
     p.set_defaults(func=run)
@@ -102,7 +105,10 @@ def run(args: argparse.Namespace) -> int:
     val = training_set(val_rows, preset, cache) if val_rows else None
     # train() records the feature cache (training_set tags the features with it), so `ebridge index`
     # reuses these frozen features instead of encoding the same files again
-    bridge, curves = train(cfg, data, val=val, preset=preset, device=device)
+    from core.workers import default_jobs
+
+    jobs = args.jobs or (default_jobs(device) if args.threads == 1 else 1)  # torch's own threads stay unforked
+    bridge, curves = train(cfg, data, val=val, preset=preset, device=device, jobs=jobs)
     bridge.save(args.out, curves)
     # Two figures, two names: each head's `val_r1` (what selection used: both directions, validation
     # queries against validation + training items, as the user's index holds) and `val_only_r1`

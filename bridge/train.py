@@ -68,7 +68,7 @@ __all__ = ["BASE_KEYS", "PairSampler", "TopClassPairs", "TrainConfig", "TrainRun
 def train(cfg: TrainConfig, data: TrainingSet, val: TrainingSet | None = None,
           preset: Preset | None = None, base: Bridge | None = None,
           device: Any = None, *, preset_info: dict[str, Any] | None = None,
-          instance_maps: bool = True) -> tuple[Bridge, dict[str, Any]]:
+          instance_maps: bool = True, jobs: int = 1) -> tuple[Bridge, dict[str, Any]]:
     """Train the bridge on frozen features; returns it and its training curves.
 
     `val` (never the test split) picks each head's best step and is reported per pair; without
@@ -81,7 +81,9 @@ def train(cfg: TrainConfig, data: TrainingSet, val: TrainingSet | None = None,
     trained (features made elsewhere). `preset_info=` (a `Preset.info()` dict) is deprecated: the
     preset is then loaded again by `cfg.preset`. `device` ("auto", "cpu", "cuda", "mps") runs the
     whole training there; the checkpoint is the same. `instance_maps=False`
-    skips stage 4: a trial run (`bridge.trials`) is scored by its heads alone.
+    skips stage 4: a trial run (`bridge.trials`) is scored by its heads alone. `jobs`: trial runs
+    that do not depend on each other (`--base auto`'s two) train side by side in that many forked
+    workers (`core.workers`); the bridge is the same for any value.
 
     Example:
         >>> bridge, curves = train(TrainConfig(preset="tiny", steps=50), data, preset=load_preset("tiny"),
@@ -93,7 +95,7 @@ def train(cfg: TrainConfig, data: TrainingSet, val: TrainingSet | None = None,
     dev = _settle_device(device)
     with dev if dev is not None and dev.type != "cpu" else contextlib.nullcontext():
         run = _read_inputs(cfg, data, val, preset, base, preset_info)
-        _choose_start(run)
+        _choose_start(run, jobs)
         _plan_heads(run)
         _train_base(run)
         _train_proxy(run)
@@ -213,7 +215,7 @@ def _read_inputs(cfg: TrainConfig, data: TrainingSet, val: TrainingSet | None,
     return run
 
 
-def _choose_start(run: TrainRun) -> None:
+def _choose_start(run: TrainRun, jobs: int = 1) -> None:
     """Where the base starts (a lent base's choice, else `choose_base` on a label-space preset whose
     pairs hold anchor and proxy), and which heads the class guard keeps at their label-space start."""
     cfg, info = run.cfg, run.info
@@ -221,7 +223,7 @@ def _choose_start(run: TrainRun) -> None:
         run.cfg = dataclasses.replace(cfg, base=run.base.config["base"])
     elif cfg.base == "auto" and on_label_space(info) and any(
             cfg.anchor in p and cfg.proxy in p for p in info.get("aligned") or []):
-        run.base_choice = choose_base(cfg, run.data, run.val, run.preset, train=train)  # trial runs of train itself
+        run.base_choice = choose_base(cfg, run.data, run.val, run.preset, train=train, jobs=jobs)  # trial runs of train
         run.cfg = dataclasses.replace(cfg, base=run.base_choice["chosen"])
     if run.cfg.class_guard and run.base is None:
         run.guard = guard_held_out_classes(run.cfg, run.data, run.val, run.preset, run.given, train=train)  # a trial run

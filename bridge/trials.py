@@ -20,6 +20,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -40,7 +41,7 @@ Train = Callable[..., tuple[Bridge, dict[str, Any]]]  # bridge.train.train
 
 
 def choose_base(cfg: TrainConfig, data: TrainingSet, val: TrainingSet, preset: Preset | None, *,
-                train: Train) -> dict[str, Any]:
+                train: Train, jobs: int = 1) -> dict[str, Any]:
     """`--base auto` on a label-space preset whose pairs hold the anchor and the proxy: which start
     the base space is trained from, chosen on validation as heads are.
 
@@ -50,21 +51,30 @@ def choose_base(cfg: TrainConfig, data: TrainingSet, val: TrainingSet, preset: P
     base is trained with every modality of the manifest bound to it (plain binding, no G) and
     scored by the mean validation R@1 over every pair of modalities that relate, never-paired
     ones included: the base the whole manifest validates best on. The label-space start is kept
-    unless the other is higher. Returns {"chosen", "finetune", "trained"} (the scores)."""
-    scores: dict[str, float] = {}
-    for candidate in ("finetune", "trained"):
-        log.info("base: trying the %s start, with the manifest's modalities bound to it (the lines below until "
-                 "the choice are this trial's)", "label-space" if candidate == "finetune" else "features' own axes")
-        trial = dataclasses.replace(cfg, base=candidate, variant="anchor", proxy_steps=0, proxy_bank=1)
-        _, curves = train(trial, data, val=val, preset=preset, instance_maps=False)  # scored by its heads
-        got = list(curves.get("val", {}).values())
-        scores[candidate] = round(float(np.mean(got)), 4) if got else float("-inf")
+    unless the other is higher. The two trials are independent: with `jobs` >= 2 they train side
+    by side in forked workers. Returns {"chosen", "finetune", "trained"} (the scores)."""
+    from core.workers import fork_map
+
+    candidates = ("finetune", "trained")
+    trial = functools.partial(_base_trial, cfg, data, val, preset, train)
+    scores = dict(zip(candidates, fork_map(trial, candidates, jobs)))
     chosen = "trained" if scores["trained"] > scores["finetune"] else "finetune"
     log.info("base: mean validation R@1 over the manifest's pairs from the label-space start %.3f, from the features' "
              "own axes %.3f -> training the base %s", scores["finetune"], scores["trained"],
              "from the label-space start" if chosen == "finetune" else
              "from the features' own axes (an index built with no training is re-embedded: --reembed)")
     return {"chosen": chosen, **scores}
+
+
+def _base_trial(cfg: TrainConfig, data: TrainingSet, val: TrainingSet, preset: Preset | None, train: Train,
+                candidate: str) -> float:
+    """One candidate start's trial: its mean validation R@1 over the manifest's pairs (by its heads)."""
+    log.info("base: trying the %s start, with the manifest's modalities bound to it (the lines below until "
+             "the choice are this trial's)", "label-space" if candidate == "finetune" else "features' own axes")
+    trial = dataclasses.replace(cfg, base=candidate, variant="anchor", proxy_steps=0, proxy_bank=1)
+    _, curves = train(trial, data, val=val, preset=preset, instance_maps=False)  # scored by its heads
+    got = list(curves.get("val", {}).values())
+    return round(float(np.mean(got)), 4) if got else float("-inf")
 
 
 GUARD_SCALES = (1.0, 0.5, 0.25, 0.1, 0.05, 0.02, 0.01)  # how much of a head's learned part the class guard may keep

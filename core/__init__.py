@@ -5,6 +5,7 @@
     core/deps.py     lazy imports of heavy packages (`require`), errors that name what to install
     core/device.py   `--device` (resolve_device, autocast) and torch's CPU threads (`set_threads`)
     core/cli.py      the options every verb and script shares (`--threads`, `--device`)
+    core/workers.py  independent trainings side by side in forked workers (`fork_map`, `forked`)
 
 Importing it is cheap: nothing here loads torch until a function asks for it.
 

@@ -6,7 +6,7 @@ import pytest
 pytest.importorskip("torch")
 
 from query.eval.bench import BenchConfig, run_bench  # noqa: E402
-from query.eval.workers import fork_map  # noqa: E402
+from core.workers import fork_map  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread_fresh_cache")
 

@@ -283,8 +283,11 @@ def test_auto_base_starts_from_the_label_space_only_where_validation_says_so(kno
         return _labelled_pairs(images, texts, [names[c] for c in y])
 
     cfg = TrainConfig(preset=PRESET, steps=0, proxy_steps=5, batch_size=32)
-    bridge, _ = train(cfg, split(12), val=split(4), preset=preset)
+    data, val = split(12), split(4)
+    bridge, _ = train(cfg, data, val=val, preset=preset)
     choice = bridge.config["base_choice"]
+    side_by_side, _ = train(cfg, data, val=val, preset=preset, jobs=2)  # the two trials in forked workers
+    assert side_by_side.config["base_choice"] == choice and side_by_side.version == bridge.version
     assert set(choice) == {"chosen", "finetune", "trained"}
     assert choice["chosen"] == ("finetune" if choice["finetune"] >= choice["trained"] else "trained")
     assert choice["chosen"] == ("finetune" if knows_the_classes else "trained"), choice

@@ -50,7 +50,7 @@ from query.eval.selection import (DEFAULT_SWEEP, MAX_SWEEP, PAIRED_TOLERANCE, ca
                                   validation_score, variants_to_run)
 from query.eval.seeds import Results, train_and_test
 from query.eval.tasks import DATASETS
-from query.eval.workers import default_jobs
+from core.workers import default_jobs
 from query.search import CROSS_ROUTES, FEATURE_ROUTES
 
 __all__ = ["BenchConfig", "DEFAULTS", "DEFAULT_SWEEP", "FEATURE_ROUTES", "MAX_SWEEP", "METRICS", "NothingToScore",
@@ -99,7 +99,7 @@ class BenchConfig:
     # False: the sweep (and `--base auto`'s choice of start) runs on the first seed, later seeds reuse its choice
     sweep_every_seed: bool = False
     cache: Path | None = None  # the frozen features' cache; None: the user's (`user_cache_dir("features")`)
-    # trainings side by side in forked workers (query.eval.workers); 0: every core on a CPU, 1 on an accelerator.
+    # trainings side by side in forked workers (core.workers); 0: every core on a CPU, 1 on an accelerator.
     # Stage seconds in the report are summed over workers.
     jobs: int = 0
 

@@ -1,10 +1,11 @@
 """The bench's seeds: train every variant, choose its setting on validation, calibrate, test.
 
 `train_and_test` runs the first seed here: its anchor trains the base, then every other variant's
-trials (a bounded sweep) run side by side in forked workers (`query.eval.workers`), each re-binding
+trials (a bounded sweep) run side by side in forked workers (`core.workers`), each re-binding
 on that base. The choices it makes (each variant's setting, `--base auto`'s start) hold for the later
-seeds, which then run whole, one per worker. A trial trained in a worker comes back as a checkpoint
-folder; training is seeded and single-threaded, so the figures are the same for any `jobs`.
+seeds, whose trainings then run whole, one seed per worker, while the first seed's chosen bridges are
+indexed and scored here. A trial trained in a worker comes back as a checkpoint folder; training is
+seeded and single-threaded, so every trial's figures are the same for any `jobs`.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from bridge.route_table import write_route_table
 from query.eval.evaluate import SAME_MODALITY_ROUTES, index_points, latency
 from query.eval.selection import (calibrate_routes, choose, grid_edges, sweep_candidates, train_config,
                                   validate_exact, validation_score)
-from query.eval.workers import fork_map
+from core.workers import fork_map, forked
 from query.search import CROSS_ROUTES, FEATURE_ROUTES
 
 log = logging.getLogger(__name__)
@@ -54,11 +55,13 @@ def train_and_test(run: Any, val_feats: dict[str, Any], jobs: int) -> Results:
     res = Results(runs={v: {} for v in run.variants}, selection={v: {} for v in run.variants})
     first, *later = cfg.seeds
     choices = Choices()
-    _finish_seed(run, res, first, _train_seed(run, first, val_feats, choices, True, jobs), choices, True)
+    trials = _train_seed(run, first, val_feats, choices, True, jobs)
+    picks = _choose_seed(run, res, trials, choices, True)
     sweeping = cfg.sweep_every_seed
-    trained = fork_map(functools.partial(_seed_trials_job, run, val_feats, choices, sweeping), later, jobs)
-    for seed, trials in zip(later, trained):
-        _finish_seed(run, res, seed, trials, choices, sweeping)
+    with forked(functools.partial(_seed_trials_job, run, val_feats, choices, sweeping), later, jobs) as trained:
+        _test_seed(run, res, first, trials, picks)  # while the later seeds train
+        for seed, seed_trials in zip(later, trained):
+            _test_seed(run, res, seed, seed_trials, _choose_seed(run, res, seed_trials, choices, sweeping))
     return res
 
 
@@ -77,7 +80,7 @@ def _train_seed(run: Any, seed: int, val_feats: dict[str, Any], choices: Choices
 
     bases: dict[tuple, Any] = {}  # trained bases by their settings: variants re-bind on them
     order = sorted(run.variants, key=lambda v: v != "anchor")
-    trials = {v: [_trial(run, v, seed, s, bases, val_feats) for s in candidates(v)] for v in order[:1]}
+    trials = {v: [_trial(run, v, seed, s, bases, val_feats, jobs) for s in candidates(v)] for v in order[:1]}
     others = [(v, s) for v in order[1:] for s in candidates(v)]
     for (variant, _), trial in zip(others, fork_map(functools.partial(_trial_job, run, seed, bases, val_feats),
                                                     others, jobs)):
@@ -97,11 +100,11 @@ def _seed_trials_job(run: Any, val_feats: dict[str, Any], choices: Choices, swee
     return out
 
 
-def _finish_seed(run: Any, res: Results, seed: int, trials: dict[str, list[dict[str, Any]]], choices: Choices,
-                 sweeping: bool) -> None:
-    """Choose each variant's trial on validation (recording the choices when `sweeping` the first
-    time), then calibrate and test it."""
-    anchor_paired = None
+def _choose_seed(run: Any, res: Results, trials: dict[str, list[dict[str, Any]]], choices: Choices,
+                 sweeping: bool) -> dict[str, tuple[int, bool]]:
+    """Each variant's trial chosen on validation, and whether its grid was swept; the choices are
+    recorded for the later seeds when `sweeping` for the first time."""
+    picks, anchor_paired = {}, None
     for variant, variant_trials in trials.items():  # anchor first
         swept = sweeping or variant not in choices.settings
         pick = choose(variant_trials, anchor_paired if variant != "anchor" else None)
@@ -115,7 +118,15 @@ def _finish_seed(run: Any, res: Results, seed: int, trials: dict[str, list[dict[
                                 if k not in ("variant", "seed")}
                 base_choice = _bridge(run, chosen).config.get("base_choice")
                 choices.base_start = {"base": base_choice["chosen"]} if base_choice and "base" not in run.sweep else {}
-        _finish(run, res, variant, seed, variant_trials, pick, swept)
+        picks[variant] = (pick, swept)
+    return picks
+
+
+def _test_seed(run: Any, res: Results, seed: int, trials: dict[str, list[dict[str, Any]]],
+               picks: dict[str, tuple[int, bool]]) -> None:
+    """Each variant's chosen bridge calibrated on validation and scored on test."""
+    for variant, variant_trials in trials.items():
+        _finish(run, res, variant, seed, variant_trials, *picks[variant])
     shutil.rmtree(run.cfg.out / "trials" / f"s{seed}", ignore_errors=True)
 
 
@@ -131,8 +142,9 @@ def _own_timer(run: Any) -> Iterator[Any]:
 
 
 def _trial(run: Any, variant: str, seed: int, setting: dict[str, Any], bases: dict[tuple, Any],
-           val_feats: dict[str, Any]) -> dict[str, Any]:
-    """Train `variant` with `setting` and score it by exact search on validation."""
+           val_feats: dict[str, Any], jobs: int = 1) -> dict[str, Any]:
+    """Train `variant` with `setting` (its own trial runs on up to `jobs` cores) and score it by exact
+    search on validation."""
     from bridge.train import BASE_KEYS, train
 
     cfg = run.cfg
@@ -140,7 +152,7 @@ def _trial(run: Any, variant: str, seed: int, setting: dict[str, Any], bases: di
     base_key = tuple(getattr(tc, k, None) for k in BASE_KEYS)
     with run.timer("train"):
         bridge, curves = train(tc, run.train_set, val=run.val_set, preset=run.preset, base=bases.get(base_key),
-                               device=cfg.device)
+                               device=cfg.device, jobs=jobs)
     bases.setdefault(base_key, bridge)
     with run.timer("query"):
         spec = run.world.spec
