@@ -413,19 +413,21 @@ class EdgeStore(Store):
     def _fused_query(self, prefetches: Sequence[Prefetch | tuple[str, VectorLike, int, float]], k: int,
                      filter: Filter | None, fusion: FusionKind, rrf_k: int, exact: bool, ef: int | None,
                      with_payload: bool) -> list[Any]:
-        """The engine's answer to one fused query (prefetches fused in one Query API call)."""
+        """The engine's answer to one fused query (prefetches fused in one Query API call), ties in the
+        order of their ids: the engine orders equal fused scores (common with RRF, which reads only ranks)
+        differently from run to run, so it is asked for one more hit per list and the cut is made here."""
         qe = _edge()
         pfs, weights = self._fused_prefetches(prefetches, filter, fusion)
         flt = _edge_filter(filter)
         params = self._params(exact, ef)
         fuse = qe.Fusion.Dbsf() if fusion == "dbsf" else qe.Fusion.Rrf(k=rrf_k, weights=weights)
         req = qe.QueryRequest(
-            limit=k, query=fuse, filter=flt, with_payload=with_payload,
+            limit=k + len(pfs), query=fuse, filter=flt, with_payload=with_payload,
             prefetches=[qe.Prefetch(limit=p.limit, query=qe.Query.Nearest(_as_vector(p.vector).tolist(),
                                                                            using=p.vector_name),
                                     filter=flt, params=params) for p in pfs],
         )
-        return self._live().query(req)
+        return sorted(self._live().query(req), key=_score_then_id)[:k]
 
 
 def set_aside(path: str | os.PathLike[str], dest: str | os.PathLike[str]) -> list[Path]:
@@ -537,6 +539,14 @@ def _edge_id(pid: Any) -> PointId:
 
 def _edge_hit(p: Any) -> Hit:
     return Hit(_edge_id(p.id), float(p.score), dict(p.payload or {}), _vectors_out(p.vector))
+
+
+def _score_then_id(point: Any) -> tuple:
+    """Best score first, equal scores by id (UUIDs by their int, fast; ints; then strings)."""
+    pid = point.id
+    if pid.__class__ is uuid.UUID:
+        return (-point.score, 1, pid.int)
+    return (-point.score, 0, pid) if isinstance(pid, int) else (-point.score, 2, str(pid))
 
 
 def _edge_ranked(points: Sequence[Any], names: dict[int, PointId]) -> RankedIds:
