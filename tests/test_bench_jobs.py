@@ -1,4 +1,4 @@
-"""The bench's trainings in forked workers (`--jobs`): the same trials as one process, errors surface."""
+"""The bench's trainings in forked workers (`--jobs`): the same report as one process, errors surface."""
 from __future__ import annotations
 
 import pytest
@@ -22,7 +22,8 @@ def _trials(report: dict) -> dict:
 
 def test_workers_train_what_one_process_trains(tmp_path):
     """Two seeds, a two-point sweep: the first seed's proxy trials and the second seed run in workers.
-    Training is seeded per trial (G's bank of proxies too), so every trial's validation figures match."""
+    Training is seeded per trial (G's bank of proxies too) and the store answers ties in one order, so
+    every trial's validation figures match, and so does every test figure."""
     reports = {}
     for jobs in (1, 2):
         cfg = BenchConfig(out=tmp_path / f"jobs{jobs}", scale="sample", seeds=[0, 1], preset="tiny",
@@ -31,6 +32,7 @@ def test_workers_train_what_one_process_trains(tmp_path):
         reports[jobs] = run_bench(cfg)
     assert reports[2]["jobs"] == 2 and reports[1]["jobs"] == 1
     assert _trials(reports[1]) == _trials(reports[2])
+    assert reports[1]["per_seed"] == reports[2]["per_seed"] and reports[1]["variants"] == reports[2]["variants"]
     assert len(_trials(reports[2])[("naive-proxy", 0)]) == 2  # swept on the first seed
     assert {r["run"] for r in reports[2]["indexing"]} == {r["run"] for r in reports[1]["indexing"]}
     assert reports[2]["stages_s"]["train"] > 0
