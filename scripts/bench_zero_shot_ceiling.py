@@ -42,6 +42,7 @@ from bridge.config import DEFAULT_PRESET
 from bridge.provenance import write_json_report
 from core.files import user_cache_dir
 from scripts.bench_pretrained_space import CIFAR_WORDS, precision_at_10, space
+from scripts.bench_zero_shot import cifar_missing
 from scripts.bench_zero_shot import CIFAR, photos, softmax, validation_split
 
 log = logging.getLogger("bench_zero_shot_ceiling")
@@ -168,8 +169,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    if not args.data.is_dir():
-        print(f"skipped: {args.data} not found (CIFAR-10 test as JPEG folders, see ../shared/data/README.md)")
+    if cifar_missing(args.data):
         return 0
     import torch
 
