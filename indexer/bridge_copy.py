@@ -23,6 +23,7 @@ from core.files import fsync_dir
 log = logging.getLogger(__name__)
 
 BRIDGE_DIR = "bridge"
+EXTENDS_DIR = ".bridge.extends"  # the bridge an extension started from, until the store names the new one
 
 
 def index_bridge(index_path: str | Path) -> Any:
@@ -65,10 +66,10 @@ def resolve_bridge(index_dir: Path, bridge: Any, *, reembed: bool = False,
     from bridge.space import Bridge
 
     copy = index_dir / BRIDGE_DIR
-    old = copy.with_name(".bridge.old")
-    if not copy.exists() and (old / "config.json").is_file():
-        # Killed between the two renames of _install_copy: the old copy is still whole.
-        old.rename(copy)
+    for old in (copy.with_name(".bridge.old"), index_dir / EXTENDS_DIR):
+        if not copy.exists() and (old / "config.json").is_file():
+            # Killed between the two renames of _install_copy: the old copy is still whole.
+            old.rename(copy)
     have_copy = (copy / "config.json").is_file()
     copy_version = _copy_version(copy) if have_copy else None
     if bridge is None and not have_copy:
@@ -81,7 +82,7 @@ def resolve_bridge(index_dir: Path, bridge: Any, *, reembed: bool = False,
             if preset is not None and preset != copy_bridge.config.get("preset_name"):
                 log.warning("%s was built with preset %s; --preset %s is ignored (the index keeps its own space)",
                             index_dir, copy_bridge.config.get("preset_name"), preset)
-            return copy_bridge, None
+            return copy_bridge, _unfinished_extension(index_dir, copy_bridge)
         except CheckpointError as exc:
             zero = _copy_config(copy).get("variant") == "zero-training"
             if not (reembed and zero):
@@ -95,11 +96,11 @@ def resolve_bridge(index_dir: Path, bridge: Any, *, reembed: bool = False,
     given = bridge if isinstance(bridge, Bridge) else Bridge.load(bridge)
     extended = None
     if have_copy and isinstance(bridge, (str, Path)) and Path(bridge).resolve() == copy.resolve():
-        return given, None
+        return given, _unfinished_extension(index_dir, given)
     if have_copy:
         if copy_version == given.version:
             try:
-                return Bridge.load(copy), None
+                return Bridge.load(copy), _unfinished_extension(index_dir, given)
             except CheckpointError as exc:
                 log.warning("repairing the index's bridge copy from the given checkpoint (%s)", exc)
         elif copy_version is None:
@@ -116,8 +117,26 @@ def resolve_bridge(index_dir: Path, bridge: Any, *, reembed: bool = False,
                 "to keep the index's own, or index into another folder.")
         else:
             log.warning("re-embedding %s: bridge %s replaces %s", index_dir, given.version, copy_version)
-    _install_copy(copy, bridge if not isinstance(bridge, Bridge) else None, given)
+    _install_copy(copy, bridge if not isinstance(bridge, Bridge) else None, given, keep_old=extended is not None)
     return given, extended
+
+
+def _unfinished_extension(index_dir: Path, bridge: Any) -> Any:
+    """The bridge an extension started from, when a run installed `bridge` as the index's copy to extend
+    it and stopped before the store named the new version (`finish_extension`): the next run finishes
+    the extension (the old points keep their vectors) instead of refusing a mismatch. None otherwise."""
+    pending = index_dir / EXTENDS_DIR
+    if not (pending / "config.json").is_file():
+        return None
+    old = _extended(pending, bridge)
+    if old is not None:
+        log.info("%s: finishing the extension from bridge %s that a stopped run began", index_dir, old.version)
+    return old
+
+
+def finish_extension(index_dir: Path) -> None:
+    """The store names the new bridge: the copy of the bridge the extension started from is not needed."""
+    shutil.rmtree(index_dir / EXTENDS_DIR, ignore_errors=True)
 
 
 def _extended(copy: Path, given: Any) -> Any:
@@ -192,11 +211,12 @@ def attach_feature_cache(bridge: Any, folder: str | Path | None) -> None:
     log.info("reusing frozen features from %s", path)
 
 
-def _install_copy(copy: Path, source_dir: Any, bridge: Any) -> None:
+def _install_copy(copy: Path, source_dir: Any, bridge: Any, keep_old: bool = False) -> None:
     """Put the checkpoint at <index>/bridge/ by building it beside and renaming, so a
-    crash leaves the old copy or the new one."""
+    crash leaves the old copy or the new one. `keep_old` (an extension): the old copy stays at
+    `EXTENDS_DIR` until the store names the new bridge (`finish_extension`)."""
     tmp = copy.with_name(".bridge.tmp")
-    old = copy.with_name(".bridge.old")
+    old = copy.with_name(EXTENDS_DIR if keep_old else ".bridge.old")
     shutil.rmtree(tmp, ignore_errors=True)
     if source_dir is not None:
         # copyfile, not copy2: the copy gets the umask's mode, so a checkpoint saved private (0600)
@@ -209,5 +229,6 @@ def _install_copy(copy: Path, source_dir: Any, bridge: Any) -> None:
         copy.rename(old)
     tmp.rename(copy)
     fsync_dir(copy.parent)
-    shutil.rmtree(old, ignore_errors=True)
+    if not keep_old:
+        shutil.rmtree(old, ignore_errors=True)
     log.info("bridge %s copied into %s", bridge.version, copy)

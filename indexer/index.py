@@ -41,8 +41,8 @@ from bridge.route_table import ROUTE_TABLE_KEY, write_route_table
 from core.device import torch_threads as torch_threads_for_run
 from core.errors import BridgeMismatchError, EmergentBridgeError
 from core.files import fsync_dir
-from indexer.bridge_copy import (BRIDGE_DIR, attach_feature_cache, check_bridge_given, index_bridge,  # noqa: F401
-                                 lent_bridge, resolve_bridge, same_head)
+from indexer.bridge_copy import (BRIDGE_DIR, attach_feature_cache, check_bridge_given,  # noqa: F401
+                                 finish_extension, index_bridge, lent_bridge, resolve_bridge, same_head)
 from indexer.faults import crash_point
 from indexer.hooks import RunHooks
 from indexer.ledger import ERRORS_FILE, INDEXED, Manifest, ManifestRow, Plan, write_errors_report
@@ -260,6 +260,7 @@ def _verify(run: _IndexRun) -> None:
     if run.extended is not None and not run.created:
         _adopt_extension(store, manifest, run.extended, run.bridge)
     _update_metadata(store, run.bridge)
+    finish_extension(run.index_dir)  # the store names the new bridge now
     if manifest.damaged is not None and not run.created:
         n = manifest.rebuild_from(store.scroll(), owns=run.shard.owns if run.shard else None)
         log.warning("%s: manifest rebuilt from the store's payloads and the journal (%d rows from the "

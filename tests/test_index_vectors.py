@@ -114,13 +114,13 @@ def test_an_index_that_declared_a_proxy_still_opens_searches_and_extends(tmp_pat
 
 
 @pytest.mark.timeout(300)
-@pytest.mark.parametrize("stage", ["partition-grow", "partition-swap"])
-def test_a_run_killed_while_a_partition_is_rebuilt_loses_no_point(tmp_path, stage):
-    """Killed with the new partition whole beside the old one, or with the old one moved aside and the
-    new one not yet in place: the store opens with every point as it was (the old partition stands or is
-    put back), and a later run rebuilds it. (The index's bridge copy is already the new bridge by then, so
-    that run passes --reembed: resuming an extension killed after its bridge copy is installed is not
-    possible today, with or without the rebuild.)"""
+@pytest.mark.parametrize("stage", ["store", "partition-grow", "partition-swap"])
+def test_an_extension_killed_midway_loses_no_point_and_resumes(tmp_path, stage):
+    """Killed after the index's bridge copy became the new bridge (`store`), with a rebuilt partition whole
+    beside the old one, or with the old one moved aside and the new one not yet in place: the store opens
+    with every point as it was (the old partition stands or is put back), the bridge the extension started
+    from is kept beside the copy, and a plain re-run (no --reembed; after `store`, not even --bridge)
+    finishes the extension: every old point keeps its vectors bit for bit."""
     root, idx = _folder(tmp_path / "data"), tmp_path / "idx"
     index_directory(root, idx, preset=PRESET, progress=False)
     before = stored(idx)
@@ -129,7 +129,9 @@ def test_a_run_killed_while_a_partition_is_rebuilt_loses_no_point(tmp_path, stag
     killed = cli(*args, env={"EBRIDGE_TEST_KILL_AT": stage})
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     aside = {p.name for p in (idx / "modalities").iterdir() if p.name.startswith(".")}
-    assert aside == ({".image.tmp"} if stage == "partition-grow" else {".image.old", ".image.tmp"})
+    assert aside == {"store": set(), "partition-grow": {".image.tmp"},
+                     "partition-swap": {".image.old", ".image.tmp"}}[stage]
+    assert (idx / ".bridge.extends" / "config.json").is_file()
     after = stored(idx)
     assert set(after) == set(before)
     for pid, vecs in before.items():
@@ -138,11 +140,10 @@ def test_a_run_killed_while_a_partition_is_rebuilt_loses_no_point(tmp_path, stag
             np.testing.assert_array_equal(after[pid][name], v)
     assert not (idx / "modalities" / ".image.old").exists()
 
-    rerun = cli(*args, "--reembed")
+    rerun = cli(*(args[:4] + args[6:] if stage == "store" else args))
     assert rerun.returncode == 0 and "Traceback" not in rerun.stderr, rerun.stderr[-3000:]
-    names, parts = declared(idx)
-    assert "proxy" in names and all("proxy" in vecs for vecs in parts.values()), parts
-    assert not [p.name for p in (idx / "modalities").iterdir() if p.name.startswith(".")]
+    assert "finishing the extension" in rerun.stderr
+    assert_extended(idx, before)
+    assert not (idx / ".bridge.extends").exists()
     with open_store(idx) as store:
         assert store.count() == len(before) + 2
-        assert all("proxy" in (rec.vectors or {}) for rec in store.scroll(with_vectors=True))
