@@ -28,3 +28,7 @@ def test_demo_trains_indexes_searches_and_prints_the_pair_matrix(tmp_path, capsy
                  "-k", "3", "--threads", "1", "--json"]) == 0
     hits = json.loads(capsys.readouterr().out)
     assert len(hits) == 3 and {h["modality"] for h in hits} == {"depth"}
+    from query.eval.demo import search_photos_untrained
+
+    search_photos_untrained("tiny-labels", out)  # a second demo finds its index made: it still says what it holds
+    assert "No training: 200 shipped files (200 image)" in capsys.readouterr().out

@@ -105,6 +105,7 @@ def search_photos_untrained(preset: str, out: Path) -> None:
     from bridge.encoders import load_preset
     from bridge.space import placeable_modalities
     from indexer.index import index_directory
+    from indexer.store import Filter
     from query.search import Index
 
     if not load_preset(preset).aligned_pairs:
@@ -115,12 +116,14 @@ def search_photos_untrained(preset: str, out: Path) -> None:
     summary = index_directory(folder, index_path, preset=preset, label_from_folder=True, exclude=["*.md"],
                               progress=False)
     placed = placeable_modalities(load_preset(preset))
-    print(f"\nNo training: {summary.indexed + summary.unchanged} shipped files ({', '.join(f'{n} {m}' for m, n in sorted(summary.by_modality.items()))}) "
-          f"indexed into the pretrained space of `{preset}` (it places {', '.join(placed)}) -> {index_path}")
     with Index.open(index_path) as index:
+        held = {m: n for m in placed if (n := index.store.count(Filter(must={"modality": m})))}  # a re-run too
+        print(f"\nNo training: {summary.indexed + summary.unchanged} shipped files "
+              f"({', '.join(f'{n} {m}' for m, n in sorted(held.items()))}) indexed into the pretrained space of "
+              f"`{preset}` (it places {', '.join(placed)}) -> {index_path}")
         for text in PHOTO_QUERIES:
             print(f"  {text!r:22} -> photos: " + ", ".join(h.label or "?" for h in index.search(text, target="image", k=5)))
-        if "audio" in summary.by_modality:
+        if "audio" in held:
             for text in SOUND_QUERIES:
                 print(f"  {text!r:22} -> sounds: " + ", ".join(h.label or "?" for h in index.search(text, target="audio", k=3)))
             bark = sorted((folder / "sounds" / "dog").iterdir())[0]
