@@ -38,6 +38,7 @@ import numpy as np
 
 from bridge.moments import MAX_MOMENT_SECONDS, moment_specs_json
 from bridge.route_table import ROUTE_TABLE_KEY, write_route_table
+from core.device import blas_threads
 from core.device import torch_threads as torch_threads_for_run
 from core.errors import BridgeMismatchError, EmergentBridgeError
 from core.files import fsync_dir
@@ -140,7 +141,7 @@ def index_directory(directory: str | Path, index_path: str | Path, bridge: Any =
     run = _refuse_early(directory, index_path, bridge, IndexOptions.build(options, **settings), hooks)
     lock = contextlib.nullcontext() if hooks is not None else \
         IndexLock(run.index_dir, reader_wait_s=run.opts.wait_for_readers)
-    with lock, torch_threads_for_run(run.opts.torch_threads):  # a serving process (hooks) holds the lock already
+    with lock, torch_threads_for_run(run.opts.torch_threads), blas_threads(1):  # a server's hooks hold the lock already
         crash_point("lock")
         _open_bridge(run)
         _open_store(run)
