@@ -239,23 +239,23 @@ def print_report(report: dict[str, Any]) -> None:
         f"{k} {v['r1']:.3f} / {v['p10']:.3f}" for k, v in report["image_to_image_test"].items()))
 
 
-def cifar_missing(data: Path) -> bool:
-    """True, having said so, when the CIFAR-10 test folders are not at `data` (the bench then skips)."""
-    if data.is_dir():
+def ready_to_run(args: argparse.Namespace) -> bool:
+    """Logging and one torch thread for a CIFAR-10 bench; False, having said why, when the CIFAR-10 test
+    folders are not at `args.data` (the bench then skips)."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if not args.data.is_dir():
+        print(f"skipped: {args.data} not found (CIFAR-10 test as JPEG folders, see ../shared/data/README.md)")
         return False
-    print(f"skipped: {data} not found (CIFAR-10 test as JPEG folders, see ../shared/data/README.md)")
+    import torch
+
+    torch.set_num_threads(1)
     return True
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    if cifar_missing(args.data):
+    if not ready_to_run(args):
         return 0
-
-    import torch
-
-    torch.set_num_threads(1)
     from bridge.encoders import load_preset
     from bridge.provenance import provenance
 

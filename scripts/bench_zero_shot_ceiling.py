@@ -42,7 +42,7 @@ from bridge.config import DEFAULT_PRESET
 from bridge.provenance import write_json_report
 from core.files import user_cache_dir
 from scripts.bench_pretrained_space import CIFAR_WORDS, precision_at_10, space
-from scripts.bench_zero_shot import cifar_missing
+from scripts.bench_zero_shot import ready_to_run
 from scripts.bench_zero_shot import CIFAR, photos, softmax, validation_split
 
 log = logging.getLogger("bench_zero_shot_ceiling")
@@ -168,14 +168,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    if cifar_missing(args.data):
+    if not ready_to_run(args):
         return 0
-    import torch
-
     from bridge.encoders import load_preset
 
-    torch.set_num_threads(1)
     preset = load_preset(args.preset)
     classes, files, labels, feats, _ = photos(args, preset)
     if classes != sorted(CIFAR_WORDS):
