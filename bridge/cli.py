@@ -14,7 +14,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from core.cli import add_device_option, add_threads_option
+from core.cli import add_device_option, add_jobs_option, add_threads_option
 
 log = logging.getLogger(__name__)
 
@@ -75,9 +75,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cache", type=Path, default=None, help="frozen-feature cache (default: MANIFEST_DIR/.ebridge-cache)")
     p.add_argument("--train-split", default="train", help="rows of this split train (rows with no split too)")
     p.add_argument("--val-split", default="val", help="rows of this split are used to log validation R@1")
-    p.add_argument("--jobs", type=int, default=0,
-                   help="trial runs trained side by side, one core each (--base auto's two; default 0: every core "
-                        "on a CPU with --threads 1, else 1)")
+    add_jobs_option(p, "trial runs trained side by side, one core each (--base auto's two; default 0: every core "
+                       "on a CPU with --threads 1, else 1)")
     config_options(p)
     add_device_option(p)
     p.set_defaults(func=run)

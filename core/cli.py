@@ -1,4 +1,4 @@
-"""The command-line options every verb and script shares: `--threads` and `--device`. Argparse
+"""The command-line options every verb and script shares: `--threads`, `--device`, `--jobs`. Argparse
 only: what the options do at run time lives in core.device.
 
 Example:
@@ -10,6 +10,7 @@ Example:
 """
 from __future__ import annotations
 
+import argparse
 from typing import Any
 
 
@@ -26,3 +27,15 @@ def add_device_option(parser: Any) -> None:
     parser.add_argument("--device", default="auto", metavar="{auto,cpu,cuda,mps}",
                         help="where encoders, heads and G run (default auto: CUDA when available, else CPU; "
                              "also cuda:N). Vectors, caches and checkpoints do not depend on it")
+
+
+def add_jobs_option(parser: Any, what: str) -> None:
+    """`--jobs N`: trainings side by side in forked workers (`core.workers`); 0, the default, lets the
+    verb choose (every core on a CPU). A negative count is a usage error."""
+    def jobs(text: str) -> int:
+        n = int(text)
+        if n < 0:
+            raise argparse.ArgumentTypeError(f"must be 0 (choose for me) or more, got {n}")
+        return n
+
+    parser.add_argument("--jobs", type=jobs, default=0, help=what)

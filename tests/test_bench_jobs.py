@@ -49,3 +49,15 @@ def test_a_workers_error_is_raised_in_the_parent():
     assert fork_map(_fails_on_three, [1, 2], jobs=2) == [10, 20]
     with pytest.raises(ValueError, match="three is not allowed"):
         fork_map(_fails_on_three, [1, 2, 3, 4], jobs=2)
+
+
+def test_a_negative_job_count_is_refused(tmp_path, capsys):
+    from query.cli import main
+
+    for verb in (["bench", "--out", str(tmp_path / "b")], ["train", "pairs.csv", "--out", str(tmp_path / "t")]):
+        with pytest.raises(SystemExit):
+            main([*verb, "--jobs", "-1"])
+        assert "--jobs: must be 0 (choose for me) or more, got -1" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="jobs must be 0"):
+        BenchConfig(out=tmp_path, jobs=-1)
+    assert not (tmp_path / "b").exists()

@@ -105,6 +105,8 @@ class BenchConfig:
 
     # The defaults above are `ebridge bench`'s: the CLI reads them from here (see add_parser).
     def __post_init__(self) -> None:
+        if self.jobs < 0:
+            raise ValueError(f"jobs must be 0 (every core on a CPU) or more, got {self.jobs}")
         if self.scale is None:
             self.scale = "full" if self.data is not None else "sample"
 
@@ -397,6 +399,8 @@ DEFAULTS = BenchConfig(out=Path("bench-out"))  # the CLI's defaults are the Pyth
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
+    from core.cli import add_jobs_option
+
     p = sub.add_parser("bench", help="train, index and query a dataset; report the pair matrix",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", choices=DATASETS, default=DEFAULTS.dataset,
@@ -420,8 +424,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="the frozen features' cache (default: the user's cache; keyed by encoder and content)")
     p.add_argument("--unseen", default=None,
                    help="class-disjoint split: N classes (seeded draw) or a comma list held out of train and val")
-    p.add_argument("--jobs", type=int, default=DEFAULTS.jobs,
-                   help="trainings run side by side, one core each (default 0: every core on a CPU, 1 on a GPU)")
+    add_jobs_option(p, "trainings run side by side, one core each (default 0: every core on a CPU, 1 on a GPU)")
     p.add_argument("--gallery", choices=["test", "test+train"], default=DEFAULTS.gallery,
                    help="what the test index holds: the test split, or test + train (as a user's index would)")
     from bridge.cli import config_options
