@@ -841,3 +841,45 @@ def test_a_store_without_a_wal_opens_in_one_holder_at_a_time(tmp_path, corpus: C
     finally:
         first.close()
         second.close()
+
+
+def test_local_mode_answers_searches_while_another_thread_writes() -> None:
+    """qdrant-client's local mode (the server store's test double, and `ServerStore.local`) is numpy
+    arrays that a write replaces while a search in another thread reads them: a served index whose
+    folder was watched answered 400 "operands could not be broadcast together with shapes (4,) (3,)".
+    Calls to one local client now go one at a time."""
+    import threading
+    import time
+
+    store = PartitionedServerStore.memory()
+    store.create(CollectionSpec(vectors={"bridged": 8}, payload_indexes={"modality": "keyword"}))
+    rng = np.random.default_rng(0)
+
+    def point(name: str) -> Point:
+        return Point(point_id(name), {"bridged": rng.standard_normal(8).astype(np.float32)}, {"modality": "image"})
+
+    store.upsert([point(f"p{i}") for i in range(4)])
+    stop, errors, searches = threading.Event(), [], 0
+
+    def writer() -> None:
+        i = 0
+        while not stop.is_set():
+            store.upsert([point(f"w{i}")])
+            if i % 2:
+                store.delete([point_id(f"w{i - 1}")])
+            i += 1
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 1.5
+        while time.monotonic() < deadline:
+            try:
+                assert len(store.search("bridged", rng.standard_normal(8).astype(np.float32), k=5)) == 5
+                searches += 1
+            except ValueError as exc:  # the race: arrays of two lengths
+                errors.append(str(exc))
+    finally:
+        stop.set()
+        thread.join()
+    assert searches > 0 and errors == [], errors[:2]

@@ -10,6 +10,7 @@ import dataclasses
 import json
 import logging
 import os
+import threading
 import time
 import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -74,12 +75,14 @@ class ServerStore(Store):
                 client = QdrantClient(":memory:")
             else:
                 client = QdrantClient(url=client, api_key=api_key, timeout=timeout, prefer_grpc=prefer_grpc)
-        self.client = client
-        self.collection = collection
-        self._warned_unindexed = set()
         # Local mode ignores payload indexes and search params and warns each call; those
         # warnings are expected there (it is a test double for the server), so we mute them.
         self._is_local = type(getattr(client, "_client", None)).__name__ == "QdrantLocal"
+        if self._is_local and not isinstance(client, _OneCallAtATime):
+            client = _OneCallAtATime(client)
+        self.client = client
+        self.collection = collection
+        self._warned_unindexed = set()
         self._meta_cache: dict[str, Any] | None = None
         if self.exists():
             self._load()
@@ -371,6 +374,29 @@ def _client_hit(p: Any) -> Hit:
 
 # Key of the base collection's metadata that marks the per-modality layout and lists its partitions.
 _LAYOUT_KEY = "__emergentbridge_layout__"
+
+
+class _OneCallAtATime:
+    """A qdrant-client in local mode, called from one thread at a time. Local mode is no server: a
+    collection is numpy arrays that an upsert replaces while a search in another thread reads them (a
+    served index whose folder is watched got "operands could not be broadcast together with shapes
+    (4,) (3,)"). Every client of one local instance shares one lock; a server needs none."""
+
+    _locks: dict[int, threading.RLock] = {}
+
+    def __init__(self, client: Any) -> None:
+        self._raw = client
+        self._lock = self._locks.setdefault(id(client), threading.RLock())
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._raw, name)
+        if not callable(attr):
+            return attr
+
+        def one_at_a_time(*args: Any, **kwargs: Any) -> Any:
+            with self._lock:
+                return attr(*args, **kwargs)
+        return one_at_a_time
 
 
 class PartitionedServerStore(PartitionedStore):
