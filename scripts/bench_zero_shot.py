@@ -39,6 +39,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from bridge.config import DEFAULT_PRESET
+from core.files import user_cache_dir
 from query.eval.shared_data import shared_data_dir
 
 log = logging.getLogger("bench_zero_shot")
@@ -131,7 +132,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--data", type=Path, default=CIFAR, help="CIFAR-10 test folder: {class}/NNNN.jpg")
     ap.add_argument("--limit", type=int, default=None, help="at most this many photos per class")
     ap.add_argument("--val-per-class", type=int, default=100)
-    ap.add_argument("--cache", type=Path, default=Path(".cache/features"), help="frozen-feature cache folder")
+    ap.add_argument("--cache", type=Path, default=user_cache_dir("features"),
+                    help="frozen-feature cache folder (default: the user's, shared by every checkout)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", type=Path, default=None)
     return ap.parse_args(argv)
