@@ -30,8 +30,9 @@ import threading
 import time
 from collections import Counter, deque
 from concurrent.futures import Future
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -59,8 +60,12 @@ class RunCounts:
     by_modality: Counter = field(default_factory=Counter)
     skipped: Counter = field(default_factory=Counter)  # per modality: files the space cannot place
     cut: int = 0  # files longer than the part of them that is embedded and cut into moments
-    encode_seconds: float = 0.0  # time inside the encoder's forward passes
     stages: Counter = field(default_factory=Counter)  # wall and CPU seconds per stage (see `stage_seconds`)
+
+    @property
+    def encode_seconds(self) -> float:
+        """Time inside the encoder's forward passes (the `encode` stage's wall time)."""
+        return self.stages["encode"]
 
     def stage_seconds(self) -> dict[str, float]:
         """Where a run's time went: `run` / `run_cpu` (the whole pipeline: wall, and CPU of this process
@@ -80,6 +85,19 @@ def runqueue_seconds() -> float:
             return int(fh.read().split()[1]) / 1e9
     except (OSError, ValueError, IndexError):
         return 0.0
+
+
+@contextmanager
+def thread_stage(stages: Counter, name: str) -> Iterator[None]:
+    """The calling thread's wall, CPU and run-queue seconds in a block, added to `stages` as `name`,
+    `name_cpu` and `name_runqueue`."""
+    t0, cpu0, queued0 = time.perf_counter(), time.thread_time(), runqueue_seconds()
+    try:
+        yield
+    finally:
+        stages[name] += time.perf_counter() - t0
+        stages[f"{name}_cpu"] += time.thread_time() - cpu0
+        stages[f"{name}_runqueue"] += runqueue_seconds() - queued0
 
 
 def process_cpu() -> float:
@@ -222,11 +240,16 @@ class Pipeline:
     def embed_batch(self, results: list[ReadResult]) -> _Batch:
         """Encoder forward pass over the decoded items of one batch (one modality)."""
         batch = _Batch(results)
-        t0, cpu0, queued0 = time.perf_counter(), time.thread_time(), runqueue_seconds()
-        self._embed_moments(batch)
-        good = [r for r in results if r.item is not None]
+        with thread_stage(self.counts.stages, "encode"):
+            self._embed_moments(batch)
+            self._embed_items(batch)
+        return batch
+
+    def _embed_items(self, batch: _Batch) -> None:
+        """The batch's whole-file features, in one encoder call; an item the encoder rejects is reported."""
+        good = [r for r in batch.results if r.item is not None]
         if not good:
-            return batch
+            return
         modality = good[0].entry.modality
         try:
             batch.features = self.bridge.encode(modality, [r.item for r in good])
@@ -242,11 +265,6 @@ class Pipeline:
                     log.debug("encoder failed on %s", r.entry.abs_path, exc_info=True)
                     r.item, r.error = None, f"the {modality} encoder cannot take it ({type(exc).__name__}: {exc})"[:300]
             batch.features = np.stack(rows) if rows else None
-        self.counts.encode_seconds += time.perf_counter() - t0
-        self.counts.stages["encode"] += time.perf_counter() - t0
-        self.counts.stages["encode_cpu"] += time.thread_time() - cpu0
-        self.counts.stages["encode_runqueue"] += runqueue_seconds() - queued0
-        return batch
 
     def _embed_moments(self, batch: _Batch) -> None:
         """Each long file's moments, one encoder call per file; a file whose moments the encoder
@@ -277,19 +295,16 @@ class Pipeline:
                 item: _Batch | None | str = q.get(timeout=wait)
             except queue.Empty:
                 item = "due"
-            t0, cpu0, queued0 = time.perf_counter(), time.thread_time(), runqueue_seconds()
-            if not failure:
-                try:
-                    if isinstance(item, _Batch):
-                        self.stage([item])
-                    if item is None or time.monotonic() - last_commit >= self.commit_seconds:
-                        self.commit()
-                        last_commit = time.monotonic()
-                except BaseException as exc:  # surfaced in the calling thread by run()
-                    failure.append(exc)
-            self.counts.stages["write"] += time.perf_counter() - t0
-            self.counts.stages["write_cpu"] += time.thread_time() - cpu0
-            self.counts.stages["write_runqueue"] += runqueue_seconds() - queued0
+            with thread_stage(self.counts.stages, "write"):
+                if not failure:
+                    try:
+                        if isinstance(item, _Batch):
+                            self.stage([item])
+                        if item is None or time.monotonic() - last_commit >= self.commit_seconds:
+                            self.commit()
+                            last_commit = time.monotonic()
+                    except BaseException as exc:  # surfaced in the calling thread by run()
+                        failure.append(exc)
             if item is None:
                 return
 
