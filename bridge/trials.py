@@ -69,8 +69,8 @@ def choose_base(cfg: TrainConfig, data: TrainingSet, val: TrainingSet, preset: P
 def _base_trial(cfg: TrainConfig, data: TrainingSet, val: TrainingSet, preset: Preset | None, train: Train,
                 candidate: str) -> float:
     """One candidate start's trial: its mean validation R@1 over the manifest's pairs (by its heads)."""
-    log.info("base: trying the %s start, with the manifest's modalities bound to it (the lines below until "
-             "the choice are this trial's)", "label-space" if candidate == "finetune" else "features' own axes")
+    log.info("base: trying the %s start, with the manifest's modalities bound to it (with jobs >= 2 the two "
+             "trials' lines interleave)", "label-space" if candidate == "finetune" else "features' own axes")
     trial = dataclasses.replace(cfg, base=candidate, variant="anchor", proxy_steps=0, proxy_bank=1)
     _, curves = train(trial, data, val=val, preset=preset, instance_maps=False)  # scored by its heads
     got = list(curves.get("val", {}).values())

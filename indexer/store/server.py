@@ -13,6 +13,7 @@ import os
 import threading
 import time
 import warnings
+import weakref
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -382,11 +383,11 @@ class _OneCallAtATime:
     served index whose folder is watched got "operands could not be broadcast together with shapes
     (4,) (3,)"). Every client of one local instance shares one lock; a server needs none."""
 
-    _locks: dict[int, threading.RLock] = {}
+    _locks: "weakref.WeakKeyDictionary[Any, threading.RLock]" = weakref.WeakKeyDictionary()
 
     def __init__(self, client: Any) -> None:
         self._raw = client
-        self._lock = self._locks.setdefault(id(client), threading.RLock())
+        self._lock = self._locks.setdefault(client, threading.RLock())  # gone with its client
 
     def __getattr__(self, name: str) -> Any:
         attr = getattr(self._raw, name)

@@ -38,6 +38,7 @@ from typing import Any, Iterator
 from bridge.config import VARIANTS
 from bridge.validation import clearly_better
 from core.errors import EmergentBridgeError
+from core.workers import default_jobs
 # The bench by concern; every name stays importable from here (tests, scripts and the demo do).
 from query.eval.aggregate import (METRICS, aggregate, aggregate_same, deltas, gap_closed,
                                   summarise_zero_training)
@@ -50,7 +51,6 @@ from query.eval.selection import (DEFAULT_SWEEP, MAX_SWEEP, PAIRED_TOLERANCE, ca
                                   validation_score, variants_to_run)
 from query.eval.seeds import Results, train_and_test
 from query.eval.tasks import DATASETS
-from core.workers import default_jobs
 from query.search import CROSS_ROUTES, FEATURE_ROUTES
 
 __all__ = ["BenchConfig", "DEFAULTS", "DEFAULT_SWEEP", "FEATURE_ROUTES", "MAX_SWEEP", "METRICS", "NothingToScore",

@@ -20,10 +20,10 @@ from typing import Any, Iterator
 import numpy as np
 
 from bridge.route_table import write_route_table
+from core.workers import fork_map, forked
 from query.eval.evaluate import SAME_MODALITY_ROUTES, index_points, latency
 from query.eval.selection import (calibrate_routes, choose, grid_edges, sweep_candidates, train_config,
                                   validate_exact, validation_score)
-from core.workers import fork_map, forked
 from query.search import CROSS_ROUTES, FEATURE_ROUTES
 
 log = logging.getLogger(__name__)
@@ -111,7 +111,7 @@ def _choose_seed(run: Any, res: Results, trials: dict[str, list[dict[str, Any]]]
         chosen = variant_trials[pick]
         if variant == "anchor":
             anchor_paired = chosen["val"]["paired_r1"]
-        if swept and variant not in choices.settings:
+        if variant not in choices.settings:  # the first time it is swept
             choices.settings[variant] = chosen["setting"]
             if variant == "anchor":
                 res.settings = {k: v for k, v in dataclasses.asdict(chosen["config"]).items()
